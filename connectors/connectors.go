@@ -1,0 +1,96 @@
+// Package connectors defines the bucket that exports are written to, as a
+// contract every provider (local, s3, and later gcs, azure) keeps.
+//
+// Providers live in sub-packages and translate their SDK's errors into the
+// sentinels below with errors.Is-compatible wrapping, keeping the cause.
+// connectorstest holds the conformance suite every provider runs.
+package connectors
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Sentinel errors. Providers wrap them (fmt.Errorf("...: %w", ErrNotFound))
+// so callers test with errors.Is, never ==.
+var (
+	// ErrNotFound: the key does not exist.
+	ErrNotFound = errors.New("object not found")
+	// ErrExists: a create-if-absent write found the key already there.
+	ErrExists = errors.New("object already exists")
+	// ErrPrecondition: a compare-and-swap write found a different version
+	// than the one it expected.
+	ErrPrecondition = errors.New("object changed since it was read")
+	// ErrPermission: the credentials are not allowed to do this.
+	ErrPermission = errors.New("permission denied")
+)
+
+// Bucket is one place exports are written to. Keys are slash-separated
+// paths relative to the bucket's root; they never start with "/".
+// All methods are safe for concurrent use.
+type Bucket interface {
+	// NewWriter starts writing the object key. Nothing is visible under key
+	// until Close returns nil: readers see the previous object (if any) or
+	// ErrNotFound. Abort, or cancelling ctx before Close, discards the write
+	// and leaves the previous object in place. Data is streamed: a provider
+	// never holds the whole object in memory.
+	//
+	// With opts.IfAbsent, Close returns an error wrapping ErrExists if the
+	// key already exists, and writes nothing. With opts.IfMatch set, Close
+	// returns an error wrapping ErrPrecondition unless the key's current
+	// ETag equals it.
+	NewWriter(ctx context.Context, key string, opts WriteOptions) (Writer, error)
+
+	// NewReader opens the object key. If the key does not exist, an error
+	// wrapping ErrNotFound is returned.
+	NewReader(ctx context.Context, key string) (io.ReadCloser, error)
+
+	// Attributes returns the object's size, ETag and modification time. If
+	// the key does not exist, an error wrapping ErrNotFound is returned.
+	Attributes(ctx context.Context, key string) (Attributes, error)
+
+	// List calls fn for every object whose key starts with prefix, in
+	// ascending key order, until fn returns false or an error occurs.
+	// Providers page through large listings internally.
+	List(ctx context.Context, prefix string, fn func(Attributes) bool) error
+
+	// Delete removes the object key. Deleting a key that does not exist is
+	// not an error.
+	Delete(ctx context.Context, key string) error
+
+	// Close releases the bucket's resources.
+	Close() error
+}
+
+// Writer streams one object into a Bucket (see Bucket.NewWriter).
+type Writer interface {
+	io.Writer
+	// Close finishes the write and makes the object visible atomically.
+	// It returns the provider's error for a failed or refused write.
+	Close() error
+	// Abort discards the write; nothing becomes visible. Abort after a
+	// successful Close does nothing.
+	Abort() error
+}
+
+// WriteOptions are conditions and metadata for a write.
+type WriteOptions struct {
+	// ContentType of the object; "application/json" when empty.
+	ContentType string
+	// IfAbsent makes the write create-only: it fails with ErrExists if the
+	// key exists.
+	IfAbsent bool
+	// IfMatch makes the write a compare-and-swap on the ETag from
+	// Attributes.
+	IfMatch string
+}
+
+// Attributes describe a stored object.
+type Attributes struct {
+	Key     string
+	Size    int64
+	ETag    string
+	ModTime time.Time
+}

@@ -1,0 +1,273 @@
+// Package events owns the event contract (shared/contract/EVENTS.md): the
+// entity snapshots, decoding and validation of CloudEvents bodies, and the
+// JetStream consumer that feeds decoded events to the pipeline, routes bad
+// input to the dead-letter stream and owns the ack policy.
+//
+// Decode never panics: every input is either a valid *Event or a
+// *BadInputError that says why.
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Event is one decoded, validated event.
+type Event struct {
+	ID      string // CloudEvents id (also the Nats-Msg-Id)
+	Type    string // diffgram.<entity>.<action>
+	Kind    Kind
+	Action  string
+	Project string // the project's string_id
+	// EntityID is the entity's id; for instances the lineage (root) id; 0
+	// for a project.
+	EntityID int64
+	Version  int64
+	// Partial is true for a removal that carries only the entity's id and
+	// version: the pipeline merges it into the snapshot it has.
+	Partial bool
+	// Entity is the typed snapshot: *Project, *Directory, *LabelFile,
+	// *AttributeGroup, *Job, *File, *Task, *Sequence or *Instance.
+	Entity any
+	// Raw is the snapshot object exactly as received.
+	Raw json.RawMessage
+	// Seq is the event's stream sequence (set by the consumer).
+	Seq uint64
+}
+
+// BadInputError says why an event is bad input (see EVENTS.md): it is
+// permanent and the event goes to the dead-letter stream.
+type BadInputError struct {
+	Reason string
+}
+
+func (e *BadInputError) Error() string { return "bad event: " + e.Reason }
+
+func bad(format string, args ...any) error {
+	return &BadInputError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// IsBadInput reports whether err is (or wraps) a *BadInputError.
+func IsBadInput(err error) bool {
+	var b *BadInputError
+	return errors.As(err, &b)
+}
+
+var projectRe = regexp.MustCompile(`^[a-z0-9-]+$`)
+
+type envelope struct {
+	SpecVersion     *string         `json:"specversion"`
+	ID              *string         `json:"id"`
+	Source          *string         `json:"source"`
+	Type            *string         `json:"type"`
+	DiffgramProject *string         `json:"diffgramproject"`
+	Data            json.RawMessage `json:"data"`
+}
+
+// Decode validates one message: subject "<prefix>.<project>.<entity>.<action>"
+// and a CloudEvents 1.0 structured JSON body no larger than maxBytes
+// (0: no limit). It returns a *BadInputError for any bad input.
+func Decode(subject string, body []byte, maxBytes int) (*Event, error) {
+	if maxBytes > 0 && len(body) > maxBytes {
+		return nil, bad("body is %d bytes, over the limit of %d", len(body), maxBytes)
+	}
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return nil, bad("body is not a JSON object: %s", jsonReason(err))
+	}
+	switch {
+	case env.SpecVersion == nil:
+		return nil, bad("not a CloudEvent: missing specversion")
+	case *env.SpecVersion != "1.0":
+		return nil, bad("specversion %q is not 1.0", *env.SpecVersion)
+	case env.ID == nil || *env.ID == "":
+		return nil, bad("missing id")
+	case env.Source == nil || *env.Source == "":
+		return nil, bad("missing source")
+	case env.Type == nil || *env.Type == "":
+		return nil, bad("missing type")
+	}
+	ev := &Event{ID: *env.ID, Type: *env.Type}
+	entity, action, ok := strings.Cut(strings.TrimPrefix(ev.Type, "diffgram."), ".")
+	if !strings.HasPrefix(ev.Type, "diffgram.") || !ok {
+		return nil, bad("unknown type %q", ev.Type)
+	}
+	spec, known := kinds[Kind(entity)]
+	if !known || !slices.Contains(spec.actions, action) {
+		return nil, bad("unknown type %q", ev.Type)
+	}
+	ev.Kind, ev.Action = Kind(entity), action
+
+	tok := strings.Split(subject, ".")
+	if len(tok) < 4 {
+		return nil, bad("subject %q is not <prefix>.<project>.<entity>.<action>", subject)
+	}
+	sp, se, sa := tok[len(tok)-3], tok[len(tok)-2], tok[len(tok)-1]
+	if se != entity || sa != action {
+		return nil, bad("subject %q and type %q disagree", subject, ev.Type)
+	}
+	if env.DiffgramProject == nil || *env.DiffgramProject == "" {
+		return nil, bad("missing diffgramproject")
+	}
+	if sp != *env.DiffgramProject {
+		return nil, bad("subject project %q and diffgramproject %q disagree", sp, *env.DiffgramProject)
+	}
+	if !projectRe.MatchString(sp) {
+		return nil, bad("project %q is not [a-z0-9-]+", sp)
+	}
+	ev.Project = sp
+
+	if len(env.Data) == 0 || bytes.Equal(env.Data, []byte("null")) {
+		return nil, bad("missing data")
+	}
+	var data map[string]json.RawMessage
+	if err := json.Unmarshal(env.Data, &data); err != nil {
+		return nil, bad("data is not an object: %s", jsonReason(err))
+	}
+	raw, ok := data[spec.dataKey]
+	if !ok || bytes.Equal(raw, []byte("null")) {
+		return nil, bad("data has no %q", spec.dataKey)
+	}
+	ev.Raw = raw
+	if err := decodeEntity(ev); err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
+
+// DecodeEntity decodes a stored snapshot of the given kind (as kept by the
+// pipeline) into its typed form. It applies the same validation as Decode.
+func DecodeEntity(kind Kind, project string, raw []byte) (any, error) {
+	ev := &Event{Kind: kind, Project: project, Raw: raw}
+	if err := decodeEntity(ev); err != nil {
+		return nil, err
+	}
+	return ev.Entity, nil
+}
+
+// removals are the actions that may carry only an entity's id and version.
+var removals = map[string]bool{"removed": true, "deleted": true, "archived": true}
+
+func decodeEntity(ev *Event) error {
+	var head struct {
+		ID       json.RawMessage `json:"id"`
+		StringID json.RawMessage `json:"string_id"`
+		Version  json.RawMessage `json:"version"`
+	}
+	if err := json.Unmarshal(ev.Raw, &head); err != nil {
+		return bad("%s is not an object: %s", ev.Kind, jsonReason(err))
+	}
+	if len(head.Version) == 0 || string(head.Version) == "null" {
+		return bad("%s has no version", ev.Kind)
+	}
+	idField := head.ID
+	if ev.Kind == KindProject {
+		idField = head.StringID
+		if len(idField) == 0 || string(idField) == "null" {
+			return bad("project has no string_id")
+		}
+	} else if len(idField) == 0 || string(idField) == "null" {
+		return bad("%s has no id", ev.Kind)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(ev.Raw, &fields); err != nil {
+		return bad("%s: %s", ev.Kind, jsonReason(err))
+	}
+	_, hasVersion := fields["version"]
+	ev.Partial = removals[ev.Action] && len(fields) == 2 && hasVersion
+
+	var target any
+	switch ev.Kind {
+	case KindProject:
+		target = &Project{}
+	case KindDirectory:
+		target = &Directory{}
+	case KindLabel:
+		target = &LabelFile{}
+	case KindAttributeGroup:
+		target = &AttributeGroup{}
+	case KindJob:
+		target = &Job{}
+	case KindFile:
+		target = &File{}
+	case KindTask:
+		target = &Task{}
+	case KindSequence:
+		target = &Sequence{}
+	case KindInstance:
+		target = &Instance{}
+	}
+	if err := json.Unmarshal(ev.Raw, target); err != nil {
+		return bad("%s: %s", ev.Kind, jsonReason(err))
+	}
+	ev.Entity = target
+	switch e := target.(type) {
+	case *Project:
+		ev.Version = e.Version
+		if ev.Project != "" && e.StringID != ev.Project {
+			return bad("project string_id %q and event project %q disagree", e.StringID, ev.Project)
+		}
+	case *Directory:
+		ev.EntityID, ev.Version = e.ID, e.Version
+	case *LabelFile:
+		ev.EntityID, ev.Version = e.ID, e.Version
+	case *AttributeGroup:
+		ev.EntityID, ev.Version = e.ID, e.Version
+	case *Job:
+		ev.EntityID, ev.Version = e.ID, e.Version
+	case *File:
+		ev.EntityID, ev.Version = e.ID, e.Version
+		if ev.Partial {
+			e.State = "removed"
+		}
+	case *Task:
+		ev.EntityID, ev.Version = e.ID, e.Version
+		if ev.Partial {
+			e.Status = "archived"
+		} else if e.JobID == 0 || e.FileID == 0 {
+			return bad("task %d has no job_id or file_id", e.ID)
+		}
+	case *Sequence:
+		ev.EntityID, ev.Version = e.ID, e.Version
+		if e.FileID == 0 {
+			return bad("sequence %d has no file_id", e.ID)
+		}
+	case *Instance:
+		ev.EntityID, ev.Version = e.Root(), e.Version
+		if ev.Partial {
+			e.SoftDelete = true
+		} else if e.FileID == 0 {
+			return bad("instance %d has no file_id", e.ID)
+		}
+	}
+	if ev.Kind != KindProject && ev.EntityID <= 0 {
+		return bad("%s id %d is not positive", ev.Kind, ev.EntityID)
+	}
+	if ev.Version < 0 {
+		return bad("%s version %d is negative", ev.Kind, ev.Version)
+	}
+	return nil
+}
+
+// jsonReason turns a JSON error into a short reason naming the field.
+func jsonReason(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		field := te.Field
+		if field == "" {
+			field = "value"
+		}
+		return fmt.Sprintf("field %s: %s is not %s", field, te.Value, te.Type)
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return "invalid JSON at offset " + strconv.FormatInt(se.Offset, 10)
+	}
+	return err.Error()
+}

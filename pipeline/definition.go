@@ -1,0 +1,191 @@
+package pipeline
+
+import (
+	"regexp"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/exportstream/exportstream/events"
+)
+
+// Completion filters.
+const (
+	CompletionComplete   = "complete"
+	CompletionAll        = "all"
+	CompletionIncomplete = "incomplete"
+)
+
+// SourceKind is what an export's files come from.
+type SourceKind string
+
+// The source kinds of EXPORTS.md.
+const (
+	SourceDirectory SourceKind = "directory"
+	SourceJob       SourceKind = "job"
+	SourceTask      SourceKind = "task"
+	SourceProject   SourceKind = "project"
+)
+
+// Source selects an export's files: a directory or job by Name (nickname,
+// job name) or ID, a task by ID, or the whole project.
+type Source struct {
+	Kind SourceKind
+	Name string
+	ID   int64
+}
+
+// Definition is one export definition.
+type Definition struct {
+	Name                    string
+	Project                 string
+	Source                  Source
+	Completion              string
+	IncludeRemovedInstances bool
+	Connection              string
+	Path                    string // key prefix in the bucket, "" or ending in "/"
+	Quiet                   time.Duration
+	MaxDelay                time.Duration
+}
+
+var refUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]`)
+
+// ref is the source's reference in object names: directory nickname, job
+// name, task id or project string id, with every character outside
+// [A-Za-z0-9._-] turned into "-".
+func (d *Definition) ref(pl *plan) string {
+	var r string
+	switch d.Source.Kind {
+	case SourceDirectory:
+		r = d.Source.Name
+		if pl != nil && pl.dir != nil {
+			r = pl.dir.val.(*events.Directory).Nickname
+		} else if r == "" {
+			r = strconv.FormatInt(d.Source.ID, 10)
+		}
+	case SourceJob:
+		r = d.Source.Name
+		if pl != nil && pl.job != nil {
+			r = pl.job.val.(*events.Job).Name
+		} else if r == "" {
+			r = strconv.FormatInt(d.Source.ID, 10)
+		}
+	case SourceTask:
+		r = strconv.FormatInt(d.Source.ID, 10)
+	default:
+		r = d.Project
+	}
+	if r == "" {
+		r = "-"
+	}
+	return refUnsafe.ReplaceAllString(r, "-")
+}
+
+// objectStem is the data object's key without ".json":
+// <prefix><export_id>_diffgram_annotations__source_<source>_<ref>_datetime_<datetime>
+func (d *Definition) objectStem(id int64, ref string, at time.Time) string {
+	return d.Path + strconv.FormatInt(id, 10) + "_diffgram_annotations__source_" + string(d.Source.Kind) +
+		"_" + ref + "_datetime_" + at.UTC().Format("2006-01-02T15-04-05.000000")
+}
+
+// change is one stored snapshot replacing another (old may be nil).
+type change struct {
+	project  string
+	kind     events.Kind
+	old, new *snap
+}
+
+// touches reports whether a change can alter the definition's export.
+// It errs on the side of yes: an unneeded export is skipped when its
+// content is unchanged. Called with the state's read lock held.
+func (d *Definition) touches(p *project, c change) bool {
+	if d.Project != c.project {
+		return false
+	}
+	switch c.kind {
+	case events.KindProject, events.KindLabel, events.KindAttributeGroup:
+		return true
+	case events.KindDirectory:
+		return d.Source.Kind == SourceDirectory
+	case events.KindJob:
+		return d.Source.Kind == SourceJob || d.Source.Kind == SourceTask
+	}
+	if d.Source.Kind == SourceProject {
+		return true
+	}
+	var files []int64
+	for _, s := range []*snap{c.old, c.new} {
+		if s == nil {
+			continue
+		}
+		switch v := s.val.(type) {
+		case *events.File:
+			files = append(files, v.ID)
+			if v.ParentID != nil {
+				files = append(files, *v.ParentID)
+			}
+		case *events.Instance:
+			files = append(files, v.FileID)
+		case *events.Sequence:
+			files = append(files, v.FileID)
+		case *events.Task:
+			switch d.Source.Kind {
+			case SourceTask:
+				if v.ID == d.Source.ID {
+					return true
+				}
+			case SourceJob:
+				if j := p.findJob(d.Source); j != nil && j.id == v.JobID {
+					return true
+				}
+			}
+		}
+	}
+	for _, fid := range files {
+		if d.touchesFile(p, fid, c) {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Definition) touchesFile(p *project, fid int64, c change) bool {
+	switch d.Source.Kind {
+	case SourceDirectory:
+		dir := p.findDir(d.Source)
+		if dir == nil {
+			return false
+		}
+		dirs := func(s *snap) bool {
+			return s != nil && slices.Contains(s.val.(*events.File).DirectoryIDs, dir.id)
+		}
+		if c.kind == events.KindFile && (dirs(c.old) || dirs(c.new)) {
+			return true
+		}
+		f := p.files[fid]
+		if dirs(f) {
+			return true
+		}
+		if f != nil {
+			if v := f.val.(*events.File); v.ParentID != nil {
+				return dirs(p.files[*v.ParentID])
+			}
+		}
+		return false
+	case SourceJob:
+		j := p.findJob(d.Source)
+		if j == nil {
+			return false
+		}
+		for tid := range p.fileTasks[fid] {
+			if p.tasks[tid].val.(*events.Task).JobID == j.id {
+				return true
+			}
+		}
+		return false
+	case SourceTask:
+		t := p.tasks[d.Source.ID]
+		return t != nil && t.val.(*events.Task).FileID == fid
+	}
+	return true
+}

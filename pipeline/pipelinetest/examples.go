@@ -1,0 +1,205 @@
+// Package pipelinetest holds test helpers for the pipeline: the contract's
+// example streams and a checker for export documents against their
+// expected.json.
+package pipelinetest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+)
+
+// Expected is a scenario's expected.json.
+type Expected struct {
+	Project     string                `json:"project"`
+	LabelMap    map[string]string     `json:"label_map"`
+	AttrGroups  []int64               `json:"attribute_group_ids"`
+	Definitions map[string]Definition `json:"definitions"`
+	Poison      int                   `json:"poison_count"`
+	Video5002   struct {
+		ParentInstanceList []int64            `json:"parent_instance_list"`
+		Sequences          map[string][]int64 `json:"sequences"`
+	} `json:"video_5002"`
+}
+
+// Definition is one expected export.
+type Definition struct {
+	Source         map[string]any     `json:"source"`
+	Completion     string             `json:"completion"`
+	IncludeRemoved bool               `json:"include_removed_instances"`
+	FileIDs        []string           `json:"file_ids"`
+	FileListLength int                `json:"file_list_length"`
+	Instances      map[string][]int64 `json:"instances"`
+	NullEntries    []string           `json:"null_entries"`
+}
+
+// ExamplesDir is shared/contract/examples beside the repository.
+func ExamplesDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "contract", "examples")
+}
+
+// Scenarios lists the example scenario directories.
+func Scenarios() ([]string, error) {
+	entries, err := os.ReadDir(ExamplesDir())
+	if err != nil {
+		return nil, fmt.Errorf("the contract's examples must be at %s (shared/ beside the repo): %w", ExamplesDir(), err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() {
+			out = append(out, filepath.Join(ExamplesDir(), e.Name()))
+		}
+	}
+	return out, nil
+}
+
+// LoadExpected reads dir/expected.json.
+func LoadExpected(dir string) (*Expected, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "expected.json"))
+	if err != nil {
+		return nil, err
+	}
+	var e Expected
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// Check compares an export document with the expected definition and
+// returns every difference.
+func Check(doc []byte, exp *Expected, d Definition) []string {
+	var errs []string
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return []string{"export is not a JSON object"}
+	}
+	var keys []string
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return []string{fmt.Sprintf("bad JSON: %v", err)}
+		}
+		keys = append(keys, t.(string))
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return []string{fmt.Sprintf("bad JSON: %v", err)}
+		}
+	}
+	meta := []string{"readme", "label_map", "label_colour_map", "export_info", "attribute_groups_reference"}
+	if len(keys) < 5 || !slices.Equal(keys[:5], meta) {
+		return []string{fmt.Sprintf("top-level keys %v, want %v first", keys, meta)}
+	}
+	files := keys[5:]
+	if !slices.Equal(files, d.FileIDs) {
+		errs = append(errs, fmt.Sprintf("file keys %v, want %v", files, d.FileIDs))
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(doc, &top); err != nil {
+		return append(errs, err.Error())
+	}
+	var info struct {
+		FileListLength int `json:"file_list_length"`
+	}
+	json.Unmarshal(top["export_info"], &info)
+	if info.FileListLength != d.FileListLength {
+		errs = append(errs, fmt.Sprintf("file_list_length %d, want %d", info.FileListLength, d.FileListLength))
+	}
+	var lm map[string]string
+	json.Unmarshal(top["label_map"], &lm)
+	if fmt.Sprint(lm) != fmt.Sprint(exp.LabelMap) {
+		errs = append(errs, fmt.Sprintf("label_map %v, want %v", lm, exp.LabelMap))
+	}
+	var groups []struct {
+		ID int64 `json:"id"`
+	}
+	json.Unmarshal(top["attribute_groups_reference"], &groups)
+	var gids []int64
+	for _, g := range groups {
+		gids = append(gids, g.ID)
+	}
+	if fmt.Sprint(gids) != fmt.Sprint(exp.AttrGroups) {
+		errs = append(errs, fmt.Sprintf("attribute group ids %v, want %v", gids, exp.AttrGroups))
+	}
+	for _, id := range files {
+		raw := top[id]
+		if slices.Contains(d.NullEntries, id) {
+			if string(raw) != "null" {
+				errs = append(errs, fmt.Sprintf("file %s: entry should be null", id))
+			}
+			continue
+		}
+		var entry struct {
+			InstanceList       []map[string]any `json:"instance_list"`
+			ParentInstanceList []map[string]any `json:"parent_instance_list"`
+			SequenceList       []struct {
+				ID           int64            `json:"id"`
+				InstanceList []map[string]any `json:"instance_list"`
+			} `json:"sequence_list"`
+		}
+		if err := json.Unmarshal(raw, &entry); err != nil {
+			errs = append(errs, fmt.Sprintf("file %s: %v", id, err))
+			continue
+		}
+		var got []int64
+		add := func(l []map[string]any) {
+			for _, in := range l {
+				for _, k := range []string{"root_id", "previous_id", "version", "sequence_id", "file_id"} {
+					if _, ok := in[k]; ok {
+						errs = append(errs, fmt.Sprintf("file %s: instance exports bookkeeping field %q", id, k))
+					}
+				}
+				if v, ok := in["id"].(float64); ok {
+					got = append(got, int64(v))
+				}
+			}
+		}
+		add(entry.InstanceList)
+		add(entry.ParentInstanceList)
+		for _, s := range entry.SequenceList {
+			add(s.InstanceList)
+		}
+		slices.Sort(got)
+		if want := d.Instances[id]; !slices.Equal(got, want) && (len(got) > 0 || len(want) > 0) {
+			errs = append(errs, fmt.Sprintf("file %s: instances %v, want %v", id, got, want))
+		}
+		if id == "5002" && !d.IncludeRemoved && exp.Video5002.ParentInstanceList != nil {
+			var parent []int64
+			for _, in := range entry.ParentInstanceList {
+				parent = append(parent, int64(in["id"].(float64)))
+			}
+			if !slices.Equal(parent, exp.Video5002.ParentInstanceList) {
+				errs = append(errs, fmt.Sprintf("video 5002 parent_instance_list %v, want %v", parent, exp.Video5002.ParentInstanceList))
+			}
+			seqs := map[string][]int64{}
+			for _, s := range entry.SequenceList {
+				var ids []int64
+				for _, in := range s.InstanceList {
+					ids = append(ids, int64(in["id"].(float64)))
+				}
+				seqs[fmt.Sprint(s.ID)] = ids
+			}
+			if fmt.Sprint(seqs) != fmt.Sprint(exp.Video5002.Sequences) {
+				errs = append(errs, fmt.Sprintf("video 5002 sequences %v, want %v", seqs, exp.Video5002.Sequences))
+			}
+		}
+	}
+	return errs
+}
+
+// SourceYAML renders an expected source as a flow-style YAML mapping.
+func SourceYAML(src map[string]any) string {
+	var parts []string
+	for k, v := range src {
+		b, _ := json.Marshal(v)
+		parts = append(parts, k+": "+string(b))
+	}
+	slices.Sort(parts)
+	return "{" + strings.Join(parts, ", ") + "}"
+}

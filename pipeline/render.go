@@ -1,0 +1,738 @@
+package pipeline
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/exportstream/exportstream/events"
+)
+
+// FormatVersion is the export format version written into export_info.
+const FormatVersion = "1.0"
+
+// Version of the connector, written into export_info.
+var Version = "dev"
+
+// plan is everything one export shows, gathered under the state's read
+// lock. Snapshots are immutable, so rendering needs no lock.
+type plan struct {
+	def     *Definition
+	project *snap
+	labels  []*snap // state != removed, by id
+	groups  []*snap // not archived, by id
+	allLbls map[int64]*snap
+	dir     *snap
+	job     *snap
+	task    *snap
+	files   []planFile
+	nInst   int
+}
+
+type planFile struct {
+	f        *snap
+	file     *events.File
+	insts    []*snap // instance_list / parent_instance_list, in export order
+	seqs     []planSeq
+	children []planFile
+}
+
+type planSeq struct {
+	s     *snap
+	insts []*snap
+}
+
+// buildPlan selects the definition's files and everything shown beside
+// them. It holds the state's read lock only while gathering pointers.
+func (s *State) buildPlan(d *Definition) *plan {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	pl := &plan{def: d, allLbls: map[int64]*snap{}}
+	p := s.projects[d.Project]
+	if p == nil {
+		p = newProject(d.Project)
+	}
+	pl.project = p.info
+	for _, id := range sortedKeys(p.labels) {
+		l := p.labels[id]
+		pl.allLbls[id] = l
+		if l.val.(*events.LabelFile).State != "removed" {
+			pl.labels = append(pl.labels, l)
+		}
+	}
+	for _, id := range sortedKeys(p.groups) {
+		if g := p.groups[id]; !g.val.(*events.AttributeGroup).Archived {
+			pl.groups = append(pl.groups, g)
+		}
+	}
+	var ids []int64
+	keep := func(f *events.File) bool { return true }
+	switch d.Completion {
+	case CompletionComplete:
+		keep = (*events.File).Complete
+	case CompletionIncomplete:
+		keep = func(f *events.File) bool { return !f.Complete() }
+	}
+	switch d.Source.Kind {
+	case SourceProject:
+		for _, id := range sortedKeys(p.files) {
+			if f := p.files[id].val.(*events.File); !f.Removed() && keep(f) {
+				ids = append(ids, id)
+			}
+		}
+	case SourceDirectory:
+		pl.dir = p.findDir(d.Source)
+		if pl.dir == nil {
+			break
+		}
+		for _, id := range sortedKeys(p.files) {
+			f := p.files[id].val.(*events.File)
+			if f.Removed() || !keep(f) {
+				continue
+			}
+			linked := slices.Contains(f.DirectoryIDs, pl.dir.id)
+			if !linked && f.ParentID != nil {
+				if par := p.files[*f.ParentID]; par != nil && !par.val.(*events.File).Removed() {
+					linked = slices.Contains(par.val.(*events.File).DirectoryIDs, pl.dir.id)
+				}
+			}
+			if linked {
+				ids = append(ids, id)
+			}
+		}
+	case SourceJob:
+		pl.job = p.findJob(d.Source)
+		if pl.job == nil {
+			break
+		}
+		ids = p.jobFiles(pl.job.id, d.Completion)
+	case SourceTask:
+		pl.task = p.tasks[d.Source.ID]
+		if pl.task == nil {
+			break
+		}
+		t := pl.task.val.(*events.Task)
+		if t.Status == "archived" {
+			break
+		}
+		done := t.Status == "complete"
+		if d.Completion == CompletionComplete && !done || d.Completion == CompletionIncomplete && done {
+			break
+		}
+		if f := p.files[t.FileID]; f != nil && !f.val.(*events.File).Removed() {
+			ids = append(ids, t.FileID)
+		}
+		if pl.task != nil {
+			pl.job = p.jobs[t.JobID]
+		}
+	}
+	for _, id := range ids {
+		pf := p.planFile(id, d.IncludeRemovedInstances, true)
+		pl.nInst += pf.count()
+		pl.files = append(pl.files, pf)
+	}
+	return pl
+}
+
+func (pf *planFile) count() int {
+	n := len(pf.insts)
+	for _, s := range pf.seqs {
+		n += len(s.insts)
+	}
+	for i := range pf.children {
+		n += pf.children[i].count()
+	}
+	return n
+}
+
+func (p *project) findDir(src Source) *snap {
+	if src.ID != 0 {
+		return p.dirs[src.ID]
+	}
+	var found *snap
+	for _, id := range sortedKeys(p.dirs) {
+		if p.dirs[id].val.(*events.Directory).Nickname == src.Name {
+			found = p.dirs[id]
+			break
+		}
+	}
+	return found
+}
+
+func (p *project) findJob(src Source) *snap {
+	if src.ID != 0 {
+		return p.jobs[src.ID]
+	}
+	for _, id := range sortedKeys(p.jobs) {
+		if p.jobs[id].val.(*events.Job).Name == src.Name {
+			return p.jobs[id]
+		}
+	}
+	return nil
+}
+
+// jobFiles returns the files of the job's tasks that are not archived, in
+// task created_time order (then task id), each file once at its first
+// task. With completion complete, a file is kept when that task is
+// complete; incomplete keeps the others.
+func (p *project) jobFiles(jobID int64, completion string) []int64 {
+	tasks := make([]*events.Task, 0, len(p.jobTasks[jobID]))
+	for tid := range p.jobTasks[jobID] {
+		t := p.tasks[tid].val.(*events.Task)
+		if t.Status != "archived" {
+			tasks = append(tasks, t)
+		}
+	}
+	slices.SortFunc(tasks, func(a, b *events.Task) int {
+		if c := bytes.Compare(a.CreatedTime, b.CreatedTime); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	seen := map[int64]bool{}
+	var ids []int64
+	for _, t := range tasks {
+		if seen[t.FileID] {
+			continue
+		}
+		seen[t.FileID] = true
+		f := p.files[t.FileID]
+		if f == nil || f.val.(*events.File).Removed() {
+			continue
+		}
+		done := t.Status == "complete"
+		if completion == CompletionComplete && !done || completion == CompletionIncomplete && done {
+			continue
+		}
+		ids = append(ids, t.FileID)
+	}
+	return ids
+}
+
+// planFile gathers one file's entry: its instances, sequences and, for a
+// compound file, its children's entries.
+func (p *project) planFile(id int64, withRemoved, top bool) planFile {
+	f := p.files[id]
+	pf := planFile{f: f, file: f.val.(*events.File)}
+	var insts []*snap
+	for root := range p.fileInsts[id] {
+		in := p.insts[root]
+		if in.val.(*events.Instance).SoftDelete && !withRemoved {
+			continue
+		}
+		insts = append(insts, in)
+	}
+	byID := func(a, b *snap) int {
+		return cmp.Compare(a.val.(*events.Instance).ID, b.val.(*events.Instance).ID)
+	}
+	switch pf.file.Type {
+	case "video":
+		seqIdx := map[int64]int{}
+		for _, sid := range sortedIDs(p.fileSeqs[id]) {
+			if sq := p.seqs[sid]; !sq.val.(*events.Sequence).Archived {
+				seqIdx[sid] = len(pf.seqs)
+				pf.seqs = append(pf.seqs, planSeq{s: sq})
+			}
+		}
+		for _, in := range insts {
+			v := in.val.(*events.Instance)
+			if v.FrameNumber == nil {
+				pf.insts = append(pf.insts, in)
+			} else if v.SequenceID != nil {
+				if i, ok := seqIdx[*v.SequenceID]; ok {
+					pf.seqs[i].insts = append(pf.seqs[i].insts, in)
+				}
+			}
+		}
+		slices.SortFunc(pf.insts, byID)
+		for i := range pf.seqs {
+			slices.SortFunc(pf.seqs[i].insts, func(a, b *snap) int {
+				fa, fb := *a.val.(*events.Instance).FrameNumber, *b.val.(*events.Instance).FrameNumber
+				if c := cmp.Compare(fa, fb); c != 0 {
+					return c
+				}
+				return byID(a, b)
+			})
+		}
+	case "text":
+		pf.insts = insts
+		slices.SortFunc(pf.insts, func(a, b *snap) int {
+			ra := a.val.(*events.Instance).Type == "relation"
+			rb := b.val.(*events.Instance).Type == "relation"
+			if ra != rb {
+				if ra {
+					return 1
+				}
+				return -1
+			}
+			return byID(a, b)
+		})
+	default:
+		pf.insts = insts
+		slices.SortFunc(pf.insts, byID)
+	}
+	if pf.file.Type == "compound" && top {
+		for _, cid := range sortedIDs(p.children[id]) {
+			if c := p.files[cid]; c != nil && !c.val.(*events.File).Removed() {
+				pf.children = append(pf.children, p.planFile(cid, withRemoved, false))
+			}
+		}
+	}
+	return pf
+}
+
+func sortedKeys[V any](m map[int64]V) []int64 {
+	ids := make([]int64, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// header renders the document up to and including export_info and
+// attribute_groups_reference, without the closing brace. With canonical,
+// the export id and time are zeroed: the content hash covers that form.
+func (pl *plan) header(id int64, created time.Time, canonical bool) []byte {
+	d := pl.def
+	b := make([]byte, 0, 4096)
+	b = append(b, `{"readme":{"format":"Diffgram export, kind Annotations, format version 1.0",`...)
+	b = append(b, `"layout":"readme, label_map, label_colour_map, export_info and attribute_groups_reference, then one key per file: its id",`...)
+	b = append(b, `"file_list_length":"export_info.file_list_length is the number of file entries: check it after reading",`...)
+	b = append(b, `"writer":"written by exportstream from annotation events; see its README for the manifest and latest.json"},`...)
+	b = append(b, `"label_map":{`...)
+	for i, l := range pl.labels {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendIDKey(b, l.id)
+		b = appendString(b, l.val.(*events.LabelFile).Label.Name)
+	}
+	b = append(b, `},"label_colour_map":{`...)
+	for i, l := range pl.labels {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendIDKey(b, l.id)
+		b = appendRaw(b, l.val.(*events.LabelFile).Colour)
+	}
+	b = append(b, `},"export_info":{"id":`...)
+	ts := ""
+	if canonical {
+		id = 0
+	} else {
+		ts = created.UTC().Format("2006-01-02T15:04:05.000000Z")
+	}
+	b = appendInt(b, id)
+	b = append(b, `,"export_format_version":"1.0","created_time":`...)
+	b = appendString(b, ts)
+	b = append(b, `,"kind":"Annotations","source":`...)
+	b = appendString(b, string(d.Source.Kind))
+	b = append(b, `,"project":{"name":`...)
+	if pl.project != nil {
+		b = appendString(b, pl.project.val.(*events.Project).Name)
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"project_string_id":`...)
+	b = appendString(b, d.Project)
+	b = append(b, `},"directory":`...)
+	if pl.dir != nil {
+		dir := pl.dir.val.(*events.Directory)
+		b = append(b, `{"id":`...)
+		b = appendInt(b, dir.ID)
+		b = append(b, `,"directory_id":`...)
+		b = appendInt(b, dir.ID)
+		b = append(b, `,"nickname":`...)
+		b = appendString(b, dir.Nickname)
+		b = append(b, `,"created_time":`...)
+		b = appendRaw(b, dir.CreatedTime)
+		b = append(b, '}')
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"job":`...)
+	if pl.job != nil {
+		j := pl.job.val.(*events.Job)
+		b = append(b, `{"id":`...)
+		b = appendInt(b, j.ID)
+		b = append(b, `,"name":`...)
+		b = appendString(b, j.Name)
+		b = append(b, `,"status":`...)
+		b = appendString(b, j.Status)
+		b = append(b, '}')
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"task":`...)
+	if pl.task != nil {
+		t := pl.task.val.(*events.Task)
+		b = append(b, `{"id":`...)
+		b = appendInt(b, t.ID)
+		b = append(b, `,"job_id":`...)
+		b = appendInt(b, t.JobID)
+		b = append(b, `,"file_id":`...)
+		b = appendInt(b, t.FileID)
+		b = append(b, `,"status":`...)
+		b = appendString(b, t.Status)
+		b = append(b, '}')
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"file_list_length":`...)
+	b = appendInt(b, int64(len(pl.files)))
+	b = append(b, `,"ann_is_complete":`...)
+	switch d.Completion {
+	case CompletionComplete:
+		b = append(b, "true"...)
+	case CompletionIncomplete:
+		b = append(b, "false"...)
+	default:
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"instance_count":`...)
+	b = appendInt(b, int64(pl.nInst))
+	b = append(b, `,"include_removed_instances":`...)
+	b = strconvBool(b, d.IncludeRemovedInstances)
+	b = append(b, `,"export_name":`...)
+	b = appendString(b, d.Name)
+	b = append(b, `},"attribute_groups_reference":[`...)
+	for i, g := range pl.groups {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = pl.appendGroup(b, g)
+	}
+	b = append(b, ']')
+	return b
+}
+
+func strconvBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, "true"...)
+	}
+	return append(b, "false"...)
+}
+
+// appendRaw appends a raw JSON value, or null when it is empty.
+func appendRaw(b []byte, v json.RawMessage) []byte {
+	if len(v) == 0 {
+		return append(b, "null"...)
+	}
+	return append(b, v...)
+}
+
+// appendGroup renders an attribute group: its fields as received, without
+// version, with only the non-archived templates, and label_file_ids turned
+// into label_file_list.
+func (pl *plan) appendGroup(b []byte, g *snap) []byte {
+	gv := g.val.(*events.AttributeGroup)
+	b = append(b, '{')
+	n := 0
+	sep := func() {
+		if n > 0 {
+			b = append(b, ',')
+		}
+		n++
+	}
+	hasLabels := false
+	for _, f := range objectFields(g.raw) {
+		switch f.key {
+		case "version":
+			continue
+		case "attribute_template_list":
+			sep()
+			b = appendKey(b, f.key)
+			b = append(b, '[')
+			m := 0
+			for _, t := range objectArray(f.val) {
+				var tv events.AttributeTemplate
+				if json.Unmarshal(t, &tv) != nil || tv.Archived {
+					continue
+				}
+				if m > 0 {
+					b = append(b, ',')
+				}
+				m++
+				b = append(b, t...)
+			}
+			b = append(b, ']')
+		case "label_file_ids":
+			hasLabels = true
+			sep()
+			b = pl.appendLabelList(b, gv.LabelFileIDs)
+		default:
+			sep()
+			b = appendKey(b, f.key)
+			b = append(b, f.val...)
+		}
+	}
+	if !hasLabels {
+		sep()
+		b = pl.appendLabelList(b, nil)
+	}
+	return append(b, '}')
+}
+
+func (pl *plan) appendLabelList(b []byte, ids []int64) []byte {
+	b = append(b, `"label_file_list":[`...)
+	m := 0
+	for _, id := range ids {
+		l := pl.allLbls[id]
+		if l == nil {
+			continue
+		}
+		lv := l.val.(*events.LabelFile)
+		if m > 0 {
+			b = append(b, ',')
+		}
+		m++
+		b = append(b, `{"id":`...)
+		b = appendInt(b, lv.ID)
+		b = append(b, `,"type":"label","state":`...)
+		b = appendString(b, lv.State)
+		b = append(b, `,"colour":`...)
+		b = appendRaw(b, lv.Colour)
+		b = append(b, `,"label":{"id":`...)
+		b = appendInt(b, lv.Label.ID)
+		b = append(b, `,"name":`...)
+		b = appendString(b, lv.Label.Name)
+		b = append(b, `}}`...)
+	}
+	return append(b, ']')
+}
+
+func objectArray(raw json.RawMessage) []json.RawMessage {
+	var out []json.RawMessage
+	_ = json.Unmarshal(raw, &out)
+	return out
+}
+
+// mediaKey is the key of each file type's media block.
+var mediaKey = map[string]string{
+	"image":         "image",
+	"video":         "video",
+	"text":          "text",
+	"geospatial":    "geo_assets",
+	"sensor_fusion": "point_cloud",
+}
+
+// appendEntry renders one file's entry (the value under its id key).
+func (pl *plan) appendEntry(b []byte, pf *planFile) []byte {
+	typ := pf.file.Type
+	_, media := mediaKey[typ]
+	if !media && typ != "compound" {
+		return append(b, "null"...)
+	}
+	fs := objectFields(pf.f.raw)
+	b = append(b, `{"file":{"id":`...)
+	b = appendInt(b, pf.file.ID)
+	for _, k := range []string{"original_filename", "blob_url", "created_time", "ann_is_complete", "type"} {
+		b = append(b, ',')
+		b = appendKey(b, k)
+		b = append(b, rawOrNull(fs, k)...)
+	}
+	b = append(b, '}')
+	if media {
+		b = append(b, ',')
+		b = appendKey(b, mediaKey[typ])
+		b = append(b, rawOrNull(fs, mediaKey[typ])...)
+	}
+	video := typ == "video"
+	if video {
+		b = append(b, `,"parent_instance_list":`...)
+		b = pl.appendInstances(b, pf.insts, true)
+		b = append(b, `,"sequence_list":[`...)
+		for i, s := range pf.seqs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			sv := s.s.val.(*events.Sequence)
+			b = append(b, `{"id":`...)
+			b = appendInt(b, sv.ID)
+			b = append(b, `,"label_file_id":`...)
+			b = appendOptInt(b, sv.LabelFileID)
+			b = append(b, `,"number":`...)
+			b = appendOptInt(b, sv.Number)
+			b = append(b, `,"keyframe_list":`...)
+			b = appendRaw(b, sv.KeyframeList)
+			b = append(b, `,"single_frame":`...)
+			b = appendRaw(b, sv.SingleFrame)
+			b = append(b, `,"instance_list":`...)
+			b = pl.appendInstances(b, s.insts, true)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	} else {
+		b = append(b, `,"instance_list":`...)
+		b = pl.appendInstances(b, pf.insts, false)
+	}
+	for i := range pf.children {
+		b = append(b, ',')
+		b = appendIDKey(b, pf.children[i].file.ID)
+		b = pl.appendEntry(b, &pf.children[i])
+	}
+	return append(b, '}')
+}
+
+func appendOptInt(b []byte, v *int64) []byte {
+	if v == nil {
+		return append(b, "null"...)
+	}
+	return appendInt(b, *v)
+}
+
+func (pl *plan) appendInstances(b []byte, list []*snap, video bool) []byte {
+	b = append(b, '[')
+	for i, in := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		frag := instanceFragment(in, video)
+		if in.val.(*events.Instance).SoftDelete {
+			b = append(b, frag[:len(frag)-1]...)
+			b = append(b, `,"soft_delete":true}`...)
+		} else {
+			b = append(b, frag...)
+		}
+	}
+	return append(b, ']')
+}
+
+// Fields never exported from an instance snapshot: lineage, bookkeeping,
+// and the ones rendered in fixed places.
+var instanceSkip = map[string]bool{
+	"id": true, "type": true, "attribute_groups": true, "label_file_id": true,
+	"x_min": true, "y_min": true, "x_max": true, "y_max": true, "points": true,
+	"root_id": true, "previous_id": true, "version": true, "soft_delete": true,
+	"sequence_id": true, "file_id": true,
+	"frame_number": true, "global_frame_number": true, "number": true,
+	"interpolated": true, "local_sequence_number": true,
+}
+
+// truthyOnly are exported only when truthy.
+var truthyOnly = map[string]bool{"radius": true, "bounds": true, "angle": true, "mask": true}
+
+// instanceFragment returns the instance's rendered JSON object (without
+// soft_delete), cached on the immutable snapshot.
+func instanceFragment(in *snap, video bool) []byte {
+	i := 0
+	if video {
+		i = 1
+	}
+	if c := in.frag.Load(); c != nil && c[i] != nil {
+		return c[i]
+	}
+	frag := renderInstance(in, video)
+	for {
+		old := in.frag.Load()
+		var next [2][]byte
+		if old != nil {
+			next = *old
+		}
+		next[i] = frag
+		if in.frag.CompareAndSwap(old, &next) {
+			return frag
+		}
+	}
+}
+
+func renderInstance(in *snap, video bool) []byte {
+	fs := objectFields(in.raw)
+	v := in.val.(*events.Instance)
+	b := make([]byte, 0, len(in.raw))
+	if v.Type == "relation" {
+		b = append(b, `{"type":"relation","label_file_id":`...)
+		b = append(b, rawOrNull(fs, "label_file_id")...)
+		b = append(b, `,"attribute_groups":`...)
+		b = append(b, rawOrNull(fs, "attribute_groups")...)
+		b = append(b, `,"from_instance_id":`...)
+		b = append(b, rawOrNull(fs, "from_instance_id")...)
+		b = append(b, `,"to_instance_id":`...)
+		b = append(b, rawOrNull(fs, "to_instance_id")...)
+		return append(b, '}')
+	}
+	b = append(b, `{"id":`...)
+	b = appendInt(b, v.ID)
+	b = append(b, `,"type":`...)
+	b = append(b, rawOrNull(fs, "type")...)
+	b = append(b, `,"attribute_groups":`...)
+	b = append(b, rawOrNull(fs, "attribute_groups")...)
+	b = append(b, `,"label_file_id":`...)
+	b = append(b, rawOrNull(fs, "label_file_id")...)
+	box := []string{"x_min", "y_min", "x_max", "y_max"}
+	anyBox := false
+	for _, k := range box {
+		if val, ok := lookup(fs, k); ok && truthy(val) {
+			anyBox = true
+		}
+	}
+	if anyBox {
+		for _, k := range box {
+			b = append(b, ',')
+			b = appendKey(b, k)
+			if val, ok := lookup(fs, k); ok && !bytes.Equal(val, []byte("null")) {
+				b = append(b, val...)
+			} else {
+				b = append(b, '0')
+			}
+		}
+	}
+	if pts, ok := lookup(fs, "points"); ok && truthy(pts) {
+		b = append(b, `,"points":`...)
+		b = append(b, pts...)
+	}
+	for _, f := range fs {
+		if instanceSkip[f.key] || isTimeField(f.key) {
+			continue
+		}
+		if truthyOnly[f.key] && !truthy(f.val) {
+			continue
+		}
+		b = append(b, ',')
+		b = appendKey(b, f.key)
+		b = append(b, f.val...)
+	}
+	if video {
+		b = append(b, `,"frame_number":`...)
+		b = append(b, rawOrNull(fs, "frame_number")...)
+		b = append(b, `,"global_frame_number":`...)
+		b = append(b, rawOrNull(fs, "global_frame_number")...)
+		b = append(b, `,"local_sequence_number":`...)
+		b = append(b, rawOrNull(fs, "number")...)
+		b = append(b, `,"number":`...)
+		b = append(b, rawOrNull(fs, "number")...)
+		b = append(b, `,"interpolated":`...)
+		b = append(b, rawOrNull(fs, "interpolated")...)
+	}
+	return append(b, '}')
+}
+
+func isTimeField(k string) bool {
+	return len(k) > 5 && k[len(k)-5:] == "_time"
+}
+
+// renderBody streams the file entries and the closing brace to w through
+// a buffer, flushing every bufSize bytes.
+func (pl *plan) renderBody(w io.Writer) error {
+	const bufSize = 256 << 10
+	b := make([]byte, 0, bufSize+64<<10)
+	for i := range pl.files {
+		pf := &pl.files[i]
+		b = append(b, ',')
+		b = appendIDKey(b, pf.file.ID)
+		b = pl.appendEntry(b, pf)
+		if len(b) >= bufSize {
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
+	}
+	b = append(b, '}')
+	_, err := w.Write(b)
+	return err
+}

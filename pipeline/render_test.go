@@ -1,0 +1,175 @@
+package pipeline
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/exportstream/exportstream/events"
+	"github.com/exportstream/exportstream/pipeline/pipelinetest"
+)
+
+// definitionFor turns an expected definition into a pipeline Definition.
+func definitionFor(t testing.TB, name, project string, d pipelinetest.Definition) *Definition {
+	def := &Definition{Name: name, Project: project, Completion: d.Completion,
+		IncludeRemovedInstances: d.IncludeRemoved, Path: "exports/" + name + "/"}
+	for k, v := range d.Source {
+		switch k {
+		case "directory":
+			def.Source = Source{Kind: SourceDirectory, Name: v.(string)}
+		case "directory_id":
+			def.Source = Source{Kind: SourceDirectory, ID: int64(v.(float64))}
+		case "job":
+			def.Source = Source{Kind: SourceJob, Name: v.(string)}
+		case "job_id":
+			def.Source = Source{Kind: SourceJob, ID: int64(v.(float64))}
+		case "task_id":
+			def.Source = Source{Kind: SourceTask, ID: int64(v.(float64))}
+		case "project":
+			def.Source = Source{Kind: SourceProject}
+		default:
+			t.Fatalf("unknown source %q", k)
+		}
+	}
+	return def
+}
+
+type line struct {
+	subject string
+	body    []byte
+}
+
+func readLines(t testing.TB, dir string) []line {
+	f, err := os.Open(filepath.Join(dir, "events.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []line
+	err = events.ReadStream(f, func(subject string, body []byte, _ string) error {
+		out = append(out, line{subject, body})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// applyAll decodes and applies lines in memory; it returns how many were
+// bad input.
+func applyAll(t testing.TB, s *State, lines []line) int {
+	bad := 0
+	for _, l := range lines {
+		ev, err := events.Decode(l.subject, l.body, 1<<20)
+		if err != nil {
+			if !events.IsBadInput(err) {
+				t.Fatalf("decode: %v", err)
+			}
+			bad++
+			continue
+		}
+		if _, err := s.applyLocal(ev); err != nil {
+			t.Fatalf("apply %s: %v", ev.ID, err)
+		}
+	}
+	return bad
+}
+
+func TestRenderExamples(t *testing.T) {
+	scenarios, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range scenarios {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			exp, err := pipelinetest.LoadExpected(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := NewState()
+			lines := readLines(t, dir)
+			bad := applyAll(t, s, lines)
+			// The same id published twice is one event for JetStream, so
+			// count bad input by distinct line.
+			if bad != exp.Poison {
+				t.Errorf("bad input: %d lines, want %d", bad, exp.Poison)
+			}
+			for name, d := range exp.Definitions {
+				def := definitionFor(t, name, exp.Project, d)
+				var buf bytes.Buffer
+				res, err := s.Render(&buf, def, 1, time.Unix(0, 0))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Files != d.FileListLength {
+					t.Errorf("%s: result files %d, want %d", name, res.Files, d.FileListLength)
+				}
+				for _, e := range pipelinetest.Check(buf.Bytes(), exp, d) {
+					t.Errorf("%s: %s", name, e)
+				}
+				if t.Failed() {
+					t.Logf("%.3000s", buf.String())
+				}
+			}
+		})
+	}
+}
+
+// TestOrderInsensitive is the state's property: the same events shuffled
+// and duplicated render byte-identical documents apart from id and time.
+func TestOrderInsensitive(t *testing.T) {
+	scenarios, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range scenarios {
+		exp, err := pipelinetest.LoadExpected(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := readLines(t, dir)
+		var names []string
+		for n := range exp.Definitions {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		render := func(s *State, id int64, at time.Time) map[string]Result {
+			out := map[string]Result{}
+			for _, n := range names {
+				res, err := s.Render(&bytes.Buffer{}, definitionFor(t, n, exp.Project, exp.Definitions[n]), id, at)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out[n] = res
+			}
+			return out
+		}
+		base := NewState()
+		applyAll(t, base, lines)
+		want := render(base, 1, time.Unix(0, 0))
+		for seed := range uint64(25) {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			shuffled := append([]line(nil), lines...)
+			for range len(lines) / 3 {
+				shuffled = append(shuffled, lines[rng.IntN(len(lines))])
+			}
+			rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+			s := NewState()
+			applyAll(t, s, shuffled)
+			got := render(s, int64(seed)+100, time.Unix(int64(seed)*1000, 0))
+			for _, n := range names {
+				if got[n].ContentHash != want[n].ContentHash {
+					t.Errorf("%s seed %d: %s: content differs after shuffle", filepath.Base(dir), seed, n)
+				}
+				if got[n].SHA256 == want[n].SHA256 {
+					t.Errorf("%s seed %d: %s: the full hash ignores the export id and time", filepath.Base(dir), seed, n)
+				}
+			}
+		}
+	}
+}
