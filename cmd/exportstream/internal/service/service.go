@@ -1,0 +1,251 @@
+// Package service wires exportstream together from a config: NATS
+// (embedded or remote), the event consumer, the pipeline, the buckets and
+// the HTTP endpoints. It owns the start-up and shutdown order.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/exportstream/exportstream/config"
+	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/connectors/local"
+	"github.com/exportstream/exportstream/connectors/s3"
+	"github.com/exportstream/exportstream/events"
+	"github.com/exportstream/exportstream/pipeline"
+)
+
+// Service is one running exportstream replica.
+type Service struct {
+	cfg *config.Config
+	log *slog.Logger
+	reg *prometheus.Registry
+
+	natsURL  atomic.Value // string
+	httpAddr atomic.Value // string
+	ready    chan struct{}
+	isReady  atomic.Bool
+	pipe     atomic.Pointer[pipeline.Pipeline]
+	js       atomic.Value // jetstream.JetStream
+}
+
+// New returns a service for cfg (already validated).
+func New(cfg *config.Config, log *slog.Logger) *Service {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &Service{cfg: cfg, log: log, reg: reg, ready: make(chan struct{})}
+}
+
+// Ready is closed once the service consumes events.
+func (s *Service) Ready() <-chan struct{} { return s.ready }
+
+// NATSURL is the URL of the NATS server in use (the embedded one's
+// actual address when embedded), known once Ready is closed.
+func (s *Service) NATSURL() string { v, _ := s.natsURL.Load().(string); return v }
+
+// HTTPAddr is the address the HTTP server listens on, known once Ready is
+// closed.
+func (s *Service) HTTPAddr() string { v, _ := s.httpAddr.Load().(string); return v }
+
+// Pipeline returns the running pipeline (nil before Ready).
+func (s *Service) Pipeline() *pipeline.Pipeline { return s.pipe.Load() }
+
+// Run starts everything and blocks until ctx is done or a part fails.
+// Shutdown order: stop consuming, stop the pipeline, close NATS, stop the
+// embedded server.
+func (s *Service) Run(ctx context.Context) error {
+	cfg := s.cfg
+	var ns *server.Server
+	url := cfg.NATS.URL
+	if url == "" {
+		if err := os.MkdirAll(cfg.NATS.Embedded.StoreDir, 0o755); err != nil {
+			return fmt.Errorf("nats.embedded.store_dir: %w", err)
+		}
+		var err error
+		ns, err = events.StartEmbedded(cfg.NATS.Embedded.Listen, cfg.NATS.Embedded.StoreDir)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}()
+		url = ns.ClientURL()
+		s.log.Info("embedded NATS started", "url", url, "store_dir", cfg.NATS.Embedded.StoreDir)
+	}
+	s.natsURL.Store(url)
+	nc, err := events.Connect(events.ConnectOptions{
+		URL: url, Name: "exportstream", CredentialsFile: cfg.NATS.CredentialsFile,
+		User: cfg.NATS.User, Password: cfg.NATS.Password.Reveal(), Token: cfg.NATS.Token.Reveal(),
+		CAFile: cfg.NATS.TLS.CAFile, CertFile: cfg.NATS.TLS.CertFile, KeyFile: cfg.NATS.TLS.KeyFile,
+	}, func(msg string, err error) { s.log.Warn(msg, "err", err) })
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	s.js.Store(js)
+
+	buckets, err := OpenBuckets(ctx, cfg.Connections)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, b := range buckets {
+			_ = b.Close()
+		}
+	}()
+
+	cons, err := events.NewConsumer(ctx, js, events.ConsumerConfig{
+		Stream: cfg.NATS.Stream, Subjects: cfg.NATS.Subjects, CreateStream: cfg.NATS.CreateStream,
+		Replicas: cfg.NATS.Replicas, Consumer: cfg.NATS.Consumer, DeadLetter: cfg.NATS.DeadLetterStream,
+		MaxEventBytes: cfg.NATS.MaxEventBytes, MaxAckPending: cfg.NATS.MaxAckPending, AckWait: cfg.NATS.AckWait,
+	}, s.log.With("part", "consumer"), s.reg)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	pipe, err := pipeline.Open(ctx, js, pipeline.Options{
+		Definitions:   Definitions(cfg.Exports),
+		Buckets:       buckets,
+		StatePrefix:   cfg.NATS.StatePrefix,
+		Replicas:      cfg.NATS.Replicas,
+		ExportsStream: exportsStream(cfg),
+		Owner:         host + "/" + strconv.Itoa(os.Getpid()),
+		Logger:        s.log.With("part", "pipeline"),
+		Registerer:    s.reg,
+	})
+	if err != nil {
+		return err
+	}
+	s.pipe.Store(pipe)
+
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	s.httpAddr.Store(ln.Addr().String())
+	srv := &http.Server{Handler: s.routes(nc), ReadHeaderTimeout: 10 * time.Second}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return pipe.Run(gctx) })
+	g.Go(func() error { return cons.Run(gctx, pipe.Handle) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	s.isReady.Store(true)
+	close(s.ready)
+	s.log.Info("exportstream running", "nats", url, "http", ln.Addr().String(), "exports", len(cfg.Exports))
+	err = g.Wait()
+	s.isReady.Store(false)
+	return err
+}
+
+func exportsStream(cfg *config.Config) string {
+	if !cfg.NATS.CreateStream {
+		return ""
+	}
+	return cfg.NATS.ExportsStream
+}
+
+func (s *Service) routes(nc *nats.Conn) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.isReady.Load() || !nc.IsConnected() {
+			http.Error(w, "not ready: NATS not connected or consumer not bound", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	return mux
+}
+
+// OpenBuckets opens every configured connection.
+func OpenBuckets(ctx context.Context, conns []config.Connection) (map[string]connectors.Bucket, error) {
+	out := map[string]connectors.Bucket{}
+	for i, c := range conns {
+		var b connectors.Bucket
+		var err error
+		switch c.Type {
+		case "local":
+			b, err = local.New(c.Local.Dir)
+		case "s3":
+			b, err = s3.New(ctx, s3.Options{
+				Bucket: c.S3.Bucket, Region: c.S3.Region, Endpoint: c.S3.Endpoint, PathStyle: c.S3.PathStyle,
+				AccessKeyID: c.S3.AccessKeyID, SecretAccessKey: c.S3.SecretAccessKey.Reveal(),
+				SessionToken: c.S3.SessionToken.Reveal(), PartSize: c.S3.PartSize,
+			})
+		default:
+			err = fmt.Errorf("connection type %q is not supported yet", c.Type)
+		}
+		if err != nil {
+			for _, b := range out {
+				_ = b.Close()
+			}
+			return nil, fmt.Errorf("connections[%d] (%s): %w", i, c.Name, err)
+		}
+		out[c.Name] = b
+	}
+	return out, nil
+}
+
+// Definitions converts the configured exports.
+func Definitions(exports []config.Export) []*pipeline.Definition {
+	out := make([]*pipeline.Definition, 0, len(exports))
+	for _, e := range exports {
+		d := &pipeline.Definition{
+			Name: e.Name, Project: e.Project, Completion: e.Completion,
+			IncludeRemovedInstances: e.IncludeRemovedInstances, Connection: e.Connection,
+			Path: e.Path, Quiet: e.Coalesce.Quiet, MaxDelay: e.Coalesce.MaxDelay,
+		}
+		src := e.Source
+		switch {
+		case src.Directory != "":
+			d.Source = pipeline.Source{Kind: pipeline.SourceDirectory, Name: src.Directory}
+		case src.DirectoryID != nil:
+			d.Source = pipeline.Source{Kind: pipeline.SourceDirectory, ID: *src.DirectoryID}
+		case src.Job != "":
+			d.Source = pipeline.Source{Kind: pipeline.SourceJob, Name: src.Job}
+		case src.JobID != nil:
+			d.Source = pipeline.Source{Kind: pipeline.SourceJob, ID: *src.JobID}
+		case src.TaskID != nil:
+			d.Source = pipeline.Source{Kind: pipeline.SourceTask, ID: *src.TaskID}
+		default:
+			d.Source = pipeline.Source{Kind: pipeline.SourceProject}
+		}
+		out = append(out, d)
+	}
+	return out
+}

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exportstream/exportstream/events"
+)
+
+func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL")
+	creds := fs.String("creds", "", "NATS credentials file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return fmt.Errorf("publish: name at least one file (SUBJECT<TAB>BODY a line)")
+	}
+	nc, err := events.Connect(events.ConnectOptions{URL: *url, Name: "exportstream-publish", CredentialsFile: *creds}, nil)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	pub := jsPublisher(js)
+	start, n := time.Now(), 0
+	for _, path := range fs.Args() {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		err = events.ReadStream(f, func(subject string, body []byte, msgID string) error {
+			n++
+			return pub(ctx, subject, body, msgID)
+		})
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	fmt.Fprintf(stdout, "published %d events in %v\n", n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// jsPublisher publishes one event to JetStream and waits for the ack,
+// with Nats-Msg-Id set to msgID when there is one.
+func jsPublisher(js jetstream.JetStream) func(ctx context.Context, subject string, body []byte, msgID string) error {
+	return func(ctx context.Context, subject string, body []byte, msgID string) error {
+		m := nats.NewMsg(subject)
+		m.Data = body
+		var opts []jetstream.PublishOpt
+		if msgID != "" {
+			opts = append(opts, jetstream.WithMsgID(msgID))
+		}
+		_, err := js.PublishMsg(ctx, m, opts...)
+		return err
+	}
+}

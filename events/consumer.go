@@ -1,0 +1,305 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Headers the consumer adds to a dead-lettered message. The original
+// headers are kept, except Nats-Msg-Id, which moves to
+// Exportstream-Original-Msg-Id (the dead-letter copy gets its own id,
+// derived from the stream sequence, so a redelivered bad event is stored
+// once).
+const (
+	HeaderReason          = "Exportstream-Reason"
+	HeaderOriginalSubject = "Exportstream-Original-Subject"
+	HeaderOriginalStream  = "Exportstream-Original-Stream"
+	HeaderOriginalSeq     = "Exportstream-Original-Sequence"
+	HeaderOriginalMsgID   = "Exportstream-Original-Msg-Id"
+)
+
+// ConsumerConfig says which stream to read and how.
+type ConsumerConfig struct {
+	Stream       string
+	Subjects     []string
+	CreateStream bool // create the stream if missing; else it must exist
+	Replicas     int
+	Consumer     string // durable name, shared by all replicas
+	DeadLetter   string // dead-letter stream
+	// MaxEventBytes: a larger body is bad input (0: no limit).
+	MaxEventBytes int
+	// MaxAckPending bounds the events delivered and not yet acked, across
+	// all replicas: the batch size ceiling and the memory bound.
+	MaxAckPending int
+	// AckWait is how long the server waits for an ack before redelivering
+	// to another replica (a crashed or stuck one).
+	AckWait time.Duration
+}
+
+// Handler makes the effect of a batch of good events durable. It returns
+// nil only once that is done; the events are then acked. An error is
+// transient: the events are redelivered after a back-off.
+type Handler func(ctx context.Context, batch []*Event) error
+
+// Consumer reads the event stream through one durable pull consumer,
+// decodes every message, dead-letters bad input and hands good events to
+// a Handler in batches. It owns the ack policy:
+//   - good event: acked after the handler returned nil for its batch;
+//   - handler error: nak'd with a growing delay (redelivered, never lost);
+//   - bad input: copied to the dead-letter stream, then terminated; if the
+//     copy fails, nak'd (retried), never dropped.
+type Consumer struct {
+	js   jetstream.JetStream
+	cfg  ConsumerConfig
+	log  *slog.Logger
+	cons jetstream.Consumer
+
+	consumed, applied, dead *prometheus.CounterVec
+	batchFailures           prometheus.Counter
+}
+
+// NewConsumer creates (or binds to) the stream, the dead-letter stream and
+// the durable consumer. With CreateStream false, a missing stream is an
+// error wrapping jetstream.ErrStreamNotFound.
+func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, log *slog.Logger, reg prometheus.Registerer) (*Consumer, error) {
+	if cfg.Replicas < 1 {
+		cfg.Replicas = 1
+	}
+	if cfg.MaxAckPending <= 0 {
+		cfg.MaxAckPending = 20000
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if _, err := js.Stream(ctx, cfg.Stream); err != nil {
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("stream %s: %w", cfg.Stream, err)
+		}
+		if !cfg.CreateStream {
+			return nil, fmt.Errorf("stream %s does not exist and nats.create_stream is false: %w", cfg.Stream, err)
+		}
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:        cfg.Stream,
+			Description: "annotation events (exportstream)",
+			Subjects:    cfg.Subjects,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+			Duplicates:  2 * time.Minute,
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil, fmt.Errorf("create stream %s: %w", cfg.Stream, err)
+		}
+	}
+	if _, err := js.Stream(ctx, cfg.DeadLetter); errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:        cfg.DeadLetter,
+			Description: "bad input from " + cfg.Stream + ", with the reason in " + HeaderReason,
+			Subjects:    []string{DeadLetterSubject(cfg.DeadLetter, ">")},
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+			Duplicates:  2 * time.Minute,
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil, fmt.Errorf("create dead-letter stream %s: %w", cfg.DeadLetter, err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("dead-letter stream %s: %w", cfg.DeadLetter, err)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+		Durable:       cfg.Consumer,
+		Description:   "exportstream: every replica pulls from this one consumer",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       cfg.AckWait,
+		// Never give up on an event: good events are only ever delayed
+		// (bad input is terminated explicitly, not by running out of
+		// deliveries).
+		MaxDeliver:    -1,
+		MaxAckPending: cfg.MaxAckPending,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Consumer, cfg.Stream, err)
+	}
+	c := &Consumer{js: js, cfg: cfg, log: log, cons: cons,
+		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_events_consumed_total", Help: "Events delivered to this replica, by type (\"invalid\" when undecodable).",
+		}, []string{"type"}),
+		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_events_acked_total", Help: "Good events made durable and acked, by type.",
+		}, []string{"type"}),
+		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_events_dead_lettered_total", Help: "Bad events copied to the dead-letter stream, by type (\"invalid\" when undecodable).",
+		}, []string{"type"}),
+		batchFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exportstream_event_batch_failures_total", Help: "Batches whose handler failed (transient; redelivered).",
+		}),
+	}
+	if reg != nil {
+		for _, col := range []prometheus.Collector{c.consumed, c.applied, c.dead, c.batchFailures} {
+			if err := reg.Register(col); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return c, nil
+}
+
+// DeadLetterSubject is the subject a bad message from originalSubject is
+// stored under in the dead-letter stream.
+func DeadLetterSubject(deadLetterStream, originalSubject string) string {
+	return "deadletter." + deadLetterStream + "." + originalSubject
+}
+
+// Info returns the consumer's current server-side state.
+func (c *Consumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
+	return c.cons.Info(ctx)
+}
+
+// maxBatch bounds the events handed to the handler at once.
+const maxBatch = 2048
+
+// Run consumes until ctx is done, then stops taking messages, finishes the
+// batch in hand and returns nil. It returns an error only if consuming
+// cannot continue.
+func (c *Consumer) Run(ctx context.Context, handle Handler) error {
+	msgs := make(chan jetstream.Msg, maxBatch)
+	cc, err := c.cons.Consume(func(m jetstream.Msg) { msgs <- m },
+		jetstream.PullMaxMessages(maxBatch),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			c.log.Warn("consume", "err", err)
+		}))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", c.cfg.Consumer, err)
+	}
+	defer cc.Stop()
+	failures := 0
+	batch := make([]jetstream.Msg, 0, maxBatch)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-msgs:
+			batch = append(batch[:0], m)
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case m := <-msgs:
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		if c.process(ctx, batch, handle) {
+			failures = 0
+		} else {
+			failures++
+			// Back off before taking more work; the nak'd events come
+			// back after their delay.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff(failures)):
+			}
+		}
+	}
+}
+
+// backoff is the delay after n consecutive failures: 250ms doubling to 30s.
+func backoff(n int) time.Duration {
+	d := 250 * time.Millisecond
+	for i := 1; i < n && d < 30*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 30*time.Second)
+}
+
+// process handles one batch and reports whether the handler succeeded.
+func (c *Consumer) process(ctx context.Context, batch []jetstream.Msg, handle Handler) bool {
+	good := make([]*Event, 0, len(batch))
+	goodMsgs := make([]jetstream.Msg, 0, len(batch))
+	for _, m := range batch {
+		meta, _ := m.Metadata()
+		ev, err := Decode(m.Subject(), m.Data(), c.cfg.MaxEventBytes)
+		if err != nil {
+			c.deadLetter(ctx, m, meta, err)
+			continue
+		}
+		if meta != nil {
+			ev.Seq = meta.Sequence.Stream
+		}
+		c.consumed.WithLabelValues(ev.Type).Inc()
+		good = append(good, ev)
+		goodMsgs = append(goodMsgs, m)
+	}
+	if len(good) == 0 {
+		return true
+	}
+	if err := handle(ctx, good); err != nil {
+		c.batchFailures.Inc()
+		c.log.Error("applying events failed; they will be redelivered", "events", len(good), "err", err)
+		for _, m := range goodMsgs {
+			_ = m.NakWithDelay(2 * time.Second)
+		}
+		return false
+	}
+	for i, m := range goodMsgs {
+		if err := m.Ack(); err != nil {
+			// The effect is durable; a redelivery is harmless.
+			c.log.Warn("ack", "seq", good[i].Seq, "err", err)
+		}
+		c.applied.WithLabelValues(good[i].Type).Inc()
+	}
+	return true
+}
+
+// deadLetter copies a bad message to the dead-letter stream with the
+// reason, then terminates it. If the copy fails the message is nak'd so
+// it is tried again: bad input is never silently dropped.
+func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error) {
+	typ := "invalid"
+	var seq uint64
+	if meta != nil {
+		seq = meta.Sequence.Stream
+	}
+	reason := cause.Error()
+	var b *BadInputError
+	if errors.As(cause, &b) {
+		reason = b.Reason
+	}
+	c.consumed.WithLabelValues(typ).Inc()
+	dl := nats.NewMsg(DeadLetterSubject(c.cfg.DeadLetter, m.Subject()))
+	dl.Data = m.Data()
+	for k, v := range m.Headers() {
+		if k == nats.MsgIdHdr {
+			dl.Header[HeaderOriginalMsgID] = v
+			continue
+		}
+		dl.Header[k] = v
+	}
+	dl.Header.Set(HeaderReason, reason)
+	dl.Header.Set(HeaderOriginalSubject, m.Subject())
+	dl.Header.Set(HeaderOriginalStream, c.cfg.Stream)
+	dl.Header.Set(HeaderOriginalSeq, strconv.FormatUint(seq, 10))
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := c.js.PublishMsg(pctx, dl, jetstream.WithMsgID(c.cfg.Stream+"-"+strconv.FormatUint(seq, 10)))
+	if err != nil {
+		c.log.Error("dead-letter publish failed; will retry", "seq", seq, "subject", m.Subject(), "err", err)
+		_ = m.NakWithDelay(5 * time.Second)
+		return
+	}
+	c.dead.WithLabelValues(typ).Inc()
+	c.log.Warn("bad event dead-lettered", "seq", seq, "subject", m.Subject(), "reason", reason, "dead_letter_stream", c.cfg.DeadLetter)
+	if err := m.Term(); err != nil {
+		c.log.Warn("term", "seq", seq, "err", err)
+	}
+}

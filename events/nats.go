@@ -1,0 +1,103 @@
+package events
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// StartEmbedded starts an in-process NATS server with JetStream, storing
+// its data under storeDir and listening on listen (host:port; port 0
+// picks a free one). It returns once the server accepts connections.
+// Stop it with Shutdown and WaitForShutdown.
+func StartEmbedded(listen, storeDir string) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS listen %q: %w", listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS listen %q: bad port", listen)
+	}
+	if port == 0 {
+		port = -1 // the server's "random port"
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "exportstream-embedded",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		NoLog:      true,
+		NoSigs:     true,
+		MaxPayload: 8 << 20,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(15 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS did not start listening on %s (port in use?)", listen)
+	}
+	return ns, nil
+}
+
+// ConnectOptions say how to reach a NATS server.
+type ConnectOptions struct {
+	URL             string
+	Name            string // client name shown by the server
+	CredentialsFile string
+	User, Password  string
+	Token           string
+	CAFile          string
+	CertFile        string
+	KeyFile         string
+}
+
+// Connect connects to NATS and keeps reconnecting forever after a drop.
+func Connect(o ConnectOptions, onEvent func(msg string, err error)) (*nats.Conn, error) {
+	if o.URL == "" {
+		return nil, errors.New("no NATS URL")
+	}
+	opts := []nats.Option{
+		nats.Name(o.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if onEvent != nil {
+				onEvent("NATS disconnected", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			if onEvent != nil {
+				onEvent("NATS reconnected to "+nc.ConnectedUrlRedacted(), nil)
+			}
+		}),
+	}
+	if o.CredentialsFile != "" {
+		opts = append(opts, nats.UserCredentials(o.CredentialsFile))
+	}
+	if o.User != "" {
+		opts = append(opts, nats.UserInfo(o.User, o.Password))
+	}
+	if o.Token != "" {
+		opts = append(opts, nats.Token(o.Token))
+	}
+	if o.CAFile != "" {
+		opts = append(opts, nats.RootCAs(o.CAFile))
+	}
+	if o.CertFile != "" {
+		opts = append(opts, nats.ClientCert(o.CertFile, o.KeyFile))
+	}
+	nc, err := nats.Connect(o.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	return nc, nil
+}

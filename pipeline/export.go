@@ -1,0 +1,299 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exportstream/exportstream/connectors"
+)
+
+// exportOnce exports the definition if its content changed, and clears
+// the dirty mark it covered. resume, when not nil, is the record of an
+// earlier attempt whose data object is committed: the attempt goes on
+// from there. It returns the record to resume with after a failure.
+func (p *Pipeline) exportOnce(ctx context.Context, d *Definition, trigger string, resume *Record) (*Record, error) {
+	l, err := acquire(ctx, p.leases, d.Name, p.opts.Owner)
+	if err != nil {
+		return resume, err
+	}
+	lctx, cancel := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { l.keepAlive(lctx, func(err error) { cancel(err) }) })
+	defer func() {
+		cancel(nil)
+		wg.Wait()
+		l.release(context.WithoutCancel(ctx))
+	}()
+	ctx = lctx
+
+	// The dirty mark this export will clear, and the state it needs.
+	var markRev uint64
+	var mark dirtyMark
+	if e, err := p.dirty.Get(ctx, d.Name); err == nil {
+		markRev = e.Revision()
+		_ = json.Unmarshal(e.Value(), &mark)
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return resume, fmt.Errorf("dirty mark: %w", err)
+	}
+	waitCtx, waitCancel := context.WithTimeout(ctx, 30*time.Second)
+	ok := p.state.waitRev(mark.StateRevision, waitCtx.Done())
+	waitCancel()
+	if !ok {
+		return resume, fmt.Errorf("state did not catch up with revision %d", mark.StateRevision)
+	}
+
+	bucket := p.opts.Buckets[d.Connection]
+	slot := p.slots[d.Connection]
+	select {
+	case slot <- struct{}{}:
+	case <-ctx.Done():
+		return resume, context.Cause(ctx)
+	}
+	defer func() { <-slot }()
+
+	rec := resume
+	if rec == nil {
+		var skipped bool
+		rec, skipped, err = p.writeData(ctx, d, bucket, trigger, mark)
+		if err != nil {
+			return nil, err
+		}
+		if skipped {
+			return nil, p.clearMark(ctx, d, markRev)
+		}
+	}
+	if err := p.finish(ctx, d, bucket, rec); err != nil {
+		rec.Status, rec.StatusText = StatusFailed, err.Error()
+		_ = p.putRecord(context.WithoutCancel(ctx), rec)
+		return rec, err
+	}
+	if resume != nil {
+		// The resumed export was rendered before the mark read above:
+		// leave the mark and look again with a fresh render.
+		p.kick(d.Name, trigger)
+		return nil, nil
+	}
+	return nil, p.clearMark(ctx, d, markRev)
+}
+
+// clearMark deletes the dirty mark if it is still the one the export
+// covered; a newer mark stays (and its watch kick exports again).
+func (p *Pipeline) clearMark(ctx context.Context, d *Definition, rev uint64) error {
+	if rev == 0 {
+		return nil
+	}
+	err := p.dirty.Delete(ctx, d.Name, jetstream.LastRevision(rev))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("clear dirty mark: %w", err)
+	}
+	return nil
+}
+
+// writeData renders the export into its data object. It reports skipped
+// when the content equals the last export's (then nothing is written).
+func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connectors.Bucket, trigger string, mark dirtyMark) (*Record, bool, error) {
+	st, err := p.definitionState(ctx, d.Name)
+	if err != nil {
+		return nil, false, fmt.Errorf("definition state: %w", err)
+	}
+	id, err := p.nextID(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("allocate export id: %w", err)
+	}
+	start := time.Now()
+	at := start.UTC()
+	p.state.mu.RLock()
+	stateRev := p.state.rev
+	p.state.mu.RUnlock()
+	pl := p.state.buildPlan(d)
+	ref := d.ref(pl)
+	stem := d.objectStem(id, ref, at)
+	rec := &Record{
+		ID: id, Name: d.Name, Project: d.Project, Source: string(d.Source.Kind), Ref: ref,
+		Completion: d.Completion, IncludeRemoved: d.IncludeRemovedInstances,
+		Status: StatusGenerating, CreatedTime: at, FileListLength: len(pl.files), InstanceCount: pl.nInst,
+		Connection: d.Connection, Key: stem + ".json", ManifestKey: stem + ".manifest.json",
+		Watermark: mark.Watermark, StateRevision: stateRev, Trigger: trigger, FormatVersion: FormatVersion,
+	}
+	if err := p.putRecord(ctx, rec); err != nil {
+		return nil, false, fmt.Errorf("export record: %w", err)
+	}
+	w, err := bucket.NewWriter(ctx, rec.Key, connectors.WriteOptions{ContentType: "application/json", IfAbsent: true})
+	if err != nil {
+		return nil, false, p.failed(ctx, rec, fmt.Errorf("open %s: %w", rec.Key, err))
+	}
+	res, err := pl.render(w, id, at)
+	if err != nil {
+		_ = w.Abort()
+		return nil, false, p.failed(ctx, rec, fmt.Errorf("write %s: %w", rec.Key, err))
+	}
+	if st != nil && st.ContentHash == res.ContentHash && st.Fingerprint == d.fingerprint() && trigger != TriggerManual {
+		_ = w.Abort()
+		_ = p.records.Delete(context.WithoutCancel(ctx), "export."+strconv.FormatInt(id, 10))
+		p.m.skipped.WithLabelValues(d.Name).Inc()
+		p.log.Debug("export unchanged; not written", "definition", d.Name, "last_export_id", st.LastID)
+		return nil, true, nil
+	}
+	rec.Bytes, rec.SHA256, rec.ContentHash = res.Bytes, res.SHA256, res.ContentHash
+	if err := w.Close(); err != nil {
+		if !errors.Is(err, connectors.ErrExists) {
+			return nil, false, p.failed(ctx, rec, fmt.Errorf("commit %s: %w", rec.Key, err))
+		}
+		// A retry finding its own object is a success; anything else
+		// under the key is never overwritten.
+		sum, herr := hashObject(ctx, bucket, rec.Key)
+		if herr != nil || sum != rec.SHA256 {
+			return nil, false, p.failed(ctx, rec, fmt.Errorf("%s already exists with different content; not overwritten", rec.Key))
+		}
+	}
+	rec.Status, rec.PercentComplete = StatusUploading, 90
+	p.m.duration.WithLabelValues(d.Name).Observe(time.Since(start).Seconds())
+	p.m.bytes.WithLabelValues(d.Name).Add(float64(res.Bytes))
+	return rec, false, nil
+}
+
+func (p *Pipeline) failed(ctx context.Context, rec *Record, err error) error {
+	rec.Status, rec.StatusText = StatusFailed, err.Error()
+	_ = p.putRecord(context.WithoutCancel(ctx), rec)
+	return err
+}
+
+func hashObject(ctx context.Context, b connectors.Bucket, key string) (string, error) {
+	r, err := b.NewReader(ctx, key)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// manifest is what <stem>.manifest.json and latest.json hold.
+type manifest struct {
+	Record
+	DataKey string `json:"data_key"`
+}
+
+// finish writes the manifest, moves latest.json forward, stores the
+// record and the definition's state, and publishes the completion event.
+func (p *Pipeline) finish(ctx context.Context, d *Definition, bucket connectors.Bucket, rec *Record) error {
+	now := time.Now().UTC()
+	done := *rec
+	done.Status, done.StatusText, done.PercentComplete, done.CompletedTime = StatusComplete, "", 100, &now
+	body, err := json.MarshalIndent(manifest{Record: done, DataKey: rec.Key}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := putBytes(ctx, bucket, rec.ManifestKey, body, connectors.WriteOptions{IfAbsent: true}); err != nil {
+		if !errors.Is(err, connectors.ErrExists) {
+			return fmt.Errorf("manifest %s: %w", rec.ManifestKey, err)
+		}
+		// Written by an earlier attempt of this export: fine if it is
+		// this export's manifest.
+		var prev manifest
+		if err := readJSON(ctx, bucket, rec.ManifestKey, &prev); err != nil || prev.ID != rec.ID || prev.SHA256 != rec.SHA256 {
+			return fmt.Errorf("manifest %s exists with other content; not overwritten", rec.ManifestKey)
+		}
+		done = prev.Record
+	}
+	if err := p.advanceLatest(ctx, d, bucket, done, body); err != nil {
+		return err
+	}
+	*rec = done
+	if err := p.putRecord(ctx, rec); err != nil {
+		return fmt.Errorf("export record: %w", err)
+	}
+	st, _ := json.Marshal(definitionState{LastID: rec.ID, ContentHash: rec.ContentHash, Key: rec.Key, Fingerprint: d.fingerprint()})
+	if _, err := p.records.Put(ctx, "definition."+d.Name, st); err != nil {
+		return fmt.Errorf("definition state: %w", err)
+	}
+	ev, _ := json.Marshal(rec)
+	msg := nats.NewMsg("diffgram.exports." + d.Project + "." + d.Name + ".completed")
+	msg.Data = ev
+	msg.Header.Set("Content-Type", "application/json")
+	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID("export-"+strconv.FormatInt(rec.ID, 10))); err != nil {
+		if !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			return fmt.Errorf("completion event: %w", err)
+		}
+		// No stream keeps diffgram.exports.>: core subscribers got it.
+	}
+	p.m.exports.WithLabelValues(d.Name).Inc()
+	p.m.lastGood.WithLabelValues(d.Name).Set(float64(now.Unix()))
+	p.log.Info("export written", "definition", d.Name, "export_id", rec.ID, "key", rec.Key,
+		"files", rec.FileListLength, "instances", rec.InstanceCount, "bytes", rec.Bytes, "trigger", rec.Trigger)
+	return nil
+}
+
+// advanceLatest replaces latest.json with body unless it already names
+// an export at least as new: latest.json never rolls back. The swap is a
+// compare-and-swap on the object's ETag.
+func (p *Pipeline) advanceLatest(ctx context.Context, d *Definition, bucket connectors.Bucket, rec Record, body []byte) error {
+	key := d.Path + "latest.json"
+	for range 10 {
+		attrs, err := bucket.Attributes(ctx, key)
+		opts := connectors.WriteOptions{}
+		switch {
+		case errors.Is(err, connectors.ErrNotFound):
+			opts.IfAbsent = true
+		case err != nil:
+			return fmt.Errorf("latest.json: %w", err)
+		default:
+			var cur manifest
+			if err := readJSON(ctx, bucket, key, &cur); err == nil && cur.ID >= rec.ID {
+				return nil
+			}
+			opts.IfMatch = attrs.ETag
+		}
+		err = putBytes(ctx, bucket, key, body, opts)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, connectors.ErrExists) && !errors.Is(err, connectors.ErrPrecondition) {
+			return fmt.Errorf("latest.json: %w", err)
+		}
+	}
+	return errors.New("latest.json: too many concurrent updates")
+}
+
+func putBytes(ctx context.Context, b connectors.Bucket, key string, body []byte, opts connectors.WriteOptions) error {
+	if opts.ContentType == "" {
+		opts.ContentType = "application/json"
+	}
+	w, err := b.NewWriter(ctx, key, opts)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(body); err != nil {
+		_ = w.Abort()
+		return err
+	}
+	return w.Close()
+}
+
+func readJSON(ctx context.Context, b connectors.Bucket, key string, v any) error {
+	r, err := b.NewReader(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	data, err := io.ReadAll(io.LimitReader(r, 16<<20))
+	if err != nil {
+		return err
+	}
+	return json.NewDecoder(bytes.NewReader(data)).Decode(v)
+}

@@ -1,0 +1,483 @@
+// Package pipeline turns applied events into exports: it keeps the state
+// (newest snapshot per entity, durable in JetStream key-value buckets),
+// works out which export definitions a change touches and marks them
+// dirty durably, coalesces per definition, renders the Diffgram export
+// document straight from state into the bucket, then writes the manifest,
+// latest.json (never rolled back), the export record and the completion
+// event.
+//
+// Guarantees: an event's batch is reported durable (Handle returns nil)
+// only once its state and the dirty marks of the definitions it touches
+// are stored; a dirty mark is cleared only by an export that covers it.
+// So a crash at any point loses nothing: on restart the marks still there
+// are exported. One replica at a time exports a definition (a lease).
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/events"
+)
+
+// Options configure a Pipeline.
+type Options struct {
+	Definitions []*Definition
+	// Buckets by connection name; every definition's connection is here.
+	Buckets map[string]connectors.Bucket
+	// StatePrefix names the key-value buckets: <prefix>_STATE, _DIRTY,
+	// _EXPORTS and _LEASES.
+	StatePrefix string
+	Replicas    int
+	// ExportsStream, when not empty, is created (if missing) to keep the
+	// completion events published on diffgram.exports.>.
+	ExportsStream string
+	// Owner names this replica in leases (host name and process id).
+	Owner string
+	// UploadsPerConnection bounds concurrent exports per connection
+	// (default 2).
+	UploadsPerConnection int
+	Logger               *slog.Logger
+	Registerer           prometheus.Registerer
+}
+
+// Pipeline is the state plus the exporter. Create it with Open, feed it
+// with Handle (the event consumer's handler) and run it with Run.
+type Pipeline struct {
+	js      jetstream.JetStream
+	opts    Options
+	log     *slog.Logger
+	state   *State
+	store   *Store
+	dirty   jetstream.KeyValue
+	records jetstream.KeyValue
+	leases  jetstream.KeyValue
+	defs    []*Definition
+	byName  map[string]*Definition
+	kicks   map[string]chan string
+	slots   map[string]chan struct{}
+
+	mu          sync.Mutex
+	initialDone bool
+
+	m metrics
+}
+
+type metrics struct {
+	exports      *prometheus.CounterVec
+	skipped      *prometheus.CounterVec
+	failures     *prometheus.CounterVec
+	bytes        *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	lastGood     *prometheus.GaugeVec
+	stale        prometheus.Counter
+	stateChanges prometheus.Counter
+}
+
+// Open creates (or binds to) the key-value buckets, loads the state and
+// returns a Pipeline ready to Run.
+func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.UploadsPerConnection <= 0 {
+		opts.UploadsPerConnection = 2
+	}
+	if opts.StatePrefix == "" {
+		opts.StatePrefix = "EXPORTSTREAM"
+	}
+	p := &Pipeline{js: js, opts: opts, log: opts.Logger, state: NewState(),
+		byName: map[string]*Definition{}, kicks: map[string]chan string{}, slots: map[string]chan struct{}{}}
+	for _, d := range opts.Definitions {
+		if _, ok := opts.Buckets[d.Connection]; !ok {
+			return nil, fmt.Errorf("export %s: no bucket for connection %q", d.Name, d.Connection)
+		}
+		p.defs = append(p.defs, d)
+		p.byName[d.Name] = d
+		p.kicks[d.Name] = make(chan string, 1)
+	}
+	for name := range opts.Buckets {
+		p.slots[name] = make(chan struct{}, opts.UploadsPerConnection)
+	}
+	kv := func(suffix, desc string, history uint8) (jetstream.KeyValue, error) {
+		b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: opts.StatePrefix + "_" + suffix, Description: desc, History: history,
+			Storage: jetstream.FileStorage, Replicas: max(opts.Replicas, 1),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("key-value bucket %s_%s: %w", opts.StatePrefix, suffix, err)
+		}
+		return b, nil
+	}
+	var err error
+	if p.dirty, err = kv("DIRTY", "exportstream: definitions whose export is stale", 1); err != nil {
+		return nil, err
+	}
+	if p.records, err = kv("EXPORTS", "exportstream: export records, per-definition state, id counter", 1); err != nil {
+		return nil, err
+	}
+	if p.leases, err = kv("LEASES", "exportstream: one exporting replica per definition", 1); err != nil {
+		return nil, err
+	}
+	if opts.ExportsStream != "" {
+		if _, err := js.Stream(ctx, opts.ExportsStream); errors.Is(err, jetstream.ErrStreamNotFound) {
+			_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+				Name: opts.ExportsStream, Description: "exportstream: one event per completed export",
+				Subjects: []string{"diffgram.exports.>"}, Storage: jetstream.FileStorage,
+				Replicas: max(opts.Replicas, 1),
+			})
+			if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				return nil, fmt.Errorf("exports stream %s: %w", opts.ExportsStream, err)
+			}
+		} else if err != nil {
+			return nil, fmt.Errorf("exports stream %s: %w", opts.ExportsStream, err)
+		}
+	}
+	p.initMetrics()
+	if p.store, err = OpenStore(ctx, js, opts.StatePrefix+"_STATE", opts.Replicas, p.state, p.log); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Pipeline) initMetrics() {
+	p.m = metrics{
+		exports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_exports_total", Help: "Exports written, by definition.",
+		}, []string{"definition"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_exports_skipped_total", Help: "Exports not written because the content was unchanged, by definition.",
+		}, []string{"definition"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_export_failures_total", Help: "Export attempts that failed (retried), by definition.",
+		}, []string{"definition"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_export_bytes_total", Help: "Bytes of export documents written, by definition.",
+		}, []string{"definition"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "exportstream_export_duration_seconds", Help: "Time to render and upload one export, by definition.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}, []string{"definition"}),
+		lastGood: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "exportstream_last_export_timestamp_seconds", Help: "Time of the last good export, by definition.",
+		}, []string{"definition"}),
+		stale: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exportstream_events_stale_total", Help: "Good events that changed nothing (not newer than the stored snapshot).",
+		}),
+		stateChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exportstream_state_changes_total", Help: "Entity snapshots stored.",
+		}),
+	}
+	if r := p.opts.Registerer; r != nil {
+		for _, c := range []prometheus.Collector{p.m.exports, p.m.skipped, p.m.failures, p.m.bytes,
+			p.m.duration, p.m.lastGood, p.m.stale, p.m.stateChanges} {
+			_ = r.Register(c)
+		}
+	}
+}
+
+// Definitions returns the export definitions, in configuration order.
+func (p *Pipeline) Definitions() []*Definition { return slices.Clone(p.defs) }
+
+// Handle is the event consumer's handler: it stores the batch's snapshots
+// and the dirty marks of the definitions they touch, durably, and returns
+// nil only then.
+func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) error {
+	changes, rev, err := p.store.Apply(ctx, batch)
+	if err != nil {
+		return err
+	}
+	p.m.stateChanges.Add(float64(len(changes)))
+	p.m.stale.Add(float64(len(batch) - len(changes)))
+	if len(changes) == 0 {
+		return nil
+	}
+	var watermark uint64
+	for _, ev := range batch {
+		watermark = max(watermark, ev.Seq)
+	}
+	touched := p.touched(changes)
+	if len(touched) == 0 {
+		return nil
+	}
+	mark, _ := json.Marshal(dirtyMark{StateRevision: rev, Watermark: watermark, Time: time.Now().UTC()})
+	futs := make([]jetstream.PubAckFuture, 0, len(touched))
+	for _, name := range touched {
+		f, err := p.js.PublishAsync("$KV."+p.opts.StatePrefix+"_DIRTY."+name, mark, jetstream.WithStallWait(10*time.Second))
+		if err != nil {
+			return fmt.Errorf("dirty mark %s: %w", name, err)
+		}
+		futs = append(futs, f)
+	}
+	for i, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("dirty mark %s: %w", touched[i], err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// touched returns the names of the definitions the changes touch.
+func (p *Pipeline) touched(changes []change) []string {
+	p.state.mu.RLock()
+	defer p.state.mu.RUnlock()
+	set := map[string]bool{}
+	for _, c := range changes {
+		proj := p.state.projects[c.project]
+		if proj == nil {
+			continue
+		}
+		for _, d := range p.defs {
+			if !set[d.Name] && d.touches(proj, c) {
+				set[d.Name] = true
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// Run runs the state watch, the dirty-mark watch and one export loop per
+// definition until ctx is done. At start, every definition with a dirty
+// mark, no export yet, or changed settings is exported (trigger startup).
+func (p *Pipeline) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.store.Run(ctx) })
+	g.Go(func() error { return p.watchDirty(ctx) })
+	for _, d := range p.defs {
+		g.Go(func() error { return p.runDefinition(ctx, d) })
+	}
+	return g.Wait()
+}
+
+// Trigger asks for an export of the named definition now (trigger
+// manual), coalesced like any change.
+func (p *Pipeline) Trigger(name string) error {
+	if _, ok := p.byName[name]; !ok {
+		return fmt.Errorf("no export definition named %q", name)
+	}
+	p.kick(name, TriggerManual)
+	return nil
+}
+
+func (p *Pipeline) kick(name, trigger string) {
+	ch := p.kicks[name]
+	if ch == nil {
+		return
+	}
+	select {
+	case ch <- trigger:
+	default:
+	}
+}
+
+// watchDirty turns dirty marks (written by any replica) into kicks.
+func (p *Pipeline) watchDirty(ctx context.Context) error {
+	w, err := p.dirty.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("watch dirty marks: %w", err)
+	}
+	defer w.Stop()
+	initial := true
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("dirty-mark watch closed")
+			}
+			if e == nil {
+				initial = false
+				p.startupKicks(ctx)
+				continue
+			}
+			trig := TriggerEvent
+			if initial {
+				trig = TriggerStartup
+			}
+			p.kick(e.Key(), trig)
+		}
+	}
+}
+
+// startupKicks exports the definitions that have no export yet or whose
+// settings changed since their last export.
+func (p *Pipeline) startupKicks(ctx context.Context) {
+	for _, d := range p.defs {
+		st, err := p.definitionState(ctx, d.Name)
+		if err != nil {
+			p.log.Warn("reading definition state", "definition", d.Name, "err", err)
+			p.kick(d.Name, TriggerStartup)
+			continue
+		}
+		if st == nil || st.Fingerprint != d.fingerprint() {
+			p.kick(d.Name, TriggerStartup)
+		}
+	}
+}
+
+func (d *Definition) fingerprint() string {
+	return fmt.Sprintf("%s|%s|%s|%d|%s|%t|%s|%s|%s", d.Project, d.Source.Kind, d.Source.Name, d.Source.ID,
+		d.Completion, d.IncludeRemovedInstances, d.Connection, d.Path, FormatVersion)
+}
+
+func (p *Pipeline) definitionState(ctx context.Context, name string) (*definitionState, error) {
+	e, err := p.records.Get(ctx, "definition."+name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st definitionState
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return nil, nil
+	}
+	return &st, nil
+}
+
+// runDefinition is one definition's loop: wait for a kick, coalesce
+// (quiet period, max delay), export, retry with back-off until it
+// succeeds.
+func (p *Pipeline) runDefinition(ctx context.Context, d *Definition) error {
+	kicks := p.kicks[d.Name]
+	var resume *Record
+	for {
+		var trig string
+		select {
+		case <-ctx.Done():
+			return nil
+		case trig = <-kicks:
+		}
+		deadline := time.Now().Add(d.MaxDelay)
+		timer := time.NewTimer(min(d.Quiet, d.MaxDelay))
+	coalesce:
+		for {
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return nil
+			case t := <-kicks:
+				trig = strongerTrigger(trig, t)
+				timer.Reset(max(0, min(d.Quiet, time.Until(deadline))))
+			case <-timer.C:
+				break coalesce
+			}
+		}
+		for attempt := 1; ; attempt++ {
+			var err error
+			resume, err = p.exportOnce(ctx, d, trig, resume)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			wait := backoffDelay(attempt)
+			if errors.Is(err, errBusy) {
+				wait = time.Second
+				p.log.Debug("definition busy on another replica", "definition", d.Name)
+			} else {
+				p.m.failures.WithLabelValues(d.Name).Inc()
+				p.log.Error("export failed; retrying", "definition", d.Name, "attempt", attempt, "retry_in", wait, "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			// Kicks that arrived meanwhile are covered by the retry.
+			select {
+			case t := <-kicks:
+				trig = strongerTrigger(trig, t)
+			default:
+			}
+		}
+	}
+}
+
+// strongerTrigger keeps manual over event over startup.
+func strongerTrigger(a, b string) string {
+	rank := map[string]int{TriggerStartup: 0, TriggerEvent: 1, TriggerManual: 2}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}
+
+func backoffDelay(attempt int) time.Duration {
+	d := 500 * time.Millisecond
+	for i := 1; i < attempt && d < time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, time.Minute)
+}
+
+// nextID allocates an export id: unique across replicas and growing, from
+// a counter in the records bucket updated with compare-and-swap.
+func (p *Pipeline) nextID(ctx context.Context) (int64, error) {
+	for range 100 {
+		e, err := p.records.Get(ctx, "next_id")
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if _, err := p.records.Create(ctx, "next_id", []byte("2")); err == nil {
+				return 1, nil
+			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+				return 0, err
+			}
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		n, err := strconv.ParseInt(string(e.Value()), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("export id counter holds %q", e.Value())
+		}
+		if _, err := p.records.Update(ctx, "next_id", []byte(strconv.FormatInt(n+1, 10)), e.Revision()); err == nil {
+			return n, nil
+		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, err
+		}
+	}
+	return 0, errors.New("export id counter: too many conflicts")
+}
+
+func (p *Pipeline) putRecord(ctx context.Context, r *Record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = p.records.Put(ctx, "export."+strconv.FormatInt(r.ID, 10), b)
+	return err
+}
+
+// Record returns the export record with the given id. If there is none,
+// an error wrapping jetstream.ErrKeyNotFound is returned.
+func (p *Pipeline) Record(ctx context.Context, id int64) (*Record, error) {
+	e, err := p.records.Get(ctx, "export."+strconv.FormatInt(id, 10))
+	if err != nil {
+		return nil, err
+	}
+	var r Record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}

@@ -1,0 +1,67 @@
+package pipeline
+
+import "time"
+
+// Export statuses, in the order an export passes through them.
+const (
+	StatusPending    = "pending"
+	StatusGenerating = "generating"
+	StatusUploading  = "uploading"
+	StatusComplete   = "complete"
+	StatusFailed     = "failed"
+)
+
+// Triggers: what started an export.
+const (
+	TriggerEvent   = "event"
+	TriggerManual  = "manual"
+	TriggerStartup = "startup"
+)
+
+// Record is the export record (EXPORTS.md): kept in the key-value store,
+// written into the manifest and latest.json, and published with the
+// completion event.
+type Record struct {
+	ID              int64      `json:"id"`
+	Name            string     `json:"name"`
+	Project         string     `json:"project"`
+	Source          string     `json:"source"`
+	Ref             string     `json:"ref"`
+	Completion      string     `json:"completion"`
+	IncludeRemoved  bool       `json:"include_removed_instances"`
+	Status          string     `json:"status"`
+	StatusText      string     `json:"status_text,omitempty"`
+	PercentComplete int        `json:"percent_complete"`
+	CreatedTime     time.Time  `json:"created_time"`
+	CompletedTime   *time.Time `json:"completed_time"`
+	FileListLength  int        `json:"file_list_length"`
+	InstanceCount   int        `json:"instance_count"`
+	Bytes           int64      `json:"bytes"`
+	SHA256          string     `json:"sha256"`
+	ContentHash     string     `json:"content_sha256"`
+	Connection      string     `json:"connection"`
+	Key             string     `json:"key"`
+	ManifestKey     string     `json:"manifest_key"`
+	// Watermark is the highest event stream sequence known to be reflected.
+	Watermark uint64 `json:"watermark"`
+	// StateRevision is the state revision the export was rendered at.
+	StateRevision uint64 `json:"state_revision"`
+	Trigger       string `json:"trigger"`
+	FormatVersion string `json:"export_format_version"`
+}
+
+// definitionState is kept per definition: what its newest export holds.
+type definitionState struct {
+	LastID      int64  `json:"last_id"`
+	ContentHash string `json:"content_sha256"`
+	Key         string `json:"key"`
+	// Fingerprint of the definition's settings that shape the content.
+	Fingerprint string `json:"fingerprint"`
+}
+
+// dirtyMark is the durable note that a definition's export is stale.
+type dirtyMark struct {
+	StateRevision uint64    `json:"state_revision"`
+	Watermark     uint64    `json:"watermark"`
+	Time          time.Time `json:"time"`
+}

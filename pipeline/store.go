@@ -1,0 +1,221 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exportstream/exportstream/events"
+)
+
+// Store keeps State durable in a JetStream key-value bucket, one key per
+// entity (<project>.<kind>.<id>), and keeps the in-memory State current
+// with every replica's writes through a watch on that bucket.
+//
+// Writes are compare-and-swap on the key's revision, so the highest
+// version wins even when replicas race on the same entity.
+type Store struct {
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	bucket string
+	state  *State
+	log    *slog.Logger
+	watch  jetstream.KeyWatcher
+}
+
+// OpenStore creates (or binds to) the state bucket and loads it into
+// state; it returns once every stored entity has been loaded.
+func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, state *State, log *slog.Logger) (*Store, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "exportstream: newest snapshot of every entity",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state bucket %s: %w", bucket, err)
+	}
+	s := &Store{js: js, kv: kv, bucket: bucket, state: state, log: log}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("watch state bucket %s: %w", bucket, err)
+	}
+	s.watch = w
+	start, n := time.Now(), 0
+	for {
+		select {
+		case <-ctx.Done():
+			w.Stop()
+			return nil, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("state watch closed while loading")
+			}
+			if e == nil {
+				log.Info("state loaded", "bucket", bucket, "entities", n, "took", time.Since(start).Round(time.Millisecond))
+				return s, nil
+			}
+			s.take(e)
+			n++
+		}
+	}
+}
+
+// take applies one key-value entry to the in-memory state.
+func (s *Store) take(e jetstream.KeyValueEntry) {
+	project, kind, id, ok := parseStateKey(e.Key())
+	if !ok {
+		s.log.Warn("state bucket holds a foreign key; ignored", "key", e.Key())
+		s.state.noteRev(e.Revision())
+		return
+	}
+	if cur := s.state.current(project, kind, id); cur != nil && cur.rev >= e.Revision() {
+		s.state.noteRev(e.Revision())
+		return
+	}
+	sn, err := decodeSnap(project, kind, e.Value())
+	if err != nil {
+		s.log.Error("state bucket holds an undecodable snapshot; ignored", "key", e.Key(), "err", err)
+		s.state.noteRev(e.Revision())
+		return
+	}
+	sn.rev = e.Revision()
+	s.state.offer(project, sn)
+}
+
+// Run follows the state bucket (other replicas' writes) until ctx is done.
+func (s *Store) Run(ctx context.Context) error {
+	defer s.watch.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-s.watch.Updates():
+			if !ok {
+				return errors.New("state watch closed")
+			}
+			if e != nil {
+				s.take(e)
+			}
+		}
+	}
+}
+
+type write struct {
+	key    string
+	sn     *snap
+	expect uint64
+	fut    jetstream.PubAckFuture
+}
+
+// Apply stores the newest snapshot each event carries, durably, and
+// returns the changes it made and the highest state revision written.
+// Stale events (not newer than what is stored) change nothing.
+func (s *Store) Apply(ctx context.Context, evs []*events.Event) ([]change, uint64, error) {
+	var changes []change
+	var maxRev uint64
+	pendingEvs := evs
+	for attempt := 0; len(pendingEvs) > 0; attempt++ {
+		if attempt == 5 {
+			return changes, maxRev, fmt.Errorf("state writes kept conflicting with another replica")
+		}
+		writes, order := map[string]*write{}, []string{}
+		for _, ev := range pendingEvs {
+			key := stateKey(ev.Project, ev.Kind, ev.EntityID)
+			cur := s.state.current(ev.Project, ev.Kind, ev.EntityID)
+			base := cur
+			w := writes[key]
+			if w != nil {
+				if ev.Version <= w.sn.version {
+					continue
+				}
+				base = w.sn
+			} else if cur != nil && cur.version >= ev.Version {
+				continue
+			}
+			sn, err := snapFromEvent(ev, base)
+			if err != nil {
+				return changes, maxRev, fmt.Errorf("event %s: %w", ev.ID, err)
+			}
+			if w == nil {
+				w = &write{key: key}
+				if cur != nil {
+					w.expect = cur.rev
+				}
+				writes[key] = w
+				order = append(order, key)
+			}
+			w.sn = sn
+		}
+		if len(order) == 0 {
+			break
+		}
+		for _, key := range order {
+			w := writes[key]
+			msg := &nats.Msg{Subject: "$KV." + s.bucket + "." + key, Data: w.sn.raw}
+			fut, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(w.expect),
+				jetstream.WithStallWait(10*time.Second))
+			if err != nil {
+				return changes, maxRev, fmt.Errorf("state write %s: %w", key, err)
+			}
+			w.fut = fut
+		}
+		var retry []*events.Event
+		conflicted := map[string]bool{}
+		var firstErr error
+		for _, key := range order {
+			w := writes[key]
+			select {
+			case ack := <-w.fut.Ok():
+				w.sn.rev = ack.Sequence
+				maxRev = max(maxRev, ack.Sequence)
+				project, _, _, _ := parseStateKey(key)
+				if old, stored := s.state.offer(project, w.sn); stored {
+					changes = append(changes, change{project: project, kind: w.sn.kind, old: old, new: w.sn})
+				}
+			case err := <-w.fut.Err():
+				var apiErr *jetstream.APIError
+				if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+					apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+					conflicted[key] = true
+					continue
+				}
+				if firstErr == nil {
+					firstErr = fmt.Errorf("state write %s: %w", key, err)
+				}
+			case <-ctx.Done():
+				return changes, maxRev, ctx.Err()
+			}
+		}
+		if firstErr != nil {
+			return changes, maxRev, firstErr
+		}
+		if len(conflicted) == 0 {
+			break
+		}
+		// Another replica wrote these keys: load what it wrote, then
+		// decide again for the events that touched them.
+		for key := range conflicted {
+			e, err := s.kv.Get(ctx, key)
+			if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+				return changes, maxRev, fmt.Errorf("state read %s: %w", key, err)
+			}
+			if e != nil {
+				s.take(e)
+			}
+		}
+		for _, ev := range pendingEvs {
+			if conflicted[stateKey(ev.Project, ev.Kind, ev.EntityID)] {
+				retry = append(retry, ev)
+			}
+		}
+		pendingEvs = retry
+	}
+	return changes, maxRev, nil
+}
