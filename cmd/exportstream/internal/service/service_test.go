@@ -1,0 +1,269 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exportstream/exportstream/config"
+	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/connectors/s3/s3test"
+	"github.com/exportstream/exportstream/events"
+	"github.com/exportstream/exportstream/pipeline/pipelinetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
+
+// testConfig is the embedded default on a free port and temp dirs, with
+// one definition per expected export of the scenario, on connection conn.
+func testConfig(t *testing.T, exp *pipelinetest.Expected, conn config.Connection) *config.Config {
+	cfg := config.Default()
+	dir := t.TempDir()
+	cfg.NATS.Embedded.Listen = "127.0.0.1:0"
+	cfg.NATS.Embedded.StoreDir = filepath.Join(dir, "nats")
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Connections = []config.Connection{conn}
+	for name, d := range exp.Definitions {
+		e := config.Export{Name: name, Project: exp.Project, Completion: d.Completion,
+			IncludeRemovedInstances: d.IncludeRemoved, Connection: conn.Name, Path: "exports/" + name + "/",
+			Coalesce: config.Coalesce{Quiet: 100 * time.Millisecond, MaxDelay: 2 * time.Second}}
+		for k, v := range d.Source {
+			switch k {
+			case "directory":
+				e.Source.Directory = v.(string)
+			case "directory_id":
+				id := int64(v.(float64))
+				e.Source.DirectoryID = &id
+			case "job":
+				e.Source.Job = v.(string)
+			case "job_id":
+				id := int64(v.(float64))
+				e.Source.JobID = &id
+			case "task_id":
+				id := int64(v.(float64))
+				e.Source.TaskID = &id
+			case "project":
+				e.Source.Project = true
+			}
+		}
+		cfg.Exports = append(cfg.Exports, e)
+	}
+	slices.SortFunc(cfg.Exports, func(a, b config.Export) int { return cmpString(a.Name, b.Name) })
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	return cfg
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// startService runs the service until the test ends.
+func startService(t *testing.T, cfg *config.Config) *Service {
+	logw := io.Discard
+	if testing.Verbose() {
+		logw = os.Stderr
+	}
+	svc := New(cfg, slog.New(slog.NewJSONHandler(logw, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("service: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("service did not stop")
+		}
+	})
+	select {
+	case <-svc.Ready():
+	case err := <-done:
+		t.Fatalf("service failed to start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("service not ready after 30s")
+	}
+	return svc
+}
+
+// publishScenario publishes the scenario's events as the examples say:
+// each body on its subject, Nats-Msg-Id = the body's id.
+func publishScenario(t *testing.T, js jetstream.JetStream, dir string) int {
+	f, err := os.Open(filepath.Join(dir, "events.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	err = events.ReadStream(f, func(subject string, body []byte, msgID string) error {
+		m := nats.NewMsg(subject)
+		m.Data = body
+		var opts []jetstream.PublishOpt
+		if msgID != "" {
+			opts = append(opts, jetstream.WithMsgID(msgID))
+		}
+		n++
+		_, err := js.PublishMsg(t.Context(), m, opts...)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// latestDocument follows latest.json to the data object and checks its
+// sha256 against the manifest copy.
+func latestDocument(ctx context.Context, b connectors.Bucket, prefix string) ([]byte, error) {
+	var latest struct {
+		Key    string `json:"key"`
+		SHA256 string `json:"sha256"`
+	}
+	r, err := b.NewReader(ctx, prefix+"latest.json")
+	if err != nil {
+		return nil, err
+	}
+	err = json.NewDecoder(r).Decode(&latest)
+	r.Close()
+	if err != nil {
+		return nil, fmt.Errorf("latest.json: %w", err)
+	}
+	r, err = b.NewReader(ctx, latest.Key)
+	if err != nil {
+		return nil, fmt.Errorf("latest.json names %s: %w", latest.Key, err)
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+// runScenario runs a contract example through the real service and
+// checks every expected export in the bucket, and the dead-letter count.
+func runScenario(t *testing.T, dir string, conn config.Connection) {
+	exp, err := pipelinetest.LoadExpected(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, exp, conn)
+	svc := startService(t, cfg)
+	nc, err := nats.Connect(svc.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	buckets, err := OpenBuckets(t.Context(), cfg.Connections)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket := buckets[conn.Name]
+	defer bucket.Close()
+
+	start := time.Now()
+	publishScenario(t, js, dir)
+	deadline := time.Now().Add(60 * time.Second)
+	var problems []string
+	for {
+		problems = problems[:0]
+		for name, d := range exp.Definitions {
+			doc, err := latestDocument(t.Context(), bucket, "exports/"+name+"/")
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %v", name, err))
+				continue
+			}
+			for _, p := range pipelinetest.Check(doc, exp, d) {
+				problems = append(problems, name+": "+p)
+			}
+		}
+		dlq := -1
+		if s, err := js.Stream(t.Context(), cfg.NATS.DeadLetterStream); err == nil {
+			if info, err := s.Info(t.Context()); err == nil {
+				dlq = int(info.State.Msgs)
+			}
+		}
+		if dlq != exp.Poison {
+			problems = append(problems, fmt.Sprintf("dead-letter stream holds %d, want %d", dlq, exp.Poison))
+		}
+		if len(problems) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, p := range problems {
+				t.Error(p)
+			}
+			t.FailNow()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("%s: converged %v after publishing", filepath.Base(dir), time.Since(start).Round(time.Millisecond))
+
+	// The dead-lettered copies carry their reasons.
+	if exp.Poison > 0 {
+		cons, err := js.OrderedConsumer(t.Context(), cfg.NATS.DeadLetterStream, jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch, err := cons.Fetch(exp.Poison, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if m.Headers().Get(events.HeaderReason) == "" || m.Headers().Get(events.HeaderOriginalSubject) == "" {
+				t.Errorf("dead letter %q lacks reason or subject headers: %v", m.Subject(), m.Headers())
+			}
+		}
+		if n != exp.Poison {
+			t.Errorf("read %d dead letters, want %d", n, exp.Poison)
+		}
+	}
+}
+
+func TestExamplesLocal(t *testing.T) {
+	scenarios, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range scenarios {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			runScenario(t, dir, config.Connection{Name: "disk", Type: "local", Local: &config.Local{Dir: t.TempDir()}})
+		})
+	}
+}
+
+func TestExamplesS3(t *testing.T) {
+	scenarios, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range scenarios {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			o := s3test.NewBucket(t)
+			runScenario(t, dir, config.Connection{Name: "s3", Type: "s3", S3: &config.S3{
+				Bucket: o.Bucket, Region: o.Region, Endpoint: o.Endpoint, PathStyle: true,
+				AccessKeyID: o.AccessKeyID, SecretAccessKey: config.Secret(o.SecretAccessKey), PartSize: 5 << 20,
+			}})
+		})
+	}
+}
