@@ -1,0 +1,31 @@
+package s3_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/connectors/connectorstest"
+	"github.com/exportstream/exportstream/connectors/s3"
+	"github.com/exportstream/exportstream/connectors/s3/s3test"
+)
+
+func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
+
+func TestConformance(t *testing.T) {
+	connectorstest.Run(t, newBucket, connectorstest.Options{
+		ListObjects: 1100, // more than one ListObjectsV2 page
+		// s3test sets PartSize to 5 MiB: a Writer holds at most
+		// (Concurrency+2) parts, plus the SDK's and the in-process
+		// gateway's buffers.
+		MaxHeapGrowth: (s3.Concurrency+2)*s3.MinPartSize + 8<<20,
+	})
+}
+
+func newBucket(t *testing.T) connectors.Bucket {
+	b, err := s3.New(t.Context(), s3test.NewBucket(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
