@@ -62,12 +62,12 @@ func IsBadInput(err error) bool {
 var projectRe = regexp.MustCompile(`^[a-z0-9-]+$`)
 
 type envelope struct {
-	SpecVersion     *string         `json:"specversion"`
-	ID              *string         `json:"id"`
-	Source          *string         `json:"source"`
-	Type            *string         `json:"type"`
-	DiffgramProject *string         `json:"diffgramproject"`
-	Data            json.RawMessage `json:"data"`
+	SpecVersion     *string                    `json:"specversion"`
+	ID              *string                    `json:"id"`
+	Source          *string                    `json:"source"`
+	Type            *string                    `json:"type"`
+	DiffgramProject *string                    `json:"diffgramproject"`
+	Data            map[string]json.RawMessage `json:"data"`
 }
 
 // Decode validates one message: subject "<prefix>.<project>.<entity>.<action>"
@@ -79,6 +79,10 @@ func Decode(subject string, body []byte, maxBytes int) (*Event, error) {
 	}
 	var env envelope
 	if err := json.Unmarshal(body, &env); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field == "data" {
+			return nil, bad("data is not an object: %s", jsonReason(err))
+		}
 		return nil, bad("body is not a JSON object: %s", jsonReason(err))
 	}
 	switch {
@@ -123,13 +127,10 @@ func Decode(subject string, body []byte, maxBytes int) (*Event, error) {
 	}
 	ev.Project = sp
 
-	if len(env.Data) == 0 || bytes.Equal(env.Data, []byte("null")) {
+	if env.Data == nil {
 		return nil, bad("missing data")
 	}
-	var data map[string]json.RawMessage
-	if err := json.Unmarshal(env.Data, &data); err != nil {
-		return nil, bad("data is not an object: %s", jsonReason(err))
-	}
+	data := env.Data
 	raw, ok := data[spec.dataKey]
 	if !ok || bytes.Equal(raw, []byte("null")) {
 		return nil, bad("data has no %q", spec.dataKey)
@@ -155,33 +156,29 @@ func DecodeEntity(kind Kind, project string, raw []byte) (any, error) {
 var removals = map[string]bool{"removed": true, "deleted": true, "archived": true}
 
 func decodeEntity(ev *Event) error {
-	var head struct {
-		ID       json.RawMessage `json:"id"`
-		StringID json.RawMessage `json:"string_id"`
-		Version  json.RawMessage `json:"version"`
+	if i := skipSpace(ev.Raw, 0); i >= len(ev.Raw) || ev.Raw[i] != '{' {
+		return bad("%s is not an object", ev.Kind)
 	}
-	if err := json.Unmarshal(ev.Raw, &head); err != nil {
-		return bad("%s is not an object: %s", ev.Kind, jsonReason(err))
+	fields := Fields(ev.Raw)
+	present := func(k string) bool {
+		for _, f := range fields {
+			if f.Key == k {
+				return string(f.Val) != "null"
+			}
+		}
+		return false
 	}
-	if len(head.Version) == 0 || string(head.Version) == "null" {
+	if !present("version") {
 		return bad("%s has no version", ev.Kind)
 	}
-	idField := head.ID
 	if ev.Kind == KindProject {
-		idField = head.StringID
-		if len(idField) == 0 || string(idField) == "null" {
+		if !present("string_id") {
 			return bad("project has no string_id")
 		}
-	} else if len(idField) == 0 || string(idField) == "null" {
+	} else if !present("id") {
 		return bad("%s has no id", ev.Kind)
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(ev.Raw, &fields); err != nil {
-		return bad("%s: %s", ev.Kind, jsonReason(err))
-	}
-	_, hasVersion := fields["version"]
-	ev.Partial = removals[ev.Action] && len(fields) == 2 && hasVersion
-
+	ev.Partial = removals[ev.Action] && len(fields) == 2
 	var target any
 	switch ev.Kind {
 	case KindProject:

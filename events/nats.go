@@ -70,7 +70,7 @@ func Connect(o ConnectOptions, onEvent func(msg string, err error)) (*nats.Conn,
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if onEvent != nil {
+			if onEvent != nil && err != nil {
 				onEvent("NATS disconnected", err)
 			}
 		}),

@@ -71,22 +71,37 @@ func snapFromEvent(ev *events.Event, cur *snap) (*snap, error) {
 			return nil, err
 		}
 		raw = merged
+		return decodeSnap(ev.Project, ev.Kind, raw)
 	}
-	return decodeSnap(ev.Project, ev.Kind, raw)
+	return newSnap(ev.Kind, compact(raw), ev.Entity)
 }
 
-// decodeSnap builds a snapshot from stored (or received) bytes, compacted
-// so that the same snapshot always renders the same bytes.
-func decodeSnap(project string, k events.Kind, raw []byte) (*snap, error) {
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, raw); err != nil {
-		return nil, err
+// compact returns raw without insignificant whitespace (raw itself when
+// it has none), so that the same snapshot always renders the same bytes.
+func compact(raw []byte) []byte {
+	if bytes.IndexAny(raw, " \t\r\n") < 0 {
+		return raw
 	}
-	val, err := events.DecodeEntity(k, project, buf.Bytes())
+	var buf bytes.Buffer
+	if json.Compact(&buf, raw) != nil {
+		return raw
+	}
+	return buf.Bytes()
+}
+
+// decodeSnap builds a snapshot from stored (or received) bytes.
+func decodeSnap(project string, k events.Kind, raw []byte) (*snap, error) {
+	raw = compact(raw)
+	val, err := events.DecodeEntity(k, project, raw)
 	if err != nil {
 		return nil, err
 	}
-	s := &snap{kind: k, raw: buf.Bytes(), val: val}
+	return newSnap(k, raw, val)
+}
+
+// newSnap wraps a decoded entity.
+func newSnap(k events.Kind, raw []byte, val any) (*snap, error) {
+	s := &snap{kind: k, raw: raw, val: val}
 	switch v := val.(type) {
 	case *events.Project:
 		s.version = v.Version

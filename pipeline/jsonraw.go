@@ -5,50 +5,21 @@ import (
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/exportstream/exportstream/events"
 )
 
-// field is one member of a JSON object, its value kept as raw bytes.
-type field struct {
-	key string
-	val json.RawMessage
-}
-
-// objectFields splits a raw JSON object into its members, in order. The
-// input was validated when the event was decoded, so malformed input only
-// yields fewer fields.
-func objectFields(raw []byte) []field {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil
-	}
-	var out []field
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return out
-		}
-		k, _ := t.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return out
-		}
-		out = append(out, field{k, v})
-	}
-	return out
-}
-
-func lookup(fs []field, key string) (json.RawMessage, bool) {
+func lookup(fs []events.Field, key string) (json.RawMessage, bool) {
 	for _, f := range fs {
-		if f.key == key {
-			return f.val, true
+		if f.Key == key {
+			return f.Val, true
 		}
 	}
 	return nil, false
 }
 
 // rawOrNull returns the member's raw value, or null when absent.
-func rawOrNull(fs []field, key string) json.RawMessage {
+func rawOrNull(fs []events.Field, key string) json.RawMessage {
 	if v, ok := lookup(fs, key); ok {
 		return v
 	}

@@ -439,16 +439,16 @@ func (pl *plan) appendGroup(b []byte, g *snap) []byte {
 		n++
 	}
 	hasLabels := false
-	for _, f := range objectFields(g.raw) {
-		switch f.key {
+	for _, f := range events.Fields(g.raw) {
+		switch f.Key {
 		case "version":
 			continue
 		case "attribute_template_list":
 			sep()
-			b = appendKey(b, f.key)
+			b = appendKey(b, f.Key)
 			b = append(b, '[')
 			m := 0
-			for _, t := range objectArray(f.val) {
+			for _, t := range objectArray(f.Val) {
 				var tv events.AttributeTemplate
 				if json.Unmarshal(t, &tv) != nil || tv.Archived {
 					continue
@@ -466,8 +466,8 @@ func (pl *plan) appendGroup(b []byte, g *snap) []byte {
 			b = pl.appendLabelList(b, gv.LabelFileIDs)
 		default:
 			sep()
-			b = appendKey(b, f.key)
-			b = append(b, f.val...)
+			b = appendKey(b, f.Key)
+			b = append(b, f.Val...)
 		}
 	}
 	if !hasLabels {
@@ -527,20 +527,7 @@ func (pl *plan) appendEntry(b []byte, pf *planFile) []byte {
 	if !media && typ != "compound" {
 		return append(b, "null"...)
 	}
-	fs := objectFields(pf.f.raw)
-	b = append(b, `{"file":{"id":`...)
-	b = appendInt(b, pf.file.ID)
-	for _, k := range []string{"original_filename", "blob_url", "created_time", "ann_is_complete", "type"} {
-		b = append(b, ',')
-		b = appendKey(b, k)
-		b = append(b, rawOrNull(fs, k)...)
-	}
-	b = append(b, '}')
-	if media {
-		b = append(b, ',')
-		b = appendKey(b, mediaKey[typ])
-		b = append(b, rawOrNull(fs, mediaKey[typ])...)
-	}
+	b = append(b, fileFragment(pf.f)...)
 	video := typ == "video"
 	if video {
 		b = append(b, `,"parent_instance_list":`...)
@@ -576,6 +563,32 @@ func (pl *plan) appendEntry(b []byte, pf *planFile) []byte {
 		b = pl.appendEntry(b, &pf.children[i])
 	}
 	return append(b, '}')
+}
+
+// fileFragment returns the start of a file's entry: "{" then its "file"
+// object and media block, cached on the immutable snapshot.
+func fileFragment(f *snap) []byte {
+	if c := f.frag.Load(); c != nil {
+		return c[0]
+	}
+	fs := events.Fields(f.raw)
+	file := f.val.(*events.File)
+	b := make([]byte, 0, len(f.raw)+64)
+	b = append(b, `{"file":{"id":`...)
+	b = appendInt(b, file.ID)
+	for _, k := range []string{"original_filename", "blob_url", "created_time", "ann_is_complete", "type"} {
+		b = append(b, ',')
+		b = appendKey(b, k)
+		b = append(b, rawOrNull(fs, k)...)
+	}
+	b = append(b, '}')
+	if key, ok := mediaKey[file.Type]; ok {
+		b = append(b, ',')
+		b = appendKey(b, key)
+		b = append(b, rawOrNull(fs, key)...)
+	}
+	f.frag.Store(&[2][]byte{b})
+	return b
 }
 
 func appendOptInt(b []byte, v *int64) []byte {
@@ -641,7 +654,7 @@ func instanceFragment(in *snap, video bool) []byte {
 }
 
 func renderInstance(in *snap, video bool) []byte {
-	fs := objectFields(in.raw)
+	fs := events.Fields(in.raw)
 	v := in.val.(*events.Instance)
 	b := make([]byte, 0, len(in.raw))
 	if v.Type == "relation" {
@@ -686,15 +699,15 @@ func renderInstance(in *snap, video bool) []byte {
 		b = append(b, pts...)
 	}
 	for _, f := range fs {
-		if instanceSkip[f.key] || isTimeField(f.key) {
+		if instanceSkip[f.Key] || isTimeField(f.Key) {
 			continue
 		}
-		if truthyOnly[f.key] && !truthy(f.val) {
+		if truthyOnly[f.Key] && !truthy(f.Val) {
 			continue
 		}
 		b = append(b, ',')
-		b = appendKey(b, f.key)
-		b = append(b, f.val...)
+		b = appendKey(b, f.Key)
+		b = append(b, f.Val...)
 	}
 	if video {
 		b = append(b, `,"frame_number":`...)

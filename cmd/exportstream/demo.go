@@ -51,6 +51,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("demo config: %w (the demo writes to a connection named local-disk)", err)
 		}
 	}
+	if *path == "" {
+		cfg.Log.Format = "text" // a person is watching
+	}
 	log := newLogger(cfg, stderr)
 	svc := service.New(cfg, log)
 	g, gctx := errgroup.WithContext(ctx)
