@@ -64,22 +64,24 @@ func (p *Pipeline) exportOnce(ctx context.Context, d *Definition, trigger string
 	defer func() { <-slot }()
 
 	rec := resume
-	if rec == nil {
+	committed := resume != nil && resume.Status == StatusUploading
+	if !committed {
 		var skipped bool
-		rec, skipped, err = p.writeData(ctx, d, bucket, trigger, mark)
+		rec, skipped, err = p.writeData(ctx, d, bucket, trigger, mark, resume)
 		if err != nil {
-			return nil, err
+			return rec, err
 		}
 		if skipped {
 			return nil, p.clearMark(ctx, d, markRev)
 		}
 	}
 	if err := p.finish(ctx, d, bucket, rec); err != nil {
-		rec.Status, rec.StatusText = StatusFailed, err.Error()
-		_ = p.putRecord(context.WithoutCancel(ctx), rec)
-		return rec, err
+		shown := *rec
+		shown.Status, shown.StatusText = StatusFailed, err.Error()
+		_ = p.putRecord(context.WithoutCancel(ctx), &shown)
+		return rec, err // still StatusUploading: the retry resumes here
 	}
-	if resume != nil {
+	if committed {
 		// The resumed export was rendered before the mark read above:
 		// leave the mark and look again with a fresh render.
 		p.kick(d.Name, trigger)
@@ -103,17 +105,25 @@ func (p *Pipeline) clearMark(ctx context.Context, d *Definition, rev uint64) err
 
 // writeData renders the export into its data object. It reports skipped
 // when the content equals the last export's (then nothing is written).
-func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connectors.Bucket, trigger string, mark dirtyMark) (*Record, bool, error) {
+// retry, when not nil, is an earlier attempt that failed before its data
+// object was committed: its export id and time are kept, so the retry
+// writes the same key. On failure the returned record is the one to retry.
+func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connectors.Bucket, trigger string, mark dirtyMark, retry *Record) (*Record, bool, error) {
 	st, err := p.definitionState(ctx, d.Name)
 	if err != nil {
-		return nil, false, fmt.Errorf("definition state: %w", err)
-	}
-	id, err := p.nextID(ctx)
-	if err != nil {
-		return nil, false, fmt.Errorf("allocate export id: %w", err)
+		return retry, false, fmt.Errorf("definition state: %w", err)
 	}
 	start := time.Now()
-	at := start.UTC()
+	var id int64
+	var at time.Time
+	if retry != nil {
+		id, at = retry.ID, retry.CreatedTime
+	} else {
+		if id, err = p.nextID(ctx); err != nil {
+			return nil, false, fmt.Errorf("allocate export id: %w", err)
+		}
+		at = start.UTC()
+	}
 	p.state.mu.RLock()
 	stateRev := p.state.rev
 	p.state.mu.RUnlock()
@@ -128,16 +138,16 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 		Watermark: mark.Watermark, StateRevision: stateRev, Trigger: trigger, FormatVersion: FormatVersion,
 	}
 	if err := p.putRecord(ctx, rec); err != nil {
-		return nil, false, fmt.Errorf("export record: %w", err)
+		return rec, false, fmt.Errorf("export record: %w", err)
 	}
 	w, err := bucket.NewWriter(ctx, rec.Key, connectors.WriteOptions{ContentType: "application/json", IfAbsent: true})
 	if err != nil {
-		return nil, false, p.failed(ctx, rec, fmt.Errorf("open %s: %w", rec.Key, err))
+		return rec, false, p.failed(ctx, rec, fmt.Errorf("open %s: %w", rec.Key, err))
 	}
 	res, err := pl.render(w, id, at)
 	if err != nil {
 		_ = w.Abort()
-		return nil, false, p.failed(ctx, rec, fmt.Errorf("write %s: %w", rec.Key, err))
+		return rec, false, p.failed(ctx, rec, fmt.Errorf("write %s: %w", rec.Key, err))
 	}
 	if st != nil && st.ContentHash == res.ContentHash && st.Fingerprint == d.fingerprint() && trigger != TriggerManual {
 		_ = w.Abort()
@@ -149,12 +159,13 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	rec.Bytes, rec.SHA256, rec.ContentHash = res.Bytes, res.SHA256, res.ContentHash
 	if err := w.Close(); err != nil {
 		if !errors.Is(err, connectors.ErrExists) {
-			return nil, false, p.failed(ctx, rec, fmt.Errorf("commit %s: %w", rec.Key, err))
+			return rec, false, p.failed(ctx, rec, fmt.Errorf("commit %s: %w", rec.Key, err))
 		}
 		// A retry finding its own object is a success; anything else
 		// under the key is never overwritten.
 		sum, herr := hashObject(ctx, bucket, rec.Key)
 		if herr != nil || sum != rec.SHA256 {
+			// This key is taken: the next attempt starts a new export.
 			return nil, false, p.failed(ctx, rec, fmt.Errorf("%s already exists with different content; not overwritten", rec.Key))
 		}
 	}

@@ -1,0 +1,305 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/connectors/local"
+	"github.com/exportstream/exportstream/events"
+	"github.com/exportstream/exportstream/events/eventstest"
+	"github.com/exportstream/exportstream/pipeline/pipelinetest"
+)
+
+// outage wraps a real bucket and refuses writes while down, as a bucket
+// that cannot be reached would.
+type outage struct {
+	connectors.Bucket
+	down   atomic.Bool
+	writes atomic.Int64 // data objects committed
+}
+
+var errDown = errors.New("bucket unreachable (test outage)")
+
+func (o *outage) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
+	if o.down.Load() {
+		return nil, errDown
+	}
+	w, err := o.Bucket.NewWriter(ctx, key, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &outageWriter{Writer: w, o: o, data: !strings.HasSuffix(key, "latest.json") && !strings.HasSuffix(key, ".manifest.json")}, nil
+}
+
+func (o *outage) Attributes(ctx context.Context, key string) (connectors.Attributes, error) {
+	if o.down.Load() {
+		return connectors.Attributes{}, errDown
+	}
+	return o.Bucket.Attributes(ctx, key)
+}
+
+type outageWriter struct {
+	connectors.Writer
+	o    *outage
+	data bool
+}
+
+func (w *outageWriter) Close() error {
+	if w.o.down.Load() {
+		_ = w.Writer.Abort()
+		return errDown
+	}
+	err := w.Writer.Close()
+	if err == nil && w.data {
+		w.o.writes.Add(1)
+	}
+	return err
+}
+
+// harness runs a consumer and a pipeline on a real in-process server.
+type harness struct {
+	t      *testing.T
+	js     jetstream.JetStream
+	p      *Pipeline
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startHarness(t *testing.T, js jetstream.JetStream, defs []*Definition, buckets map[string]connectors.Bucket) *harness {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cons, err := events.NewConsumer(ctx, js, events.ConsumerConfig{
+		Stream: "EV", Subjects: []string{"diffgram.events.>"}, CreateStream: true,
+		Consumer: "c", DeadLetter: "EV_DLQ", MaxEventBytes: 1 << 20, AckWait: 10 * time.Second,
+	}, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(ctx, js, Options{Definitions: defs, Buckets: buckets, StatePrefix: "T", Owner: "test", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, js: js, p: p, cancel: cancel, done: make(chan struct{})}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = p.Run(ctx) })
+	wg.Go(func() { _ = cons.Run(ctx, p.Handle) })
+	go func() { wg.Wait(); close(h.done) }()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) stop() {
+	h.cancel()
+	select {
+	case <-h.done:
+	case <-time.After(20 * time.Second):
+		h.t.Error("pipeline did not stop")
+	}
+}
+
+func publishLines(t *testing.T, js jetstream.JetStream, lines []line) {
+	t.Helper()
+	for _, l := range lines {
+		m := nats.NewMsg(l.subject)
+		m.Data = l.body
+		var probe struct{ ID string }
+		_ = json.Unmarshal(l.body, &probe)
+		if _, err := js.PublishMsg(t.Context(), m, jetstream.WithMsgID(probe.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func latestRecord(t *testing.T, b connectors.Bucket, prefix string) *manifest {
+	var m manifest
+	if err := readJSON(t.Context(), b, prefix+"latest.json", &m); err != nil {
+		return nil
+	}
+	return &m
+}
+
+// TestBucketOutage: while the bucket is down events are still applied and
+// acked, nothing is written, and nothing is lost; when it is back the
+// definition catches up with one export of the newest state, and the
+// retries wrote the same key.
+func TestBucketOutage(t *testing.T) {
+	ns := eventstest.StartServer(t)
+	_, js := eventstest.Connect(t, ns)
+	dir, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	scenario := dir[len(dir)-1] // street-scenes-ordered
+	exp, err := pipelinetest.LoadExpected(scenario)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &outage{Bucket: real}
+	b.down.Store(true)
+	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
+	d.Connection, d.Quiet, d.MaxDelay = "disk", 50*time.Millisecond, time.Second
+	h := startHarness(t, js, []*Definition{d}, map[string]connectors.Bucket{"disk": b})
+
+	publishLines(t, js, readLines(t, scenario))
+	cons, err := js.Consumer(t.Context(), "EV", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every event acked during the outage", 20*time.Second, func() bool {
+		info, err := cons.Info(t.Context())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	})
+	var failedKey string
+	waitFor(t, "a failed export attempt", 20*time.Second, func() bool {
+		keys, _ := h.p.records.Keys(t.Context())
+		for _, k := range keys {
+			if strings.HasPrefix(k, "export.") {
+				e, err := h.p.records.Get(t.Context(), k)
+				var r Record
+				if err == nil && json.Unmarshal(e.Value(), &r) == nil && r.Status == StatusFailed {
+					failedKey = r.Key
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if n := b.writes.Load(); n != 0 {
+		t.Fatalf("%d data objects written while the bucket was down", n)
+	}
+	if _, err := h.p.dirty.Get(t.Context(), d.Name); err != nil {
+		t.Fatalf("dirty mark gone during the outage: %v", err)
+	}
+
+	b.down.Store(false)
+	waitFor(t, "the export after the outage", 30*time.Second, func() bool {
+		m := latestRecord(t, real, d.Path)
+		return m != nil && m.FileListLength == exp.Definitions[d.Name].FileListLength
+	})
+	m := latestRecord(t, real, d.Path)
+	if m.Key != failedKey {
+		t.Errorf("the retry wrote %s, the failed attempt had %s: a retry must write the same key", m.Key, failedKey)
+	}
+	doc, err := io.ReadAll(must(real.NewReader(t.Context(), m.Key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pipelinetest.Check(doc, exp, exp.Definitions[d.Name]) {
+		t.Error(p)
+	}
+	waitFor(t, "dirty mark cleared", 10*time.Second, func() bool {
+		_, err := h.p.dirty.Get(t.Context(), d.Name)
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
+	if n := b.writes.Load(); n != 1 {
+		t.Errorf("%d data objects written after the outage, want 1 (one export of the newest state)", n)
+	}
+}
+
+func must(r io.ReadCloser, err error) io.ReadCloser {
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+// TestRestartExportsDirty: a definition marked dirty while no exporter
+// ran is exported on the next start (trigger startup), and an unchanged
+// definition is not written again.
+func TestRestartExportsDirty(t *testing.T) {
+	ns := eventstest.StartServer(t)
+	_, js := eventstest.Connect(t, ns)
+	scenarios, _ := pipelinetest.Scenarios()
+	scenario := scenarios[len(scenarios)-1]
+	exp, _ := pipelinetest.LoadExpected(scenario)
+	bucket, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := definitionFor(t, "night-review-all", exp.Project, exp.Definitions["night-review-all"])
+	d.Connection, d.Quiet, d.MaxDelay = "disk", 50*time.Millisecond, time.Second
+	buckets := map[string]connectors.Bucket{"disk": bucket}
+
+	// First run: everything exported.
+	h := startHarness(t, js, []*Definition{d}, buckets)
+	publishLines(t, js, readLines(t, scenario))
+	waitFor(t, "first export", 20*time.Second, func() bool {
+		m := latestRecord(t, bucket, d.Path)
+		return m != nil && m.FileListLength == 3
+	})
+	first := latestRecord(t, bucket, d.Path)
+	waitFor(t, "dirty mark cleared", 10*time.Second, func() bool {
+		_, err := h.p.dirty.Get(t.Context(), d.Name)
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
+	h.stop()
+
+	// While stopped: a change lands in state with its dirty mark (as the
+	// consumer of a replica that died before exporting would leave it).
+	p2, err := Open(t.Context(), js, Options{Definitions: []*Definition{d}, Buckets: buckets, StatePrefix: "T", Owner: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"specversion":"1.0","id":"late-task","source":"t","type":"diffgram.task.status_changed","diffgramproject":"street-scenes","data":{"task":{"id":9002,"job_id":12,"file_id":5003,"status":"archived","created_time":"2026-03-01T00:00:02Z","version":9}}}`
+	ev, err := events.Decode("diffgram.events.street-scenes.task.status_changed", []byte(body), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Handle(t.Context(), []*events.Event{ev}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Restart: the mark is exported.
+	h = startHarness(t, js, []*Definition{d}, buckets)
+	waitFor(t, "startup export", 20*time.Second, func() bool {
+		m := latestRecord(t, bucket, d.Path)
+		return m != nil && m.ID > first.ID
+	})
+	m := latestRecord(t, bucket, d.Path)
+	if m.Trigger != TriggerStartup || m.FileListLength != 2 {
+		t.Errorf("after restart: trigger %q, %d files; want startup, 2 (task 9002 archived)", m.Trigger, m.FileListLength)
+	}
+	waitFor(t, "dirty mark cleared", 10*time.Second, func() bool {
+		_, err := h.p.dirty.Get(t.Context(), d.Name)
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
+	h.stop()
+
+	// Another restart with nothing changed writes nothing new.
+	startHarness(t, js, []*Definition{d}, buckets)
+	time.Sleep(300 * time.Millisecond) // give a wrong export the chance to happen
+	if again := latestRecord(t, bucket, d.Path); again.ID != m.ID {
+		t.Errorf("unchanged definition exported again at start (id %d → %d)", m.ID, again.ID)
+	}
+}
