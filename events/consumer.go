@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,10 +15,12 @@ import (
 )
 
 // Headers the consumer adds to a dead-lettered message. The original
-// headers are kept, except Nats-Msg-Id, which moves to
-// Exportstream-Original-Msg-Id (the dead-letter copy gets its own id,
-// derived from the stream sequence, so a redelivered bad event is stored
-// once).
+// headers are kept, except the server's Nats-* headers, which move to
+// Exportstream-Original-* (Nats-Msg-Id to Exportstream-Original-Msg-Id):
+// the dead-letter copy gets its own id, derived from the stream sequence,
+// so a redelivered bad event is stored once, and publish controls such as
+// Nats-Expected-Stream, which held for the original, must not refuse the
+// copy.
 const (
 	HeaderReason          = "Exportstream-Reason"
 	HeaderOriginalSubject = "Exportstream-Original-Subject"
@@ -171,7 +174,17 @@ const maxBatch = 2048
 // cannot continue.
 func (c *Consumer) Run(ctx context.Context, handle Handler) error {
 	msgs := make(chan jetstream.Msg, maxBatch)
-	cc, err := c.cons.Consume(func(m jetstream.Msg) { msgs <- m },
+	// Once Run returns nobody reads msgs: the callback must not block the
+	// client's delivery goroutine forever (the message, unacked, is
+	// redelivered).
+	stopped := make(chan struct{})
+	defer close(stopped)
+	cc, err := c.cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-stopped:
+		}
+	},
 		jetstream.PullMaxMessages(maxBatch),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			c.log.Warn("consume", "err", err)
@@ -279,8 +292,8 @@ func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, meta *jetstr
 	dl := nats.NewMsg(DeadLetterSubject(c.cfg.DeadLetter, m.Subject()))
 	dl.Data = m.Data()
 	for k, v := range m.Headers() {
-		if k == nats.MsgIdHdr {
-			dl.Header[HeaderOriginalMsgID] = v
+		if rest, ok := strings.CutPrefix(k, "Nats-"); ok {
+			dl.Header["Exportstream-Original-"+rest] = v
 			continue
 		}
 		dl.Header[k] = v
