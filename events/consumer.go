@@ -173,15 +173,20 @@ const maxBatch = 2048
 // batch in hand and returns nil. It returns an error only if consuming
 // cannot continue.
 func (c *Consumer) Run(ctx context.Context, handle Handler) error {
-	msgs := make(chan jetstream.Msg, maxBatch)
+	msgs := make(chan delivery, maxBatch)
 	// Once Run returns nobody reads msgs: the callback must not block the
 	// client's delivery goroutine forever (the message, unacked, is
 	// redelivered).
 	stopped := make(chan struct{})
 	defer close(stopped)
+	// Messages are decoded in the client's delivery goroutine, so that
+	// decoding the next batch overlaps with applying this one.
 	cc, err := c.cons.Consume(func(m jetstream.Msg) {
+		d := delivery{msg: m}
+		d.meta, _ = m.Metadata()
+		d.ev, d.err = Decode(m.Subject(), m.Data(), c.cfg.MaxEventBytes)
 		select {
-		case msgs <- m:
+		case msgs <- d:
 		case <-stopped:
 		}
 	},
@@ -194,19 +199,19 @@ func (c *Consumer) Run(ctx context.Context, handle Handler) error {
 	}
 	defer cc.Stop()
 	failures := 0
-	batch := make([]jetstream.Msg, 0, maxBatch)
+	batch := make([]delivery, 0, maxBatch)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case m := <-msgs:
-			batch = append(batch[:0], m)
+		case d := <-msgs:
+			batch = append(batch[:0], d)
 		}
 	fill:
 		for len(batch) < maxBatch {
 			select {
-			case m := <-msgs:
-				batch = append(batch, m)
+			case d := <-msgs:
+				batch = append(batch, d)
 			default:
 				break fill
 			}
@@ -226,6 +231,14 @@ func (c *Consumer) Run(ctx context.Context, handle Handler) error {
 	}
 }
 
+// delivery is one message with its decoding.
+type delivery struct {
+	msg  jetstream.Msg
+	meta *jetstream.MsgMetadata
+	ev   *Event
+	err  error
+}
+
 // backoff is the delay after n consecutive failures: 250ms doubling to 30s.
 func backoff(n int) time.Duration {
 	d := 250 * time.Millisecond
@@ -236,22 +249,20 @@ func backoff(n int) time.Duration {
 }
 
 // process handles one batch and reports whether the handler succeeded.
-func (c *Consumer) process(ctx context.Context, batch []jetstream.Msg, handle Handler) bool {
+func (c *Consumer) process(ctx context.Context, batch []delivery, handle Handler) bool {
 	good := make([]*Event, 0, len(batch))
 	goodMsgs := make([]jetstream.Msg, 0, len(batch))
-	for _, m := range batch {
-		meta, _ := m.Metadata()
-		ev, err := Decode(m.Subject(), m.Data(), c.cfg.MaxEventBytes)
-		if err != nil {
-			c.deadLetter(ctx, m, meta, err)
+	for _, d := range batch {
+		if d.err != nil {
+			c.deadLetter(ctx, d.msg, d.meta, d.err)
 			continue
 		}
-		if meta != nil {
-			ev.Seq = meta.Sequence.Stream
+		if d.meta != nil {
+			d.ev.Seq = d.meta.Sequence.Stream
 		}
-		c.consumed.WithLabelValues(ev.Type).Inc()
-		good = append(good, ev)
-		goodMsgs = append(goodMsgs, m)
+		c.consumed.WithLabelValues(d.ev.Type).Inc()
+		good = append(good, d.ev)
+		goodMsgs = append(goodMsgs, d.msg)
 	}
 	if len(good) == 0 {
 		return true

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -83,7 +84,11 @@ func Decode(subject string, body []byte, maxBytes int) (*Event, error) {
 		if errors.As(err, &te) && te.Field == "data" {
 			return nil, bad("data is not an object: %s", jsonReason(err))
 		}
-		return nil, bad("body is not a JSON object: %s", jsonReason(err))
+		var se *json.SyntaxError
+		if errors.As(err, &se) || !bytes.HasPrefix(bytes.TrimSpace(body), []byte("{")) {
+			return nil, bad("body is not a JSON object: %s", jsonReason(err))
+		}
+		return nil, bad("bad CloudEvents attribute: %s", jsonReason(err))
 	}
 	switch {
 	case env.SpecVersion == nil:
@@ -252,6 +257,32 @@ func decodeEntity(ev *Event) error {
 	return nil
 }
 
+// jsonKind names a Go type as the JSON value it decodes from.
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 && t.Name() == "RawMessage" {
+			return "JSON"
+		}
+		return "an array"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return t.String()
+}
+
 // jsonReason turns a JSON error into a short reason naming the field.
 func jsonReason(err error) string {
 	var te *json.UnmarshalTypeError
@@ -260,7 +291,7 @@ func jsonReason(err error) string {
 		if field == "" {
 			field = "value"
 		}
-		return fmt.Sprintf("field %s: %s is not %s", field, te.Value, te.Type)
+		return fmt.Sprintf("field %s: %s is not %s", field, te.Value, jsonKind(te.Type))
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
