@@ -1,46 +1,78 @@
 // Package config is exportstream's configuration: the YAML file ops write,
 // its defaults, and its validation.
 //
-// Load applies defaults, decodes strictly (unknown keys are errors), expands
-// ${VAR} in string values only, and runs Validate, which reports every
-// problem at once, each with its YAML path. Secret values print as
-// "<secret>" wherever they are formatted, logged or marshalled.
+// Load (and Parse) start from Default, decode the file strictly (unknown
+// keys, duplicate keys and wrongly typed values are errors), expand ${VAR}
+// from the environment in string values only, fill per-item defaults, and
+// run Validate. Every problem is reported at once, as an *Errors whose lines
+// read "path: message", the path being the YAML path of the offending key:
+//
+//	nats.ack_wait: invalid duration "5 seconds" (use a number with a unit: ms, s, m or h, e.g. 500ms, 5s, 1m30s)
+//	exports[1].sorce: unknown key (did you mean "source"?)
+//	exports[1].connection: no connection named "s4"
+//
+// Secret values print as "<secret>" wherever they are formatted, logged or
+// marshalled; Config.Redacted renders the effective configuration that way.
 //
 // The package imports nothing from the rest of the project.
 package config
 
 import "time"
 
-// Config is the whole configuration file.
+// Config is the whole configuration file. The zero Config is not useful;
+// start from Default, Load or Parse.
 type Config struct {
-	NATS        NATS         `yaml:"nats"`
+	// NATS says where events come from and where state is kept.
+	NATS NATS `yaml:"nats"`
+	// Connections are the buckets exports can be written to. A file that
+	// lists connections replaces Default's single "local-disk" connection.
 	Connections []Connection `yaml:"connections"`
-	Exports     []Export     `yaml:"exports"`
-	HTTP        HTTP         `yaml:"http"`
-	Log         Log          `yaml:"log"`
+	// Exports are the export definitions. Default has none.
+	Exports []Export `yaml:"exports"`
+	// HTTP configures the HTTP listener.
+	HTTP HTTP `yaml:"http"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
 }
 
 // NATS says where the events come from and where the service keeps state.
 type NATS struct {
 	// URL of the NATS server(s), comma separated. Empty: start the embedded
 	// server described by Embedded.
-	URL             string   `yaml:"url"`
-	Embedded        Embedded `yaml:"embedded"`
-	CredentialsFile string   `yaml:"credentials_file"`
-	User            string   `yaml:"user"`
-	Password        Secret   `yaml:"password"`
-	Token           Secret   `yaml:"token"`
-	TLS             TLS      `yaml:"tls"`
+	URL string `yaml:"url"`
+	// Embedded configures the in-process server used when URL is empty.
+	Embedded Embedded `yaml:"embedded"`
+	// CredentialsFile is a NATS .creds file (JWT and nkey seed). At most one
+	// of CredentialsFile, User/Password and Token is set.
+	CredentialsFile string `yaml:"credentials_file"`
+	// User and Password authenticate with a user name and password; they
+	// are set together.
+	User     string `yaml:"user"`
+	Password Secret `yaml:"password"`
+	// Token authenticates with a token.
+	Token Secret `yaml:"token"`
+	// TLS configures TLS towards the server.
+	TLS TLS `yaml:"tls"`
 
-	Stream           string   `yaml:"stream"`
-	Subjects         []string `yaml:"subjects"`
-	CreateStream     bool     `yaml:"create_stream"`
-	Consumer         string   `yaml:"consumer"`
-	DeadLetterStream string   `yaml:"dead_letter_stream"`
+	// Stream is the JetStream stream the events are read from.
+	Stream string `yaml:"stream"`
+	// Subjects are the subjects Stream captures (when the service creates
+	// it) and the consumer reads.
+	Subjects []string `yaml:"subjects"`
+	// CreateStream: true creates (or updates) the streams; false binds to
+	// existing streams and fails if they are missing.
+	CreateStream bool `yaml:"create_stream"`
+	// Consumer is the durable consumer name, shared by all replicas of the
+	// service.
+	Consumer string `yaml:"consumer"`
+	// DeadLetterStream receives events that cannot be processed.
+	DeadLetterStream string `yaml:"dead_letter_stream"`
 	// ExportsStream captures the diffgram.exports.> completion events the
 	// service publishes (created when CreateStream is true).
 	ExportsStream string `yaml:"exports_stream"`
-	Replicas      int    `yaml:"replicas"`
+	// Replicas is the replica count (1..5) of the streams and key-value
+	// buckets the service creates.
+	Replicas int `yaml:"replicas"`
 	// StatePrefix names the key-value buckets the service keeps its state
 	// in: <prefix>_STATE, <prefix>_DIRTY, <prefix>_EXPORTS, <prefix>_LEASES.
 	StatePrefix string `yaml:"state_prefix"`
@@ -54,98 +86,234 @@ type NATS struct {
 
 // Embedded configures the in-process NATS server used when URL is empty.
 type Embedded struct {
-	Listen   string `yaml:"listen"`
+	// Listen is the host:port the embedded server accepts clients on, so
+	// that the platform (or `nats pub`) can publish to it.
+	Listen string `yaml:"listen"`
+	// StoreDir is where the embedded server keeps JetStream data.
 	StoreDir string `yaml:"store_dir"`
 }
 
 // TLS configures TLS towards the NATS server.
 type TLS struct {
-	CAFile   string `yaml:"ca_file"`
+	// CAFile verifies the server's certificate; empty: the system roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the client certificate and its key; they
+	// are set together.
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
 }
 
-// Connection is one bucket exports are written to.
+// Connection is one bucket exports are written to. Exactly the block named
+// by Type is set.
 type Connection struct {
-	Name  string `yaml:"name"`
-	Type  string `yaml:"type"` // local | s3 | gcs | azure
+	// Name identifies the connection in Export.Connection:
+	// [a-z0-9][a-z0-9-]*, unique.
+	Name string `yaml:"name"`
+	// Type is the kind of store.
+	Type string `yaml:"type"` // local | s3 | gcs | azure
+	// Local is set for type local.
 	Local *Local `yaml:"local"`
-	S3    *S3    `yaml:"s3"`
-	GCS   *GCS   `yaml:"gcs"`
+	// S3 is set for type s3.
+	S3 *S3 `yaml:"s3"`
+	// GCS is set for type gcs.
+	GCS *GCS `yaml:"gcs"`
+	// Azure is set for type azure.
 	Azure *Azure `yaml:"azure"`
 }
 
+// Connection types.
+const (
+	TypeLocal = "local"
+	TypeS3    = "s3"
+	TypeGCS   = "gcs"
+	TypeAzure = "azure"
+)
+
 // Local is a folder on disk used as a bucket.
 type Local struct {
+	// Dir is the folder; required.
 	Dir string `yaml:"dir"`
 }
 
+// S3 multipart part sizes.
+const (
+	// DefaultPartSize is S3.PartSize when the file does not set it: 8 MiB.
+	DefaultPartSize = 8 << 20
+	// MinPartSize is the smallest part S3 accepts: 5 MiB.
+	MinPartSize = 5 << 20
+	// MaxPartSize is the largest part S3 accepts: 5 GiB.
+	MaxPartSize = 5 << 30
+)
+
 // S3 is an Amazon S3 bucket or an S3-compatible store.
 type S3 struct {
-	Bucket          string `yaml:"bucket"`
-	Region          string `yaml:"region"`
-	Endpoint        string `yaml:"endpoint"`
-	PathStyle       bool   `yaml:"path_style"`
+	// Bucket is the bucket name; required.
+	Bucket string `yaml:"bucket"`
+	// Region is the bucket's region; empty: from the AWS environment.
+	Region string `yaml:"region"`
+	// Endpoint is an http(s) URL for S3-compatible stores; empty: AWS.
+	Endpoint string `yaml:"endpoint"`
+	// PathStyle addresses the bucket in the URL path instead of the host
+	// name (most S3-compatible stores need it).
+	PathStyle bool `yaml:"path_style"`
+	// AccessKeyID and SecretAccessKey are static credentials, set together;
+	// empty: the AWS default credential chain.
 	AccessKeyID     string `yaml:"access_key_id"`
 	SecretAccessKey Secret `yaml:"secret_access_key"`
-	SessionToken    Secret `yaml:"session_token"`
+	// SessionToken goes with temporary static credentials.
+	SessionToken Secret `yaml:"session_token"`
 	// PartSize is the multipart upload part size in bytes (minimum 5 MiB).
 	PartSize int64 `yaml:"part_size"`
 }
 
 // GCS is a Google Cloud Storage bucket.
 type GCS struct {
-	Bucket          string `yaml:"bucket"`
+	// Bucket is the bucket name; required.
+	Bucket string `yaml:"bucket"`
+	// CredentialsFile is a service account key file; empty: Application
+	// Default Credentials.
 	CredentialsFile string `yaml:"credentials_file"`
-	Endpoint        string `yaml:"endpoint"`
+	// Endpoint is an http(s) URL for emulators; empty: Google.
+	Endpoint string `yaml:"endpoint"`
 }
 
-// Azure is an Azure Blob Storage container.
+// Azure is an Azure Blob Storage container. Exactly one of ConnectionString
+// and AccountName is set.
 type Azure struct {
-	Container        string `yaml:"container"`
+	// Container is the container name; required.
+	Container string `yaml:"container"`
+	// ConnectionString authenticates and locates the account.
 	ConnectionString Secret `yaml:"connection_string"`
-	AccountName      string `yaml:"account_name"`
-	AccountKey       Secret `yaml:"account_key"`
-	Endpoint         string `yaml:"endpoint"`
+	// AccountName names the storage account; with AccountKey it uses a
+	// shared key, without it the Azure default credential chain.
+	AccountName string `yaml:"account_name"`
+	AccountKey  Secret `yaml:"account_key"`
+	// Endpoint is an http(s) service URL (e.g. Azurite); empty:
+	// https://<account_name>.blob.core.windows.net/.
+	Endpoint string `yaml:"endpoint"`
 }
 
 // Export is one export definition.
 type Export struct {
-	Name                    string   `yaml:"name"`
-	Project                 string   `yaml:"project"`
-	Source                  Source   `yaml:"source"`
-	Completion              string   `yaml:"completion"` // complete | all | incomplete
-	IncludeRemovedInstances bool     `yaml:"include_removed_instances"`
-	Connection              string   `yaml:"connection"`
-	Path                    string   `yaml:"path"`
-	Coalesce                Coalesce `yaml:"coalesce"`
+	// Name identifies the export: [a-z0-9]+(-[a-z0-9]+)*, unique.
+	Name string `yaml:"name"`
+	// Project is the Diffgram project string id: [a-z0-9-]+.
+	Project string `yaml:"project"`
+	// Source selects the files exported.
+	Source Source `yaml:"source"`
+	// Completion selects files by completion state; default "complete".
+	Completion string `yaml:"completion"` // complete | all | incomplete
+	// IncludeRemovedInstances keeps instances marked as deleted.
+	IncludeRemovedInstances bool `yaml:"include_removed_instances"`
+	// Connection is the Name of the connection written to.
+	Connection string `yaml:"connection"`
+	// Path is the prefix inside the bucket: relative, ending in "/";
+	// default "exports/<name>/". Two exports never share a connection and
+	// path.
+	Path string `yaml:"path"`
+	// Coalesce says how long changes are gathered before exporting.
+	Coalesce Coalesce `yaml:"coalesce"`
 }
 
-// Source selects the files of an export: exactly one field is set.
+// Export completion values.
+const (
+	CompletionComplete   = "complete"
+	CompletionAll        = "all"
+	CompletionIncomplete = "incomplete"
+)
+
+// Source selects the files of an export: exactly one field is set. IDs are
+// positive.
 type Source struct {
-	Directory   string `yaml:"directory"`
+	// Directory is a dataset (directory) name in the project.
+	Directory string `yaml:"directory"`
+	// DirectoryID is a dataset (directory) id.
 	DirectoryID *int64 `yaml:"directory_id"`
-	Job         string `yaml:"job"`
-	JobID       *int64 `yaml:"job_id"`
-	TaskID      *int64 `yaml:"task_id"`
-	Project     bool   `yaml:"project"`
+	// Job is a labeling job name in the project.
+	Job string `yaml:"job"`
+	// JobID is a labeling job id.
+	JobID *int64 `yaml:"job_id"`
+	// TaskID is a single task id.
+	TaskID *int64 `yaml:"task_id"`
+	// Project: true exports the whole project.
+	Project bool `yaml:"project"`
 }
 
 // Coalesce says how long a definition waits before exporting: until no
 // change has touched it for Quiet, but never longer than MaxDelay after the
 // first change.
 type Coalesce struct {
-	Quiet    time.Duration `yaml:"quiet"`
+	// Quiet is the quiet period; default 5s, 0 allowed.
+	Quiet time.Duration `yaml:"quiet"`
+	// MaxDelay bounds the wait; default 60s, > 0 and >= Quiet.
 	MaxDelay time.Duration `yaml:"max_delay"`
 }
 
 // HTTP configures the HTTP listener (API, UI, metrics, health).
 type HTTP struct {
+	// Listen is the host:port to listen on.
 	Listen string `yaml:"listen"`
 }
 
 // Log configures logging.
 type Log struct {
-	Level  string `yaml:"level"`  // debug | info | warn | error
+	// Level is the minimum level logged.
+	Level string `yaml:"level"` // debug | info | warn | error
+	// Format is the log line format.
 	Format string `yaml:"format"` // json | text
+}
+
+// Default returns the configuration used when no file is given, and the
+// base every file is decoded onto: an embedded NATS server on
+// 127.0.0.1:4222 storing under ./data/nats, one connection "local-disk" of
+// type local writing to ./data/bucket, no exports, HTTP on 127.0.0.1:8080,
+// JSON logs at level info. Each call returns a new Config; Default is
+// valid.
+func Default() *Config {
+	return &Config{
+		NATS: NATS{
+			URL:              "",
+			Embedded:         Embedded{Listen: "127.0.0.1:4222", StoreDir: "./data/nats"},
+			Stream:           "DIFFGRAM_EVENTS",
+			Subjects:         []string{"diffgram.events.>"},
+			CreateStream:     true,
+			Consumer:         "exportstream",
+			DeadLetterStream: "DIFFGRAM_EVENTS_DLQ",
+			ExportsStream:    "DIFFGRAM_EXPORTS",
+			Replicas:         1,
+			StatePrefix:      "EXPORTSTREAM",
+			MaxEventBytes:    1 << 20,
+			MaxAckPending:    20000,
+			AckWait:          30 * time.Second,
+		},
+		Connections: []Connection{{
+			Name:  "local-disk",
+			Type:  TypeLocal,
+			Local: &Local{Dir: "./data/bucket"},
+		}},
+		HTTP: HTTP{Listen: "127.0.0.1:8080"},
+		Log:  Log{Level: "info", Format: "json"},
+	}
+}
+
+// defaultExport is what an export in a file starts from.
+func defaultExport() Export {
+	return Export{
+		Completion: CompletionComplete,
+		Coalesce:   Coalesce{Quiet: 5 * time.Second, MaxDelay: 60 * time.Second},
+	}
+}
+
+// fillExportPaths gives each export without a path "exports/<name>/" (when
+// the name is valid) and makes every non-empty path end in "/".
+func (c *Config) fillExportPaths() {
+	for i := range c.Exports {
+		e := &c.Exports[i]
+		if e.Path == "" && exportNameRE.MatchString(e.Name) {
+			e.Path = "exports/" + e.Name + "/"
+		}
+		if e.Path != "" && e.Path[len(e.Path)-1] != '/' {
+			e.Path += "/"
+		}
+	}
 }

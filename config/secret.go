@@ -1,0 +1,86 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+)
+
+// redactedText is what every rendering of a non-empty Secret shows.
+const redactedText = "<secret>"
+
+// Secret is a string that must not leak: a password, token, key or
+// connection string. It decodes from YAML (and JSON) as a plain string, but
+// every way of printing it — fmt (String, GoString and Format; but see the
+// two exceptions below), encoding/json, go.yaml.in/yaml/v3, encoding.TextMarshaler users and
+// log/slog — shows "<secret>", or "" when the secret is empty, so that an
+// unset secret is visible as unset. Reveal returns the real value; call it
+// only where the value is handed to the client library that needs it.
+//
+// Two fmt paths bypass every method, of any type. %p on a non-pointer
+// prints the value raw: never use %p on a Secret or a struct holding one.
+// And a verb that does not suit a pointer (%s, %q, ...) applied to a
+// struct holding a pointer to a struct holding a Secret prints the pointee
+// raw. Connection guards its *S3 and *Azure against the latter with its
+// own Format; a struct elsewhere that holds a *S3 or *Azure should be
+// printed with %v, or guard itself the same way.
+type Secret string
+
+// String returns "<secret>", or "" for an empty secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return redactedText
+}
+
+// GoString returns the same as String, so %#v does not leak the value.
+func (s Secret) GoString() string { return s.String() }
+
+// Format implements fmt.Formatter: every verb prints String; %q quotes it.
+// It makes %x, %d and friends as safe as %v and %s.
+func (s Secret) Format(f fmt.State, verb rune) {
+	if verb == 'q' {
+		_, _ = io.WriteString(f, strconv.Quote(s.String()))
+		return
+	}
+	_, _ = io.WriteString(f, s.String())
+}
+
+// Reveal returns the secret's real value.
+func (s Secret) Reveal() string { return string(s) }
+
+// MarshalJSON encodes the secret as the JSON string "<secret>" ("" when
+// empty).
+func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+
+// MarshalYAML encodes the secret as the YAML string "<secret>" ("" when
+// empty).
+func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
+
+// MarshalText returns "<secret>" ("" when empty), for encoders that use
+// encoding.TextMarshaler.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// LogValue implements slog.LogValuer: the secret logs as "<secret>" ("" when
+// empty) with every handler.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// connectionFields is Connection without its methods.
+type connectionFields Connection
+
+// Format implements fmt.Formatter. It prints a Connection as %v (or %+v,
+// %#v) would, whatever the verb, so that a verb unsuited to pointers never
+// makes fmt print the S3 or Azure block, and its secrets, raw. Blocks print
+// as addresses, as %v prints any pointer inside a struct.
+func (c Connection) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		s := fmt.Sprintf("%#v", connectionFields(c))
+		_, _ = io.WriteString(f, "config.Connection"+s[strings.IndexByte(s, '{'):])
+		return
+	}
+	_, _ = fmt.Fprintf(f, fmt.FormatString(f, 'v'), connectionFields(c))
+}

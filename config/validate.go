@@ -1,0 +1,477 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var (
+	connectionNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+	exportNameRE     = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
+	projectRE        = regexp.MustCompile(`^[a-z0-9-]+$`)
+	bucketPrefixRE   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+)
+
+// Validate checks the configuration as a whole and returns nil, or an
+// *Errors listing every problem, each with its YAML path (Line is 0), in
+// the order of the keys in Config. It does not fill defaults: a Config
+// built in Go is checked as it is. It checks:
+//
+//   - nats: with an empty url, embedded.listen is host:port and
+//     embedded.store_dir is set; a non-empty url is a comma separated list
+//     of nats://, tls://, ws:// or wss:// URLs or host:port; at most one of
+//     credentials_file, user/password and token, user and password
+//     together; tls.cert_file and tls.key_file together; stream, consumer,
+//     dead_letter_stream and exports_stream valid JetStream names (no
+//     whitespace, ".", "*", ">", "/" or "\") and the three streams
+//     distinct; state_prefix letters, digits, "_" and "-"; subjects non-empty
+//     valid NATS subjects; replicas 1..5; max_event_bytes and
+//     max_ack_pending > 0; ack_wait >= 1s.
+//   - connections: name [a-z0-9][a-z0-9-]* and unique; type one of local,
+//     s3, gcs, azure with exactly its block; local.dir set; s3.bucket set,
+//     access_key_id and secret_access_key together (session_token needs
+//     them), endpoint an http(s) URL, part_size in MinPartSize..MaxPartSize;
+//     gcs.bucket set, endpoint an http(s) URL; azure.container set, exactly
+//     one of connection_string and account_name, account_key only with
+//     account_name, endpoint an http(s) URL.
+//   - exports: name [a-z0-9]+(-[a-z0-9]+)* and unique; project [a-z0-9-]+;
+//     exactly one source, ids > 0; completion one of complete, all,
+//     incomplete; connection names a connection; path relative, without
+//     "." or ".." segments or "//", ending in "/" (or empty: the bucket
+//     root), and no two exports share connection and path; coalesce.quiet
+//     >= 0, coalesce.max_delay > 0 and >= quiet.
+//   - http.listen is host:port; log.level is debug, info, warn or error;
+//     log.format is json or text.
+func (c *Config) Validate() error {
+	issues := c.problems()
+	if len(issues) == 0 {
+		return nil
+	}
+	ps := make([]Problem, len(issues))
+	for i, is := range issues {
+		ps[i] = is.Problem
+	}
+	return &Errors{Problems: ps}
+}
+
+// issue is a Problem and the other paths whose values it is about.
+type issue struct {
+	Problem
+	about []string
+}
+
+// checker collects problems.
+type checker struct{ issues []issue }
+
+func (ch *checker) add(path, format string, args ...any) {
+	ch.issues = append(ch.issues, issue{Problem: Problem{Path: path, Message: fmt.Sprintf(format, args...)}})
+}
+
+// addAbout adds a problem at path that is also about the key at other.
+func (ch *checker) addAbout(path, other, format string, args ...any) {
+	ch.add(path, format, args...)
+	ch.issues[len(ch.issues)-1].about = []string{other}
+}
+
+func (c *Config) problems() []issue {
+	ch := &checker{}
+	ch.nats(&c.NATS)
+	conns := ch.connections(c.Connections)
+	ch.exports(c.Exports, conns)
+	ch.hostPort("http.listen", c.HTTP.Listen)
+	ch.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	ch.oneOf("log.format", c.Log.Format, "json", "text")
+	return ch.issues
+}
+
+func (ch *checker) nats(n *NATS) {
+	if n.URL == "" {
+		if n.Embedded.Listen == "" {
+			ch.add("nats.embedded.listen", "required when nats.url is empty")
+		} else {
+			ch.hostPort("nats.embedded.listen", n.Embedded.Listen)
+		}
+		if n.Embedded.StoreDir == "" {
+			ch.add("nats.embedded.store_dir", "required when nats.url is empty")
+		}
+	} else {
+		for u := range strings.SplitSeq(n.URL, ",") {
+			if !natsURL(strings.TrimSpace(u)) {
+				ch.add("nats.url", "%q is not a NATS URL (nats://host:port, tls://, ws://, wss:// or host:port)", redactURL(strings.TrimSpace(u)))
+			}
+		}
+	}
+	if n.CredentialsFile != "" && (n.User != "" || n.Password != "" || n.Token != "") {
+		ch.add("nats.credentials_file", "set only one of credentials_file, user/password and token")
+	} else if n.Token != "" && (n.User != "" || n.Password != "") {
+		ch.add("nats.token", "set only one of credentials_file, user/password and token")
+	}
+	if n.User != "" && n.Password == "" {
+		ch.addAbout("nats.user", "nats.password", "requires password")
+	}
+	if n.Password != "" && n.User == "" {
+		ch.addAbout("nats.password", "nats.user", "requires user")
+	}
+	if n.TLS.CertFile != "" && n.TLS.KeyFile == "" {
+		ch.addAbout("nats.tls.cert_file", "nats.tls.key_file", "requires key_file")
+	}
+	if n.TLS.KeyFile != "" && n.TLS.CertFile == "" {
+		ch.addAbout("nats.tls.key_file", "nats.tls.cert_file", "requires cert_file")
+	}
+
+	ch.streamName("nats.stream", n.Stream)
+	if len(n.Subjects) == 0 {
+		ch.add("nats.subjects", "at least one subject is required")
+	}
+	for i, s := range n.Subjects {
+		if !validSubject(s) {
+			ch.add(fmt.Sprintf("nats.subjects[%d]", i), "%q is not a valid NATS subject", s)
+		}
+	}
+	ch.streamName("nats.consumer", n.Consumer)
+	ch.streamName("nats.dead_letter_stream", n.DeadLetterStream)
+	if n.DeadLetterStream != "" && n.DeadLetterStream == n.Stream {
+		ch.add("nats.dead_letter_stream", "must differ from nats.stream (%q)", n.Stream)
+	}
+	ch.streamName("nats.exports_stream", n.ExportsStream)
+	if n.ExportsStream != "" {
+		switch n.ExportsStream {
+		case n.Stream:
+			ch.add("nats.exports_stream", "must differ from nats.stream (%q)", n.Stream)
+		case n.DeadLetterStream:
+			ch.add("nats.exports_stream", "must differ from nats.dead_letter_stream (%q)", n.DeadLetterStream)
+		}
+	}
+	if n.Replicas < 1 || n.Replicas > 5 {
+		ch.add("nats.replicas", "%d is out of range 1..5", n.Replicas)
+	}
+	switch {
+	case n.StatePrefix == "":
+		ch.add("nats.state_prefix", "required")
+	case !bucketPrefixRE.MatchString(n.StatePrefix):
+		ch.add("nats.state_prefix", "%q is not valid (letters, digits, \"_\" and \"-\")", n.StatePrefix)
+	}
+	if n.MaxEventBytes <= 0 {
+		ch.add("nats.max_event_bytes", "must be > 0 (got %d)", n.MaxEventBytes)
+	}
+	if n.MaxAckPending <= 0 {
+		ch.add("nats.max_ack_pending", "must be > 0 (got %d)", n.MaxAckPending)
+	}
+	if n.AckWait < time.Second {
+		ch.add("nats.ack_wait", "%s is less than the 1s minimum", n.AckWait)
+	}
+}
+
+// streamName checks a JetStream stream or consumer name.
+func (ch *checker) streamName(path, name string) {
+	if name == "" {
+		ch.add(path, "required")
+		return
+	}
+	if strings.ContainsFunc(name, func(r rune) bool {
+		return r <= ' ' || r == 0x7f || strings.ContainsRune(`.*>/\`, r)
+	}) {
+		ch.add(path, "%q is not a valid JetStream name (no whitespace, \".\", \"*\", \">\", \"/\" or \"\\\")", name)
+	}
+}
+
+// validSubject reports whether s is a valid NATS subject or wildcard.
+func validSubject(s string) bool {
+	if s == "" || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return false
+	}
+	tokens := strings.Split(s, ".")
+	for i, t := range tokens {
+		switch {
+		case t == "":
+			return false
+		case t == ">":
+			if i != len(tokens)-1 {
+				return false
+			}
+		case t == "*":
+		case strings.ContainsAny(t, "*>"):
+			return false
+		}
+	}
+	return true
+}
+
+func natsURL(s string) bool {
+	if !strings.Contains(s, "://") {
+		return validHostPort(s)
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	switch u.Scheme {
+	case "nats", "tls", "ws", "wss":
+		return true
+	}
+	return false
+}
+
+func validHostPort(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && p <= 65535
+}
+
+func (ch *checker) hostPort(path, s string) {
+	if s == "" {
+		ch.add(path, "required")
+		return
+	}
+	if !validHostPort(s) {
+		ch.add(path, "%q is not host:port (e.g. 127.0.0.1:8080 or :8080)", s)
+	}
+}
+
+func (ch *checker) oneOf(path, s string, allowed ...string) {
+	for _, a := range allowed {
+		if s == a {
+			return
+		}
+	}
+	list := strings.Join(allowed, ", ")
+	if s == "" {
+		ch.add(path, "required (one of %s)", list)
+		return
+	}
+	ch.add(path, "%q is not one of %s", s, list)
+}
+
+func (ch *checker) httpURL(path, s string) {
+	if s == "" {
+		return
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		ch.add(path, "%q is not an http(s) URL", redactURL(s))
+	}
+}
+
+func (ch *checker) required(path, s string) {
+	if s == "" {
+		ch.add(path, "required")
+	}
+}
+
+// connections checks the connections and returns the set of their names.
+func (ch *checker) connections(cs []Connection) map[string]bool {
+	names := map[string]bool{}
+	first := map[string]int{}
+	for i, c := range cs {
+		p := fmt.Sprintf("connections[%d]", i)
+		switch {
+		case c.Name == "":
+			ch.add(p+".name", "required")
+		case !connectionNameRE.MatchString(c.Name):
+			ch.add(p+".name", "%q is not a valid name (lowercase letters, digits and \"-\", not starting with \"-\")", c.Name)
+		}
+		if c.Name != "" {
+			if j, dup := first[c.Name]; dup {
+				ch.add(p+".name", "duplicate name %q (also connections[%d])", c.Name, j)
+			} else {
+				first[c.Name] = i
+			}
+			names[c.Name] = true
+		}
+
+		blocks := []struct {
+			typ string
+			set bool
+		}{
+			{TypeLocal, c.Local != nil},
+			{TypeS3, c.S3 != nil},
+			{TypeGCS, c.GCS != nil},
+			{TypeAzure, c.Azure != nil},
+		}
+		known := false
+		for _, b := range blocks {
+			known = known || b.typ == c.Type
+		}
+		if !known {
+			ch.oneOf(p+".type", c.Type, TypeLocal, TypeS3, TypeGCS, TypeAzure)
+		} else {
+			for _, b := range blocks {
+				switch {
+				case b.typ == c.Type && !b.set:
+					ch.add(p+"."+b.typ, "required for type %s", c.Type)
+				case b.typ != c.Type && b.set:
+					ch.add(p+"."+b.typ, "not allowed for type %s", c.Type)
+				}
+			}
+		}
+
+		if l := c.Local; l != nil {
+			ch.required(p+".local.dir", l.Dir)
+		}
+		if s := c.S3; s != nil {
+			sp := p + ".s3"
+			ch.required(sp+".bucket", s.Bucket)
+			ch.httpURL(sp+".endpoint", s.Endpoint)
+			if s.AccessKeyID != "" && s.SecretAccessKey == "" {
+				ch.addAbout(sp+".access_key_id", sp+".secret_access_key", "requires secret_access_key")
+			}
+			if s.SecretAccessKey != "" && s.AccessKeyID == "" {
+				ch.addAbout(sp+".secret_access_key", sp+".access_key_id", "requires access_key_id")
+			}
+			if s.SessionToken != "" && (s.AccessKeyID == "" || s.SecretAccessKey == "") {
+				ch.add(sp+".session_token", "requires access_key_id and secret_access_key")
+			}
+			switch {
+			case s.PartSize < MinPartSize:
+				ch.add(sp+".part_size", "%d is less than the 5 MiB minimum (%d)", s.PartSize, MinPartSize)
+			case s.PartSize > MaxPartSize:
+				ch.add(sp+".part_size", "%d is more than the 5 GiB maximum (%d)", s.PartSize, MaxPartSize)
+			}
+		}
+		if g := c.GCS; g != nil {
+			ch.required(p+".gcs.bucket", g.Bucket)
+			ch.httpURL(p+".gcs.endpoint", g.Endpoint)
+		}
+		if a := c.Azure; a != nil {
+			ap := p + ".azure"
+			ch.required(ap+".container", a.Container)
+			switch {
+			case a.ConnectionString != "" && a.AccountName != "":
+				ch.add(ap, "set only one of connection_string and account_name")
+			case a.ConnectionString == "" && a.AccountName == "":
+				ch.add(ap, "one of connection_string and account_name is required")
+			}
+			if a.AccountKey != "" && a.AccountName == "" {
+				ch.addAbout(ap+".account_key", ap+".account_name", "requires account_name")
+			}
+			ch.httpURL(ap+".endpoint", a.Endpoint)
+		}
+	}
+	return names
+}
+
+func (ch *checker) exports(es []Export, conns map[string]bool) {
+	firstName := map[string]int{}
+	type target struct{ conn, path string }
+	firstTarget := map[target]int{}
+	for i, e := range es {
+		p := fmt.Sprintf("exports[%d]", i)
+		switch {
+		case e.Name == "":
+			ch.add(p+".name", "required")
+		case !exportNameRE.MatchString(e.Name):
+			ch.add(p+".name", "%q is not a valid name (lowercase letters and digits, words separated by single \"-\")", e.Name)
+		}
+		if e.Name != "" {
+			if j, dup := firstName[e.Name]; dup {
+				ch.add(p+".name", "duplicate name %q (also exports[%d])", e.Name, j)
+			} else {
+				firstName[e.Name] = i
+			}
+		}
+		switch {
+		case e.Project == "":
+			ch.add(p+".project", "required")
+		case !projectRE.MatchString(e.Project):
+			ch.add(p+".project", "%q is not a valid project (lowercase letters, digits and \"-\")", e.Project)
+		}
+		ch.source(p+".source", e.Source)
+		ch.oneOf(p+".completion", e.Completion, CompletionComplete, CompletionAll, CompletionIncomplete)
+		switch {
+		case e.Connection == "":
+			ch.add(p+".connection", "required")
+		case !conns[e.Connection]:
+			ch.add(p+".connection", "no connection named %q", e.Connection)
+		}
+		ch.exportPath(p+".path", e.Path)
+		// An export with a bad name or connection is already reported;
+		// comparing its (possibly unfilled) path would only add noise.
+		if exportNameRE.MatchString(e.Name) && conns[e.Connection] {
+			t := target{e.Connection, e.Path}
+			if j, dup := firstTarget[t]; dup {
+				ch.add(p+".path", "%q on connection %q is also used by exports[%d]", e.Path, e.Connection, j)
+			} else {
+				firstTarget[t] = i
+			}
+		}
+		cp := p + ".coalesce"
+		if e.Coalesce.Quiet < 0 {
+			ch.add(cp+".quiet", "must not be negative (got %s)", e.Coalesce.Quiet)
+		}
+		switch {
+		case e.Coalesce.MaxDelay <= 0:
+			ch.add(cp+".max_delay", "must be > 0 (got %s)", e.Coalesce.MaxDelay)
+		case e.Coalesce.MaxDelay < e.Coalesce.Quiet:
+			ch.add(cp+".max_delay", "%s is less than quiet (%s)", e.Coalesce.MaxDelay, e.Coalesce.Quiet)
+		}
+	}
+}
+
+func (ch *checker) source(p string, s Source) {
+	var set []string
+	if s.Directory != "" {
+		set = append(set, "directory")
+	}
+	if s.DirectoryID != nil {
+		set = append(set, "directory_id")
+	}
+	if s.Job != "" {
+		set = append(set, "job")
+	}
+	if s.JobID != nil {
+		set = append(set, "job_id")
+	}
+	if s.TaskID != nil {
+		set = append(set, "task_id")
+	}
+	if s.Project {
+		set = append(set, "project")
+	}
+	const one = "exactly one of directory, directory_id, job, job_id, task_id, project must be set"
+	switch len(set) {
+	case 0:
+		ch.add(p, "%s (found none)", one)
+	case 1:
+	default:
+		ch.add(p, "%s (found %d: %s)", one, len(set), strings.Join(set, ", "))
+	}
+	for _, id := range []struct {
+		key string
+		v   *int64
+	}{{"directory_id", s.DirectoryID}, {"job_id", s.JobID}, {"task_id", s.TaskID}} {
+		if id.v != nil && *id.v <= 0 {
+			ch.add(p+"."+id.key, "must be > 0 (got %d)", *id.v)
+		}
+	}
+}
+
+func (ch *checker) exportPath(p, path string) {
+	if path == "" {
+		return
+	}
+	if strings.HasPrefix(path, "/") {
+		ch.add(p, "must not start with \"/\"")
+		return
+	}
+	if !strings.HasSuffix(path, "/") {
+		ch.add(p, "must end with \"/\"")
+	}
+	for seg := range strings.SplitSeq(strings.TrimSuffix(path, "/"), "/") {
+		switch seg {
+		case "..":
+			ch.add(p, "must not contain \"..\"")
+			return
+		case ".", "":
+			ch.add(p, "must not contain \".\" segments or \"//\"")
+			return
+		}
+	}
+}
