@@ -62,13 +62,86 @@ func IsBadInput(err error) bool {
 
 var projectRe = regexp.MustCompile(`^[a-z0-9-]+$`)
 
+// envelope holds the CloudEvents attributes we read. Attribute names are
+// matched exactly (CloudEvents requires lower case); with a repeated
+// attribute, the last one counts.
 type envelope struct {
-	SpecVersion     *string                    `json:"specversion"`
-	ID              *string                    `json:"id"`
-	Source          *string                    `json:"source"`
-	Type            *string                    `json:"type"`
-	DiffgramProject *string                    `json:"diffgramproject"`
-	Data            map[string]json.RawMessage `json:"data"`
+	SpecVersion, ID, Source, Type, DiffgramProject *string
+	Data                                           json.RawMessage
+}
+
+// decodeEnvelope reads the attributes with one validity scan and a
+// member scan, without reflection.
+func decodeEnvelope(body []byte) (*envelope, error) {
+	if !json.Valid(body) {
+		var v any
+		return nil, bad("body is not a JSON object: %s", jsonReason(json.Unmarshal(body, &v)))
+	}
+	if i := skipSpace(body, 0); i >= len(body) || body[i] != '{' {
+		return nil, bad("body is not a JSON object")
+	}
+	env := &envelope{}
+	for _, f := range Fields(body) {
+		var dst **string
+		switch f.Key {
+		case "specversion":
+			dst = &env.SpecVersion
+		case "id":
+			dst = &env.ID
+		case "source":
+			dst = &env.Source
+		case "type":
+			dst = &env.Type
+		case "diffgramproject":
+			dst = &env.DiffgramProject
+		case "data":
+			env.Data = nil
+			if string(f.Val) != "null" {
+				env.Data = f.Val
+			}
+			continue
+		default:
+			continue
+		}
+		if string(f.Val) == "null" {
+			*dst = nil
+			continue
+		}
+		str, ok := jsonString(f.Val)
+		if !ok {
+			return nil, bad("bad CloudEvents attribute: field %s: %s is not a string", f.Key, jsonValueKind(f.Val))
+		}
+		*dst = &str
+	}
+	return env, nil
+}
+
+// jsonString decodes a raw JSON string value.
+func jsonString(v json.RawMessage) (string, bool) {
+	if len(v) < 2 || v[0] != '"' {
+		return "", false
+	}
+	if bytes.IndexByte(v, '\\') < 0 {
+		return string(v[1 : len(v)-1]), true
+	}
+	var s string
+	return s, json.Unmarshal(v, &s) == nil
+}
+
+// jsonValueKind names the kind of a raw JSON value, as encoding/json's
+// errors do.
+func jsonValueKind(v json.RawMessage) string {
+	switch v[0] {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "bool"
+	}
+	return "number"
 }
 
 // Decode validates one message: subject "<prefix>.<project>.<entity>.<action>"
@@ -78,17 +151,9 @@ func Decode(subject string, body []byte, maxBytes int) (*Event, error) {
 	if maxBytes > 0 && len(body) > maxBytes {
 		return nil, bad("body is %d bytes, over the limit of %d", len(body), maxBytes)
 	}
-	var env envelope
-	if err := json.Unmarshal(body, &env); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field == "data" {
-			return nil, bad("data is not an object: %s", jsonReason(err))
-		}
-		var se *json.SyntaxError
-		if errors.As(err, &se) || !bytes.HasPrefix(bytes.TrimSpace(body), []byte("{")) {
-			return nil, bad("body is not a JSON object: %s", jsonReason(err))
-		}
-		return nil, bad("bad CloudEvents attribute: %s", jsonReason(err))
+	env, err := decodeEnvelope(body)
+	if err != nil {
+		return nil, err
 	}
 	switch {
 	case env.SpecVersion == nil:
@@ -135,7 +200,13 @@ func Decode(subject string, body []byte, maxBytes int) (*Event, error) {
 	if env.Data == nil {
 		return nil, bad("missing data")
 	}
-	data := env.Data
+	if i := skipSpace(env.Data, 0); i >= len(env.Data) || env.Data[i] != '{' {
+		return nil, bad("data is not an object")
+	}
+	data := map[string]json.RawMessage{}
+	for _, f := range Fields(env.Data) {
+		data[f.Key] = f.Val
+	}
 	raw, ok := data[spec.dataKey]
 	if !ok || bytes.Equal(raw, []byte("null")) {
 		return nil, bad("data has no %q", spec.dataKey)

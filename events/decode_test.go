@@ -119,7 +119,7 @@ var badInputs = []struct {
 	{"JSON array", subj("file.uploaded"), []byte(`[{"specversion":"1.0"}]`), "not a JSON object"},
 	{"JSON string", subj("file.uploaded"), []byte(`"diffgram.file.uploaded"`), "not a JSON object"},
 	{"JSON number", subj("file.uploaded"), []byte(`42`), "not a JSON object"},
-	{"JSON null", subj("file.uploaded"), []byte(`null`), "missing specversion"},
+	{"JSON null", subj("file.uploaded"), []byte(`null`), "body is not a JSON object"},
 	{"no specversion", subj("file.uploaded"), ce("diffgram.file.uploaded", goodFile, without("specversion")), "missing specversion"},
 	{"specversion 0.3", subj("file.uploaded"), ce("diffgram.file.uploaded", goodFile, with("specversion", "0.3")), `specversion "0.3" is not 1.0`},
 	{"specversion number", subj("file.uploaded"), ce("diffgram.file.uploaded", goodFile, with("specversion", 1.0)), "specversion"},
@@ -497,5 +497,21 @@ func TestDecodeChaosExample(t *testing.T) {
 	}
 	if good == 0 {
 		t.Error("no line of the chaos example decoded")
+	}
+}
+
+// CloudEvents attribute names are lower case: an upper-case copy is not
+// the attribute.
+func TestDecodeAttributeCase(t *testing.T) {
+	body := []byte(`{"SPECVERSION":"1.0","specversion":"1.0","ID":"x","source":"s","type":"diffgram.project.upserted","diffgramproject":"p","data":{"project":{"string_id":"p","name":"P","version":1}}}`)
+	_, err := events.Decode("diffgram.events.p.project.upserted", body, 0)
+	var b *events.BadInputError
+	if !errors.As(err, &b) || !strings.Contains(b.Reason, "missing id") {
+		t.Fatalf("got %v, want bad input: missing id", err)
+	}
+	body = []byte(`{"specversion":"1.0","id":7,"source":"s","type":"diffgram.project.upserted","diffgramproject":"p","data":{}}`)
+	_, err = events.Decode("diffgram.events.p.project.upserted", body, 0)
+	if !errors.As(err, &b) || !strings.Contains(b.Reason, "field id: number is not a string") {
+		t.Fatalf("got %v, want bad input naming field id", err)
 	}
 }
