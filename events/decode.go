@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Event is one decoded, validated event.
@@ -121,7 +122,7 @@ func jsonString(v json.RawMessage) (string, bool) {
 	if len(v) < 2 || v[0] != '"' {
 		return "", false
 	}
-	if bytes.IndexByte(v, '\\') < 0 {
+	if bytes.IndexByte(v, '\\') < 0 && utf8.Valid(v) {
 		return string(v[1 : len(v)-1]), true
 	}
 	var s string
@@ -276,7 +277,14 @@ func decodeEntity(ev *Event) error {
 	case KindInstance:
 		target = &Instance{}
 	}
-	if err := json.Unmarshal(ev.Raw, target); err != nil {
+	if in, ok := target.(*Instance); ok {
+		// The most frequent event: decoded from the member scan, with
+		// encoding/json's rules (null leaves the zero value, the last of
+		// repeated members counts), without reflection.
+		if err := in.decode(fields); err != nil {
+			return bad("%s: %s", ev.Kind, err)
+		}
+	} else if err := json.Unmarshal(ev.Raw, target); err != nil {
 		return bad("%s: %s", ev.Kind, jsonReason(err))
 	}
 	ev.Entity = target

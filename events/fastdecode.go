@@ -1,0 +1,107 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+)
+
+// typeError words a wrongly typed member as encoding/json would.
+func typeError(key string, v json.RawMessage, want string) error {
+	got := jsonValueKind(v)
+	if got == "number" {
+		got = "number " + string(v)
+	}
+	return fmt.Errorf("field %s: %s is not %s", key, got, want)
+}
+
+func isNull(v json.RawMessage) bool { return string(v) == "null" }
+
+func rawInt(key string, v json.RawMessage) (int64, error) {
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil {
+		return 0, typeError(key, v, "an integer")
+	}
+	return n, nil
+}
+
+func setInt(dst *int64, key string, v json.RawMessage) error {
+	if isNull(v) {
+		return nil
+	}
+	n, err := rawInt(key, v)
+	if err == nil {
+		*dst = n
+	}
+	return err
+}
+
+func setOptInt(dst **int64, key string, v json.RawMessage) error {
+	if isNull(v) {
+		*dst = nil
+		return nil
+	}
+	n, err := rawInt(key, v)
+	if err == nil {
+		*dst = &n
+	}
+	return err
+}
+
+func setBool(dst *bool, key string, v json.RawMessage) error {
+	switch string(v) {
+	case "true":
+		*dst = true
+	case "false":
+		*dst = false
+	case "null":
+	default:
+		return typeError(key, v, "a boolean")
+	}
+	return nil
+}
+
+func setString(dst *string, key string, v json.RawMessage) error {
+	if isNull(v) {
+		return nil
+	}
+	s, ok := jsonString(v)
+	if !ok {
+		return typeError(key, v, "a string")
+	}
+	*dst = s
+	return nil
+}
+
+// decode fills the instance from its members.
+func (in *Instance) decode(fields []Field) error {
+	for _, f := range fields {
+		var err error
+		switch f.Key {
+		case "id":
+			err = setInt(&in.ID, f.Key, f.Val)
+		case "root_id":
+			err = setOptInt(&in.RootID, f.Key, f.Val)
+		case "previous_id":
+			err = setOptInt(&in.PreviousID, f.Key, f.Val)
+		case "version":
+			err = setInt(&in.Version, f.Key, f.Val)
+		case "file_id":
+			err = setInt(&in.FileID, f.Key, f.Val)
+		case "soft_delete":
+			err = setBool(&in.SoftDelete, f.Key, f.Val)
+		case "type":
+			err = setString(&in.Type, f.Key, f.Val)
+		case "label_file_id":
+			err = setOptInt(&in.LabelFileID, f.Key, f.Val)
+		case "sequence_id":
+			err = setOptInt(&in.SequenceID, f.Key, f.Val)
+		case "frame_number":
+			err = setOptInt(&in.FrameNumber, f.Key, f.Val)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
