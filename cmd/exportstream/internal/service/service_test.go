@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,8 +19,10 @@ import (
 
 	"github.com/exportstream/exportstream/config"
 	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/connectors/s3/s3test"
 	"github.com/exportstream/exportstream/events"
+	"github.com/exportstream/exportstream/events/eventstest"
 	"github.com/exportstream/exportstream/pipeline/pipelinetest"
 )
 
@@ -265,5 +268,89 @@ func TestExamplesS3(t *testing.T) {
 				AccessKeyID: o.AccessKeyID, SecretAccessKey: config.Secret(o.SecretAccessKey), PartSize: 5 << 20,
 			}})
 		})
+	}
+}
+
+// TestTwoReplicas runs two services on one (non-embedded) NATS server,
+// sharing the consumer, the state and the export ids: the chaos example
+// converges to the expected exports, each bad event is dead-lettered once,
+// and export ids are unique.
+func TestTwoReplicas(t *testing.T) {
+	scenarios, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dir string
+	for _, s := range scenarios {
+		if filepath.Base(s) == "street-scenes-chaos" {
+			dir = s
+		}
+	}
+	exp, err := pipelinetest.LoadExpected(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := eventstest.StartServer(t)
+	bucketDir := t.TempDir()
+	conn := config.Connection{Name: "disk", Type: "local", Local: &config.Local{Dir: bucketDir}}
+	for range 2 {
+		cfg := testConfig(t, exp, conn)
+		cfg.NATS.URL = ns.ClientURL()
+		startService(t, cfg)
+	}
+	_, js := eventstest.Connect(t, ns)
+	publishScenario(t, js, dir)
+	bucket, err := local.New(bucketDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var problems []string
+		for name, d := range exp.Definitions {
+			doc, err := latestDocument(t.Context(), bucket, "exports/"+name+"/")
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %v", name, err))
+				continue
+			}
+			for _, p := range pipelinetest.Check(doc, exp, d) {
+				problems = append(problems, name+": "+p)
+			}
+		}
+		if len(problems) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not converged: %v", problems)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	dlq, err := js.Stream(t.Context(), "DIFFGRAM_EVENTS_DLQ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := dlq.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int(info.State.Msgs) != exp.Poison {
+		t.Errorf("dead-letter stream holds %d, want %d", info.State.Msgs, exp.Poison)
+	}
+	// Every data object has its own id.
+	seen := map[string]string{}
+	err = bucket.List(t.Context(), "exports/", func(a connectors.Attributes) bool {
+		base := filepath.Base(a.Key)
+		if strings.HasSuffix(base, ".manifest.json") || base == "latest.json" {
+			return true
+		}
+		id, _, _ := strings.Cut(base, "_")
+		if other, dup := seen[id]; dup {
+			t.Errorf("export id %s used twice: %s and %s", id, other, a.Key)
+		}
+		seen[id] = a.Key
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
