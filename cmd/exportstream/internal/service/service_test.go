@@ -220,6 +220,42 @@ func runScenario(t *testing.T, dir string, conn config.Connection) {
 	}
 	t.Logf("%s: converged %v after publishing", filepath.Base(dir), time.Since(start).Round(time.Millisecond))
 
+	// Each definition's newest export was announced on NATS with its record.
+	exportsStream, err := js.Stream(t.Context(), cfg.NATS.ExportsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	announced := func(name string) error {
+		subject := "diffgram.exports." + exp.Project + "." + name + ".completed"
+		msg, err := exportsStream.GetLastMsgForSubject(t.Context(), subject)
+		if err != nil {
+			return fmt.Errorf("no %s event: %v", subject, err)
+		}
+		var rec struct {
+			Name, Status, Key string
+			FileListLength    int `json:"file_list_length"`
+		}
+		if err := json.Unmarshal(msg.Data, &rec); err != nil {
+			return err
+		}
+		if rec.Name != name || rec.Status != "complete" || rec.FileListLength != exp.Definitions[name].FileListLength {
+			return fmt.Errorf("%s: completion event %+v", subject, rec)
+		}
+		return nil
+	}
+	for name := range exp.Definitions {
+		// The event follows latest.json closely; allow it a moment.
+		var err error
+		for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if err = announced(name); err == nil || time.Now().After(end) {
+				break
+			}
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	}
+
 	// The dead-lettered copies carry their reasons.
 	if exp.Poison > 0 {
 		cons, err := js.OrderedConsumer(t.Context(), cfg.NATS.DeadLetterStream, jetstream.OrderedConsumerConfig{})
