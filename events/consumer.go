@@ -259,6 +259,7 @@ func (c *Consumer) process(ctx context.Context, batch []delivery, handle Handler
 		}
 		if d.meta != nil {
 			d.ev.Seq = d.meta.Sequence.Stream
+			d.ev.Redelivered = d.meta.NumDelivered > 1
 		}
 		c.consumed.WithLabelValues(d.ev.Type).Inc()
 		good = append(good, d.ev)

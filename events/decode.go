@@ -41,6 +41,10 @@ type Event struct {
 	Raw json.RawMessage
 	// Seq is the event's stream sequence (set by the consumer).
 	Seq uint64
+	// Redelivered is true when the stream delivered the event before
+	// (set by the consumer): an earlier attempt may have stored its effect
+	// partly.
+	Redelivered bool
 }
 
 // BadInputError says why an event is bad input (see EVENTS.md): it is

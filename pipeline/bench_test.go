@@ -144,4 +144,53 @@ func BenchmarkApplyMemory(b *testing.B) {
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
 }
 
-var _ = io.Discard
+// BenchmarkRenderPhases splits a warm render of 100k files × 10 instances
+// (fragments already cached) into gathering the plan, rendering to
+// io.Discard (with both hashes) and the whole export into the local bucket
+// (temp file, fsync, link).
+func BenchmarkRenderPhases(b *testing.B) {
+	s := NewState()
+	for _, ev := range decodeAll(b, syntheticEvents(100_000, 10)) {
+		if _, err := s.applyLocal(ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+	bucket, err := local.New(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := &Definition{Name: "all", Project: "bench", Source: Source{Kind: SourceDirectory, Name: "all"},
+		Completion: CompletionAll, Path: "exports/all/"}
+	if _, err := s.Render(io.Discard, d, 1, time.Now()); err != nil { // warm the fragment caches
+		b.Fatal(err)
+	}
+	var planT, discardT, localT time.Duration
+	id := int64(1)
+	for b.Loop() {
+		id++
+		t0 := time.Now()
+		pl := s.buildPlan(d)
+		t1 := time.Now()
+		if _, err := pl.render(io.Discard, id, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		w, err := bucket.NewWriter(b.Context(), d.objectStem(id, "all", time.Now())+".json", connectors.WriteOptions{IfAbsent: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.buildPlan(d).render(w, id, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			b.Fatal(err)
+		}
+		planT += t1.Sub(t0)
+		discardT += t2.Sub(t1)
+		localT += time.Since(t2)
+	}
+	n := float64(b.N)
+	b.ReportMetric(planT.Seconds()*1000/n, "ms-plan")
+	b.ReportMetric(discardT.Seconds()*1000/n, "ms-render-discard")
+	b.ReportMetric(localT.Seconds()*1000/n, "ms-export-local")
+}

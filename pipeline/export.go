@@ -24,7 +24,7 @@ import (
 // earlier attempt whose data object is committed: the attempt goes on
 // from there. It returns the record to resume with after a failure.
 func (p *Pipeline) exportOnce(ctx context.Context, d *Definition, trigger string, resume *Record) (*Record, error) {
-	l, err := acquire(ctx, p.leases, d.Name, p.opts.Owner)
+	l, err := acquire(ctx, p.leases, d.Name, p.opts.Owner, p.opts.OwnerDead)
 	if err != nil {
 		return resume, err
 	}
@@ -37,6 +37,7 @@ func (p *Pipeline) exportOnce(ctx context.Context, d *Definition, trigger string
 		l.release(context.WithoutCancel(ctx))
 	}()
 	ctx = lctx
+	p.failInterrupted(ctx, d, resume)
 
 	// The dirty mark this export will clear, and the state it needs.
 	var markRev uint64
@@ -90,6 +91,29 @@ func (p *Pipeline) exportOnce(ctx context.Context, d *Definition, trigger string
 	return nil, p.clearMark(ctx, d, markRev)
 }
 
+// failInterrupted marks the definition's unfinished export record, left
+// by a replica that stopped mid-export, as failed. (Its data object, if it
+// was committed, stays; nothing points at it.) resume is this replica's
+// own unfinished export, which is not interrupted.
+func (p *Pipeline) failInterrupted(ctx context.Context, d *Definition, resume *Record) {
+	e, err := p.records.Get(ctx, "pending."+d.Name)
+	if err != nil {
+		return
+	}
+	id, err := strconv.ParseInt(string(e.Value()), 10, 64)
+	if err != nil || resume != nil && resume.ID == id {
+		return
+	}
+	rec, err := p.Record(ctx, id)
+	if err == nil && (rec.Status == StatusGenerating || rec.Status == StatusUploading || rec.Status == StatusPending) {
+		rec.Status, rec.StatusText = StatusFailed, "interrupted: the exporting replica stopped before the export was complete"
+		if p.putRecord(ctx, rec) == nil {
+			p.log.Warn("export interrupted by a stopped replica; exporting again", "definition", d.Name, "export_id", id)
+		}
+	}
+	_ = p.records.Delete(ctx, "pending."+d.Name, jetstream.LastRevision(e.Revision()))
+}
+
 // clearMark deletes the dirty mark if it is still the one the export
 // covered; a newer mark stays (and its watch kick exports again).
 func (p *Pipeline) clearMark(ctx context.Context, d *Definition, rev uint64) error {
@@ -140,6 +164,9 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	if err := p.putRecord(ctx, rec); err != nil {
 		return rec, false, fmt.Errorf("export record: %w", err)
 	}
+	if _, err := p.records.Put(ctx, "pending."+d.Name, []byte(strconv.FormatInt(id, 10))); err != nil {
+		return rec, false, fmt.Errorf("export record: %w", err)
+	}
 	w, err := bucket.NewWriter(ctx, rec.Key, connectors.WriteOptions{ContentType: "application/json", IfAbsent: true})
 	if err != nil {
 		return rec, false, p.failed(ctx, rec, fmt.Errorf("open %s: %w", rec.Key, err))
@@ -152,6 +179,7 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	if st != nil && st.ContentHash == res.ContentHash && st.Fingerprint == d.fingerprint() && trigger != TriggerManual {
 		_ = w.Abort()
 		_ = p.records.Delete(context.WithoutCancel(ctx), "export."+strconv.FormatInt(id, 10))
+		_ = p.records.Delete(context.WithoutCancel(ctx), "pending."+d.Name)
 		p.m.skipped.WithLabelValues(d.Name).Inc()
 		p.log.Debug("export unchanged; not written", "definition", d.Name, "last_export_id", st.LastID)
 		return nil, true, nil
@@ -170,6 +198,9 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 		}
 	}
 	rec.Status, rec.PercentComplete = StatusUploading, 90
+	if err := p.putRecord(ctx, rec); err != nil {
+		return rec, false, fmt.Errorf("export record: %w", err)
+	}
 	p.m.duration.WithLabelValues(d.Name).Observe(time.Since(start).Seconds())
 	p.m.bytes.WithLabelValues(d.Name).Add(float64(res.Bytes))
 	return rec, false, nil
@@ -233,6 +264,7 @@ func (p *Pipeline) finish(ctx context.Context, d *Definition, bucket connectors.
 	if _, err := p.records.Put(ctx, "definition."+d.Name, st); err != nil {
 		return fmt.Errorf("definition state: %w", err)
 	}
+	_ = p.records.Delete(ctx, "pending."+d.Name)
 	ev, _ := json.Marshal(rec)
 	msg := nats.NewMsg("diffgram.exports." + d.Project + "." + d.Name + ".completed")
 	msg.Data = ev

@@ -33,8 +33,10 @@ type lease struct {
 }
 
 // acquire takes the definition's lease, or returns errBusy if another
-// live owner holds it.
-func acquire(ctx context.Context, kv jetstream.KeyValue, key, owner string) (*lease, error) {
+// live owner holds it. dead, when not nil, tells an owner known to be gone
+// (a crashed process on this host): its lease is taken over at once
+// instead of after it expires.
+func acquire(ctx context.Context, kv jetstream.KeyValue, key, owner string, dead func(owner string) bool) (*lease, error) {
 	l := &lease{kv: kv, key: key, owner: owner}
 	val, _ := json.Marshal(leaseValue{Owner: owner, Expires: time.Now().Add(leaseTTL)})
 	rev, err := kv.Create(ctx, key, val)
@@ -54,7 +56,7 @@ func acquire(ctx context.Context, kv jetstream.KeyValue, key, owner string) (*le
 	}
 	var cur leaseValue
 	_ = json.Unmarshal(e.Value(), &cur)
-	if cur.Owner != owner && time.Now().Before(cur.Expires) {
+	if cur.Owner != owner && time.Now().Before(cur.Expires) && (dead == nil || !dead(cur.Owner)) {
 		return nil, errBusy
 	}
 	rev, err = kv.Update(ctx, key, val, e.Revision())

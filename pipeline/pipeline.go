@@ -47,6 +47,10 @@ type Options struct {
 	ExportsStream string
 	// Owner names this replica in leases (host name and process id).
 	Owner string
+	// OwnerDead, when not nil, reports whether another lease owner is
+	// known to be gone (a crashed process on this host), so its leases
+	// are taken over without waiting for them to expire.
+	OwnerDead func(owner string) bool
 	// UploadsPerConnection bounds concurrent exports per connection
 	// (default 2).
 	UploadsPerConnection int
@@ -196,20 +200,41 @@ func (p *Pipeline) Definitions() []*Definition { return slices.Clone(p.defs) }
 // and the dirty marks of the definitions they touch, durably, and returns
 // nil only then.
 func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) error {
+	// A redelivered event whose exact version is already stored may come
+	// from an attempt that stored the state but died before its dirty
+	// marks: mark its project's definitions again (an export whose
+	// content is unchanged is skipped).
+	var replayed map[string]bool
+	for _, ev := range batch {
+		if !ev.Redelivered {
+			continue
+		}
+		if cur := p.state.current(ev.Project, ev.Kind, ev.EntityID); cur != nil && cur.version == ev.Version {
+			if replayed == nil {
+				replayed = map[string]bool{}
+			}
+			replayed[ev.Project] = true
+		}
+	}
 	changes, rev, err := p.store.Apply(ctx, batch)
 	if err != nil {
 		return err
 	}
 	p.m.stateChanges.Add(float64(len(changes)))
 	p.m.stale.Add(float64(len(batch) - len(changes)))
-	if len(changes) == 0 {
+	if len(changes) == 0 && len(replayed) == 0 {
 		return nil
+	}
+	if len(replayed) > 0 {
+		p.state.mu.RLock()
+		rev = max(rev, p.state.rev)
+		p.state.mu.RUnlock()
 	}
 	var watermark uint64
 	for _, ev := range batch {
 		watermark = max(watermark, ev.Seq)
 	}
-	touched := p.touched(changes)
+	touched := p.touched(changes, replayed)
 	if len(touched) == 0 {
 		return nil
 	}
@@ -234,11 +259,17 @@ func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) error {
 	return nil
 }
 
-// touched returns the names of the definitions the changes touch.
-func (p *Pipeline) touched(changes []change) []string {
+// touched returns the names of the definitions the changes touch, and of
+// every definition of the projects in all.
+func (p *Pipeline) touched(changes []change, all map[string]bool) []string {
 	p.state.mu.RLock()
 	defer p.state.mu.RUnlock()
 	set := map[string]bool{}
+	for _, d := range p.defs {
+		if all[d.Project] {
+			set[d.Name] = true
+		}
+	}
 	for _, c := range changes {
 		proj := p.state.projects[c.project]
 		if proj == nil {

@@ -109,6 +109,7 @@ func (s *Store) Run(ctx context.Context) error {
 
 type write struct {
 	key    string
+	old    *snap // what the write replaces: the compare-and-swap on expect guarantees it
 	sn     *snap
 	expect uint64
 	fut    jetstream.PubAckFuture
@@ -144,7 +145,7 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) ([]change, uint6
 				return changes, maxRev, fmt.Errorf("event %s: %w", ev.ID, err)
 			}
 			if w == nil {
-				w = &write{key: key}
+				w = &write{key: key, old: cur}
 				if cur != nil {
 					w.expect = cur.rev
 				}
@@ -176,9 +177,10 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) ([]change, uint6
 				w.sn.rev = ack.Sequence
 				maxRev = max(maxRev, ack.Sequence)
 				project, _, _, _ := parseStateKey(key)
-				if old, stored := s.state.offer(project, w.sn); stored {
-					changes = append(changes, change{project: project, kind: w.sn.kind, old: old, new: w.sn})
-				}
+				// The watch may have offered this very entry first; the
+				// change is ours either way.
+				s.state.offer(project, w.sn)
+				changes = append(changes, change{project: project, kind: w.sn.kind, old: w.old, new: w.sn})
 			case err := <-w.fut.Err():
 				var apiErr *jetstream.APIError
 				if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||

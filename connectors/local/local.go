@@ -69,8 +69,9 @@ type Bucket struct {
 var _ connectors.Bucket = (*Bucket)(nil)
 
 // New returns a Bucket rooted at dir, creating dir (and its parents) if
-// needed. Temporary files left in dir/.tmp by a crashed process are not
-// removed: they are invisible and may be deleted by hand.
+// needed. Temporary files left in dir/.tmp by a crashed process (not
+// written to for StaleTemp) are removed; younger ones may belong to a
+// write in progress in another process and are left alone.
 func New(dir string) (*Bucket, error) {
 	if dir == "" {
 		return nil, errors.New("local: empty directory")
@@ -87,7 +88,27 @@ func New(dir string) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local: %w", mapErr(err))
 	}
+	removeStaleTemps(tmp, time.Now().Add(-StaleTemp))
 	return &Bucket{dir: abs, tmpDir: tmp, lock: lock}, nil
+}
+
+// StaleTemp is how long a temporary file must have gone unwritten before
+// New removes it as left over by a crash.
+const StaleTemp = time.Hour
+
+func removeStaleTemps(tmp string, before time.Time) {
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.Name() == ".lock" || e.IsDir() {
+			continue
+		}
+		if info, err := e.Info(); err == nil && info.ModTime().Before(before) {
+			_ = os.Remove(filepath.Join(tmp, e.Name()))
+		}
+	}
 }
 
 // Dir returns the bucket's absolute root folder.

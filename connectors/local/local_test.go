@@ -1,7 +1,10 @@
 package local_test
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/connectors/connectorstest"
@@ -16,4 +19,33 @@ func TestConformance(t *testing.T) {
 		}
 		return b
 	}, connectorstest.Options{MaxHeapGrowth: 8 << 20})
+}
+
+// Temp files a crashed writer left behind are removed by the next New
+// once stale; a fresh one (a write in progress elsewhere) stays.
+func TestNewRemovesStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := local.New(dir); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(dir, ".tmp", "w-crashed")
+	fresh := filepath.Join(dir, ".tmp", "w-in-progress")
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-local.StaleTemp - time.Minute)
+	if err := os.Chtimes(old, past, past); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := local.New(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("stale temp file still there: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("fresh temp file removed: %v", err)
+	}
 }

@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -131,6 +133,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Replicas:      cfg.NATS.Replicas,
 		ExportsStream: exportsStream(cfg),
 		Owner:         host + "/" + strconv.Itoa(os.Getpid()),
+		OwnerDead:     deadOnThisHost(host),
 		Logger:        s.log.With("part", "pipeline"),
 		Registerer:    s.reg,
 	})
@@ -167,6 +170,23 @@ func (s *Service) Run(ctx context.Context) error {
 	err = g.Wait()
 	s.isReady.Store(false)
 	return err
+}
+
+// deadOnThisHost reports owners ("host/pid") on this host whose process
+// no longer runs: a replica restarted after a crash takes its own leases
+// back at once. Owners on other hosts are never judged.
+func deadOnThisHost(host string) func(owner string) bool {
+	return func(owner string) bool {
+		h, pidStr, ok := strings.Cut(owner, "/")
+		if !ok || h != host {
+			return false
+		}
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid <= 0 || pid == os.Getpid() {
+			return false
+		}
+		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+	}
 }
 
 func exportsStream(cfg *config.Config) string {
