@@ -218,8 +218,7 @@ func (p *project) planFile(id int64, withRemoved, top bool) planFile {
 	f := p.files[id]
 	pf := planFile{f: f, file: f.val.(*events.File)}
 	var insts []*snap
-	for root := range p.fileInsts[id] {
-		in := p.insts[root]
+	for _, in := range p.fileInsts[id] {
 		if in.val.(*events.Instance).SoftDelete && !withRemoved {
 			continue
 		}

@@ -35,7 +35,7 @@ type project struct {
 	insts  map[int64]*snap // by lineage (root) id
 
 	// indexes, kept in step with the maps above
-	fileInsts map[int64]map[int64]struct{} // file id → lineage ids
+	fileInsts map[int64]map[int64]*snap    // file id → lineage id → newest instance
 	fileSeqs  map[int64]map[int64]struct{} // file id → sequence ids
 	fileTasks map[int64]map[int64]struct{} // file id → task ids
 	jobTasks  map[int64]map[int64]struct{} // job id → task ids
@@ -49,7 +49,7 @@ func newProject(name string) *project {
 		labels: map[int64]*snap{}, groups: map[int64]*snap{}, jobs: map[int64]*snap{},
 		files: map[int64]*snap{}, tasks: map[int64]*snap{}, seqs: map[int64]*snap{},
 		insts:     map[int64]*snap{},
-		fileInsts: map[int64]map[int64]struct{}{}, fileSeqs: map[int64]map[int64]struct{}{},
+		fileInsts: map[int64]map[int64]*snap{}, fileSeqs: map[int64]map[int64]struct{}{},
 		fileTasks: map[int64]map[int64]struct{}{}, jobTasks: map[int64]map[int64]struct{}{},
 		children: map[int64]map[int64]struct{}{},
 	}
@@ -119,7 +119,18 @@ func link(m map[int64]map[int64]struct{}, k, v int64, add bool) {
 func (p *project) index(s *snap, add bool) {
 	switch v := s.val.(type) {
 	case *events.Instance:
-		link(p.fileInsts, v.FileID, s.id, add)
+		set := p.fileInsts[v.FileID]
+		switch {
+		case add && set == nil:
+			p.fileInsts[v.FileID] = map[int64]*snap{s.id: s}
+		case add:
+			set[s.id] = s
+		case set != nil:
+			delete(set, s.id)
+			if len(set) == 0 {
+				delete(p.fileInsts, v.FileID)
+			}
+		}
 	case *events.Sequence:
 		link(p.fileSeqs, v.FileID, s.id, add)
 	case *events.Task:

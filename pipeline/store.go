@@ -58,7 +58,7 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, repli
 				return nil, errors.New("state watch closed while loading")
 			}
 			if e == nil {
-				log.Info("state loaded", "bucket", bucket, "entities", n, "took", time.Since(start).Round(time.Millisecond))
+				log.Info("state loaded", "bucket", bucket, "entities", n, "took", time.Since(start).Round(time.Millisecond).String())
 				return s, nil
 			}
 			s.take(e)
