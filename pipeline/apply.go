@@ -76,17 +76,18 @@ func snapFromEvent(ev *events.Event, cur *snap) (*snap, error) {
 	return newSnap(ev.Kind, compact(raw), ev.Entity)
 }
 
-// compact returns raw without insignificant whitespace (raw itself when
-// it has none), so that the same snapshot always renders the same bytes.
+// compact returns a copy of raw without insignificant whitespace, so that
+// the same snapshot always renders the same bytes. It always copies: raw
+// usually points into a whole message, which must not stay pinned.
 func compact(raw []byte) []byte {
 	if bytes.IndexAny(raw, " \t\r\n") < 0 {
-		return raw
+		return bytes.Clone(raw)
 	}
-	var buf bytes.Buffer
-	if json.Compact(&buf, raw) != nil {
-		return raw
+	buf := bytes.NewBuffer(make([]byte, 0, len(raw)))
+	if json.Compact(buf, raw) != nil {
+		return bytes.Clone(raw)
 	}
-	return buf.Bytes()
+	return bytes.Clone(buf.Bytes())
 }
 
 // decodeSnap builds a snapshot from stored (or received) bytes.
