@@ -18,7 +18,7 @@ import (
 
 // demoExports are the export definitions the demo adds to the config.
 func demoExports(project string) []config.Export {
-	quick := config.Coalesce{Quiet: time.Second, MaxDelay: 5 * time.Second}
+	quick := config.Coalesce{Quiet: time.Second, MaxDelay: 3 * time.Second}
 	mk := func(name string, src config.Source, completion string) config.Export {
 		return config.Export{Name: name, Project: project, Source: src, Completion: completion,
 			Connection: "local-disk", Path: "exports/" + name + "/", Coalesce: quick}
