@@ -391,26 +391,9 @@ func (p *Pipeline) runDefinition(ctx context.Context, d *Definition) error {
 	kicks := p.kicks[d.Name]
 	var resume *Record
 	for {
-		var trig string
-		select {
-		case <-ctx.Done():
+		trig, ok := coalesce(ctx, kicks, d.Quiet, d.MaxDelay)
+		if !ok {
 			return nil
-		case trig = <-kicks:
-		}
-		deadline := time.Now().Add(d.MaxDelay)
-		timer := time.NewTimer(min(d.Quiet, d.MaxDelay))
-	coalesce:
-		for {
-			select {
-			case <-ctx.Done():
-				timer.Stop()
-				return nil
-			case t := <-kicks:
-				trig = strongerTrigger(trig, t)
-				timer.Reset(max(0, min(d.Quiet, time.Until(deadline))))
-			case <-timer.C:
-				break coalesce
-			}
 		}
 		for attempt := 1; ; attempt++ {
 			var err error
@@ -440,6 +423,31 @@ func (p *Pipeline) runDefinition(ctx context.Context, d *Definition) error {
 				trig = strongerTrigger(trig, t)
 			default:
 			}
+		}
+	}
+}
+
+// coalesce waits for a first kick, then until no kick has come for quiet,
+// but no longer than maxDelay after the first. It returns the strongest
+// trigger seen, or ok false when ctx is done.
+func coalesce(ctx context.Context, kicks <-chan string, quiet, maxDelay time.Duration) (trigger string, ok bool) {
+	select {
+	case <-ctx.Done():
+		return "", false
+	case trigger = <-kicks:
+	}
+	deadline := time.Now().Add(maxDelay)
+	timer := time.NewTimer(min(quiet, maxDelay))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return "", false
+		case t := <-kicks:
+			trigger = strongerTrigger(trigger, t)
+			timer.Reset(max(0, min(quiet, time.Until(deadline))))
+		case <-timer.C:
+			return trigger, true
 		}
 	}
 }
