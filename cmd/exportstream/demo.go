@@ -7,7 +7,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/exportstream/exportstream/cmd/exportstream/internal/service"
@@ -64,15 +63,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return nil
 		case <-svc.Ready():
 		}
-		nc, err := events.Connect(events.ConnectOptions{URL: svc.NATSURL(), Name: "exportstream-demo"}, nil)
+		pub, closeConn, err := connectPublisher(events.ConnectOptions{URL: svc.NATSURL(), Name: "exportstream-demo"})
 		if err != nil {
 			return err
 		}
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return err
-		}
+		defer closeConn()
 		dir := "(see connections)"
 		for _, c := range cfg.Connections {
 			if c.Local != nil {
@@ -84,7 +79,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			"NATS: %s   HTTP: http://%s/metrics   Stop with Ctrl-C.\n",
 			project, *rate, dir, svc.NATSURL(), svc.HTTPAddr())
 		sim := simulate.New(simulate.Options{Project: project, Rate: *rate, Files: *files, Logger: log.With("part", "simulator")},
-			simulate.Publisher(jsPublisher(js)))
+			simulate.Publisher(pub))
 		return sim.Run(gctx)
 	})
 	return g.Wait()

@@ -25,16 +25,11 @@ func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if fs.NArg() == 0 {
 		return fmt.Errorf("publish: name at least one file (SUBJECT<TAB>BODY a line)")
 	}
-	nc, err := events.Connect(events.ConnectOptions{URL: *url, Name: "exportstream-publish", CredentialsFile: *creds}, nil)
+	pub, closeConn, err := connectPublisher(events.ConnectOptions{URL: *url, Name: "exportstream-publish", CredentialsFile: *creds})
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	pub := jsPublisher(js)
+	defer closeConn()
 	start, n := time.Now(), 0
 	for _, path := range fs.Args() {
 		f, err := os.Open(path)
@@ -54,9 +49,19 @@ func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
-// jsPublisher publishes one event to JetStream and waits for the ack,
-// with Nats-Msg-Id set to msgID when there is one.
-func jsPublisher(js jetstream.JetStream) func(ctx context.Context, subject string, body []byte, msgID string) error {
+// connectPublisher connects to NATS and returns a function that publishes
+// one event to JetStream and waits for the ack, with Nats-Msg-Id set to
+// msgID when there is one, and a function that closes the connection.
+func connectPublisher(o events.ConnectOptions) (func(ctx context.Context, subject string, body []byte, msgID string) error, func(), error) {
+	nc, err := events.Connect(o, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
 	return func(ctx context.Context, subject string, body []byte, msgID string) error {
 		m := nats.NewMsg(subject)
 		m.Data = body
@@ -66,5 +71,5 @@ func jsPublisher(js jetstream.JetStream) func(ctx context.Context, subject strin
 		}
 		_, err := js.PublishMsg(ctx, m, opts...)
 		return err
-	}
+	}, nc.Close, nil
 }

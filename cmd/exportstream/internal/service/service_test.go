@@ -160,6 +160,23 @@ func latestDocument(ctx context.Context, b connectors.Bucket, prefix string) ([]
 	return io.ReadAll(r)
 }
 
+// exportProblems checks every expected definition's newest export in
+// the bucket and returns the differences.
+func exportProblems(ctx context.Context, bucket connectors.Bucket, exp *pipelinetest.Expected) []string {
+	var problems []string
+	for name, d := range exp.Definitions {
+		doc, err := latestDocument(ctx, bucket, "exports/"+name+"/")
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", name, err))
+			continue
+		}
+		for _, p := range pipelinetest.Check(doc, exp, d) {
+			problems = append(problems, name+": "+p)
+		}
+	}
+	return problems
+}
+
 // runScenario runs a contract example through the real service and
 // checks every expected export in the bucket, and the dead-letter count.
 func runScenario(t *testing.T, dir string, conn config.Connection) {
@@ -185,19 +202,8 @@ func runScenario(t *testing.T, dir string, conn config.Connection) {
 	start := time.Now()
 	publishScenario(t, js, dir)
 	deadline := time.Now().Add(60 * time.Second)
-	var problems []string
 	for {
-		problems = problems[:0]
-		for name, d := range exp.Definitions {
-			doc, err := latestDocument(t.Context(), bucket, "exports/"+name+"/")
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("%s: %v", name, err))
-				continue
-			}
-			for _, p := range pipelinetest.Check(doc, exp, d) {
-				problems = append(problems, name+": "+p)
-			}
-		}
+		problems := exportProblems(t.Context(), bucket, exp)
 		dlq := -1
 		if s, err := js.Stream(t.Context(), cfg.NATS.DeadLetterStream); err == nil {
 			if info, err := s.Info(t.Context()); err == nil {
@@ -342,17 +348,7 @@ func TestTwoReplicas(t *testing.T) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		var problems []string
-		for name, d := range exp.Definitions {
-			doc, err := latestDocument(t.Context(), bucket, "exports/"+name+"/")
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("%s: %v", name, err))
-				continue
-			}
-			for _, p := range pipelinetest.Check(doc, exp, d) {
-				problems = append(problems, name+": "+p)
-			}
-		}
+		problems := exportProblems(t.Context(), bucket, exp)
 		if len(problems) == 0 {
 			break
 		}
