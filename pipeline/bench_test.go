@@ -76,6 +76,23 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
+// renderSetup makes the state of files × 10 instances in one directory,
+// a local bucket and a definition exporting that directory.
+func renderSetup(b *testing.B, files int) (*State, *local.Bucket, *Definition) {
+	s := NewState()
+	for _, ev := range decodeAll(b, syntheticEvents(files, 10)) {
+		if _, err := s.applyLocal(ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+	bucket, err := local.New(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, bucket, &Definition{Name: "all", Project: "bench", Source: Source{Kind: SourceDirectory, Name: "all"},
+		Completion: CompletionAll, Path: "exports/all/"}
+}
+
 // BenchmarkRenderLocal renders an export of files × 10 instances from
 // state straight into the local bucket (temp file, fsync, link), as the
 // exporter does. Sub-benchmarks by file count; reports MB/s and the heap
@@ -83,18 +100,7 @@ func BenchmarkDecode(b *testing.B) {
 func BenchmarkRenderLocal(b *testing.B) {
 	for _, files := range []int{10_000, 100_000} {
 		b.Run(fmt.Sprintf("files=%d", files), func(b *testing.B) {
-			s := NewState()
-			for _, ev := range decodeAll(b, syntheticEvents(files, 10)) {
-				if _, err := s.applyLocal(ev); err != nil {
-					b.Fatal(err)
-				}
-			}
-			bucket, err := local.New(b.TempDir())
-			if err != nil {
-				b.Fatal(err)
-			}
-			d := &Definition{Name: "all", Project: "bench", Source: Source{Kind: SourceDirectory, Name: "all"},
-				Completion: CompletionAll, Path: "exports/all/"}
+			s, bucket, d := renderSetup(b, files)
 			runtime.GC()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
@@ -149,18 +155,7 @@ func BenchmarkApplyMemory(b *testing.B) {
 // io.Discard (with both hashes) and the whole export into the local bucket
 // (temp file, fsync, link).
 func BenchmarkRenderPhases(b *testing.B) {
-	s := NewState()
-	for _, ev := range decodeAll(b, syntheticEvents(100_000, 10)) {
-		if _, err := s.applyLocal(ev); err != nil {
-			b.Fatal(err)
-		}
-	}
-	bucket, err := local.New(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	d := &Definition{Name: "all", Project: "bench", Source: Source{Kind: SourceDirectory, Name: "all"},
-		Completion: CompletionAll, Path: "exports/all/"}
+	s, bucket, d := renderSetup(b, 100_000)
 	if _, err := s.Render(io.Discard, d, 1, time.Now()); err != nil { // warm the fragment caches
 		b.Fatal(err)
 	}
