@@ -86,7 +86,8 @@ func decodeEnvelope(body []byte) (*envelope, error) {
 		return nil, bad("body is not a JSON object")
 	}
 	env := &envelope{}
-	for _, f := range Fields(body) {
+	var buf [16]Field
+	for _, f := range AppendFields(buf[:0], body) {
 		var dst **string
 		switch f.Key {
 		case "specversion":
@@ -208,12 +209,14 @@ func Decode(subject string, body []byte, maxBytes int) (*Event, error) {
 	if i := skipSpace(env.Data, 0); i >= len(env.Data) || env.Data[i] != '{' {
 		return nil, bad("data is not an object")
 	}
-	data := map[string]json.RawMessage{}
-	for _, f := range Fields(env.Data) {
-		data[f.Key] = f.Val
+	var raw json.RawMessage
+	var dataBuf [4]Field
+	for _, f := range AppendFields(dataBuf[:0], env.Data) {
+		if f.Key == spec.dataKey {
+			raw = f.Val // the last of repeated members counts
+		}
 	}
-	raw, ok := data[spec.dataKey]
-	if !ok || bytes.Equal(raw, []byte("null")) {
+	if raw == nil || bytes.Equal(raw, []byte("null")) {
 		return nil, bad("data has no %q", spec.dataKey)
 	}
 	ev.Raw = raw
@@ -240,7 +243,8 @@ func decodeEntity(ev *Event) error {
 	if i := skipSpace(ev.Raw, 0); i >= len(ev.Raw) || ev.Raw[i] != '{' {
 		return bad("%s is not an object", ev.Kind)
 	}
-	fields := Fields(ev.Raw)
+	var fieldBuf [24]Field
+	fields := AppendFields(fieldBuf[:0], ev.Raw)
 	present := func(k string) bool {
 		for _, f := range fields {
 			if f.Key == k {

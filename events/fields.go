@@ -15,11 +15,16 @@ type Field struct {
 // without decoding the values. The input was validated when the event was
 // decoded, so malformed input only yields fewer fields.
 func Fields(raw []byte) []Field {
+	return AppendFields(make([]Field, 0, 16), raw)
+}
+
+// AppendFields is Fields appending to out: with a buffer on the caller's
+// stack, splitting allocates nothing.
+func AppendFields(out []Field, raw []byte) []Field {
 	i := skipSpace(raw, 0)
 	if i >= len(raw) || raw[i] != '{' {
-		return nil
+		return out
 	}
-	out := make([]Field, 0, 16)
 	i++
 	for {
 		i = skipSpace(raw, i)
