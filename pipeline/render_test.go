@@ -43,8 +43,13 @@ type line struct {
 	body    []byte
 }
 
-func readLines(t testing.TB, dir string) []line {
-	f, err := os.Open(filepath.Join(dir, "events.jsonl"))
+// readLines reads a file of events in the examples' format; a directory
+// means its events.jsonl.
+func readLines(t testing.TB, path string) []line {
+	if info, err := os.Stat(path); err == nil && info.IsDir() {
+		path = filepath.Join(path, "events.jsonl")
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
