@@ -45,35 +45,48 @@ func parseStateKey(key string) (project string, k events.Kind, id int64, ok bool
 // snapFromEvent makes the snapshot an event carries. A partial removal
 // (id and version only) is merged into cur, the snapshot held so far.
 func snapFromEvent(ev *events.Event, cur *snap) (*snap, error) {
-	raw := ev.Raw
-	if ev.Partial {
-		base := map[string]json.RawMessage{}
-		if cur != nil {
-			if err := json.Unmarshal(cur.raw, &base); err != nil {
-				return nil, err
-			}
-		} else {
-			if err := json.Unmarshal(ev.Raw, &base); err != nil {
-				return nil, err
-			}
-		}
-		base["version"] = json.RawMessage(strconv.FormatInt(ev.Version, 10))
-		switch ev.Kind {
-		case events.KindFile:
-			base["state"] = json.RawMessage(`"removed"`)
-		case events.KindInstance:
-			base["soft_delete"] = json.RawMessage(`true`)
-		case events.KindTask:
-			base["status"] = json.RawMessage(`"archived"`)
-		}
-		merged, err := json.Marshal(base)
-		if err != nil {
-			return nil, err
-		}
-		raw = merged
-		return decodeSnap(ev.Project, ev.Kind, raw)
+	if !ev.Partial {
+		return newSnap(ev.Kind, compact(ev.Raw), ev.Entity)
 	}
-	return newSnap(ev.Kind, compact(raw), ev.Entity)
+	base := ev.Raw
+	if cur != nil {
+		base = cur.raw
+	}
+	set := map[string]string{"version": strconv.FormatInt(ev.Version, 10)}
+	switch ev.Kind {
+	case events.KindFile:
+		set["state"] = `"removed"`
+	case events.KindInstance:
+		set["soft_delete"] = `true`
+	case events.KindTask:
+		set["status"] = `"archived"`
+	}
+	// Replace the members in place, keeping the snapshot's order; add the
+	// missing ones at the end.
+	b := []byte{'{'}
+	for i, f := range events.Fields(base) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendKey(b, f.Key)
+		if v, ok := set[f.Key]; ok {
+			b = append(b, v...)
+			delete(set, f.Key)
+		} else {
+			b = append(b, f.Val...)
+		}
+	}
+	for _, k := range []string{"version", "state", "soft_delete", "status"} {
+		if v, ok := set[k]; ok {
+			if len(b) > 1 {
+				b = append(b, ',')
+			}
+			b = appendKey(b, k)
+			b = append(b, v...)
+		}
+	}
+	b = append(b, '}')
+	return decodeSnap(ev.Project, ev.Kind, b)
 }
 
 // compact returns a copy of raw without insignificant whitespace, so that
