@@ -193,9 +193,6 @@ func (p *Pipeline) initMetrics() {
 	}
 }
 
-// Definitions returns the export definitions, in configuration order.
-func (p *Pipeline) Definitions() []*Definition { return slices.Clone(p.defs) }
-
 // Handle is the event consumer's handler: it stores the batch's snapshots
 // and the dirty marks of the definitions they touch, durably, and returns
 // nil only then.
@@ -295,16 +292,6 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		g.Go(func() error { return p.runDefinition(ctx, d) })
 	}
 	return g.Wait()
-}
-
-// Trigger asks for an export of the named definition now (trigger
-// manual), coalesced like any change.
-func (p *Pipeline) Trigger(name string) error {
-	if _, ok := p.byName[name]; !ok {
-		return fmt.Errorf("no export definition named %q", name)
-	}
-	p.kick(name, TriggerManual)
-	return nil
 }
 
 func (p *Pipeline) kick(name, trigger string) {

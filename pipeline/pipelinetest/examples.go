@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strings"
 )
 
 // Expected is a scenario's expected.json.
@@ -191,15 +190,4 @@ func Check(doc []byte, exp *Expected, d Definition) []string {
 		}
 	}
 	return errs
-}
-
-// SourceYAML renders an expected source as a flow-style YAML mapping.
-func SourceYAML(src map[string]any) string {
-	var parts []string
-	for k, v := range src {
-		b, _ := json.Marshal(v)
-		parts = append(parts, k+": "+string(b))
-	}
-	slices.Sort(parts)
-	return "{" + strings.Join(parts, ", ") + "}"
 }
