@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -112,8 +113,11 @@ func startService(t *testing.T, cfg *config.Config) *Service {
 
 // publishScenario publishes the scenario's events as the examples say:
 // each body on its subject, Nats-Msg-Id = the body's id.
-func publishScenario(t *testing.T, js jetstream.JetStream, dir string) int {
-	f, err := os.Open(filepath.Join(dir, "events.jsonl"))
+func publishScenario(t *testing.T, js jetstream.JetStream, path string) int {
+	if info, err := os.Stat(path); err == nil && info.IsDir() {
+		path = filepath.Join(path, "events.jsonl")
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,5 +388,62 @@ func TestTwoReplicas(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNATSRestart: the (non-embedded) NATS server restarts mid-stream;
+// the service reconnects, its consumer and watches resume, and the
+// exports converge with nothing lost.
+func TestNATSRestart(t *testing.T) {
+	scenarios, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := scenarios[len(scenarios)-1] // street-scenes-ordered
+	exp, err := pipelinetest.LoadExpected(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	storeDir := t.TempDir()
+	ns := eventstest.StartServerAt(t, storeDir, -1)
+	port := ns.Addr().(*net.TCPAddr).Port
+	bucketDir := t.TempDir()
+	cfg := testConfig(t, exp, config.Connection{Name: "disk", Type: "local", Local: &config.Local{Dir: bucketDir}})
+	cfg.NATS.URL = ns.ClientURL()
+	startService(t, cfg)
+
+	lines, err := os.ReadFile(filepath.Join(dir, "events.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Split(strings.TrimSpace(string(lines)), "\n")
+	half := filepath.Join(t.TempDir(), "first.jsonl")
+	rest := filepath.Join(t.TempDir(), "rest.jsonl")
+	os.WriteFile(half, []byte(strings.Join(all[:len(all)/2], "\n")), 0o644)
+	os.WriteFile(rest, []byte(strings.Join(all[len(all)/2:], "\n")), 0o644)
+
+	_, js := eventstest.Connect(t, ns)
+	publishScenario(t, js, half)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	time.Sleep(500 * time.Millisecond) // the service notices the drop
+	ns2 := eventstest.StartServerAt(t, storeDir, port)
+	_, js2 := eventstest.Connect(t, ns2)
+	publishScenario(t, js2, rest)
+
+	bucket, err := local.New(bucketDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		problems := exportProblems(t.Context(), bucket, exp)
+		if len(problems) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not converged after the NATS restart: %v", problems)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
