@@ -191,6 +191,10 @@ func (c *Consumer) Run(ctx context.Context, handle Handler) error {
 		}
 	},
 		jetstream.PullMaxMessages(maxBatch),
+		// Short pulls (heartbeats every 2.5 s) so that after a server
+		// restart a lost pull request is noticed and re-issued within
+		// seconds, not the default 30.
+		jetstream.PullExpiry(5*time.Second),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			c.log.Warn("consume", "err", err)
 		}))

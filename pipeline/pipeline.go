@@ -253,6 +253,11 @@ func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) error {
 			return ctx.Err()
 		}
 	}
+	// This replica knows its own marks: no need to wait for the watch
+	// (which serves the other replicas' marks and start-up).
+	for _, name := range touched {
+		p.kick(name, TriggerEvent)
+	}
 	return nil
 }
 
