@@ -197,16 +197,14 @@ func (p *Pipeline) initMetrics() {
 // and the dirty marks of the definitions they touch, durably, and returns
 // nil only then.
 func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) error {
-	// A redelivered event whose exact version is already stored may come
-	// from an attempt that stored the state but died before its dirty
-	// marks: mark its project's definitions again (an export whose
-	// content is unchanged is skipped).
+	// A redelivered event may come from an attempt that stored its state
+	// but died before its dirty marks: mark its project's definitions
+	// again (an export whose content is unchanged is skipped).
+	// Redeliveries are rare (a crashed or stuck replica), so this costs
+	// little.
 	var replayed map[string]bool
 	for _, ev := range batch {
-		if !ev.Redelivered {
-			continue
-		}
-		if cur := p.state.current(ev.Project, ev.Kind, ev.EntityID); cur != nil && cur.version == ev.Version {
+		if ev.Redelivered {
 			if replayed == nil {
 				replayed = map[string]bool{}
 			}
