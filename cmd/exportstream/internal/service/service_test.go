@@ -181,6 +181,23 @@ func exportProblems(ctx context.Context, bucket connectors.Bucket, exp *pipeline
 	return problems
 }
 
+// waitConverged waits up to a minute for every expected export to be in
+// the bucket, and fails the test with the differences otherwise.
+func waitConverged(t *testing.T, bucket connectors.Bucket, exp *pipelinetest.Expected) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		problems := exportProblems(t.Context(), bucket, exp)
+		if len(problems) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not converged after 60s: %v", problems)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // runScenario runs a contract example through the real service and
 // checks every expected export in the bucket, and the dead-letter count.
 func runScenario(t *testing.T, dir string, conn config.Connection) {
@@ -350,17 +367,7 @@ func TestTwoReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		problems := exportProblems(t.Context(), bucket, exp)
-		if len(problems) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not converged: %v", problems)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitConverged(t, bucket, exp)
 	dlq, err := js.Stream(t.Context(), "DIFFGRAM_EVENTS_DLQ")
 	if err != nil {
 		t.Fatal(err)
@@ -435,15 +442,5 @@ func TestNATSRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		problems := exportProblems(t.Context(), bucket, exp)
-		if len(problems) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not converged after the NATS restart: %v", problems)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitConverged(t, bucket, exp)
 }
