@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -107,6 +108,10 @@ func (s *Store) Run(ctx context.Context) error {
 	}
 }
 
+// stallWait bounds how long a state write waits for room among the
+// outstanding async publishes.
+var stallWait = jetstream.WithStallWait(10 * time.Second)
+
 type write struct {
 	key    string
 	old    *snap // what the write replaces: the compare-and-swap on expect guarantees it
@@ -159,9 +164,12 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) ([]change, uint6
 		}
 		for _, key := range order {
 			w := writes[key]
-			msg := &nats.Msg{Subject: "$KV." + s.bucket + "." + key, Data: w.sn.raw}
-			fut, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(w.expect),
-				jetstream.WithStallWait(10*time.Second))
+			// The compare-and-swap header, set directly (the same as
+			// jetstream.WithExpectLastSequencePerSubject, without its
+			// per-message option processing).
+			msg := &nats.Msg{Subject: "$KV." + s.bucket + "." + key, Data: w.sn.raw,
+				Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(w.expect, 10)}}}
+			fut, err := s.js.PublishMsgAsync(msg, stallWait)
 			if err != nil {
 				return changes, maxRev, fmt.Errorf("state write %s: %w", key, err)
 			}
