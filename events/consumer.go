@@ -201,7 +201,20 @@ func (c *Consumer) Run(ctx context.Context, handle Handler) error {
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", c.cfg.Consumer, err)
 	}
-	defer cc.Stop()
+	defer func() {
+		cc.Stop()
+		// Hand back what was delivered but not processed, for immediate
+		// redelivery (to this replica when it restarts, or another one)
+		// instead of after AckWait.
+		for {
+			select {
+			case d := <-msgs:
+				_ = d.msg.Nak()
+			default:
+				return
+			}
+		}
+	}()
 	failures := 0
 	batch := make([]delivery, 0, maxBatch)
 	for {
