@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/exportstream/exportstream/cmd/exportstream/internal/service"
@@ -131,6 +132,10 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
 		} else {
 			fmt.Fprintf(stderr, "%s: %v\n", *path, err)
 		}
+		return 1
+	}
+	if problems := service.Unsupported(cfg.Connections); len(problems) > 0 {
+		fmt.Fprintf(stderr, "%s: %d problem(s):\n%s\n", *path, len(problems), strings.Join(problems, "\n"))
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: OK (%d connection(s), %d export definition(s))\n", *path, len(cfg.Connections), len(cfg.Exports))

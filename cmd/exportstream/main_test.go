@@ -42,6 +42,13 @@ func TestCheckConfig(t *testing.T) {
 			t.Errorf("bad config: output lacks %q:\n%s", want, errOut.String())
 		}
 	}
+	gcs := filepath.Join(dir, "gcs.yaml")
+	os.WriteFile(gcs, []byte("connections:\n  - name: g\n    type: gcs\n    gcs: {bucket: b}\n"), 0o644)
+	errOut.Reset()
+	if code := run([]string{"check-config", "--config", gcs}, &out, &errOut); code != 1 ||
+		!strings.Contains(errOut.String(), `connections[0].type: "gcs" connections are not supported by this build yet`) {
+		t.Errorf("gcs connection: exit %d, output %q", code, errOut.String())
+	}
 	if code := run([]string{"check-config"}, &out, &errOut); code != 2 {
 		t.Errorf("no --config: exit %d, want 2", code)
 	}

@@ -217,6 +217,18 @@ func (s *Service) routes(nc *nats.Conn) http.Handler {
 	return mux
 }
 
+// Unsupported lists the configured connections this build cannot open
+// yet, as check-config problems ("connections[1].type: ...").
+func Unsupported(conns []config.Connection) []string {
+	var out []string
+	for i, c := range conns {
+		if c.Type != config.TypeLocal && c.Type != config.TypeS3 {
+			out = append(out, fmt.Sprintf("connections[%d].type: %q connections are not supported by this build yet (local and s3 are)", i, c.Type))
+		}
+	}
+	return out
+}
+
 // OpenBuckets opens every configured connection.
 func OpenBuckets(ctx context.Context, conns []config.Connection) (map[string]connectors.Bucket, error) {
 	out := map[string]connectors.Bucket{}
