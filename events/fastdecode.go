@@ -73,6 +73,18 @@ func setString(dst *string, key string, v json.RawMessage) error {
 	return nil
 }
 
+// instanceTypes maps the quoted instance types of EVENTS.md to shared
+// strings.
+var instanceTypes = func() map[string]string {
+	m := map[string]string{}
+	for _, t := range []string{"box", "polygon", "point", "line", "tag", "cuboid", "ellipse", "curve",
+		"keypoints", "cuboid_3d", "text_token", "global", "relation", "geo_point", "geo_circle",
+		"geo_polyline", "geo_polygon", "geo_box", "audio"} {
+		m[`"`+t+`"`] = t
+	}
+	return m
+}()
+
 // decode fills the instance from its members.
 func (in *Instance) decode(fields []Field) error {
 	for _, f := range fields {
@@ -91,7 +103,11 @@ func (in *Instance) decode(fields []Field) error {
 		case "soft_delete":
 			err = setBool(&in.SoftDelete, f.Key, f.Val)
 		case "type":
-			err = setString(&in.Type, f.Key, f.Val)
+			if t, ok := instanceTypes[string(f.Val)]; ok {
+				in.Type = t // shared: no string per instance
+			} else {
+				err = setString(&in.Type, f.Key, f.Val)
+			}
 		case "label_file_id":
 			err = setOptInt(&in.LabelFileID, f.Key, f.Val)
 		case "sequence_id":
