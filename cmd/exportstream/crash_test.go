@@ -116,7 +116,7 @@ func TestCrashRecovery(t *testing.T) {
 			if i == 0 {
 				// The first start exports every definition (empty): let
 				// those finish so that the first kill hits event handling.
-				crashed.waitLogCount(t, `"msg":"export written"`, len(crashDefs), 30*time.Second)
+				crashed.waitLogCount(t, `"msg":"export written"`, len(crashDefs), 60*time.Second)
 			}
 			pub := feed.start(t, js, p.until)
 			if p.kill == nil {
@@ -176,7 +176,7 @@ func TestCrashRecovery(t *testing.T) {
 		if err := refFeed.start(t, refJS, n+1).wait(); err != nil {
 			t.Fatalf("publish to the reference: %v", err)
 		}
-		ref.waitIdle(t, refJS, 30*time.Second)
+		ref.waitIdle(t, refJS, 60*time.Second)
 		wantMarked := dirtySince(t, refJS, refFrom)
 		if !slices.Contains(wantMarked, "project-all") {
 			t.Errorf("the reference (never killed) acked event %d (%s), which changes project-all, without marking project-all dirty "+
@@ -192,7 +192,7 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		crashed.start(t)
 		js = crashed.waitRunning(t)
-		crashed.waitIdle(t, js, 30*time.Second)
+		crashed.waitIdle(t, js, 60*time.Second)
 		marked := dirtySince(t, js, from)
 		var lost []string
 		for _, d := range wantMarked {
