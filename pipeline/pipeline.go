@@ -197,14 +197,21 @@ func (p *Pipeline) initMetrics() {
 // and the dirty marks of the definitions they touch, durably, and returns
 // nil only then.
 func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) error {
-	// A redelivered event may come from an attempt that stored its state
-	// but died before its dirty marks: mark its project's definitions
-	// again (an export whose content is unchanged is skipped).
-	// Redeliveries are rare (a crashed or stuck replica), so this costs
-	// little.
+	// An event may come again after an attempt that stored its state but
+	// died before its dirty marks. It is then redelivered, or, when the
+	// embedded server died with the process before it saved the
+	// consumer's delivery count, delivered as new while its exact version
+	// is already stored. Either way, mark its project's definitions again
+	// (an export whose content is unchanged is skipped). Both cases are
+	// rare, so this costs little.
 	var replayed map[string]bool
 	for _, ev := range batch {
-		if ev.Redelivered {
+		again := ev.Redelivered
+		if !again {
+			cur := p.state.current(ev.Project, ev.Kind, ev.EntityID)
+			again = cur != nil && cur.version == ev.Version
+		}
+		if again {
 			if replayed == nil {
 				replayed = map[string]bool{}
 			}
