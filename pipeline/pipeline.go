@@ -329,6 +329,9 @@ func (p *Pipeline) watchDirty(ctx context.Context) error {
 			return nil
 		case e, ok := <-w.Updates():
 			if !ok {
+				if ctx.Err() != nil {
+					return nil // closed because we are stopping
+				}
 				return errors.New("dirty-mark watch closed")
 			}
 			if e == nil {

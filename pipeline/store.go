@@ -99,6 +99,9 @@ func (s *Store) Run(ctx context.Context) error {
 			return nil
 		case e, ok := <-s.watch.Updates():
 			if !ok {
+				if ctx.Err() != nil {
+					return nil // closed because we are stopping
+				}
 				return errors.New("state watch closed")
 			}
 			if e != nil {
