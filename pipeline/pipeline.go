@@ -315,32 +315,49 @@ func (p *Pipeline) kick(name, trigger string) {
 	}
 }
 
-// watchDirty turns dirty marks (written by any replica) into kicks.
+// watchDirty turns dirty marks (written by any replica) into kicks. If
+// the watch ends on its own, it is opened again: its replay of the
+// current marks only kicks definitions that need an export anyway.
 func (p *Pipeline) watchDirty(ctx context.Context) error {
-	w, err := p.dirty.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return fmt.Errorf("watch dirty marks: %w", err)
+	initial, first := true, true
+	for {
+		w, err := p.dirty.WatchAll(ctx, jetstream.IgnoreDeletes())
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("watch dirty marks: %w", err)
+		}
+		if err := p.followDirty(ctx, w, &initial, first); err != nil || ctx.Err() != nil {
+			w.Stop()
+			return err
+		}
+		w.Stop()
+		first = false
+		p.log.Warn("dirty-mark watch ended; watching again")
 	}
-	defer w.Stop()
-	initial := true
+}
+
+// followDirty kicks for each mark until the watch ends (nil) or ctx is
+// done. The first watch's initial marks are start-up exports.
+func (p *Pipeline) followDirty(ctx context.Context, w jetstream.KeyWatcher, initial *bool, first bool) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case e, ok := <-w.Updates():
 			if !ok {
-				if ctx.Err() != nil {
-					return nil // closed because we are stopping
-				}
-				return errors.New("dirty-mark watch closed")
+				return nil
 			}
 			if e == nil {
-				initial = false
-				p.startupKicks(ctx)
+				if *initial && first {
+					p.startupKicks(ctx)
+				}
+				*initial = false
 				continue
 			}
 			trig := TriggerEvent
-			if initial {
+			if *initial {
 				trig = TriggerStartup
 			}
 			p.kick(e.Key(), trig)

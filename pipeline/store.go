@@ -91,8 +91,10 @@ func (s *Store) take(e jetstream.KeyValueEntry) {
 }
 
 // Run follows the state bucket (other replicas' writes) until ctx is done.
+// If the watch ends on its own (the client gave up on its ordered
+// consumer), it is opened again from the next revision.
 func (s *Store) Run(ctx context.Context) error {
-	defer s.watch.Stop()
+	defer func() { s.watch.Stop() }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -102,7 +104,19 @@ func (s *Store) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return nil // closed because we are stopping
 				}
-				return errors.New("state watch closed")
+				s.state.mu.RLock()
+				next := s.state.rev + 1
+				s.state.mu.RUnlock()
+				s.log.Warn("state watch ended; watching again", "from_revision", next)
+				w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.ResumeFromRevision(next))
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return fmt.Errorf("watch state bucket %s again: %w", s.bucket, err)
+				}
+				s.watch = w
+				continue
 			}
 			if e != nil {
 				s.take(e)
