@@ -204,23 +204,18 @@ func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) error {
 	// is already stored. Either way, mark its project's definitions again
 	// (an export whose content is unchanged is skipped). Both cases are
 	// rare, so this costs little.
-	var replayed map[string]bool
+	res, err := p.store.Apply(ctx, batch)
+	if err != nil {
+		return err
+	}
+	changes, rev, replayed := res.changes, res.rev, res.again
 	for _, ev := range batch {
-		again := ev.Redelivered
-		if !again {
-			cur := p.state.current(ev.Project, ev.Kind, ev.EntityID)
-			again = cur != nil && cur.version == ev.Version
-		}
-		if again {
+		if ev.Redelivered {
 			if replayed == nil {
 				replayed = map[string]bool{}
 			}
 			replayed[ev.Project] = true
 		}
-	}
-	changes, rev, err := p.store.Apply(ctx, batch)
-	if err != nil {
-		return err
 	}
 	p.m.stateChanges.Add(float64(len(changes)))
 	p.m.stale.Add(float64(len(batch) - len(changes)))

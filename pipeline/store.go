@@ -129,6 +129,15 @@ func (s *Store) Run(ctx context.Context) error {
 // outstanding async publishes.
 var stallWait = jetstream.WithStallWait(10 * time.Second)
 
+// applied is what Store.Apply did.
+type applied struct {
+	changes []change
+	rev     uint64 // highest state revision written
+	// again holds the projects of events whose exact version was already
+	// stored (a duplicate, or a retry of an attempt that stored it).
+	again map[string]bool
+}
+
 type write struct {
 	key    string
 	old    *snap // what the write replaces: the compare-and-swap on expect guarantees it
@@ -138,15 +147,15 @@ type write struct {
 }
 
 // Apply stores the newest snapshot each event carries, durably, and
-// returns the changes it made and the highest state revision written.
-// Stale events (not newer than what is stored) change nothing.
-func (s *Store) Apply(ctx context.Context, evs []*events.Event) ([]change, uint64, error) {
-	var changes []change
-	var maxRev uint64
+// returns the changes it made, the highest state revision written, and the
+// projects of events whose exact version was already stored. Stale events
+// (not newer than what is stored) change nothing.
+func (s *Store) Apply(ctx context.Context, evs []*events.Event) (applied, error) {
+	var res applied
 	pendingEvs := evs
 	for attempt := 0; len(pendingEvs) > 0; attempt++ {
 		if attempt == 5 {
-			return changes, maxRev, fmt.Errorf("state writes kept conflicting with another replica")
+			return res, fmt.Errorf("state writes kept conflicting with another replica")
 		}
 		writes, order := map[string]*write{}, []string{}
 		for _, ev := range pendingEvs {
@@ -160,11 +169,17 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) ([]change, uint6
 				}
 				base = w.sn
 			} else if cur != nil && cur.version >= ev.Version {
+				if attempt == 0 && cur.version == ev.Version {
+					if res.again == nil {
+						res.again = map[string]bool{}
+					}
+					res.again[ev.Project] = true
+				}
 				continue
 			}
 			sn, err := snapFromEvent(ev, base)
 			if err != nil {
-				return changes, maxRev, fmt.Errorf("event %s: %w", ev.ID, err)
+				return res, fmt.Errorf("event %s: %w", ev.ID, err)
 			}
 			if w == nil {
 				w = &write{key: key, old: cur}
@@ -188,7 +203,7 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) ([]change, uint6
 				Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(w.expect, 10)}}}
 			fut, err := s.js.PublishMsgAsync(msg, stallWait)
 			if err != nil {
-				return changes, maxRev, fmt.Errorf("state write %s: %w", key, err)
+				return res, fmt.Errorf("state write %s: %w", key, err)
 			}
 			w.fut = fut
 		}
@@ -200,12 +215,12 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) ([]change, uint6
 			select {
 			case ack := <-w.fut.Ok():
 				w.sn.rev = ack.Sequence
-				maxRev = max(maxRev, ack.Sequence)
+				res.rev = max(res.rev, ack.Sequence)
 				project, _, _, _ := parseStateKey(key)
 				// The watch may have offered this very entry first; the
 				// change is ours either way.
 				s.state.offer(project, w.sn)
-				changes = append(changes, change{project: project, kind: w.sn.kind, old: w.old, new: w.sn})
+				res.changes = append(res.changes, change{project: project, kind: w.sn.kind, old: w.old, new: w.sn})
 			case err := <-w.fut.Err():
 				var apiErr *jetstream.APIError
 				if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
@@ -217,11 +232,11 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) ([]change, uint6
 					firstErr = fmt.Errorf("state write %s: %w", key, err)
 				}
 			case <-ctx.Done():
-				return changes, maxRev, ctx.Err()
+				return res, ctx.Err()
 			}
 		}
 		if firstErr != nil {
-			return changes, maxRev, firstErr
+			return res, firstErr
 		}
 		if len(conflicted) == 0 {
 			break
@@ -231,7 +246,7 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) ([]change, uint6
 		for key := range conflicted {
 			e, err := s.kv.Get(ctx, key)
 			if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-				return changes, maxRev, fmt.Errorf("state read %s: %w", key, err)
+				return res, fmt.Errorf("state read %s: %w", key, err)
 			}
 			if e != nil {
 				s.take(e)
@@ -244,5 +259,5 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) ([]change, uint6
 		}
 		pendingEvs = retry
 	}
-	return changes, maxRev, nil
+	return res, nil
 }

@@ -37,28 +37,28 @@ func TestStoreHighestVersionWinsAcrossReplicas(t *testing.T) {
 	}
 	// Neither store runs its watch: each sees the other's writes only
 	// through conflicts, the worst case.
-	if _, _, err := a.Apply(t.Context(), []*events.Event{fileEvent(t, 1, 1, "v1")}); err != nil {
+	if _, err := a.Apply(t.Context(), []*events.Event{fileEvent(t, 1, 1, "v1")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := a.Apply(t.Context(), []*events.Event{fileEvent(t, 1, 3, "v3")}); err != nil {
+	if _, err := a.Apply(t.Context(), []*events.Event{fileEvent(t, 1, 3, "v3")}); err != nil {
 		t.Fatal(err)
 	}
 	// b has never seen the key: it expects it absent, conflicts, loads v3,
 	// and drops its older v2.
-	changes, _, err := b.Apply(t.Context(), []*events.Event{fileEvent(t, 1, 2, "v2")})
+	res, err := b.Apply(t.Context(), []*events.Event{fileEvent(t, 1, 2, "v2")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(changes) != 0 {
-		t.Errorf("b stored a stale version: %d changes", len(changes))
+	if len(res.changes) != 0 {
+		t.Errorf("b stored a stale version: %d changes", len(res.changes))
 	}
 	// b writes v4 over v3 (after the conflict it knows v3's revision).
-	if changes, _, err = b.Apply(t.Context(), []*events.Event{fileEvent(t, 1, 4, "v4")}); err != nil || len(changes) != 1 {
-		t.Fatalf("b's newer version: %d changes, %v", len(changes), err)
+	if res, err = b.Apply(t.Context(), []*events.Event{fileEvent(t, 1, 4, "v4")}); err != nil || len(res.changes) != 1 {
+		t.Fatalf("b's newer version: %d changes, %v", len(res.changes), err)
 	}
 	// a still believes v3 is stored: its v5 conflicts, reloads v4, wins.
-	if changes, _, err = a.Apply(t.Context(), []*events.Event{fileEvent(t, 1, 5, "v5")}); err != nil || len(changes) != 1 {
-		t.Fatalf("a's newest version: %d changes, %v", len(changes), err)
+	if res, err = a.Apply(t.Context(), []*events.Event{fileEvent(t, 1, 5, "v5")}); err != nil || len(res.changes) != 1 {
+		t.Fatalf("a's newest version: %d changes, %v", len(res.changes), err)
 	}
 	e, err := a.kv.Get(t.Context(), "p.file.1")
 	if err != nil {
@@ -72,8 +72,8 @@ func TestStoreHighestVersionWinsAcrossReplicas(t *testing.T) {
 		t.Errorf("bucket holds version %d, want 5", sn.version)
 	}
 	// A stale write from b after all that changes nothing.
-	if changes, _, err = b.Apply(t.Context(), []*events.Event{fileEvent(t, 1, 4, "v4 again")}); err != nil || len(changes) != 0 {
-		t.Errorf("b's repeated v4: %d changes, %v", len(changes), err)
+	if res, err = b.Apply(t.Context(), []*events.Event{fileEvent(t, 1, 4, "v4 again")}); err != nil || len(res.changes) != 0 {
+		t.Errorf("b's repeated v4: %d changes, %v", len(res.changes), err)
 	}
 	if cur := b.state.current("p", events.KindFile, 1); cur == nil || cur.version < 4 {
 		t.Errorf("b's state: %+v", cur)
