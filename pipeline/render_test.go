@@ -46,10 +46,7 @@ type line struct {
 // readLines reads a file of events in the examples' format; a directory
 // means its events.jsonl.
 func readLines(t testing.TB, path string) []line {
-	if info, err := os.Stat(path); err == nil && info.IsDir() {
-		path = filepath.Join(path, "events.jsonl")
-	}
-	f, err := os.Open(path)
+	f, err := os.Open(pipelinetest.EventsFile(path))
 	if err != nil {
 		t.Fatal(err)
 	}

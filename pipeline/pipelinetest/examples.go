@@ -58,6 +58,15 @@ func Scenarios() ([]string, error) {
 	return out, nil
 }
 
+// EventsFile returns path, or path/events.jsonl when path is a scenario
+// directory.
+func EventsFile(path string) string {
+	if info, err := os.Stat(path); err == nil && info.IsDir() {
+		return filepath.Join(path, "events.jsonl")
+	}
+	return path
+}
+
 // LoadExpected reads dir/expected.json.
 func LoadExpected(dir string) (*Expected, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "expected.json"))

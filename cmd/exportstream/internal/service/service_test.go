@@ -114,10 +114,7 @@ func startService(t *testing.T, cfg *config.Config) *Service {
 // publishScenario publishes the scenario's events as the examples say:
 // each body on its subject, Nats-Msg-Id = the body's id.
 func publishScenario(t *testing.T, js jetstream.JetStream, path string) int {
-	if info, err := os.Stat(path); err == nil && info.IsDir() {
-		path = filepath.Join(path, "events.jsonl")
-	}
-	f, err := os.Open(path)
+	f, err := os.Open(pipelinetest.EventsFile(path))
 	if err != nil {
 		t.Fatal(err)
 	}
