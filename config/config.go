@@ -119,7 +119,22 @@ type Connection struct {
 	GCS *GCS `yaml:"gcs"`
 	// Azure is set for type azure.
 	Azure *Azure `yaml:"azure"`
+	// Uploads bounds the exports writing to this connection at once, per
+	// replica; each connection has its own, so a slow or unreachable
+	// bucket holds up only its own exports. 0: the default, 2.
+	Uploads int `yaml:"uploads"`
+	// SignedURLExpiry is how long a signed download link stays valid;
+	// 0: the default, 1h. At most 7 days (the S3 and GCS V4 limit).
+	SignedURLExpiry time.Duration `yaml:"signed_url_expiry"`
 }
+
+// Connection defaults and limits.
+const (
+	DefaultUploads         = 2
+	MaxUploads             = 64
+	DefaultSignedURLExpiry = time.Hour
+	MaxSignedURLExpiry     = 7 * 24 * time.Hour
+)
 
 // Connection types.
 const (
@@ -133,6 +148,11 @@ const (
 type Local struct {
 	// Dir is the folder; required.
 	Dir string `yaml:"dir"`
+	// SignKey is the HMAC key of the download links the service serves
+	// for this folder (http.public_url + /files/<connection>/<key>).
+	// Replicas behind one address need the same key; empty: a random key
+	// per process, so links die with the process.
+	SignKey Secret `yaml:"sign_key"`
 }
 
 // S3 multipart part sizes.
@@ -164,7 +184,22 @@ type S3 struct {
 	SessionToken Secret `yaml:"session_token"`
 	// PartSize is the multipart upload part size in bytes (minimum 5 MiB).
 	PartSize int64 `yaml:"part_size"`
+	// RoleARN, when set, is assumed (STS AssumeRole) with the credentials
+	// found above; ExternalID goes with it when the role requires one.
+	RoleARN    string `yaml:"role_arn"`
+	ExternalID string `yaml:"external_id"`
+	// SSE is the server-side encryption asked for on every object:
+	// "" (the bucket's default), "AES256" (SSE-S3) or "aws:kms" (SSE-KMS,
+	// with KMSKeyID or the account's default key).
+	SSE      string `yaml:"sse"`
+	KMSKeyID string `yaml:"kms_key_id"`
 }
+
+// S3 server-side encryption values.
+const (
+	SSEAES256 = "AES256"
+	SSEKMS    = "aws:kms"
+)
 
 // GCS is a Google Cloud Storage bucket.
 type GCS struct {
@@ -175,6 +210,14 @@ type GCS struct {
 	CredentialsFile string `yaml:"credentials_file"`
 	// Endpoint is an http(s) URL for emulators; empty: Google.
 	Endpoint string `yaml:"endpoint"`
+	// KMSKeyName is a Cloud KMS key (CMEK) the objects are encrypted
+	// with: projects/P/locations/L/keyRings/R/cryptoKeys/K.
+	KMSKeyName string `yaml:"kms_key_name"`
+	// SigningAccount is the service account email download links are
+	// signed as with the IAM signBlob API, when CredentialsFile holds no
+	// private key (Application Default Credentials on GCE/GKE); empty:
+	// the ADC account itself.
+	SigningAccount string `yaml:"signing_account"`
 }
 
 // Azure is an Azure Blob Storage container. Exactly one of ConnectionString
@@ -188,9 +231,16 @@ type Azure struct {
 	// shared key, without it the Azure default credential chain.
 	AccountName string `yaml:"account_name"`
 	AccountKey  Secret `yaml:"account_key"`
+	// SASToken authenticates with a shared access signature (with
+	// AccountName, instead of AccountKey). It needs read, create, write,
+	// delete and list permissions on the container.
+	SASToken Secret `yaml:"sas_token"`
 	// Endpoint is an http(s) service URL (e.g. Azurite); empty:
 	// https://<account_name>.blob.core.windows.net/.
 	Endpoint string `yaml:"endpoint"`
+	// EncryptionScope names the container's encryption scope the blobs
+	// are written with.
+	EncryptionScope string `yaml:"encryption_scope"`
 }
 
 // Export is one export definition.
@@ -213,6 +263,10 @@ type Export struct {
 	Path string `yaml:"path"`
 	// Coalesce says how long changes are gathered before exporting.
 	Coalesce Coalesce `yaml:"coalesce"`
+	// KeepLast, when > 0, keeps this export's newest KeepLast exports in
+	// the bucket and deletes the data objects and manifests of older ones
+	// that it wrote itself (never other objects under Path). 0 keeps all.
+	KeepLast int `yaml:"keep_last"`
 }
 
 // Export completion values.
@@ -253,6 +307,9 @@ type Coalesce struct {
 type HTTP struct {
 	// Listen is the host:port to listen on.
 	Listen string `yaml:"listen"`
+	// PublicURL is the base URL clients reach this service at, used in
+	// the download links of local connections; empty: http://<listen>.
+	PublicURL string `yaml:"public_url"`
 }
 
 // Log configures logging.

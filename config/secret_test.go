@@ -161,10 +161,10 @@ connections:
 func TestConnectionFormat(t *testing.T) {
 	c := Connection{Name: "disk", Type: "local"}
 	for verb, want := range map[string]string{
-		"%v":  "{disk local <nil> <nil> <nil> <nil>}",
-		"%s":  "{disk local <nil> <nil> <nil> <nil>}",
-		"%+v": "{Name:disk Type:local Local:<nil> S3:<nil> GCS:<nil> Azure:<nil>}",
-		"%#v": `config.Connection{Name:"disk", Type:"local", Local:(*config.Local)(nil), S3:(*config.S3)(nil), GCS:(*config.GCS)(nil), Azure:(*config.Azure)(nil)}`,
+		"%v":  "{disk local <nil> <nil> <nil> <nil> 0 0s}",
+		"%s":  "{disk local <nil> <nil> <nil> <nil> 0 0s}",
+		"%+v": "{Name:disk Type:local Local:<nil> S3:<nil> GCS:<nil> Azure:<nil> Uploads:0 SignedURLExpiry:0s}",
+		"%#v": `config.Connection{Name:"disk", Type:"local", Local:(*config.Local)(nil), S3:(*config.S3)(nil), GCS:(*config.GCS)(nil), Azure:(*config.Azure)(nil), Uploads:0, SignedURLExpiry:0}`,
 	} {
 		if got := fmt.Sprintf(verb, c); got != want {
 			t.Errorf("Sprintf(%q) = %s, want %s", verb, got, want)

@@ -35,17 +35,20 @@ var (
 //   - connections: name [a-z0-9][a-z0-9-]* and unique; type one of local,
 //     s3, gcs, azure with exactly its block; local.dir set; s3.bucket set,
 //     access_key_id and secret_access_key together (session_token needs
-//     them), endpoint an http(s) URL, part_size in MinPartSize..MaxPartSize;
-//     gcs.bucket set, endpoint an http(s) URL; azure.container set, exactly
-//     one of connection_string and account_name, account_key only with
-//     account_name, endpoint an http(s) URL.
+//     them), endpoint an http(s) URL, part_size in MinPartSize..MaxPartSize,
+//     role_arn an ARN (external_id needs it), sse AES256 or aws:kms
+//     (kms_key_id needs aws:kms); gcs.bucket set, endpoint an http(s) URL;
+//     azure.container set, exactly one of connection_string and
+//     account_name, account_key or sas_token (not both) only with
+//     account_name, endpoint an http(s) URL; uploads in 0..MaxUploads;
+//     signed_url_expiry 0 or 1s..7 days.
 //   - exports: name [a-z0-9]+(-[a-z0-9]+)* and unique; project [a-z0-9-]+;
 //     exactly one source, ids > 0; completion one of complete, all,
 //     incomplete; connection names a connection; path relative, without
 //     "." or ".." segments or "//", ending in "/" (or empty: the bucket
 //     root), and no two exports share connection and path; coalesce.quiet
-//     >= 0, coalesce.max_delay > 0 and >= quiet.
-//   - http.listen is host:port; log.level is debug, info, warn or error;
+//     >= 0, coalesce.max_delay > 0 and >= quiet; keep_last >= 0.
+//   - http.listen is host:port, http.public_url empty or an http(s) URL; log.level is debug, info, warn or error;
 //     log.format is json or text.
 func (c *Config) Validate() error {
 	issues := c.problems()
@@ -84,6 +87,7 @@ func (c *Config) problems() []issue {
 	conns := ch.connections(c.Connections)
 	ch.exports(c.Exports, conns)
 	ch.hostPort("http.listen", c.HTTP.Listen)
+	ch.httpURL("http.public_url", c.HTTP.PublicURL)
 	ch.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	ch.oneOf("log.format", c.Log.Format, "json", "text")
 	return ch.issues
@@ -313,6 +317,18 @@ func (ch *checker) connections(cs []Connection) map[string]bool {
 			}
 		}
 
+		switch {
+		case c.Uploads < 0 || c.Uploads > MaxUploads:
+			ch.add(p+".uploads", "%d is not in 0..%d (0: the default, %d)", c.Uploads, MaxUploads, DefaultUploads)
+		}
+		switch {
+		case c.SignedURLExpiry < 0:
+			ch.add(p+".signed_url_expiry", "must not be negative (got %s)", c.SignedURLExpiry)
+		case c.SignedURLExpiry > 0 && c.SignedURLExpiry < time.Second:
+			ch.add(p+".signed_url_expiry", "%s is less than 1s", c.SignedURLExpiry)
+		case c.SignedURLExpiry > MaxSignedURLExpiry:
+			ch.add(p+".signed_url_expiry", "%s is more than 7 days (168h), the longest S3 and GCS allow", c.SignedURLExpiry)
+		}
 		if l := c.Local; l != nil {
 			ch.required(p+".local.dir", l.Dir)
 		}
@@ -328,6 +344,18 @@ func (ch *checker) connections(cs []Connection) map[string]bool {
 			}
 			if s.SessionToken != "" && (s.AccessKeyID == "" || s.SecretAccessKey == "") {
 				ch.add(sp+".session_token", "requires access_key_id and secret_access_key")
+			}
+			if s.RoleARN != "" && !strings.HasPrefix(s.RoleARN, "arn:") {
+				ch.add(sp+".role_arn", "%q is not an ARN (arn:aws:iam::<account>:role/<name>)", s.RoleARN)
+			}
+			if s.ExternalID != "" && s.RoleARN == "" {
+				ch.addAbout(sp+".external_id", sp+".role_arn", "requires role_arn")
+			}
+			if s.SSE != "" {
+				ch.oneOf(sp+".sse", s.SSE, SSEAES256, SSEKMS)
+			}
+			if s.KMSKeyID != "" && s.SSE != SSEKMS {
+				ch.addAbout(sp+".kms_key_id", sp+".sse", "requires sse: %s", SSEKMS)
 			}
 			switch {
 			case s.PartSize < MinPartSize:
@@ -351,6 +379,12 @@ func (ch *checker) connections(cs []Connection) map[string]bool {
 			}
 			if a.AccountKey != "" && a.AccountName == "" {
 				ch.addAbout(ap+".account_key", ap+".account_name", "requires account_name")
+			}
+			if a.SASToken != "" && a.AccountName == "" {
+				ch.addAbout(ap+".sas_token", ap+".account_name", "requires account_name")
+			}
+			if a.SASToken != "" && a.AccountKey != "" {
+				ch.add(ap, "set only one of account_key and sas_token")
 			}
 			ch.httpURL(ap+".endpoint", a.Endpoint)
 		}
@@ -401,6 +435,9 @@ func (ch *checker) exports(es []Export, conns map[string]bool) {
 			} else {
 				firstTarget[t] = i
 			}
+		}
+		if e.KeepLast < 0 {
+			ch.add(p+".keep_last", "must not be negative (got %d; 0 keeps every export)", e.KeepLast)
 		}
 		cp := p + ".coalesce"
 		if e.Coalesce.Quiet < 0 {

@@ -1,5 +1,5 @@
 // Package connectors defines the bucket that exports are written to, as a
-// contract every provider (local, s3, and later gcs, azure) keeps.
+// contract every provider (local, s3, gcs, azure) keeps.
 //
 // Providers live in sub-packages and translate their SDK's errors into the
 // sentinels below with errors.Is-compatible wrapping, keeping the cause.
@@ -25,6 +25,20 @@ var (
 	ErrPrecondition = errors.New("object changed since it was read")
 	// ErrPermission: the credentials are not allowed to do this.
 	ErrPermission = errors.New("permission denied")
+	// ErrBucketNotFound: the bucket (container, folder) does not exist.
+	ErrBucketNotFound = errors.New("bucket not found")
+	// ErrNoCredentials: no credentials were found, or they were refused
+	// as invalid (not merely lacking a permission).
+	ErrNoCredentials = errors.New("no valid credentials")
+	// ErrWrongRegion: the bucket lives in another region than the one
+	// configured.
+	ErrWrongRegion = errors.New("bucket is in another region")
+	// ErrUnreachable: the endpoint could not be reached (DNS, refused or
+	// timed-out connection, TLS failure).
+	ErrUnreachable = errors.New("endpoint unreachable")
+	// ErrNotSupported: the provider cannot do this as configured (for
+	// example signed URLs without a signing key).
+	ErrNotSupported = errors.New("not supported")
 )
 
 // Bucket is one place exports are written to. Keys are slash-separated
@@ -60,6 +74,13 @@ type Bucket interface {
 	// not an error.
 	Delete(ctx context.Context, key string) error
 
+	// SignedURL returns a URL that lets whoever holds it GET the object
+	// over plain HTTP(S), without credentials, until expiry has passed.
+	// It does not check that the object exists. A provider that cannot
+	// sign as configured returns an error wrapping ErrNotSupported that
+	// says what is missing.
+	SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error)
+
 	// Close releases the bucket's resources.
 	Close() error
 }
@@ -87,10 +108,12 @@ type WriteOptions struct {
 	IfMatch string
 }
 
-// Attributes describe a stored object.
+// Attributes describe a stored object. List fills Key, Size, ETag and
+// ModTime; Attributes fills ContentType too.
 type Attributes struct {
-	Key     string
-	Size    int64
-	ETag    string
-	ModTime time.Time
+	Key         string
+	Size        int64
+	ETag        string
+	ModTime     time.Time
+	ContentType string
 }

@@ -17,8 +17,14 @@
 //   - Abort, CancelledContext: discarded writes leave the previous object in
 //     place and create nothing.
 //   - NotFound, List, ListPagination, Delete, OddKeys: the read side.
-//   - StreamBoundedMemory: a large object streamed in 1 MiB chunks while the
-//     live Go heap is sampled; it must stay well below the object's size.
+//   - StreamBoundedMemory: a large object (512 MiB by default) streamed in
+//     1 MiB chunks while the live Go heap is sampled; it must stay small.
+//   - ContentType: the content type written is the one Attributes returns
+//     and the one a signed URL serves; application/json when not given.
+//   - SignedURL: a signed URL is fetched over plain HTTP without
+//     credentials and serves the object; a tampered or expired one is
+//     refused (where the server verifies signatures).
+//   - Probe: connectors.Probe reports OK and leaves nothing behind.
 //
 // The suite uses only the Bucket interface, t.Context() and t.Cleanup. It
 // never skips: a provider that cannot run it fails.
@@ -33,6 +39,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/url"
 	"runtime"
 	"slices"
 	"strings"
@@ -61,8 +69,12 @@ type Options struct {
 	StreamSize int64
 	// MaxHeapGrowth is how much the live Go heap may grow above its baseline
 	// while StreamBoundedMemory writes. In-process test servers count too.
-	// Default StreamSize/4.
+	// Default 96 MiB.
 	MaxHeapGrowth uint64
+	// SignaturesUnverified says the test server serves signed URLs without
+	// checking their signature or expiry (fake-gcs-server): SignedURL then
+	// checks only that a fresh URL serves the object.
+	SignaturesUnverified bool
 }
 
 func (o Options) withDefaults() Options {
@@ -73,10 +85,10 @@ func (o Options) withDefaults() Options {
 		o.LargeSize = 12 << 20
 	}
 	if o.StreamSize <= 0 {
-		o.StreamSize = 64 << 20
+		o.StreamSize = 512 << 20
 	}
 	if o.MaxHeapGrowth == 0 {
-		o.MaxHeapGrowth = uint64(o.StreamSize / 4)
+		o.MaxHeapGrowth = 96 << 20
 	}
 	return o
 }
@@ -114,6 +126,9 @@ func Run(t *testing.T, newBucket func(t *testing.T) connectors.Bucket, opts ...O
 		{"Delete", s.delete},
 		{"OddKeys", s.oddKeys},
 		{"StreamBoundedMemory", s.streamBoundedMemory},
+		{"ContentType", s.contentType},
+		{"SignedURL", s.signedURL},
+		{"Probe", s.probe},
 	}
 	for _, c := range checks {
 		t.Run(c.name, c.fn)
@@ -914,3 +929,106 @@ func (s *suite) streamBoundedMemory(t *testing.T) {
 }
 
 func mib(n uint64) float64 { return float64(n) / (1 << 20) }
+
+func (s *suite) contentType(t *testing.T) {
+	b := s.bucket(t)
+	for _, c := range []struct{ key, set, want string }{
+		{"types/default.json", "", "application/json"},
+		{"types/ndjson.jsonl", "application/x-ndjson", "application/x-ndjson"},
+		{"types/text.txt", "text/plain; charset=utf-8", "text/plain; charset=utf-8"},
+	} {
+		if err := write(t, b, c.key, []byte("{}"), connectors.WriteOptions{ContentType: c.set}); err != nil {
+			t.Fatalf("write %q: %v", c.key, err)
+		}
+		a, err := b.Attributes(t.Context(), c.key)
+		if err != nil {
+			t.Fatalf("Attributes(%q): %v", c.key, err)
+		}
+		if a.ContentType != c.want {
+			t.Errorf("Attributes(%q).ContentType = %q, want %q", c.key, a.ContentType, c.want)
+		}
+		u, err := b.SignedURL(t.Context(), c.key, time.Minute)
+		if err != nil {
+			t.Fatalf("SignedURL(%q): %v", c.key, err)
+		}
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatalf("GET signed URL of %q: %v", c.key, err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || got != c.want {
+			t.Errorf("GET signed URL of %q: %s, Content-Type %q, want 200 and %q", c.key, resp.Status, got, c.want)
+		}
+	}
+}
+
+func (s *suite) signedURL(t *testing.T) {
+	b := s.bucket(t)
+	keys := []string{"signed/plain.json", "signed/with space/ünï ✓+&=.json"}
+	for i, key := range keys {
+		data := content(uint64(70+i), 3000)
+		mustWrite(t, b, key, data)
+		u, err := b.SignedURL(t.Context(), key, 10*time.Minute)
+		if err != nil {
+			t.Fatalf("SignedURL(%q): %v", key, err)
+		}
+		status, got := httpGet(t, u)
+		if status != http.StatusOK || !bytes.Equal(got, data) {
+			t.Fatalf("GET signed URL of %q: status %d, %d bytes (want 200 and %d bytes)", key, status, len(got), len(data))
+		}
+		if s.opts.SignaturesUnverified {
+			continue
+		}
+		// The signature covers the key: the same query on another key
+		// is refused.
+		other := "signed/other.json"
+		mustWrite(t, b, other, []byte("other"))
+		pu, err := url.Parse(u)
+		if err != nil {
+			t.Fatalf("signed URL %q does not parse: %v", u, err)
+		}
+		pu.RawPath = ""
+		pu.Path = pu.Path[:strings.LastIndex(pu.Path, "/signed/")] + "/" + other
+		if status, _ := httpGet(t, pu.String()); status == http.StatusOK {
+			t.Errorf("a signed URL moved to another key was served (status %d)", status)
+		}
+	}
+	if s.opts.SignaturesUnverified {
+		return
+	}
+	// An expired URL is refused.
+	key := keys[0]
+	u, err := b.SignedURL(t.Context(), key, time.Second)
+	if err != nil {
+		t.Fatalf("SignedURL(%q, 1s): %v", key, err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if status, _ := httpGet(t, u); status == http.StatusOK {
+		t.Errorf("a signed URL was served after it expired (status %d)", status)
+	}
+}
+
+func httpGet(t *testing.T, u string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: reading body: %v", u, err)
+	}
+	return resp.StatusCode, body
+}
+
+func (s *suite) probe(t *testing.T) {
+	b := s.bucket(t)
+	mustWrite(t, b, "probe/keep.json", []byte("{}"))
+	if r := connectors.Probe(t.Context(), b, "probe/", 30*time.Second); !r.OK() {
+		t.Fatalf("Probe: %v", r)
+	}
+	if got := keys(listAll(t, b, "")); !slices.Equal(got, []string{"probe/keep.json"}) {
+		t.Errorf("after Probe the bucket holds %q, want only probe/keep.json", got)
+	}
+}

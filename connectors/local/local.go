@@ -26,7 +26,11 @@
 // elements ("a//b"), a trailing slash, or names the OS cannot represent, are
 // refused with an error wrapping ErrInvalidKey. Because keys are files, a key
 // cannot also be a "directory" of other keys: writing "a" when "a/b" exists
-// (or the reverse) fails. WriteOptions.ContentType is not stored.
+// (or the reverse) fails. WriteOptions.ContentType is kept in the file's
+// "user.exportstream.content_type" extended attribute on Linux; where
+// there is none, Attributes guesses it from the key's extension.
+//
+// Signed URLs (see signed.go) are HMAC-signed links served by Handler.
 package local
 
 import (
@@ -60,6 +64,7 @@ var ErrInvalidKey = errors.New("invalid key")
 // Bucket is a folder used as a connectors.Bucket. Create it with New. All
 // methods are safe for concurrent use.
 type Bucket struct {
+	opts   Options
 	dir    string // absolute, cleaned
 	tmpDir string
 	mu     sync.Mutex // serializes publishes and deletes within the process
@@ -72,7 +77,20 @@ var _ connectors.Bucket = (*Bucket)(nil)
 // needed. Temporary files left in dir/.tmp by a crashed process (not
 // written to for StaleTemp) are removed; younger ones may belong to a
 // write in progress in another process and are left alone.
-func New(dir string) (*Bucket, error) {
+func New(dir string) (*Bucket, error) { return NewWithOptions(dir, Options{}) }
+
+// Options configure the signed URLs of a Bucket.
+type Options struct {
+	// BaseURL is where Handler is reachable, for example
+	// "http://127.0.0.1:8080/files/local-disk"; SignedURL appends the key.
+	BaseURL string
+	// SignKey is the HMAC key of signed URLs. Without it (or BaseURL),
+	// SignedURL returns ErrNotSupported.
+	SignKey []byte
+}
+
+// NewWithOptions is New with signed URLs configured.
+func NewWithOptions(dir string, opts Options) (*Bucket, error) {
 	if dir == "" {
 		return nil, errors.New("local: empty directory")
 	}
@@ -89,7 +107,7 @@ func New(dir string) (*Bucket, error) {
 		return nil, fmt.Errorf("local: %w", mapErr(err))
 	}
 	removeStaleTemps(tmp, time.Now().Add(-StaleTemp))
-	return &Bucket{dir: abs, tmpDir: tmp, lock: lock}, nil
+	return &Bucket{opts: opts, dir: abs, tmpDir: tmp, lock: lock}, nil
 }
 
 // StaleTemp is how long a temporary file must have gone unwritten before
@@ -208,7 +226,9 @@ func (b *Bucket) Attributes(ctx context.Context, key string) (connectors.Attribu
 	if !fi.Mode().IsRegular() {
 		return connectors.Attributes{}, fmt.Errorf("local: attributes %q: %w", key, connectors.ErrNotFound)
 	}
-	return attributes(key, fi), nil
+	a := attributes(key, fi)
+	a.ContentType = contentType(p, key)
+	return a, nil
 }
 
 // List calls fn for every file whose key starts with prefix, in ascending
@@ -456,6 +476,13 @@ func (w *writer) publish(f *os.File) error {
 	now := time.Now()
 	if err := os.Chtimes(f.Name(), now, now); err != nil {
 		return fmt.Errorf("local: write %q: %w", w.key, permErr(err))
+	}
+	ct := w.opts.ContentType
+	if ct == "" {
+		ct = "application/json"
+	}
+	if err := setContentType(f, ct); err != nil {
+		return fmt.Errorf("local: write %q: content type: %w", w.key, err)
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("local: write %q: %w", w.key, err)

@@ -1,6 +1,9 @@
 package local_test
 
 import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,12 +16,30 @@ import (
 
 func TestConformance(t *testing.T) {
 	connectorstest.Run(t, func(t *testing.T) connectors.Bucket {
-		b, err := local.New(t.TempDir())
+		// The service serves the signed links; here a test server does.
+		var b *local.Bucket
+		srv := httptest.NewServer(http.StripPrefix("/files/disk", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b.Handler().ServeHTTP(w, r)
+		})))
+		t.Cleanup(srv.Close)
+		var err error
+		b, err = local.NewWithOptions(t.TempDir(), local.Options{BaseURL: srv.URL + "/files/disk", SignKey: []byte("test key")})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return b
 	}, connectorstest.Options{MaxHeapGrowth: 8 << 20})
+}
+
+// Without a base URL and key a folder cannot sign, and says so.
+func TestSignedURLNotConfigured(t *testing.T) {
+	b, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.SignedURL(t.Context(), "a.json", time.Minute); !errors.Is(err, connectors.ErrNotSupported) {
+		t.Errorf("SignedURL without options: err = %v, want ErrNotSupported", err)
+	}
 }
 
 // Temp files a crashed writer left behind are removed by the next New

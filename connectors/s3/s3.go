@@ -151,6 +151,7 @@ func (o Options) Validate() error {
 // methods are safe for concurrent use.
 type Bucket struct {
 	client   *s3.Client
+	presign  *s3.PresignClient
 	uploader *manager.Uploader
 	bucket   string
 }
@@ -199,7 +200,7 @@ func New(ctx context.Context, opts Options) (*Bucket, error) {
 		u.PartSize = partSize
 		u.Concurrency = Concurrency
 	})
-	return &Bucket{client: client, uploader: uploader, bucket: opts.Bucket}, nil
+	return &Bucket{client: client, presign: s3.NewPresignClient(client), uploader: uploader, bucket: opts.Bucket}, nil
 }
 
 // Client returns the underlying SDK client, for what the Bucket interface
@@ -280,11 +281,24 @@ func (b *Bucket) Attributes(ctx context.Context, key string) (connectors.Attribu
 		return connectors.Attributes{}, mapErr("attributes", key, err, nil)
 	}
 	return connectors.Attributes{
-		Key:     key,
-		Size:    aws.ToInt64(out.ContentLength),
-		ETag:    aws.ToString(out.ETag),
-		ModTime: aws.ToTime(out.LastModified),
+		Key:         key,
+		Size:        aws.ToInt64(out.ContentLength),
+		ETag:        aws.ToString(out.ETag),
+		ModTime:     aws.ToTime(out.LastModified),
+		ContentType: aws.ToString(out.ContentType),
 	}, nil
+}
+
+// SignedURL presigns a GetObject of key (SigV4 query signature), valid
+// for expiry (S3 allows at most 7 days, and no longer than the
+// credentials themselves live).
+func (b *Bucket) SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
+	req, err := b.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(key)},
+		s3.WithPresignExpires(expiry))
+	if err != nil {
+		return "", mapErr("sign", key, err, nil)
+	}
+	return req.URL, nil
 }
 
 // List pages through ListObjectsV2 (1000 keys per request), in S3's
