@@ -70,3 +70,12 @@ func TestNewRemovesStaleTemps(t *testing.T) {
 		t.Errorf("fresh temp file removed: %v", err)
 	}
 }
+
+// go test ./connectors/local -run '^$' -bench Upload -benchtime 1x
+func BenchmarkUpload1GiB(b *testing.B) {
+	bucket, err := local.New(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	connectorstest.BenchmarkUpload(b, bucket, 1<<30)
+}

@@ -1,0 +1,72 @@
+package connectorstest
+
+import (
+	"encoding/binary"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/exportstream/exportstream/connectors"
+)
+
+// BenchmarkUpload streams size bytes in 1 MiB writes into a fresh key of
+// b per iteration, create-only, as an export does, and reports the
+// throughput (MB/s) and the peak live Go heap above the baseline while
+// uploading (peak-heap-MiB, sampled every 50 ms after a collection). The
+// object is deleted after each iteration.
+func BenchmarkUpload(bm *testing.B, b connectors.Bucket, size int64) {
+	const chunk = 1 << 20
+	buf := content(90, chunk)
+	bm.SetBytes(size)
+	var peakGrowth uint64
+	n := 0
+	for bm.Loop() {
+		key := "bench/upload-" + time.Now().Format("150405.000000000") + ".json"
+		runtime.GC()
+		var base runtime.MemStats
+		runtime.ReadMemStats(&base)
+		peak := base.HeapAlloc
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			tick := time.NewTicker(50 * time.Millisecond)
+			defer tick.Stop()
+			var ms runtime.MemStats
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				peak = max(peak, ms.HeapAlloc)
+			}
+		})
+		w, err := b.NewWriter(bm.Context(), key, connectors.WriteOptions{IfAbsent: true})
+		if err != nil {
+			bm.Fatalf("NewWriter: %v", err)
+		}
+		for off := int64(0); off < size; off += chunk {
+			binary.LittleEndian.PutUint64(buf, uint64(off))
+			if _, err := w.Write(buf[:min(chunk, size-off)]); err != nil {
+				w.Abort()
+				bm.Fatalf("Write: %v", err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			bm.Fatalf("Close: %v", err)
+		}
+		close(stop)
+		wg.Wait()
+		peakGrowth = max(peakGrowth, peak-min(peak, base.HeapAlloc))
+		n++
+		bm.StopTimer()
+		if err := b.Delete(bm.Context(), key); err != nil {
+			bm.Fatalf("Delete: %v", err)
+		}
+		bm.StartTimer()
+	}
+	bm.ReportMetric(float64(peakGrowth)/(1<<20), "peak-heap-MiB")
+}
