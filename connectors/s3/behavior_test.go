@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -175,6 +177,11 @@ func TestErrorTranslation(t *testing.T) {
 			if !errors.Is(err, connectors.ErrPermission) {
 				t.Errorf("%s: err = %v, want ErrPermission", name, err)
 			}
+			// HEAD answers carry no error code to tell a bad key from a
+			// missing permission.
+			if name != "Attributes" && !errors.Is(err, connectors.ErrNoCredentials) {
+				t.Errorf("%s: err = %v, want ErrNoCredentials", name, err)
+			}
 		}
 	})
 
@@ -189,8 +196,11 @@ func TestErrorTranslation(t *testing.T) {
 		if _, code := cause(err); code != "NoSuchBucket" {
 			t.Errorf("NewReader in a missing bucket: code %q, want NoSuchBucket", code)
 		}
-		if err := put(t, b, "k.json", 10, connectors.WriteOptions{}); err == nil || errors.Is(err, connectors.ErrNotFound) {
-			t.Errorf("write to a missing bucket: err = %v, want an error that is not ErrNotFound", err)
+		if !errors.Is(err, connectors.ErrBucketNotFound) {
+			t.Errorf("NewReader in a missing bucket: err = %v, want ErrBucketNotFound", err)
+		}
+		if err := put(t, b, "k.json", 10, connectors.WriteOptions{}); err == nil || errors.Is(err, connectors.ErrNotFound) || !errors.Is(err, connectors.ErrBucketNotFound) {
+			t.Errorf("write to a missing bucket: err = %v, want ErrBucketNotFound and not ErrNotFound", err)
 		}
 	})
 
@@ -251,3 +261,65 @@ func TestDefaultRegion(t *testing.T) {
 }
 
 func fmtSprintf(format string, a any) string { return fmt.Sprintf(format, a) }
+
+// TestProbe checks what check-config --probe says for each way an S3
+// connection can be wrong, against the real gateway.
+func TestProbe(t *testing.T) {
+	opts := s3test.NewBucket(t)
+	refused, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := refused.Addr().String()
+	refused.Close()
+
+	empty := t.TempDir() + "/none"
+	for _, c := range []struct {
+		name   string
+		change func(o *s3.Options)
+		env    bool // no credentials anywhere in the environment
+		want   string
+	}{
+		{"OK", func(o *s3.Options) {}, false, connectors.ProbeOK},
+		{"BucketMissing", func(o *s3.Options) { o.Bucket = "no-such-bucket-probe" }, false, connectors.ProbeBucketMissing},
+		{"WrongSecret", func(o *s3.Options) { o.SecretAccessKey = "wrong" }, false, connectors.ProbeNoCredentials},
+		{"NoCredentials", func(o *s3.Options) { o.AccessKeyID, o.SecretAccessKey = "", "" }, true, connectors.ProbeNoCredentials},
+		{"Unreachable", func(o *s3.Options) { o.Endpoint = "http://" + closedAddr }, false, connectors.ProbeUnreachable},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.env {
+				for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+					"AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"} {
+					t.Setenv(k, "")
+				}
+				t.Setenv("AWS_CONFIG_FILE", empty)
+				t.Setenv("AWS_SHARED_CREDENTIALS_FILE", empty)
+				t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+			}
+			o := opts
+			c.change(&o)
+			b := open(t, o)
+			r := connectors.Probe(t.Context(), b, "", 20*time.Second)
+			if r.Outcome != c.want {
+				t.Errorf("Probe: %v; want outcome %q", r, c.want)
+			}
+			if strings.Contains(r.Err, s3test.SecretAccessKey) {
+				t.Errorf("Probe error shows the secret key: %s", r.Err)
+			}
+		})
+	}
+}
+
+// TestServerSideEncryption writes with SSE-S3 asked for and reads the
+// object back; the gateway must accept the header.
+func TestServerSideEncryption(t *testing.T) {
+	o := s3test.NewBucket(t)
+	o.SSE = "AES256"
+	b := open(t, o)
+	if err := put(t, b, "sse.json", 100, connectors.WriteOptions{IfAbsent: true}); err != nil {
+		t.Fatalf("write with SSE-S3: %v", err)
+	}
+	if _, err := b.Attributes(t.Context(), "sse.json"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -20,8 +20,16 @@
 //     sentinels, keeping the cause: 412 → ErrExists (IfAbsent) or
 //     ErrPrecondition (IfMatch); 404 NoSuchKey/NotFound → ErrNotFound (an
 //     IfMatch write on a missing key → ErrPrecondition and ErrNotFound);
-//     403 → ErrPermission. NoSuchBucket is deliberately not ErrNotFound: a
-//     misconfigured bucket must not look like an absent object.
+//     403 → ErrPermission; NoSuchBucket → ErrBucketNotFound, deliberately not
+//     ErrNotFound: a misconfigured bucket must not look like an absent
+//     object; missing credentials (the signer's error) → ErrNoCredentials;
+//     InvalidAccessKeyId, SignatureDoesNotMatch and expired tokens →
+//     ErrNoCredentials and ErrPermission;
+//     AuthorizationHeaderMalformed, PermanentRedirect and 301 (another
+//     region) → ErrWrongRegion.
+//   - Options.RoleARN assumes a role (STS) on top of the found credentials;
+//     Options.SSE and KMSKeyID ask for SSE-S3 or SSE-KMS on every object.
+//   - SignedURL presigns a GetObject (SigV4 query string).
 //   - ETags are S3's, verbatim (quoted, as HeadObject and ListObjectsV2
 //     return them); they are opaque and only meant for WriteOptions.IfMatch.
 //
@@ -51,11 +59,15 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 
 	"github.com/exportstream/exportstream/connectors"
@@ -68,8 +80,9 @@ const (
 	MinPartSize = 5 << 20
 	// MaxPartSize is S3's largest part size.
 	MaxPartSize = 5 << 30
-	// Concurrency is how many parts of one object are uploaded at once.
-	Concurrency = 2
+	// DefaultConcurrency is how many parts of one object are uploaded at
+	// once when Options.Concurrency is 0.
+	DefaultConcurrency = 2
 
 	// abortTimeout bounds the AbortMultipartUpload sent after a failed,
 	// cancelled or aborted write.
@@ -104,6 +117,20 @@ type Options struct {
 	// part are sent with one PutObject. Memory per Writer is bounded by
 	// about (Concurrency+2) × PartSize.
 	PartSize int64
+	// RoleARN, when set, is assumed with STS AssumeRole using the
+	// credentials above (static or the default chain); ExternalID goes
+	// with it. The temporary credentials are cached and refreshed.
+	RoleARN    string
+	ExternalID string
+	// SSE asks for server-side encryption on every object written:
+	// "AES256" (SSE-S3) or "aws:kms" (SSE-KMS with KMSKeyID, or the
+	// account's default KMS key when it is empty). Empty: the bucket's
+	// default encryption.
+	SSE      string
+	KMSKeyID string
+	// Concurrency is how many parts of one object are uploaded at once;
+	// 0 means DefaultConcurrency.
+	Concurrency int
 	// HTTPClient replaces the SDK's HTTP client (timeouts, proxies, TLS).
 	HTTPClient *http.Client
 }
@@ -116,8 +143,9 @@ func (o Options) String() string {
 		}
 		return "<secret>"
 	}
-	return fmt.Sprintf("{Bucket:%s Region:%s Endpoint:%s PathStyle:%t AccessKeyID:%s SecretAccessKey:%s SessionToken:%s PartSize:%d}",
-		o.Bucket, o.Region, o.Endpoint, o.PathStyle, o.AccessKeyID, secret(o.SecretAccessKey), secret(o.SessionToken), o.PartSize)
+	return fmt.Sprintf("{Bucket:%s Region:%s Endpoint:%s PathStyle:%t AccessKeyID:%s SecretAccessKey:%s SessionToken:%s PartSize:%d RoleARN:%s SSE:%s KMSKeyID:%s Concurrency:%d}",
+		o.Bucket, o.Region, o.Endpoint, o.PathStyle, o.AccessKeyID, secret(o.SecretAccessKey), secret(o.SessionToken), o.PartSize,
+		o.RoleARN, o.SSE, o.KMSKeyID, o.Concurrency)
 }
 
 // GoString is String, so that %#v does not print secrets either.
@@ -138,6 +166,18 @@ func (o Options) Validate() error {
 	if o.PartSize != 0 && (o.PartSize < MinPartSize || o.PartSize > MaxPartSize) {
 		errs = append(errs, fmt.Errorf("part size %d is outside [%d, %d]", o.PartSize, MinPartSize, MaxPartSize))
 	}
+	if o.SSE != "" && o.SSE != string(types.ServerSideEncryptionAes256) && o.SSE != string(types.ServerSideEncryptionAwsKms) {
+		errs = append(errs, fmt.Errorf("sse %q is not AES256 or aws:kms", o.SSE))
+	}
+	if o.KMSKeyID != "" && o.SSE != string(types.ServerSideEncryptionAwsKms) {
+		errs = append(errs, errors.New("a KMS key id needs sse aws:kms"))
+	}
+	if o.ExternalID != "" && o.RoleARN == "" {
+		errs = append(errs, errors.New("an external id needs a role ARN"))
+	}
+	if o.Concurrency < 0 {
+		errs = append(errs, fmt.Errorf("concurrency %d is negative", o.Concurrency))
+	}
 	if o.Endpoint != "" {
 		u, err := url.Parse(o.Endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -150,6 +190,7 @@ func (o Options) Validate() error {
 // Bucket is an S3 bucket as a connectors.Bucket. Create it with New. All
 // methods are safe for concurrent use.
 type Bucket struct {
+	opts     Options
 	client   *s3.Client
 	presign  *s3.PresignClient
 	uploader *manager.Uploader
@@ -185,6 +226,19 @@ func New(ctx context.Context, opts Options) (*Bucket, error) {
 		}
 		cfg.Region = defaultEndpointRegion
 	}
+	if opts.RoleARN != "" {
+		stsClient := sts.NewFromConfig(cfg)
+		cfg.Credentials = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(stsClient, opts.RoleARN,
+			func(o *stscreds.AssumeRoleOptions) {
+				o.RoleSessionName = "exportstream"
+				if opts.ExternalID != "" {
+					o.ExternalID = aws.String(opts.ExternalID)
+				}
+			}))
+	}
+	if cfg.Credentials != nil {
+		cfg.Credentials = credentialsProvider{cfg.Credentials}
+	}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
@@ -196,11 +250,28 @@ func New(ctx context.Context, opts Options) (*Bucket, error) {
 	if partSize == 0 {
 		partSize = DefaultPartSize
 	}
+	concurrency := opts.Concurrency
+	if concurrency == 0 {
+		concurrency = DefaultConcurrency
+	}
 	uploader := manager.NewUploader(client, func(u *manager.Uploader) {
 		u.PartSize = partSize
-		u.Concurrency = Concurrency
+		u.Concurrency = concurrency
 	})
-	return &Bucket{client: client, presign: s3.NewPresignClient(client), uploader: uploader, bucket: opts.Bucket}, nil
+	return &Bucket{opts: opts, client: client, presign: s3.NewPresignClient(client), uploader: uploader, bucket: opts.Bucket}, nil
+}
+
+// credentialsProvider marks the errors of finding credentials (no source
+// in the chain had any, or STS refused the role) with
+// connectors.ErrNoCredentials; the SDK gives them no type of their own.
+type credentialsProvider struct{ aws.CredentialsProvider }
+
+func (p credentialsProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	c, err := p.CredentialsProvider.Retrieve(ctx)
+	if err != nil && ctx.Err() == nil {
+		return c, fmt.Errorf("%w: %w", connectors.ErrNoCredentials, err)
+	}
+	return c, err
 }
 
 // Client returns the underlying SDK client, for what the Bucket interface
@@ -235,6 +306,12 @@ func (b *Bucket) NewWriter(ctx context.Context, key string, opts connectors.Writ
 	}
 	if opts.IfMatch != "" {
 		input.IfMatch = aws.String(opts.IfMatch)
+	}
+	if b.opts.SSE != "" {
+		input.ServerSideEncryption = types.ServerSideEncryption(b.opts.SSE)
+		if b.opts.KMSKeyID != "" {
+			input.SSEKMSKeyId = aws.String(b.opts.KMSKeyID)
+		}
 	}
 	uctx, cancel := context.WithCancel(ctx)
 	w := &writer{
@@ -472,10 +549,23 @@ func mapErr(op, key string, err error, write *connectors.WriteOptions) error {
 	if errors.As(err, &ae) {
 		code = ae.ErrorCode()
 	}
+	var signErr *v4.SigningError
 	var sentinels []error
 	switch {
 	case code == "NoSuchBucket":
 		// Not ErrNotFound: see the package documentation.
+		sentinels = []error{connectors.ErrBucketNotFound}
+	case errors.As(err, &signErr):
+		// The signer could not get credentials from any source.
+		sentinels = []error{connectors.ErrNoCredentials}
+	case code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" || code == "ExpiredToken" ||
+		code == "InvalidToken" || code == "TokenRefreshRequired":
+		// Refused credentials: also a permission error, as before.
+		sentinels = []error{connectors.ErrNoCredentials, connectors.ErrPermission}
+	case code == "AuthorizationHeaderMalformed" || code == "PermanentRedirect" || code == "IllegalLocationConstraintException" ||
+		status == http.StatusMovedPermanently:
+		// The request was signed for, or sent to, another region.
+		sentinels = []error{connectors.ErrWrongRegion}
 	case write != nil && write.IfAbsent && (status == http.StatusPreconditionFailed || code == "PreconditionFailed"):
 		sentinels = []error{connectors.ErrExists}
 	case write != nil && write.IfMatch != "" && (status == http.StatusPreconditionFailed || code == "PreconditionFailed"):

@@ -18,7 +18,7 @@ func TestConformance(t *testing.T) {
 		// s3test sets PartSize to 5 MiB: a Writer holds at most
 		// (Concurrency+2) parts, plus the SDK's and the in-process
 		// gateway's buffers.
-		MaxHeapGrowth: (s3.Concurrency+2)*s3.MinPartSize + 8<<20,
+		MaxHeapGrowth: (s3.DefaultConcurrency+2)*s3.MinPartSize + 8<<20,
 	})
 }
 
@@ -28,4 +28,16 @@ func newBucket(t *testing.T) connectors.Bucket {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// go test ./connectors/s3 -run '^$' -bench Upload -benchtime 1x
+// (the gateway runs in-process, so its buffers count in the peak heap).
+func BenchmarkUpload1GiB(b *testing.B) {
+	o := s3test.NewBucket(b)
+	o.PartSize = s3.DefaultPartSize
+	bucket, err := s3.New(b.Context(), o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	connectorstest.BenchmarkUpload(b, bucket, 1<<30)
 }
