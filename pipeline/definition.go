@@ -46,6 +46,9 @@ type Definition struct {
 	Path                    string // key prefix in the bucket, "" or ending in "/"
 	Quiet                   time.Duration
 	MaxDelay                time.Duration
+	// KeepLast, when > 0, is how many of its newest exports the
+	// definition keeps in the bucket; older ones it wrote are deleted.
+	KeepLast int
 }
 
 var refUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]`)

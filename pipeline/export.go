@@ -260,7 +260,15 @@ func (p *Pipeline) finish(ctx context.Context, d *Definition, bucket connectors.
 	if err := p.putRecord(ctx, rec); err != nil {
 		return fmt.Errorf("export record: %w", err)
 	}
-	st, _ := json.Marshal(definitionState{LastID: rec.ID, ContentHash: rec.ContentHash, Key: rec.Key, Fingerprint: d.fingerprint()})
+	var kept []keptExport
+	if prev, err := p.definitionState(ctx, d.Name); err == nil && prev != nil {
+		kept = prev.Kept
+	}
+	if len(kept) == 0 || kept[len(kept)-1].ID != rec.ID {
+		kept = append(kept, keptExport{ID: rec.ID, Key: rec.Key, ManifestKey: rec.ManifestKey})
+	}
+	kept = p.prune(ctx, d, bucket, kept)
+	st, _ := json.Marshal(definitionState{LastID: rec.ID, ContentHash: rec.ContentHash, Key: rec.Key, Fingerprint: d.fingerprint(), Kept: kept})
 	if _, err := p.records.Put(ctx, "definition."+d.Name, st); err != nil {
 		return fmt.Errorf("definition state: %w", err)
 	}
@@ -280,6 +288,41 @@ func (p *Pipeline) finish(ctx context.Context, d *Definition, bucket connectors.
 	p.log.Info("export written", "definition", d.Name, "export_id", rec.ID, "key", rec.Key,
 		"files", rec.FileListLength, "instances", rec.InstanceCount, "bytes", rec.Bytes, "trigger", rec.Trigger)
 	return nil
+}
+
+// prune applies the definition's keep_last to kept (its exports in the
+// bucket, oldest first) and returns what is left: it deletes the manifest,
+// then the data object, of every export but the newest KeepLast, and marks
+// their records deleted. Only keys this definition wrote (kept) are ever
+// deleted, so other objects under its path survive. An export whose
+// objects could not be deleted stays in the list and is tried again after
+// the next export.
+func (p *Pipeline) prune(ctx context.Context, d *Definition, bucket connectors.Bucket, kept []keptExport) []keptExport {
+	if d.KeepLast <= 0 || len(kept) <= d.KeepLast {
+		return kept
+	}
+	old, left := kept[:len(kept)-d.KeepLast], kept[len(kept)-d.KeepLast:]
+	var failed []keptExport
+	for _, k := range old {
+		err := bucket.Delete(ctx, k.ManifestKey)
+		if err == nil {
+			err = bucket.Delete(ctx, k.Key)
+		}
+		if err != nil {
+			p.log.Warn("retention could not delete an old export; trying again after the next export",
+				"definition", d.Name, "export_id", k.ID, "key", k.Key, "err", err)
+			failed = append(failed, k)
+			continue
+		}
+		if rec, err := p.Record(ctx, k.ID); err == nil {
+			now := time.Now().UTC()
+			rec.DeletedTime = &now
+			_ = p.putRecord(ctx, rec)
+		}
+		p.m.pruned.WithLabelValues(d.Name).Inc()
+		p.log.Info("old export deleted (keep_last)", "definition", d.Name, "export_id", k.ID, "key", k.Key, "keep_last", d.KeepLast)
+	}
+	return append(failed, left...)
 }
 
 // advanceLatest replaces latest.json with body unless it already names

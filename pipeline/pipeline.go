@@ -83,6 +83,7 @@ type Pipeline struct {
 type metrics struct {
 	exports      *prometheus.CounterVec
 	skipped      *prometheus.CounterVec
+	pruned       *prometheus.CounterVec
 	failures     *prometheus.CounterVec
 	bytes        *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
@@ -165,6 +166,9 @@ func (p *Pipeline) initMetrics() {
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exportstream_exports_skipped_total", Help: "Exports not written because the content was unchanged, by definition.",
 		}, []string{"definition"}),
+		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_exports_deleted_total", Help: "Old exports deleted by retention (keep_last), by definition.",
+		}, []string{"definition"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exportstream_export_failures_total", Help: "Export attempts that failed (retried), by definition.",
 		}, []string{"definition"}),
@@ -186,7 +190,7 @@ func (p *Pipeline) initMetrics() {
 		}),
 	}
 	if r := p.opts.Registerer; r != nil {
-		for _, c := range []prometheus.Collector{p.m.exports, p.m.skipped, p.m.failures, p.m.bytes,
+		for _, c := range []prometheus.Collector{p.m.exports, p.m.skipped, p.m.pruned, p.m.failures, p.m.bytes,
 			p.m.duration, p.m.lastGood, p.m.stale, p.m.stateChanges} {
 			_ = r.Register(c)
 		}

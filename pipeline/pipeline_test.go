@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -303,5 +305,68 @@ func TestRestartExportsDirty(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // give a wrong export the chance to happen
 	if again := latestRecord(t, bucket, d.Path); again.ID != m.ID {
 		t.Errorf("unchanged definition exported again at start (id %d → %d)", m.ID, again.ID)
+	}
+}
+
+// TestKeepLast: with keep_last 2 only the two newest exports' data objects
+// and manifests stay; older ones are deleted and their records say so;
+// other objects under the same path (even ones named like exports) are
+// never touched, and latest.json stays.
+func TestKeepLast(t *testing.T) {
+	ns := eventstest.StartServer(t)
+	_, js := eventstest.Connect(t, ns)
+	dir, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	scenario := dir[len(dir)-1]
+	exp, err := pipelinetest.LoadExpected(scenario)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
+	d.Connection, d.Quiet, d.MaxDelay, d.KeepLast = "disk", 20*time.Millisecond, time.Second, 2
+	foreign := []string{d.Path + "README.txt", d.Path + "luckfrill-complete-Luckfrill-999-20200101T000000Z.json", d.Path + "old/manifest.json"}
+	for _, k := range foreign {
+		if err := putBytes(t.Context(), b, k, []byte("not ours"), connectors.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := startHarness(t, js, []*Definition{d}, map[string]connectors.Bucket{"disk": b})
+	publishLines(t, js, readLines(t, scenario))
+
+	var ids []int64
+	var keys []string
+	for i := range 5 {
+		waitFor(t, fmt.Sprintf("export %d", i+1), 30*time.Second, func() bool {
+			m := latestRecord(t, b, d.Path)
+			return m != nil && (len(ids) == 0 || m.ID > ids[len(ids)-1])
+		})
+		m := latestRecord(t, b, d.Path)
+		ids = append(ids, m.ID)
+		keys = append(keys, m.Key, m.ManifestKey)
+		h.p.kick(d.Name, TriggerManual) // same content, exported again on demand
+	}
+
+	want := append(slices.Clone(foreign), d.Path+"latest.json")
+	want = append(want, keys[len(keys)-4:]...)
+	slices.Sort(want)
+	waitFor(t, "old exports deleted", 10*time.Second, func() bool {
+		var got []string
+		_ = b.List(t.Context(), "", func(a connectors.Attributes) bool { got = append(got, a.Key); return true })
+		return slices.Equal(got, want)
+	})
+	for i, id := range ids {
+		r, err := h.p.Record(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if deleted := r.DeletedTime != nil; deleted != (i < len(ids)-2) {
+			t.Errorf("export %d: deleted_time %v, want deleted %t", id, r.DeletedTime, i < len(ids)-2)
+		}
 	}
 }

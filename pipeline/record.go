@@ -48,6 +48,9 @@ type Record struct {
 	StateRevision uint64 `json:"state_revision"`
 	Trigger       string `json:"trigger"`
 	FormatVersion string `json:"export_format_version"`
+	// DeletedTime is when retention (keep_last) deleted the export's
+	// objects from the bucket; nil while they are there.
+	DeletedTime *time.Time `json:"deleted_time,omitempty"`
 }
 
 // definitionState is kept per definition: what its newest export holds.
@@ -57,6 +60,17 @@ type definitionState struct {
 	Key         string `json:"key"`
 	// Fingerprint of the definition's settings that shape the content.
 	Fingerprint string `json:"fingerprint"`
+	// Kept are the exports of this definition still in the bucket, oldest
+	// first, as far as retention (keep_last) knows: those written since
+	// it began keeping this list, minus those it deleted.
+	Kept []keptExport `json:"kept,omitempty"`
+}
+
+// keptExport is an export's objects, which retention may delete.
+type keptExport struct {
+	ID          int64  `json:"id"`
+	Key         string `json:"key"`
+	ManifestKey string `json:"manifest_key"`
 }
 
 // dirtyMark is the durable note that a definition's export is stale.

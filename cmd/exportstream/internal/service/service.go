@@ -265,7 +265,7 @@ func Definitions(exports []config.Export) []*pipeline.Definition {
 		d := &pipeline.Definition{
 			Name: e.Name, Project: e.Project, Completion: e.Completion,
 			IncludeRemovedInstances: e.IncludeRemovedInstances, Connection: e.Connection,
-			Path: e.Path, Quiet: e.Coalesce.Quiet, MaxDelay: e.Coalesce.MaxDelay,
+			Path: e.Path, Quiet: e.Coalesce.Quiet, MaxDelay: e.Coalesce.MaxDelay, KeepLast: e.KeepLast,
 		}
 		src := e.Source
 		switch {
