@@ -52,8 +52,11 @@ type Options struct {
 	// are taken over without waiting for them to expire.
 	OwnerDead func(owner string) bool
 	// UploadsPerConnection bounds concurrent exports per connection
-	// (default 2).
+	// (default 2); Uploads overrides it per connection name. Each
+	// connection has its own slots, so a slow or unreachable bucket
+	// holds up only its own definitions.
 	UploadsPerConnection int
+	Uploads              map[string]int
 	Logger               *slog.Logger
 	Registerer           prometheus.Registerer
 }
@@ -115,7 +118,11 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 		p.kicks[d.Name] = make(chan string, 1)
 	}
 	for name := range opts.Buckets {
-		p.slots[name] = make(chan struct{}, opts.UploadsPerConnection)
+		n := opts.UploadsPerConnection
+		if v := opts.Uploads[name]; v > 0 {
+			n = v
+		}
+		p.slots[name] = make(chan struct{}, n)
 	}
 	kv := func(suffix, desc string, history uint8) (jetstream.KeyValue, error) {
 		b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{

@@ -3,7 +3,9 @@
 //
 //	exportstream run [--config FILE]            the service (no config: embedded default)
 //	exportstream demo [--rate N]                the service plus a simulated annotation team
-//	exportstream check-config --config FILE     report every problem in a config; exit 1 if any
+//	exportstream check-config --config FILE [--probe]
+//	                                            report every problem in a config; exit 1 if any;
+//	                                            --probe also writes and deletes an object in every bucket
 //	exportstream publish [--nats URL] FILE...   publish events from SUBJECT<TAB>BODY files
 package main
 
@@ -18,9 +20,11 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/exportstream/exportstream/cmd/exportstream/internal/service"
 	"github.com/exportstream/exportstream/config"
+	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/pipeline"
 )
 
@@ -32,7 +36,9 @@ const usage = `exportstream: annotation events in, Diffgram exports out.
 Usage:
   exportstream run [--config FILE]             run the service (no --config: embedded NATS, ./data/bucket)
   exportstream demo [--rate N] [--config FILE] the service plus a simulated annotation team
-  exportstream check-config --config FILE      report every problem in FILE; exit 1 if any
+  exportstream check-config --config FILE [--probe] [--print]
+                                               report every problem in FILE; exit 1 if any
+                                               --probe: write, read and delete a probe object in every connection
   exportstream publish [--nats URL] FILE...    publish events from SUBJECT<TAB>BODY files
   exportstream version
 `
@@ -56,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "demo":
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
 	case "check-config":
-		return cmdCheckConfig(args[1:], stdout, stderr)
+		return cmdCheckConfig(ctx, args[1:], stdout, stderr)
 	case "publish":
 		err = cmdPublish(ctx, args[1:], stdout, stderr)
 	case "version":
@@ -112,11 +118,13 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	return service.New(cfg, newLogger(cfg, stderr)).Run(ctx)
 }
 
-func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
+func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "config file to check")
 	show := fs.Bool("print", false, "print the effective config (secrets hidden)")
+	probe := fs.Bool("probe", false, "connect to every connection and write, read and delete a probe object")
+	timeout := fs.Duration("timeout", 20*time.Second, "with --probe: how long each connection may take")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -134,13 +142,36 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	if problems := service.Unsupported(cfg.Connections); len(problems) > 0 {
-		fmt.Fprintf(stderr, "%s: %d problem(s):\n%s\n", *path, len(problems), strings.Join(problems, "\n"))
-		return 1
-	}
 	fmt.Fprintf(stdout, "%s: OK (%d connection(s), %d export definition(s))\n", *path, len(cfg.Connections), len(cfg.Exports))
 	if *show {
 		fmt.Fprint(stdout, cfg.Redacted())
 	}
+	if !*probe {
+		return 0
+	}
+	failed := 0
+	for _, r := range service.Probe(ctx, cfg, *timeout) {
+		if r.OK() {
+			fmt.Fprintf(stdout, "connection %s (%s): OK\n", r.Connection, r.Type)
+			continue
+		}
+		failed++
+		fmt.Fprintf(stdout, "connection %s (%s): %s\n    %s failed: %s\n    %s\n", r.Connection, r.Type, strings.ToUpper(r.Outcome),
+			r.Step, r.Err, probeAdvice[r.Outcome])
+	}
+	if failed > 0 {
+		fmt.Fprintf(stderr, "%s: %d of %d connection(s) failed the probe\n", *path, failed, len(cfg.Connections))
+		return 1
+	}
 	return 0
+}
+
+// probeAdvice is what an operator does about each probe outcome.
+var probeAdvice = map[string]string{
+	connectors.ProbeBucketMissing: "create the bucket (container), or fix its name in the connection",
+	connectors.ProbeAccessDenied:  "the credentials work but may not write, read or delete here: grant put, get, delete and list on the bucket and path",
+	connectors.ProbeWrongRegion:   "the bucket is in another region: set the connection's region to the bucket's",
+	connectors.ProbeNoCredentials: "no valid credentials were found: set them in the connection, or in the environment the provider's default chain reads (environment variables, profile, workload/managed identity)",
+	connectors.ProbeUnreachable:   "the endpoint did not answer: check the endpoint URL, DNS, proxy, firewall and TLS settings",
+	connectors.ProbeFailed:        "see the error above",
 }

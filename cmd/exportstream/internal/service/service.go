@@ -28,8 +28,6 @@ import (
 
 	"github.com/exportstream/exportstream/config"
 	"github.com/exportstream/exportstream/connectors"
-	"github.com/exportstream/exportstream/connectors/local"
-	"github.com/exportstream/exportstream/connectors/s3"
 	"github.com/exportstream/exportstream/events"
 	"github.com/exportstream/exportstream/pipeline"
 )
@@ -45,6 +43,7 @@ type Service struct {
 	ready    chan struct{}
 	isReady  atomic.Bool
 	pipe     atomic.Pointer[pipeline.Pipeline]
+	buckets  atomic.Value // Buckets
 	js       atomic.Value // jetstream.JetStream
 }
 
@@ -68,6 +67,13 @@ func (s *Service) HTTPAddr() string { v, _ := s.httpAddr.Load().(string); return
 
 // Pipeline returns the running pipeline (nil before Ready).
 func (s *Service) Pipeline() *pipeline.Pipeline { return s.pipe.Load() }
+
+// Bucket returns the open connection name (nil before Ready or if there
+// is none).
+func (s *Service) Bucket(name string) connectors.Bucket {
+	bs, _ := s.buckets.Load().(Buckets)
+	return bs[name]
+}
 
 // Run starts everything and blocks until ctx is done or a part fails.
 // Shutdown order: stop consuming, stop the pipeline, close NATS, stop the
@@ -108,15 +114,27 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.js.Store(js)
 
-	buckets, err := OpenBuckets(ctx, cfg.Connections)
+	// Listen first: local connections sign links for this address.
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	defer ln.Close()
+	s.httpAddr.Store(ln.Addr().String())
+	publicURL := cfg.HTTP.PublicURL
+	if publicURL == "" {
+		publicURL = "http://" + ln.Addr().String()
+	}
+	buckets, err := OpenBuckets(ctx, cfg.Connections, publicURL)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, b := range buckets {
-			_ = b.Close()
-		}
-	}()
+	defer buckets.Close()
+	s.buckets.Store(buckets)
+	uploads := map[string]int{}
+	for _, c := range cfg.Connections {
+		uploads[c.Name] = c.Uploads
+	}
 
 	cons, err := events.NewConsumer(ctx, js, events.ConsumerConfig{
 		Stream: cfg.NATS.Stream, Subjects: cfg.NATS.Subjects, CreateStream: cfg.NATS.CreateStream,
@@ -130,6 +148,7 @@ func (s *Service) Run(ctx context.Context) error {
 	pipe, err := pipeline.Open(ctx, js, pipeline.Options{
 		Definitions:   Definitions(cfg.Exports),
 		Buckets:       buckets,
+		Uploads:       uploads,
 		StatePrefix:   cfg.NATS.StatePrefix,
 		Replicas:      cfg.NATS.Replicas,
 		ExportsStream: exportsStream(cfg),
@@ -143,12 +162,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.pipe.Store(pipe)
 
-	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
-	if err != nil {
-		return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
-	}
-	s.httpAddr.Store(ln.Addr().String())
-	srv := &http.Server{Handler: s.routes(nc), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.routes(nc, buckets), ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pipe.Run(gctx) })
@@ -197,8 +211,9 @@ func exportsStream(cfg *config.Config) string {
 	return cfg.NATS.ExportsStream
 }
 
-func (s *Service) routes(nc *nats.Conn) http.Handler {
+func (s *Service) routes(nc *nats.Conn, buckets Buckets) http.Handler {
 	mux := http.NewServeMux()
+	buckets.fileRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	// Profiles for ops (http.listen is loopback by default).
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -215,47 +230,6 @@ func (s *Service) routes(nc *nats.Conn) http.Handler {
 		w.Write([]byte("ready\n"))
 	})
 	return mux
-}
-
-// Unsupported lists the configured connections this build cannot open
-// yet, as check-config problems ("connections[1].type: ...").
-func Unsupported(conns []config.Connection) []string {
-	var out []string
-	for i, c := range conns {
-		if c.Type != config.TypeLocal && c.Type != config.TypeS3 {
-			out = append(out, fmt.Sprintf("connections[%d].type: %q connections are not supported by this build yet (local and s3 are)", i, c.Type))
-		}
-	}
-	return out
-}
-
-// OpenBuckets opens every configured connection.
-func OpenBuckets(ctx context.Context, conns []config.Connection) (map[string]connectors.Bucket, error) {
-	out := map[string]connectors.Bucket{}
-	for i, c := range conns {
-		var b connectors.Bucket
-		var err error
-		switch c.Type {
-		case "local":
-			b, err = local.New(c.Local.Dir)
-		case "s3":
-			b, err = s3.New(ctx, s3.Options{
-				Bucket: c.S3.Bucket, Region: c.S3.Region, Endpoint: c.S3.Endpoint, PathStyle: c.S3.PathStyle,
-				AccessKeyID: c.S3.AccessKeyID, SecretAccessKey: c.S3.SecretAccessKey.Reveal(),
-				SessionToken: c.S3.SessionToken.Reveal(), PartSize: c.S3.PartSize,
-			})
-		default:
-			err = fmt.Errorf("connection type %q is not supported yet", c.Type)
-		}
-		if err != nil {
-			for _, b := range out {
-				_ = b.Close()
-			}
-			return nil, fmt.Errorf("connections[%d] (%s): %w", i, c.Name, err)
-		}
-		out[c.Name] = b
-	}
-	return out, nil
 }
 
 // Definitions converts the configured exports.

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 
@@ -8,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -210,7 +212,7 @@ func runScenario(t *testing.T, dir string, conn config.Connection) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	buckets, err := OpenBuckets(t.Context(), cfg.Connections)
+	buckets, err := OpenBuckets(t.Context(), cfg.Connections, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,6 +279,45 @@ func runScenario(t *testing.T, dir string, conn config.Connection) {
 		}
 		if err != nil {
 			t.Error(err)
+		}
+	}
+
+	// Each newest export can be downloaded by its signed URL, without
+	// credentials, byte for byte.
+	for name := range exp.Definitions {
+		var latest struct {
+			Key string `json:"data_key"`
+		}
+		r, err := bucket.NewReader(t.Context(), "exports/"+name+"/latest.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(r).Decode(&latest)
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := svc.Bucket(conn.Name).SignedURL(t.Context(), latest.Key, time.Minute)
+		if err != nil {
+			t.Fatalf("signed URL of %s: %v", latest.Key, err)
+		}
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET signed URL of %s: %s, %v", latest.Key, resp.Status, err)
+		}
+		r, err = bucket.NewReader(t.Context(), latest.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := io.ReadAll(r)
+		r.Close()
+		if !bytes.Equal(got, want) {
+			t.Errorf("signed URL of %s served %d bytes that differ from the bucket's %d", latest.Key, len(got), len(want))
 		}
 	}
 
