@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
+	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -83,4 +86,68 @@ func (c Connection) Format(f fmt.State, verb rune) {
 		return
 	}
 	_, _ = fmt.Fprintf(f, fmt.FormatString(f, 'v'), connectionFields(c))
+}
+
+// SecretValues returns every secret value in the configuration, plus the
+// secret parts of composite ones (an Azure connection string's AccountKey
+// and SharedAccessSignature, a SAS token's sig), longest first, without
+// empty or very short values. Output filters use it to blank secrets that
+// reach a log line or error by a path Secret cannot guard, such as an
+// SDK's error message.
+func (c *Config) SecretValues() []string {
+	seen := map[string]bool{}
+	add := func(s string) {
+		if len(s) >= 4 {
+			seen[s] = true
+		}
+	}
+	// addSig adds the sig of a query string, as written and unescaped.
+	addSig := func(q string) {
+		for _, kv := range strings.Split(strings.TrimPrefix(q, "?"), "&") {
+			if k, v, ok := strings.Cut(kv, "="); ok && strings.EqualFold(k, "sig") {
+				add(v)
+				if u, err := url.QueryUnescape(v); err == nil {
+					add(u)
+				}
+			}
+		}
+	}
+	var walk func(v reflect.Value)
+	walk = func(v reflect.Value) {
+		switch v.Kind() {
+		case reflect.Pointer:
+			if !v.IsNil() {
+				walk(v.Elem())
+			}
+		case reflect.Struct:
+			for i := range v.NumField() {
+				walk(v.Field(i))
+			}
+		case reflect.Slice:
+			for i := range v.Len() {
+				walk(v.Index(i))
+			}
+		case reflect.String:
+			if v.Type() != reflect.TypeFor[Secret]() {
+				return
+			}
+			s := v.String()
+			add(s)
+			for _, part := range strings.Split(s, ";") {
+				k, val, ok := strings.Cut(part, "=")
+				if ok && (strings.EqualFold(k, "AccountKey") || strings.EqualFold(k, "SharedAccessSignature")) {
+					add(val)
+					addSig(val)
+				}
+			}
+			addSig(s)
+		}
+	}
+	walk(reflect.ValueOf(c).Elem())
+	out := make([]string, 0, len(seen))
+	for s := range seen {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
 }

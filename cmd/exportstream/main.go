@@ -95,6 +95,7 @@ func loadConfig(path string) (*config.Config, error) {
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	w = service.RedactWriter(w, cfg.SecretValues())
 	level := slog.LevelInfo
 	_ = level.UnmarshalText([]byte(cfg.Log.Level))
 	opts := &slog.HandlerOptions{Level: level}
@@ -142,6 +143,9 @@ func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		return 1
 	}
+	// Provider errors are printed below: blank any secret they carry.
+	stdout = service.RedactWriter(stdout, cfg.SecretValues())
+	stderr = service.RedactWriter(stderr, cfg.SecretValues())
 	fmt.Fprintf(stdout, "%s: OK (%d connection(s), %d export definition(s))\n", *path, len(cfg.Connections), len(cfg.Exports))
 	if *show {
 		fmt.Fprint(stdout, cfg.Redacted())
