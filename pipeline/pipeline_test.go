@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -368,5 +369,126 @@ func TestKeepLast(t *testing.T) {
 		if deleted := r.DeletedTime != nil; deleted != (i < len(ids)-2) {
 			t.Errorf("export %d: deleted_time %v, want deleted %t", id, r.DeletedTime, i < len(ids)-2)
 		}
+	}
+}
+
+// lostAck wraps a real bucket; the first data-object Close does what
+// `commit` says and then reports a failure, as a write whose answer was
+// lost on the way back would.
+type lostAck struct {
+	connectors.Bucket
+	commit func(w connectors.Writer, b connectors.Bucket, key string) error
+	once   atomic.Bool
+	first  atomic.Value // string: the key of the first attempt
+}
+
+func (l *lostAck) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
+	w, err := l.Bucket.NewWriter(ctx, key, opts)
+	if err != nil || strings.HasSuffix(key, "latest.json") || strings.HasSuffix(key, ".manifest.json") || !l.once.CompareAndSwap(false, true) {
+		return w, err
+	}
+	l.first.Store(key)
+	return &lostAckWriter{Writer: w, l: l, key: key}, nil
+}
+
+type lostAckWriter struct {
+	connectors.Writer
+	l   *lostAck
+	key string
+}
+
+func (w *lostAckWriter) Close() error {
+	if err := w.l.commit(w.Writer, w.l.Bucket, w.key); err != nil {
+		return err
+	}
+	return errors.New("connection reset by peer (test: the answer to a committed write was lost)")
+}
+
+func retryScenario(t *testing.T, b connectors.Bucket) (*harness, *Definition, *pipelinetest.Expected) {
+	ns := eventstest.StartServer(t)
+	_, js := eventstest.Connect(t, ns)
+	dir, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	scenario := dir[len(dir)-1]
+	exp, err := pipelinetest.LoadExpected(scenario)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
+	d.Connection, d.Quiet, d.MaxDelay = "disk", 20*time.Millisecond, time.Second
+	h := startHarness(t, js, []*Definition{d}, map[string]connectors.Bucket{"disk": b})
+	publishLines(t, js, readLines(t, scenario))
+	return h, d, exp
+}
+
+// A retry that finds its own object already committed under its key (the
+// same SHA-256) counts as done: the export completes with that key.
+func TestRetryFindsItsOwnObject(t *testing.T) {
+	real, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &lostAck{Bucket: real, commit: func(w connectors.Writer, _ connectors.Bucket, _ string) error { return w.Close() }}
+	_, d, exp := retryScenario(t, b)
+	waitFor(t, "the export", 30*time.Second, func() bool {
+		m := latestRecord(t, real, d.Path)
+		return m != nil && m.FileListLength == exp.Definitions[d.Name].FileListLength
+	})
+	m := latestRecord(t, real, d.Path)
+	if first, _ := b.first.Load().(string); m.Key != first {
+		t.Errorf("latest export is %s, want the first attempt's key %s (its object was committed)", m.Key, first)
+	}
+	var data []string
+	_ = real.List(t.Context(), d.Path, func(a connectors.Attributes) bool {
+		if !strings.HasSuffix(a.Key, "latest.json") && !strings.HasSuffix(a.Key, ".manifest.json") {
+			data = append(data, a.Key)
+		}
+		return true
+	})
+	if len(data) != 1 {
+		t.Errorf("data objects %q, want exactly one", data)
+	}
+}
+
+// A different object under the export's key is never overwritten: that
+// attempt fails with a reason, and the next one is a new export.
+func TestForeignObjectUnderKeyIsKept(t *testing.T) {
+	real, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := []byte(`{"written by": "someone else"}`)
+	b := &lostAck{Bucket: real, commit: func(w connectors.Writer, b connectors.Bucket, key string) error {
+		_ = w.Abort()
+		return putBytes(context.Background(), b, key, foreign, connectors.WriteOptions{IfAbsent: true})
+	}}
+	h, d, exp := retryScenario(t, b)
+	waitFor(t, "the export", 30*time.Second, func() bool {
+		m := latestRecord(t, real, d.Path)
+		return m != nil && m.FileListLength == exp.Definitions[d.Name].FileListLength
+	})
+	first, _ := b.first.Load().(string)
+	m := latestRecord(t, real, d.Path)
+	if m.Key == first {
+		t.Fatalf("latest export reuses the key %s that holds another object", first)
+	}
+	got, err := io.ReadAll(must(real.NewReader(t.Context(), first)))
+	if err != nil || !bytes.Equal(got, foreign) {
+		t.Errorf("the foreign object under %s was changed: %q, %v", first, got, err)
+	}
+	var reason string
+	keys, _ := h.p.records.Keys(t.Context())
+	for _, k := range keys {
+		if e, err := h.p.records.Get(t.Context(), k); err == nil && strings.HasPrefix(k, "export.") {
+			var r Record
+			if json.Unmarshal(e.Value(), &r) == nil && r.Key == first {
+				reason = r.StatusText
+			}
+		}
+	}
+	if !strings.Contains(reason, "already exists with different content; not overwritten") {
+		t.Errorf("the first attempt's record says %q, want the reason", reason)
 	}
 }
