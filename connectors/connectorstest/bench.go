@@ -1,8 +1,11 @@
 package connectorstest
 
 import (
+	"context"
 	"encoding/binary"
+	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,3 +73,29 @@ func BenchmarkUpload(bm *testing.B, b connectors.Bucket, size int64) {
 	}
 	bm.ReportMetric(float64(peakGrowth)/(1<<20), "peak-heap-MiB")
 }
+
+// RealCloudPrefix gives a test its own empty part of a shared, real
+// bucket: a connectors.Prefixed view under
+// "exportstream-conformance/<time>-<test>/", whose objects are deleted
+// when the test ends; b is closed after that.
+func RealCloudPrefix(t *testing.T, b connectors.Bucket) connectors.Bucket {
+	prefix := fmt.Sprintf("exportstream-conformance/%d-%s/", time.Now().UnixNano(), strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()))
+	t.Cleanup(func() {
+		ctx := context.Background()
+		var keys []string
+		_ = b.List(ctx, prefix, func(a connectors.Attributes) bool { keys = append(keys, a.Key); return true })
+		for _, k := range keys {
+			if err := b.Delete(ctx, k); err != nil {
+				t.Errorf("cleaning up %s: %v", k, err)
+			}
+		}
+		_ = b.Close()
+	})
+	return connectors.Prefixed(keepOpen{b}, prefix)
+}
+
+// keepOpen leaves closing to RealCloudPrefix's cleanup, which still needs
+// the bucket after the suite has closed its view.
+type keepOpen struct{ connectors.Bucket }
+
+func (keepOpen) Close() error { return nil }

@@ -79,3 +79,26 @@ func BenchmarkUpload1GiB(b *testing.B) {
 	}
 	connectorstest.BenchmarkUpload(b, bucket, 1<<30)
 }
+
+// The suite also holds for a bucket seen through a prefix (as the real
+// cloud runs use it), with objects outside the prefix left alone.
+func TestConformancePrefixed(t *testing.T) {
+	connectorstest.Run(t, func(t *testing.T) connectors.Bucket {
+		var b *local.Bucket
+		srv := httptest.NewServer(http.StripPrefix("/files/disk", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b.Handler().ServeHTTP(w, r)
+		})))
+		t.Cleanup(srv.Close)
+		var err error
+		b, err = local.NewWithOptions(t.TempDir(), local.Options{BaseURL: srv.URL + "/files/disk", SignKey: []byte("k")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, _ := b.NewWriter(t.Context(), "outside.json", connectors.WriteOptions{})
+		w.Write([]byte("{}"))
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return connectors.Prefixed(b, "run-1/")
+	}, connectorstest.Options{MaxHeapGrowth: 8 << 20, StreamSize: 64 << 20})
+}
