@@ -119,16 +119,24 @@ func Start(t testing.TB) *Server {
 // and removes its folder. Use it from TestMain: os.Exit(azuritetest.Main(m)).
 func Main(m *testing.M) int {
 	code := m.Run()
-	shared.once.Do(func() { shared.err = errors.New("tests have finished") })
-	if srv := shared.srv; srv != nil {
-		if err := srv.Close(); err != nil {
-			fmt.Fprintf(os.Stderr, "azuritetest: %v\n", err)
-			if code == 0 {
-				code = 1
-			}
+	if err := Shutdown(); err != nil {
+		fmt.Fprintf(os.Stderr, "azuritetest: %v\n", err)
+		if code == 0 {
+			code = 1
 		}
 	}
 	return code
+}
+
+// Shutdown stops the shared server (if a test started it) and removes its
+// folder; later Starts fail. Main calls it; a TestMain that runs several
+// such servers calls it after m.Run.
+func Shutdown() error {
+	shared.once.Do(func() { shared.err = errors.New("tests have finished") })
+	if srv := shared.srv; srv != nil {
+		return srv.Close()
+	}
+	return nil
 }
 
 // NewBucket creates a fresh, empty container on the shared server and

@@ -22,6 +22,7 @@ import (
 
 	"github.com/exportstream/exportstream/config"
 	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/connectors/azure/azuritetest"
 	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/connectors/s3/s3test"
 	"github.com/exportstream/exportstream/events"
@@ -29,7 +30,14 @@ import (
 	"github.com/exportstream/exportstream/pipeline/pipelinetest"
 )
 
-func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
+func TestMain(m *testing.M) {
+	code := s3test.Main(m)
+	if err := azuritetest.Shutdown(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = max(code, 1)
+	}
+	os.Exit(code)
+}
 
 // testConfig is the embedded default on a free port and temp dirs, with
 // one definition per expected export of the scenario, on connection conn.
@@ -370,6 +378,151 @@ func TestExamplesS3(t *testing.T) {
 			}})
 		})
 	}
+}
+
+func TestExamplesAzure(t *testing.T) {
+	scenarios, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range scenarios {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			o := azuritetest.NewBucket(t)
+			runScenario(t, dir, config.Connection{Name: "az", Type: "azure", Azure: &config.Azure{
+				Container: o.Container, ConnectionString: config.Secret(o.ConnectionString),
+			}})
+		})
+	}
+}
+
+// TestConnectionOutage: a real Azure server (Azurite) goes down before
+// the events arrive. The local connection keeps exporting, every event is
+// applied and acked, and the Azure definitions keep their dirty marks.
+// When the server is back, each Azure definition catches up with exactly
+// one export of the newest state.
+func TestConnectionOutage(t *testing.T) {
+	scenarios, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := scenarios[len(scenarios)-1]
+	exp, err := pipelinetest.LoadExpected(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := azuritetest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	ao := srv.NewBucket(t)
+
+	cfg := testConfig(t, exp, config.Connection{Name: "disk", Type: "local", Local: &config.Local{Dir: t.TempDir()}})
+	cfg.Connections = append(cfg.Connections, config.Connection{Name: "az", Type: "azure", Azure: &config.Azure{
+		Container: ao.Container, ConnectionString: config.Secret(ao.ConnectionString)}})
+	for _, e := range slices.Clone(cfg.Exports) {
+		e.Name, e.Connection = e.Name+"-az", "az" // same path, other bucket
+		cfg.Exports = append(cfg.Exports, e)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	svc := startService(t, cfg)
+	nc, err := nats.Connect(svc.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	publishScenario(t, js, dir)
+
+	// The local connection is not held up by the other one.
+	waitConverged(t, svc.Bucket("disk"), exp)
+	cons, err := js.Consumer(t.Context(), cfg.NATS.Stream, cfg.NATS.Consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		info, err := cons.Info(t.Context())
+		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("events not all acked during the outage: %+v, %v", info, err)
+		}
+	}
+	dirty, err := js.KeyValue(t.Context(), cfg.NATS.StatePrefix+"_DIRTY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range exp.Definitions {
+		if _, err := dirty.Get(t.Context(), name+"-az"); err != nil {
+			t.Errorf("%s-az: dirty mark missing during the outage: %v", name, err)
+		}
+	}
+
+	// The Azure definitions did try, and failed.
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if failures(t, svc, "-az") > 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("no failed export attempt on the stopped connection")
+		}
+	}
+	if n := failures(t, svc, ""); n != failures(t, svc, "-az") {
+		t.Errorf("export failures outside the stopped connection")
+	}
+
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	waitConverged(t, svc.Bucket("az"), exp)
+	t.Logf("caught up %v after the server came back", time.Since(back).Round(time.Millisecond))
+	for name := range exp.Definitions {
+		var data []string
+		err := svc.Bucket("az").List(t.Context(), "exports/"+name+"/", func(a connectors.Attributes) bool {
+			if !strings.HasSuffix(a.Key, "/latest.json") && !strings.HasSuffix(a.Key, ".manifest.json") {
+				data = append(data, a.Key)
+			}
+			return true
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) != 1 {
+			t.Errorf("%s-az: %d data objects after the outage (%q), want 1: one export of the newest state", name, len(data), data)
+		}
+	}
+}
+
+// failures sums exportstream_export_failures_total over the definitions
+// whose name ends in suffix, from the service's /metrics.
+func failures(t *testing.T, svc *Service, suffix string) float64 {
+	resp, err := http.Get("http://" + svc.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, `exportstream_export_failures_total{definition="`)
+		if !ok {
+			continue
+		}
+		name, value, _ := strings.Cut(rest, `"} `)
+		if strings.HasSuffix(name, suffix) {
+			var v float64
+			fmt.Sscan(value, &v)
+			sum += v
+		}
+	}
+	return sum
 }
 
 // TestTwoReplicas runs two services on one (non-embedded) NATS server,
