@@ -331,7 +331,7 @@ func TestKeepLast(t *testing.T) {
 	}
 	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
 	d.Connection, d.Quiet, d.MaxDelay, d.KeepLast = "disk", 20*time.Millisecond, time.Second, 2
-	foreign := []string{d.Path + "README.txt", d.Path + "luckfrill-complete-Luckfrill-999-20200101T000000Z.json", d.Path + "old/manifest.json"}
+	foreign := []string{d.Path + "README.txt", d.Path + "999_diffgram_annotations__source_directory_Luckfrill_datetime_2020-01-01T00-00-00.000000.json", d.Path + "999_diffgram_annotations__source_directory_Luckfrill_datetime_2020-01-01T00-00-00.000000.manifest.json", d.Path + "old/manifest.json"}
 	for _, k := range foreign {
 		if err := putBytes(t.Context(), b, k, []byte("not ours"), connectors.WriteOptions{}); err != nil {
 			t.Fatal(err)
