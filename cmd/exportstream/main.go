@@ -146,6 +146,10 @@ func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	// Provider errors are printed below: blank any secret they carry.
 	stdout = service.RedactWriter(stdout, cfg.SecretValues())
 	stderr = service.RedactWriter(stderr, cfg.SecretValues())
+	if problems := service.ProviderProblems(cfg.Connections); len(problems) > 0 {
+		fmt.Fprintf(stderr, "%s: %d problem(s):\n%s\n", *path, len(problems), strings.Join(problems, "\n"))
+		return 1
+	}
 	fmt.Fprintf(stdout, "%s: OK (%d connection(s), %d export definition(s))\n", *path, len(cfg.Connections), len(cfg.Exports))
 	if *show {
 		fmt.Fprint(stdout, cfg.Redacted())

@@ -44,6 +44,27 @@ func TestCheckConfig(t *testing.T) {
 			t.Errorf("bad config: output lacks %q:\n%s", want, errOut.String())
 		}
 	}
+	// What only the provider can tell (its naming rules, key formats) is
+	// reported too, with the connection's path.
+	provider := filepath.Join(dir, "provider.yaml")
+	os.WriteFile(provider, []byte("connections:\n  - name: g\n    type: gcs\n    gcs: {bucket: No_Such, kms_key_name: k}\n  - name: a\n    type: azure\n    azure: {container: c, account_name: acct, account_key: \"not base64!\"}\n"), 0o644)
+	errOut.Reset()
+	if code := run([]string{"check-config", "--config", provider}, &out, &errOut); code != 1 {
+		t.Errorf("provider problems: exit %d, want 1", code)
+	}
+	for _, want := range []string{
+		`connections[0].gcs: bucket "No_Such" is not a valid bucket name`,
+		`connections[0].gcs: KMS key name "k" is not`,
+		`connections[1].azure: container "c" is not a valid container name`,
+		`connections[1].azure: account key is not base64`,
+	} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("provider problems: output lacks %q:\n%s", want, errOut.String())
+		}
+	}
+	if strings.Contains(errOut.String(), "not base64!") {
+		t.Errorf("provider problems show the account key:\n%s", errOut.String())
+	}
 	if code := run([]string{"check-config"}, &out, &errOut); code != 2 {
 		t.Errorf("no --config: exit %d, want 2", code)
 	}

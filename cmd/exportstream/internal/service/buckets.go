@@ -48,13 +48,7 @@ func openBucket(ctx context.Context, c config.Connection, publicURL string) (con
 		}
 		return local.NewWithOptions(c.Local.Dir, opts)
 	case config.TypeS3:
-		s := c.S3
-		return s3.New(ctx, s3.Options{
-			Bucket: s.Bucket, Region: s.Region, Endpoint: s.Endpoint, PathStyle: s.PathStyle,
-			AccessKeyID: s.AccessKeyID, SecretAccessKey: s.SecretAccessKey.Reveal(),
-			SessionToken: s.SessionToken.Reveal(), PartSize: s.PartSize,
-			RoleARN: s.RoleARN, ExternalID: s.ExternalID, SSE: s.SSE, KMSKeyID: s.KMSKeyID,
-		})
+		return s3.New(ctx, s3Options(c.S3))
 	}
 	return openCloudBucket(ctx, c)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/exportstream/exportstream/config"
 	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/connectors/azure/azuritetest"
+	"github.com/exportstream/exportstream/connectors/gcs/gcstest"
 	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/connectors/s3/s3test"
 	"github.com/exportstream/exportstream/events"
@@ -32,9 +33,11 @@ import (
 
 func TestMain(m *testing.M) {
 	code := s3test.Main(m)
-	if err := azuritetest.Shutdown(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		code = max(code, 1)
+	for _, shutdown := range []func() error{azuritetest.Shutdown, gcstest.Shutdown} {
+		if err := shutdown(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = max(code, 1)
+		}
 	}
 	os.Exit(code)
 }
@@ -375,6 +378,21 @@ func TestExamplesS3(t *testing.T) {
 			runScenario(t, dir, config.Connection{Name: "s3", Type: "s3", S3: &config.S3{
 				Bucket: o.Bucket, Region: o.Region, Endpoint: o.Endpoint, PathStyle: true,
 				AccessKeyID: o.AccessKeyID, SecretAccessKey: config.Secret(o.SecretAccessKey), PartSize: 5 << 20,
+			}})
+		})
+	}
+}
+
+func TestExamplesGCS(t *testing.T) {
+	scenarios, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range scenarios {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			o := gcstest.NewBucket(t)
+			runScenario(t, dir, config.Connection{Name: "gcs", Type: "gcs", GCS: &config.GCS{
+				Bucket: o.Bucket, Endpoint: o.Endpoint, CredentialsFile: o.CredentialsFile,
 			}})
 		})
 	}
