@@ -260,6 +260,11 @@ func buildTool() (string, error) {
 	defer cancel()
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, "go", "tool", "-n", Tool)
+	// In the module that pins the tool, whatever the process's working
+	// directory is (s3test, for one, changes it).
+	if _, file, _, ok := runtime.Caller(0); ok {
+		cmd.Dir = filepath.Dir(file)
+	}
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
