@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/exportstream/exportstream/connectors"
@@ -137,6 +136,12 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	if err != nil {
 		return retry, false, fmt.Errorf("definition state: %w", err)
 	}
+	if retry == nil {
+		// A waiting manual request is served by this export, under its id.
+		if m := p.takeManual(d.Name); m != nil {
+			retry, trigger = m, TriggerManual
+		}
+	}
 	start := time.Now()
 	var id int64
 	var at time.Time
@@ -171,6 +176,7 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	if err != nil {
 		return rec, false, p.failed(ctx, rec, fmt.Errorf("open %s: %w", rec.Key, err))
 	}
+	pl.progress = p.progressFunc(ctx, rec)
 	res, err := pl.render(w, id, at)
 	if err != nil {
 		_ = w.Abort()
@@ -273,16 +279,7 @@ func (p *Pipeline) finish(ctx context.Context, d *Definition, bucket connectors.
 		return fmt.Errorf("definition state: %w", err)
 	}
 	_ = p.records.Delete(ctx, "pending."+d.Name)
-	ev, _ := json.Marshal(rec)
-	msg := nats.NewMsg("diffgram.exports." + d.Project + "." + d.Name + ".completed")
-	msg.Data = ev
-	msg.Header.Set("Content-Type", "application/json")
-	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID("export-"+strconv.FormatInt(rec.ID, 10))); err != nil {
-		if !errors.Is(err, jetstream.ErrNoStreamResponse) {
-			return fmt.Errorf("completion event: %w", err)
-		}
-		// No stream keeps diffgram.exports.>: core subscribers got it.
-	}
+	p.publishCompleted(ctx, rec)
 	p.m.exports.WithLabelValues(d.Name).Inc()
 	p.m.lastGood.WithLabelValues(d.Name).Set(float64(now.Unix()))
 	p.log.Info("export written", "definition", d.Name, "export_id", rec.ID, "key", rec.Key,

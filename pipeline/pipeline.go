@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -80,6 +81,12 @@ type Pipeline struct {
 	mu          sync.Mutex
 	initialDone bool
 
+	manualMu sync.Mutex
+	manual   map[string]*Record // per definition: a manual request waiting for its export
+	index    *recordIndex       // every export record, newest last
+	adhoc    sync.WaitGroup     // ad-hoc exports running
+	ctx      atomic.Pointer[context.Context]
+
 	m metrics
 }
 
@@ -108,7 +115,8 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 		opts.StatePrefix = "EXPORTSTREAM"
 	}
 	p := &Pipeline{js: js, opts: opts, log: opts.Logger, state: NewState(),
-		byName: map[string]*Definition{}, kicks: map[string]chan string{}, slots: map[string]chan struct{}{}}
+		byName: map[string]*Definition{}, kicks: map[string]chan string{}, slots: map[string]chan struct{}{},
+		manual: map[string]*Record{}, index: newRecordIndex()}
 	for _, d := range opts.Definitions {
 		if _, ok := opts.Buckets[d.Connection]; !ok {
 			return nil, fmt.Errorf("export %s: no bucket for connection %q", d.Name, d.Connection)
@@ -302,12 +310,25 @@ func (p *Pipeline) touched(changes []change, all map[string]bool) []string {
 // mark, no export yet, or changed settings is exported (trigger startup).
 func (p *Pipeline) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
+	p.ctx.Store(&ctx)
 	g.Go(func() error { return p.store.Run(ctx) })
 	g.Go(func() error { return p.watchDirty(ctx) })
+	g.Go(func() error { return p.watchRecords(ctx) })
 	for _, d := range p.defs {
 		g.Go(func() error { return p.runDefinition(ctx, d) })
 	}
-	return g.Wait()
+	err := g.Wait()
+	p.adhoc.Wait()
+	return err
+}
+
+// runCtx is Run's context (Background before Run), for work Run's
+// callers start, such as ad-hoc exports, that must stop with it.
+func (p *Pipeline) runCtx() context.Context {
+	if c := p.ctx.Load(); c != nil {
+		return *c
+	}
+	return context.Background()
 }
 
 func (p *Pipeline) kick(name, trigger string) {

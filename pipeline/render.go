@@ -30,6 +30,9 @@ type plan struct {
 	task    *snap
 	files   []planFile
 	nInst   int
+	// progress, when set, is told how many files are rendered so far
+	// (at each flush of the write buffer).
+	progress func(done, total int)
 }
 
 type planFile struct {
@@ -742,6 +745,9 @@ func (pl *plan) renderBody(w io.Writer) error {
 				return err
 			}
 			b = b[:0]
+			if pl.progress != nil {
+				pl.progress(i+1, len(pl.files))
+			}
 		}
 	}
 	b = append(b, '}')

@@ -1,0 +1,382 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exportstream/exportstream/connectors"
+)
+
+// What the API and the CLI steer the pipeline with: the export records,
+// exports on demand (for a definition or an ad-hoc source), and waiting
+// for an export to finish.
+
+// ErrUnknownDefinition is returned (wrapped) for a definition name that
+// is not configured.
+var ErrUnknownDefinition = errors.New("no such export definition")
+
+// ErrUnknownConnection is returned (wrapped) for an ad-hoc export to a
+// connection that is not configured.
+var ErrUnknownConnection = errors.New("no such connection")
+
+// AdhocName is the Record.Name of ad-hoc exports; they are written under
+// AdhocPath in their connection, with a manifest and no latest.json.
+const (
+	AdhocName = "adhoc"
+	AdhocPath = "exports/adhoc/"
+)
+
+// Definitions returns the configured definitions, by name.
+func (p *Pipeline) Definitions() []*Definition {
+	return slices.SortedFunc(slices.Values(p.defs), func(a, b *Definition) int { return strings.Compare(a.Name, b.Name) })
+}
+
+// Definition returns the named definition, or nil.
+func (p *Pipeline) Definition(name string) *Definition { return p.byName[name] }
+
+// Bucket returns the named connection's bucket, or nil.
+func (p *Pipeline) Bucket(connection string) connectors.Bucket { return p.opts.Buckets[connection] }
+
+// Generate asks for an export of the definition now, whatever changed,
+// and returns its record (status pending; its id is the export's). A
+// request made while another one of the same definition still waits
+// returns that one: both are served by one export. The export runs on
+// this replica as soon as it holds the definition's lease.
+func (p *Pipeline) Generate(ctx context.Context, name string) (*Record, error) {
+	d := p.byName[name]
+	if d == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownDefinition, name)
+	}
+	p.manualMu.Lock()
+	defer p.manualMu.Unlock()
+	if r := p.manual[name]; r != nil {
+		c := *r
+		return &c, nil
+	}
+	id, err := p.nextID(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("allocate export id: %w", err)
+	}
+	r := &Record{
+		ID: id, Name: d.Name, Project: d.Project, Source: string(d.Source.Kind),
+		Completion: d.Completion, IncludeRemoved: d.IncludeRemovedInstances, Status: StatusPending,
+		CreatedTime: time.Now().UTC(), Connection: d.Connection, Trigger: TriggerManual, FormatVersion: FormatVersion,
+	}
+	if err := p.putRecord(ctx, r); err != nil {
+		return nil, fmt.Errorf("export record: %w", err)
+	}
+	p.manual[name] = r
+	p.kick(name, TriggerManual)
+	c := *r
+	return &c, nil
+}
+
+// takeManual hands the definition's waiting manual request, if any, to
+// the export about to start.
+func (p *Pipeline) takeManual(name string) *Record {
+	p.manualMu.Lock()
+	defer p.manualMu.Unlock()
+	r := p.manual[name]
+	delete(p.manual, name)
+	return r
+}
+
+// GenerateAdhoc starts an export of an ad-hoc source (d's project,
+// source, completion, removed-instances choice and connection; its name
+// and path are set here) and returns its record at once (status
+// pending). The export runs in the background on this replica; follow it
+// with WaitRecord. It writes the data object and its manifest under
+// AdhocPath, and no latest.json.
+func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, error) {
+	bucket := p.opts.Buckets[d.Connection]
+	if bucket == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownConnection, d.Connection)
+	}
+	d.Name, d.Path = AdhocName, AdhocPath
+	id, err := p.nextID(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("allocate export id: %w", err)
+	}
+	r := &Record{
+		ID: id, Name: d.Name, Project: d.Project, Source: string(d.Source.Kind),
+		Completion: d.Completion, IncludeRemoved: d.IncludeRemovedInstances, Status: StatusPending,
+		CreatedTime: time.Now().UTC(), Connection: d.Connection, Trigger: TriggerManual, FormatVersion: FormatVersion,
+	}
+	if err := p.putRecord(ctx, r); err != nil {
+		return nil, fmt.Errorf("export record: %w", err)
+	}
+	c := *r
+	p.adhoc.Go(func() {
+		ctx := p.runCtx()
+		if err := p.runAdhoc(ctx, &d, bucket, r); err != nil {
+			p.log.Error("ad-hoc export failed", "export_id", r.ID, "err", err)
+		}
+	})
+	return &c, nil
+}
+
+// runAdhoc renders and writes one ad-hoc export: data object, manifest,
+// record, completion event.
+func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connectors.Bucket, r *Record) error {
+	slot := p.slots[d.Connection]
+	select {
+	case slot <- struct{}{}:
+	case <-ctx.Done():
+		return p.failed(ctx, r, fmt.Errorf("stopped before the export ran: %w", context.Cause(ctx)))
+	}
+	defer func() { <-slot }()
+	start := time.Now()
+	p.state.mu.RLock()
+	r.StateRevision = p.state.rev
+	p.state.mu.RUnlock()
+	pl := p.state.buildPlan(d)
+	r.Ref = d.ref(pl)
+	stem := d.objectStem(r.ID, r.Ref, r.CreatedTime)
+	r.Key, r.ManifestKey = stem+".json", stem+".manifest.json"
+	r.FileListLength, r.InstanceCount, r.Status = len(pl.files), pl.nInst, StatusGenerating
+	if err := p.putRecord(ctx, r); err != nil {
+		return err
+	}
+	pl.progress = p.progressFunc(ctx, r)
+	w, err := bucket.NewWriter(ctx, r.Key, connectors.WriteOptions{ContentType: "application/json", IfAbsent: true})
+	if err != nil {
+		return p.failed(ctx, r, fmt.Errorf("open %s: %w", r.Key, err))
+	}
+	res, err := pl.render(w, r.ID, r.CreatedTime)
+	if err != nil {
+		_ = w.Abort()
+		return p.failed(ctx, r, fmt.Errorf("write %s: %w", r.Key, err))
+	}
+	if err := w.Close(); err != nil {
+		return p.failed(ctx, r, fmt.Errorf("commit %s: %w", r.Key, err))
+	}
+	r.Bytes, r.SHA256, r.ContentHash = res.Bytes, res.SHA256, res.ContentHash
+	now := time.Now().UTC()
+	done := *r
+	done.Status, done.StatusText, done.PercentComplete, done.CompletedTime = StatusComplete, "", 100, &now
+	body, err := json.MarshalIndent(manifest{Record: done, DataKey: r.Key}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := putBytes(ctx, bucket, r.ManifestKey, body, connectors.WriteOptions{IfAbsent: true}); err != nil {
+		return p.failed(ctx, r, fmt.Errorf("manifest %s: %w", r.ManifestKey, err))
+	}
+	*r = done
+	if err := p.putRecord(ctx, r); err != nil {
+		return err
+	}
+	p.publishCompleted(ctx, r)
+	p.log.Info("ad-hoc export written", "export_id", r.ID, "key", r.Key, "files", r.FileListLength,
+		"instances", r.InstanceCount, "bytes", r.Bytes, "duration", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// publishCompleted publishes the export's completion event on
+// diffgram.exports.<project>.<name>.completed; without a stream keeping
+// it, core subscribers still get it.
+func (p *Pipeline) publishCompleted(ctx context.Context, r *Record) {
+	ev, _ := json.Marshal(r)
+	msg := nats.NewMsg("diffgram.exports." + r.Project + "." + r.Name + ".completed")
+	msg.Data = ev
+	msg.Header.Set("Content-Type", "application/json")
+	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID("export-"+strconv.FormatInt(r.ID, 10))); err != nil &&
+		!errors.Is(err, jetstream.ErrNoStreamResponse) {
+		p.log.Warn("completion event not published", "export_id", r.ID, "err", err)
+	}
+}
+
+// progressFunc returns the render progress callback of export r: it
+// moves the record's percent_complete (0..90 while rendering) and logs a
+// line at every 10 %.
+func (p *Pipeline) progressFunc(ctx context.Context, r *Record) func(done, total int) {
+	last := 0
+	return func(done, total int) {
+		if total <= 0 {
+			return
+		}
+		tenth := done * 10 / total
+		if tenth <= last {
+			return
+		}
+		last = tenth
+		r.PercentComplete = tenth * 9
+		_ = p.putRecord(ctx, r)
+		p.log.Info("export progress", "definition", r.Name, "export_id", r.ID, "percent", tenth*10,
+			"files_done", done, "files", total)
+	}
+}
+
+// RecordFilter selects export records; empty fields select all.
+type RecordFilter struct {
+	Definition string
+	Project    string
+	Status     string
+	// Before, when > 0, keeps ids below it (the next page after a page
+	// whose last id was Before).
+	Before int64
+	// Limit bounds the page (default 50, at most 1000).
+	Limit int
+}
+
+// Records returns the records that match f, newest (highest id) first,
+// and how many match in all. It reads the in-memory index the records
+// watch keeps, so it does no I/O.
+func (p *Pipeline) Records(f RecordFilter) ([]Record, int) {
+	if f.Limit <= 0 {
+		f.Limit = 50
+	}
+	f.Limit = min(f.Limit, 1000)
+	return p.index.list(f)
+}
+
+// WaitRecord waits until export id is complete or failed and returns its
+// record, or ctx's error.
+func (p *Pipeline) WaitRecord(ctx context.Context, id int64) (*Record, error) {
+	for {
+		r, changed := p.index.get(id)
+		if r != nil && (r.Status == StatusComplete || r.Status == StatusFailed) {
+			return r, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return r, context.Cause(ctx)
+		}
+	}
+}
+
+// LatestRecord returns the newest complete export of the definition.
+func (p *Pipeline) LatestRecord(name string) *Record {
+	return p.index.latest(name)
+}
+
+// recordIndex is the in-memory copy of every export record, fed by a
+// watch on the records bucket.
+type recordIndex struct {
+	mu      sync.Mutex
+	byID    map[int64]*Record
+	ids     []int64 // ascending
+	changed chan struct{}
+	loaded  bool
+}
+
+func newRecordIndex() *recordIndex {
+	return &recordIndex{byID: map[int64]*Record{}, changed: make(chan struct{})}
+}
+
+func (x *recordIndex) put(r *Record) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if _, ok := x.byID[r.ID]; !ok {
+		i := sort.Search(len(x.ids), func(i int) bool { return x.ids[i] >= r.ID })
+		x.ids = slices.Insert(x.ids, i, r.ID)
+	}
+	x.byID[r.ID] = r
+	close(x.changed)
+	x.changed = make(chan struct{})
+}
+
+func (x *recordIndex) remove(id int64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if _, ok := x.byID[id]; !ok {
+		return
+	}
+	delete(x.byID, id)
+	if i, ok := slices.BinarySearch(x.ids, id); ok {
+		x.ids = slices.Delete(x.ids, i, i+1)
+	}
+}
+
+func (x *recordIndex) get(id int64) (*Record, <-chan struct{}) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	r := x.byID[id]
+	if r != nil {
+		c := *r
+		r = &c
+	}
+	return r, x.changed
+}
+
+func (x *recordIndex) list(f RecordFilter) ([]Record, int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []Record
+	total := 0
+	for i := len(x.ids) - 1; i >= 0; i-- {
+		r := x.byID[x.ids[i]]
+		if f.Definition != "" && r.Name != f.Definition || f.Project != "" && r.Project != f.Project ||
+			f.Status != "" && r.Status != f.Status {
+			continue
+		}
+		total++
+		if (f.Before <= 0 || r.ID < f.Before) && len(out) < f.Limit {
+			out = append(out, *r)
+		}
+	}
+	return out, total
+}
+
+func (x *recordIndex) latest(name string) *Record {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for i := len(x.ids) - 1; i >= 0; i-- {
+		if r := x.byID[x.ids[i]]; r.Name == name && r.Status == StatusComplete {
+			c := *r
+			return &c
+		}
+	}
+	return nil
+}
+
+// watchRecords keeps the index current from the records bucket, opening
+// the watch again if it ends on its own.
+func (p *Pipeline) watchRecords(ctx context.Context) error {
+	for {
+		w, err := p.records.Watch(ctx, "export.*")
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("watch export records: %w", err)
+		}
+		for e := range w.Updates() {
+			if e == nil {
+				p.index.mu.Lock()
+				p.index.loaded = true
+				p.index.mu.Unlock()
+				continue
+			}
+			id, err := strconv.ParseInt(strings.TrimPrefix(e.Key(), "export."), 10, 64)
+			if err != nil {
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				p.index.remove(id)
+				continue
+			}
+			var r Record
+			if json.Unmarshal(e.Value(), &r) == nil {
+				p.index.put(&r)
+			}
+		}
+		_ = w.Stop()
+		if ctx.Err() != nil {
+			return nil
+		}
+		p.log.Warn("export records watch ended; opening it again")
+		time.Sleep(time.Second)
+	}
+}

@@ -1,0 +1,115 @@
+package pipeline
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/connectors/local"
+	"github.com/exportstream/exportstream/events/eventstest"
+	"github.com/exportstream/exportstream/pipeline/pipelinetest"
+)
+
+// TestGenerate: an export asked for by name is written under the id its
+// request returned, even with unchanged content; an ad-hoc source is exported under the ad-hoc
+// path with a manifest and no latest.json; the records list pages newest
+// first and filters.
+func TestGenerate(t *testing.T) {
+	ns := eventstest.StartServer(t)
+	_, js := eventstest.Connect(t, ns)
+	dir, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	scenario := dir[len(dir)-1]
+	exp, err := pipelinetest.LoadExpected(scenario)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
+	d.Connection, d.Quiet, d.MaxDelay = "disk", 20*time.Millisecond, time.Second
+	h := startHarness(t, js, []*Definition{d}, map[string]connectors.Bucket{"disk": b})
+	publishLines(t, js, readLines(t, scenario))
+	waitFor(t, "the first export", 30*time.Second, func() bool {
+		m := latestRecord(t, b, d.Path)
+		return m != nil && m.FileListLength == exp.Definitions[d.Name].FileListLength
+	})
+	first := latestRecord(t, b, d.Path)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	r1, err := h.p.Generate(ctx, d.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.Status != StatusPending || r1.Trigger != TriggerManual || r1.ID <= first.ID {
+		t.Errorf("Generate returned %+v, want a new pending manual record", r1)
+	}
+	done, err := h.p.WaitRecord(ctx, r1.ID)
+	if err != nil {
+		t.Fatalf("WaitRecord(%d): %v", r1.ID, err)
+	}
+	if done.Status != StatusComplete || done.FileListLength != first.FileListLength || done.ContentHash != first.ContentHash {
+		t.Errorf("manual export %+v, want complete with the same content as export %d", done, first.ID)
+	}
+	if m := latestRecord(t, b, d.Path); m.ID != r1.ID {
+		t.Errorf("latest.json names export %d, want the manual one %d", m.ID, r1.ID)
+	}
+
+	if _, err := h.p.Generate(ctx, "no-such"); err == nil {
+		t.Error("Generate of an unknown definition succeeded")
+	}
+
+	ad, err := h.p.GenerateAdhoc(ctx, Definition{Project: exp.Project, Source: d.Source, Completion: "all", Connection: "disk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	adDone, err := h.p.WaitRecord(ctx, ad.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if adDone.Status != StatusComplete || adDone.Name != AdhocName || !strings.HasPrefix(adDone.Key, AdhocPath) {
+		t.Fatalf("ad-hoc export %+v", adDone)
+	}
+	if _, err := b.Attributes(ctx, adDone.ManifestKey); err != nil {
+		t.Errorf("ad-hoc manifest: %v", err)
+	}
+	if _, err := b.Attributes(ctx, AdhocPath+"latest.json"); err == nil {
+		t.Error("an ad-hoc export wrote latest.json")
+	}
+	data, err := io.ReadAll(must(b.NewReader(ctx, adDone.Key)))
+	if err != nil || int64(len(data)) != adDone.Bytes {
+		t.Errorf("ad-hoc data: %d bytes, %v; record says %d", len(data), err, adDone.Bytes)
+	}
+	if _, err := h.p.GenerateAdhoc(ctx, Definition{Project: exp.Project, Source: d.Source, Connection: "nowhere"}); err == nil {
+		t.Error("ad-hoc export to an unknown connection accepted")
+	}
+
+	all, total := h.p.Records(RecordFilter{})
+	if total < 3 || len(all) != total {
+		t.Fatalf("Records: %d of %d", len(all), total)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i].ID >= all[i-1].ID {
+			t.Fatalf("Records not newest first: %d then %d", all[i-1].ID, all[i].ID)
+		}
+	}
+	page, _ := h.p.Records(RecordFilter{Limit: 1, Before: all[0].ID})
+	if len(page) != 1 || page[0].ID != all[1].ID {
+		t.Errorf("second page of one: %+v, want export %d", page, all[1].ID)
+	}
+	adhocs, n := h.p.Records(RecordFilter{Definition: AdhocName})
+	if n != 1 || adhocs[0].ID != ad.ID {
+		t.Errorf("filter by definition: %d records", n)
+	}
+	if got := h.p.LatestRecord(d.Name); got == nil || got.ID != r1.ID {
+		t.Errorf("LatestRecord = %+v, want export %d", got, r1.ID)
+	}
+}
