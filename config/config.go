@@ -310,6 +310,10 @@ type HTTP struct {
 	// PublicURL is the base URL clients reach this service at, used in
 	// the download links of local connections; empty: http://<listen>.
 	PublicURL string `yaml:"public_url"`
+	// Token is the bearer token the API asks for ("Authorization: Bearer
+	// <token>"). Required when Listen is not a loopback address; empty on
+	// loopback: no authentication.
+	Token Secret `yaml:"token"`
 }
 
 // Log configures logging.

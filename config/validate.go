@@ -48,7 +48,8 @@ var (
 //     "." or ".." segments or "//", ending in "/" (or empty: the bucket
 //     root), and no two exports share connection and path; coalesce.quiet
 //     >= 0, coalesce.max_delay > 0 and >= quiet; keep_last >= 0.
-//   - http.listen is host:port, http.public_url empty or an http(s) URL; log.level is debug, info, warn or error;
+//   - http.listen is host:port, http.public_url empty or an http(s) URL,
+//     http.token set when http.listen is not a loopback address; log.level is debug, info, warn or error;
 //     log.format is json or text.
 func (c *Config) Validate() error {
 	issues := c.problems()
@@ -88,6 +89,9 @@ func (c *Config) problems() []issue {
 	ch.exports(c.Exports, conns)
 	ch.hostPort("http.listen", c.HTTP.Listen)
 	ch.httpURL("http.public_url", c.HTTP.PublicURL)
+	if c.HTTP.Token == "" && !loopbackListen(c.HTTP.Listen) {
+		ch.addAbout("http.token", "http.listen", "required when http.listen (%s) is not a loopback address: the API would be open to the network", c.HTTP.Listen)
+	}
 	ch.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	ch.oneOf("log.format", c.Log.Format, "json", "text")
 	return ch.issues
@@ -252,6 +256,21 @@ func (ch *checker) oneOf(path, s string, allowed ...string) {
 		return
 	}
 	ch.add(path, "%q is not one of %s", s, list)
+}
+
+// loopbackListen reports whether host:port listens on loopback only
+// (127.0.0.0/8, ::1, localhost). An unparsable value is reported
+// elsewhere and counts as loopback here.
+func loopbackListen(hostPort string) bool {
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return true
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (ch *checker) httpURL(path, s string) {
