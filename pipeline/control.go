@@ -266,18 +266,26 @@ func (p *Pipeline) LatestRecord(name string) *Record {
 type recordIndex struct {
 	mu      sync.Mutex
 	byID    map[int64]*Record
-	ids     []int64 // ascending
+	rev     map[int64]uint64 // key-value revision of each record held
+	ids     []int64          // ascending
 	changed chan struct{}
 	loaded  bool
 }
 
 func newRecordIndex() *recordIndex {
-	return &recordIndex{byID: map[int64]*Record{}, changed: make(chan struct{})}
+	return &recordIndex{byID: map[int64]*Record{}, rev: map[int64]uint64{}, changed: make(chan struct{})}
 }
 
-func (x *recordIndex) put(r *Record) {
+// put stores r, written at key-value revision rev, unless the index holds
+// a newer write of it (this replica's own writes arrive twice: directly
+// and through the watch).
+func (x *recordIndex) put(r *Record, rev uint64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if rev < x.rev[r.ID] {
+		return
+	}
+	x.rev[r.ID] = rev
 	if _, ok := x.byID[r.ID]; !ok {
 		i := sort.Search(len(x.ids), func(i int) bool { return x.ids[i] >= r.ID })
 		x.ids = slices.Insert(x.ids, i, r.ID)
@@ -294,6 +302,7 @@ func (x *recordIndex) remove(id int64) {
 		return
 	}
 	delete(x.byID, id)
+	delete(x.rev, id)
 	if i, ok := slices.BinarySearch(x.ids, id); ok {
 		x.ids = slices.Delete(x.ids, i, i+1)
 	}
@@ -369,7 +378,7 @@ func (p *Pipeline) watchRecords(ctx context.Context) error {
 			}
 			var r Record
 			if json.Unmarshal(e.Value(), &r) == nil {
-				p.index.put(&r)
+				p.index.put(&r, e.Revision())
 			}
 		}
 		_ = w.Stop()
@@ -379,4 +388,11 @@ func (p *Pipeline) watchRecords(ctx context.Context) error {
 		p.log.Warn("export records watch ended; opening it again")
 		time.Sleep(time.Second)
 	}
+}
+
+// RecordByID returns export id's record from the index, and whether it
+// exists.
+func (p *Pipeline) RecordByID(id int64) (*Record, bool) {
+	r, _ := p.index.get(id)
+	return r, r != nil
 }

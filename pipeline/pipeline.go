@@ -547,7 +547,11 @@ func (p *Pipeline) putRecord(ctx context.Context, r *Record) error {
 	if err != nil {
 		return err
 	}
-	_, err = p.records.Put(ctx, "export."+strconv.FormatInt(r.ID, 10), b)
+	rev, err := p.records.Put(ctx, "export."+strconv.FormatInt(r.ID, 10), b)
+	if err == nil {
+		c := *r
+		p.index.put(&c, rev)
+	}
 	return err
 }
 

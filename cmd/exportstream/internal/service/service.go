@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/exportstream/exportstream/api"
 	"github.com/exportstream/exportstream/config"
 	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/events"
@@ -162,7 +163,15 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.pipe.Store(pipe)
 
-	srv := &http.Server{Handler: s.routes(nc, buckets), ReadHeaderTimeout: 10 * time.Second}
+	expiry := map[string]time.Duration{}
+	for _, c := range cfg.Connections {
+		expiry[c.Name] = c.SignedURLExpiry
+	}
+	apiServer := api.New(api.Options{
+		Pipeline: pipe, JetStream: js, DeadLetterStream: cfg.NATS.DeadLetterStream,
+		Token: cfg.HTTP.Token.Reveal(), SignedURLExpiry: expiry, Logger: s.log.With("part", "api"),
+	})
+	srv := &http.Server{Handler: s.routes(nc, buckets, apiServer), ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pipe.Run(gctx) })
@@ -211,9 +220,10 @@ func exportsStream(cfg *config.Config) string {
 	return cfg.NATS.ExportsStream
 }
 
-func (s *Service) routes(nc *nats.Conn, buckets Buckets) http.Handler {
+func (s *Service) routes(nc *nats.Conn, buckets Buckets, apiServer *api.Server) http.Handler {
 	mux := http.NewServeMux()
 	buckets.fileRoutes(mux)
+	apiServer.Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	// Profiles for ops (http.listen is loopback by default).
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)

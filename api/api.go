@@ -1,0 +1,150 @@
+// Package api is exportstream's HTTP API (JSON under /api/v1) and its
+// export page (/, assets embedded in the binary).
+//
+// Routes (fixed: scripts and runbooks rely on them):
+//
+//	GET  /api/v1/exports                 records, newest first: ?definition= &project= &status= &before=<id> &limit=
+//	GET  /api/v1/exports/{id}            one record
+//	POST /api/v1/exports                 export now: {"definition": name} or an ad-hoc
+//	                                     {"project", "source", "completion", "include_removed_instances",
+//	                                     "connection"}, with "wait" and "return_type" (data | url)
+//	GET  /api/v1/exports/{id}/data       the export document, streamed from the bucket
+//	GET  /api/v1/exports/{id}/url        a signed download URL and its expiry
+//	GET  /api/v1/definitions             the definitions, each with its latest export
+//	GET  /api/v1/deadletters             dead-letter count and the newest entries with their reasons
+//	POST /api/v1/deadletters/redrive     re-publish chosen entries: {"sequences": [..]}
+//
+// Errors are JSON {"error": {"code", "message"}} with a fitting status:
+// 400 bad_request, 401 unauthorized, 404 not_found, 409 not_ready (an
+// export asked for its data or URL before it is complete), 500
+// export_failed / internal, 503 unavailable. With a token configured,
+// every /api/ request needs "Authorization: Bearer <token>"; the page
+// itself is public and asks for the token. Secrets never appear in an
+// answer: records hold none, and provider errors pass through the
+// service's secret filter before they are logged; answers carry only
+// their text.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exportstream/exportstream/pipeline"
+)
+
+// Options configure the API.
+type Options struct {
+	Pipeline *pipeline.Pipeline
+	// JetStream and DeadLetterStream are where the dead letters are.
+	JetStream        jetstream.JetStream
+	DeadLetterStream string
+	// Token, when not empty, is required as a bearer token on /api/.
+	Token string
+	// SignedURLExpiry is the download links' lifetime per connection
+	// (default one hour).
+	SignedURLExpiry map[string]time.Duration
+	// MaxWait bounds how long a POST with "wait": true waits (default
+	// 15 minutes).
+	MaxWait time.Duration
+	Logger  *slog.Logger
+}
+
+// Server serves the API and the page.
+type Server struct {
+	o Options
+}
+
+// New returns the API server.
+func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxWait <= 0 {
+		o.MaxWait = 15 * time.Minute
+	}
+	return &Server{o: o}
+}
+
+// Register adds the API routes and the page to mux.
+func (s *Server) Register(mux *http.ServeMux) {
+	api := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.auth(h)) }
+	api("GET /api/v1/exports", s.listExports)
+	api("POST /api/v1/exports", s.createExport)
+	api("GET /api/v1/exports/{id}", s.getExport)
+	api("GET /api/v1/exports/{id}/data", s.exportData)
+	api("GET /api/v1/exports/{id}/url", s.exportURL)
+	api("GET /api/v1/definitions", s.listDefinitions)
+	api("GET /api/v1/deadletters", s.listDeadLetters)
+	api("POST /api/v1/deadletters/redrive", s.redrive)
+	api("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such API route: "+r.Method+" "+r.URL.Path)
+	})
+	s.registerPage(mux)
+}
+
+// auth checks the bearer token, when one is configured.
+func (s *Server) auth(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.o.Token != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.o.Token)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="exportstream"`)
+				writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <http.token>)")
+				return
+			}
+		}
+		h(w, r)
+	})
+}
+
+// apiError is the body of every error answer.
+type apiError struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	var e apiError
+	e.Error.Code, e.Error.Message = code, msg
+	writeJSON(w, status, e)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// decodeBody reads a JSON request body strictly (unknown fields are
+// errors), at most 1 MiB.
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	return nil
+}
+
+// internal answers 500 for an unexpected error, logging it.
+func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
+	s.o.Logger.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	status, code := http.StatusInternalServerError, "internal"
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoHeartbeat) {
+		status, code = http.StatusServiceUnavailable, "unavailable"
+	}
+	writeError(w, status, code, err.Error())
+}

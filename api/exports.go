@@ -1,0 +1,364 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path"
+	"strconv"
+	"time"
+
+	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/pipeline"
+)
+
+// listPage is the answer of GET /api/v1/exports.
+type listPage struct {
+	Exports []pipeline.Record `json:"exports"`
+	// Total is how many records match the filter, on all pages.
+	Total int `json:"total"`
+	// NextBefore, when not 0, is the "before" of the next page.
+	NextBefore int64 `json:"next_before,omitempty"`
+}
+
+func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := pipeline.RecordFilter{Definition: q.Get("definition"), Project: q.Get("project"), Status: q.Get("status")}
+	for _, p := range []struct {
+		name string
+		dst  *int64
+	}{{"before", &f.Before}} {
+		if v := q.Get(p.name); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("%s=%q is not an export id", p.name, v))
+				return
+			}
+			*p.dst = n
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("limit=%q is not in 1..1000", v))
+			return
+		}
+		f.Limit = n
+	}
+	switch f.Status {
+	case "", pipeline.StatusPending, pipeline.StatusGenerating, pipeline.StatusUploading, pipeline.StatusComplete, pipeline.StatusFailed:
+	default:
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("status=%q is not one of pending, generating, uploading, complete, failed", f.Status))
+		return
+	}
+	recs, total := s.o.Pipeline.Records(f)
+	page := listPage{Exports: recs, Total: total}
+	if page.Exports == nil {
+		page.Exports = []pipeline.Record{}
+	}
+	if len(recs) > 0 && len(recs) == max(f.Limit, 1) {
+		if more, _ := s.o.Pipeline.Records(pipeline.RecordFilter{Definition: f.Definition, Project: f.Project,
+			Status: f.Status, Before: recs[len(recs)-1].ID, Limit: 1}); len(more) > 0 {
+			page.NextBefore = recs[len(recs)-1].ID
+		}
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+// record looks up the {id} of the request's path, answering 400 or 404
+// itself when there is none.
+func (s *Server) record(w http.ResponseWriter, r *http.Request) (*pipeline.Record, bool) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("%q is not an export id", r.PathValue("id")))
+		return nil, false
+	}
+	rec, _ := s.o.Pipeline.RecordByID(id)
+	if rec == nil {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no export %d", id))
+		return nil, false
+	}
+	return rec, true
+}
+
+func (s *Server) getExport(w http.ResponseWriter, r *http.Request) {
+	if rec, ok := s.record(w, r); ok {
+		writeJSON(w, http.StatusOK, rec)
+	}
+}
+
+// ready answers for an export that cannot be downloaded (yet) and
+// reports whether it can.
+func ready(w http.ResponseWriter, rec *pipeline.Record) bool {
+	switch {
+	case rec.DeletedTime != nil:
+		writeError(w, http.StatusGone, "deleted", fmt.Sprintf("export %d was deleted from the bucket by retention (keep_last) at %s",
+			rec.ID, rec.DeletedTime.Format(time.RFC3339)))
+	case rec.Status == pipeline.StatusFailed:
+		writeError(w, http.StatusConflict, "export_failed", fmt.Sprintf("export %d failed: %s", rec.ID, rec.StatusText))
+	case rec.Status != pipeline.StatusComplete:
+		writeError(w, http.StatusConflict, "not_ready", fmt.Sprintf("export not ready yet: export %d is %s (%d%%)", rec.ID, rec.Status, rec.PercentComplete))
+	default:
+		return true
+	}
+	return false
+}
+
+func (s *Server) exportData(w http.ResponseWriter, r *http.Request) {
+	if rec, ok := s.record(w, r); ok && ready(w, rec) {
+		s.streamData(w, r, rec)
+	}
+}
+
+// streamData copies the export's data object from its bucket.
+func (s *Server) streamData(w http.ResponseWriter, r *http.Request, rec *pipeline.Record) {
+	b := s.o.Pipeline.Bucket(rec.Connection)
+	if b == nil {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("export %d is in connection %q, which is not configured", rec.ID, rec.Connection))
+		return
+	}
+	body, err := b.NewReader(r.Context(), rec.Key)
+	if errors.Is(err, connectors.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("export %d: %s is not in the bucket", rec.ID, rec.Key))
+		return
+	}
+	if err != nil {
+		s.internal(w, r, fmt.Errorf("read export %d: %w", rec.ID, err))
+		return
+	}
+	defer body.Close()
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.FormatInt(rec.Bytes, 10))
+	h.Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", path.Base(rec.Key)))
+	h.Set("X-Export-Id", strconv.FormatInt(rec.ID, 10))
+	h.Set("X-Export-Sha256", rec.SHA256)
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.Copy(w, body); err != nil {
+		s.o.Logger.Warn("export download cut short", "export_id", rec.ID, "err", err)
+	}
+}
+
+// signedURL is the answer of GET /api/v1/exports/{id}/url.
+type signedURL struct {
+	ExportID  int64     `json:"export_id"`
+	URL       string    `json:"url"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func (s *Server) exportURL(w http.ResponseWriter, r *http.Request) {
+	rec, ok := s.record(w, r)
+	if !ok || !ready(w, rec) {
+		return
+	}
+	u, err := s.sign(r.Context(), rec)
+	if err != nil {
+		s.signError(w, r, rec, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
+}
+
+func (s *Server) sign(ctx context.Context, rec *pipeline.Record) (*signedURL, error) {
+	b := s.o.Pipeline.Bucket(rec.Connection)
+	if b == nil {
+		return nil, fmt.Errorf("connection %q is not configured: %w", rec.Connection, connectors.ErrNotFound)
+	}
+	expiry := s.o.SignedURLExpiry[rec.Connection]
+	if expiry <= 0 {
+		expiry = time.Hour
+	}
+	at := time.Now().UTC()
+	u, err := b.SignedURL(ctx, rec.Key, expiry)
+	if err != nil {
+		return nil, err
+	}
+	return &signedURL{ExportID: rec.ID, URL: u, ExpiresAt: at.Add(expiry).Truncate(time.Second)}, nil
+}
+
+func (s *Server) signError(w http.ResponseWriter, r *http.Request, rec *pipeline.Record, err error) {
+	if errors.Is(err, connectors.ErrNotSupported) {
+		writeError(w, http.StatusNotImplemented, "not_supported", fmt.Sprintf("export %d: connection %q cannot sign download links: %v", rec.ID, rec.Connection, err))
+		return
+	}
+	s.internal(w, r, fmt.Errorf("sign a URL for export %d: %w", rec.ID, err))
+}
+
+// createRequest is the body of POST /api/v1/exports.
+type createRequest struct {
+	Definition              string      `json:"definition"`
+	Project                 string      `json:"project"`
+	Source                  *sourceSpec `json:"source"`
+	Completion              string      `json:"completion"`
+	IncludeRemovedInstances bool        `json:"include_removed_instances"`
+	Connection              string      `json:"connection"`
+	Wait                    bool        `json:"wait"`
+	ReturnType              string      `json:"return_type"`
+}
+
+// sourceSpec is an ad-hoc export's source: exactly one field set, as in
+// the config file.
+type sourceSpec struct {
+	Directory   string `json:"directory,omitempty"`
+	DirectoryID int64  `json:"directory_id,omitempty"`
+	Job         string `json:"job,omitempty"`
+	JobID       int64  `json:"job_id,omitempty"`
+	TaskID      int64  `json:"task_id,omitempty"`
+	Project     bool   `json:"project,omitempty"`
+}
+
+func (sp *sourceSpec) source() (pipeline.Source, error) {
+	var out []pipeline.Source
+	if sp.Directory != "" {
+		out = append(out, pipeline.Source{Kind: pipeline.SourceDirectory, Name: sp.Directory})
+	}
+	if sp.DirectoryID > 0 {
+		out = append(out, pipeline.Source{Kind: pipeline.SourceDirectory, ID: sp.DirectoryID})
+	}
+	if sp.Job != "" {
+		out = append(out, pipeline.Source{Kind: pipeline.SourceJob, Name: sp.Job})
+	}
+	if sp.JobID > 0 {
+		out = append(out, pipeline.Source{Kind: pipeline.SourceJob, ID: sp.JobID})
+	}
+	if sp.TaskID > 0 {
+		out = append(out, pipeline.Source{Kind: pipeline.SourceTask, ID: sp.TaskID})
+	}
+	if sp.Project {
+		out = append(out, pipeline.Source{Kind: pipeline.SourceProject})
+	}
+	if len(out) != 1 {
+		return pipeline.Source{}, fmt.Errorf("source: exactly one of directory, directory_id, job, job_id, task_id, project must be set (found %d)", len(out))
+	}
+	return out[0], nil
+}
+
+func (s *Server) createExport(w http.ResponseWriter, r *http.Request) {
+	var req createRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "request body: "+err.Error())
+		return
+	}
+	switch req.ReturnType {
+	case "", "data", "url":
+	default:
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("return_type %q is not data or url", req.ReturnType))
+		return
+	}
+	var rec *pipeline.Record
+	var err error
+	if req.Definition != "" {
+		if req.Project != "" || req.Source != nil || req.Connection != "" || req.Completion != "" || req.IncludeRemovedInstances {
+			writeError(w, http.StatusBadRequest, "bad_request", "give either a definition or an ad-hoc project, source and connection, not both")
+			return
+		}
+		rec, err = s.o.Pipeline.Generate(r.Context(), req.Definition)
+		if errors.Is(err, pipeline.ErrUnknownDefinition) {
+			writeError(w, http.StatusNotFound, "not_found", err.Error())
+			return
+		}
+	} else {
+		d, msg := adhocDefinition(&req)
+		if msg != "" {
+			writeError(w, http.StatusBadRequest, "bad_request", msg)
+			return
+		}
+		rec, err = s.o.Pipeline.GenerateAdhoc(r.Context(), d)
+		if errors.Is(err, pipeline.ErrUnknownConnection) {
+			writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+	}
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	if !req.Wait {
+		w.Header().Set("Location", "/api/v1/exports/"+strconv.FormatInt(rec.ID, 10))
+		writeJSON(w, http.StatusAccepted, rec)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.o.MaxWait)
+	defer cancel()
+	done, err := s.o.Pipeline.WaitRecord(ctx, rec.ID)
+	if err != nil {
+		writeError(w, http.StatusGatewayTimeout, "timeout", fmt.Sprintf("export %d did not finish in time (%v); poll GET /api/v1/exports/%d", rec.ID, err, rec.ID))
+		return
+	}
+	if done.Status == pipeline.StatusFailed {
+		writeError(w, http.StatusInternalServerError, "export_failed", fmt.Sprintf("export %d failed: %s", done.ID, done.StatusText))
+		return
+	}
+	switch req.ReturnType {
+	case "data":
+		s.streamData(w, r, done)
+	case "url":
+		u, err := s.sign(r.Context(), done)
+		if err != nil {
+			s.signError(w, r, done, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, struct {
+			*signedURL
+			Export *pipeline.Record `json:"export"`
+		}{u, done})
+	default:
+		writeJSON(w, http.StatusOK, done)
+	}
+}
+
+// adhocDefinition checks an ad-hoc request; msg says what is wrong.
+func adhocDefinition(req *createRequest) (pipeline.Definition, string) {
+	if req.Project == "" || req.Source == nil || req.Connection == "" {
+		return pipeline.Definition{}, `give "definition", or an ad-hoc "project", "source" and "connection"`
+	}
+	src, err := req.Source.source()
+	if err != nil {
+		return pipeline.Definition{}, err.Error()
+	}
+	completion := req.Completion
+	switch completion {
+	case "":
+		completion = "complete"
+	case "complete", "all", "incomplete":
+	default:
+		return pipeline.Definition{}, fmt.Sprintf("completion %q is not complete, all or incomplete", completion)
+	}
+	return pipeline.Definition{Project: req.Project, Source: src, Completion: completion,
+		IncludeRemovedInstances: req.IncludeRemovedInstances, Connection: req.Connection}, ""
+}
+
+// definitionView is one entry of GET /api/v1/definitions.
+type definitionView struct {
+	Name                    string           `json:"name"`
+	Project                 string           `json:"project"`
+	Source                  string           `json:"source"`
+	Ref                     string           `json:"ref"`
+	Completion              string           `json:"completion"`
+	IncludeRemovedInstances bool             `json:"include_removed_instances"`
+	Connection              string           `json:"connection"`
+	Path                    string           `json:"path"`
+	Quiet                   string           `json:"quiet"`
+	MaxDelay                string           `json:"max_delay"`
+	KeepLast                int              `json:"keep_last"`
+	Latest                  *pipeline.Record `json:"latest"`
+}
+
+func (s *Server) listDefinitions(w http.ResponseWriter, r *http.Request) {
+	out := []definitionView{}
+	for _, d := range s.o.Pipeline.Definitions() {
+		ref := d.Source.Name
+		if ref == "" && d.Source.ID > 0 {
+			ref = strconv.FormatInt(d.Source.ID, 10)
+		}
+		out = append(out, definitionView{
+			Name: d.Name, Project: d.Project, Source: string(d.Source.Kind), Ref: ref, Completion: d.Completion,
+			IncludeRemovedInstances: d.IncludeRemovedInstances, Connection: d.Connection, Path: d.Path,
+			Quiet: d.Quiet.String(), MaxDelay: d.MaxDelay.String(), KeepLast: d.KeepLast,
+			Latest: s.o.Pipeline.LatestRecord(d.Name),
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"definitions": out})
+}
