@@ -81,6 +81,9 @@ func (p *Pipeline) exportOnce(ctx context.Context, d *Definition, trigger string
 		_ = p.putRecord(context.WithoutCancel(ctx), &shown)
 		return rec, err // still StatusUploading: the retry resumes here
 	}
+	if !mark.Time.IsZero() {
+		p.m.latency.WithLabelValues(d.Name).Observe(time.Since(mark.Time).Seconds())
+	}
 	if committed {
 		// The resumed export was rendered before the mark read above:
 		// leave the mark and look again with a fresh render.
@@ -281,6 +284,7 @@ func (p *Pipeline) finish(ctx context.Context, d *Definition, bucket connectors.
 	_ = p.records.Delete(ctx, "pending."+d.Name)
 	p.publishCompleted(ctx, rec)
 	p.m.exports.WithLabelValues(d.Name).Inc()
+	p.m.files.WithLabelValues(d.Name).Add(float64(rec.FileListLength))
 	p.m.lastGood.WithLabelValues(d.Name).Set(float64(now.Unix()))
 	p.log.Info("export written", "definition", d.Name, "export_id", rec.ID, "key", rec.Key,
 		"files", rec.FileListLength, "instances", rec.InstanceCount, "bytes", rec.Bytes, "trigger", rec.Trigger)

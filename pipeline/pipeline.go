@@ -98,7 +98,10 @@ type metrics struct {
 	bytes        *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
 	lastGood     *prometheus.GaugeVec
-	stale        prometheus.Counter
+	stale        *prometheus.CounterVec
+	applied      *prometheus.CounterVec
+	files        *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
 	stateChanges prometheus.Counter
 }
 
@@ -197,16 +200,27 @@ func (p *Pipeline) initMetrics() {
 		lastGood: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "exportstream_last_export_timestamp_seconds", Help: "Time of the last good export, by definition.",
 		}, []string{"definition"}),
-		stale: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "exportstream_events_stale_total", Help: "Good events that changed nothing (not newer than the stored snapshot).",
-		}),
+		stale: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_events_stale_total", Help: "Good events that changed nothing (not newer than the stored snapshot), by type.",
+		}, []string{"type"}),
+		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_events_applied_total", Help: "Good events applied to the state (stored, or found stale), by type; applied - stale changed the state.",
+		}, []string{"type"}),
+		files: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_export_files_total", Help: "Files in the exports written, by definition.",
+		}, []string{"definition"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "exportstream_event_to_export_seconds",
+			Help: "From the newest event an export covers being applied to that export being visible (latest.json), by definition.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
+		}, []string{"definition"}),
 		stateChanges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exportstream_state_changes_total", Help: "Entity snapshots stored.",
 		}),
 	}
 	if r := p.opts.Registerer; r != nil {
 		for _, c := range []prometheus.Collector{p.m.exports, p.m.skipped, p.m.pruned, p.m.failures, p.m.bytes,
-			p.m.duration, p.m.lastGood, p.m.stale, p.m.stateChanges} {
+			p.m.duration, p.m.lastGood, p.m.stale, p.m.applied, p.m.files, p.m.latency, p.m.stateChanges} {
 			_ = r.Register(c)
 		}
 	}
@@ -237,7 +251,12 @@ func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) error {
 		}
 	}
 	p.m.stateChanges.Add(float64(len(changes)))
-	p.m.stale.Add(float64(len(batch) - len(changes)))
+	for _, ev := range batch {
+		p.m.applied.WithLabelValues(ev.Type).Inc()
+	}
+	for typ, n := range res.stale {
+		p.m.stale.WithLabelValues(typ).Add(float64(n))
+	}
 	if len(changes) == 0 && len(replayed) == 0 {
 		return nil
 	}

@@ -136,6 +136,16 @@ type applied struct {
 	// again holds the projects of events whose exact version was already
 	// stored (a duplicate, or a retry of an attempt that stored it).
 	again map[string]bool
+	// stale counts, by event type, the events that changed nothing (not
+	// newer than the stored snapshot).
+	stale map[string]int
+}
+
+func (a *applied) countStale(ev *events.Event) {
+	if a.stale == nil {
+		a.stale = map[string]int{}
+	}
+	a.stale[ev.Type]++
 }
 
 type write struct {
@@ -165,6 +175,7 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) (applied, error)
 			w := writes[key]
 			if w != nil {
 				if ev.Version <= w.sn.version {
+					res.countStale(ev)
 					continue
 				}
 				base = w.sn
@@ -175,6 +186,7 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) (applied, error)
 					}
 					res.again[ev.Project] = true
 				}
+				res.countStale(ev)
 				continue
 			}
 			sn, err := snapFromEvent(ev, base)

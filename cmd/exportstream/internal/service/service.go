@@ -7,11 +7,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -131,7 +134,14 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	defer buckets.Close()
-	s.buckets.Store(buckets)
+	// Every bucket counted by connection; the pipeline and the API use
+	// these, the /files/ routes the providers themselves.
+	bm := connectors.NewMetrics(s.reg)
+	counted := Buckets{}
+	for name, b := range buckets {
+		counted[name] = bm.Instrument(name, b)
+	}
+	s.buckets.Store(counted)
 	uploads := map[string]int{}
 	for _, c := range cfg.Connections {
 		uploads[c.Name] = c.Uploads
@@ -148,7 +158,7 @@ func (s *Service) Run(ctx context.Context) error {
 	host, _ := os.Hostname()
 	pipe, err := pipeline.Open(ctx, js, pipeline.Options{
 		Definitions:   Definitions(cfg.Exports),
-		Buckets:       buckets,
+		Buckets:       counted,
 		Uploads:       uploads,
 		StatePrefix:   cfg.NATS.StatePrefix,
 		Replicas:      cfg.NATS.Replicas,
@@ -171,10 +181,11 @@ func (s *Service) Run(ctx context.Context) error {
 		Pipeline: pipe, JetStream: js, DeadLetterStream: cfg.NATS.DeadLetterStream,
 		Token: cfg.HTTP.Token.Reveal(), SignedURLExpiry: expiry, Logger: s.log.With("part", "api"),
 	})
-	srv := &http.Server{Handler: s.routes(nc, buckets, apiServer), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.routes(nc, buckets, counted, apiServer), ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pipe.Run(gctx) })
+	g.Go(func() error { s.watchConsumer(gctx, cons); return nil })
 	g.Go(func() error { return cons.Run(gctx, pipe.Handle) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -220,7 +231,7 @@ func exportsStream(cfg *config.Config) string {
 	return cfg.NATS.ExportsStream
 }
 
-func (s *Service) routes(nc *nats.Conn, buckets Buckets, apiServer *api.Server) http.Handler {
+func (s *Service) routes(nc *nats.Conn, buckets, counted Buckets, apiServer *api.Server) http.Handler {
 	mux := http.NewServeMux()
 	buckets.fileRoutes(mux)
 	apiServer.Register(mux)
@@ -233,13 +244,74 @@ func (s *Service) routes(nc *nats.Conn, buckets Buckets, apiServer *api.Server) 
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !s.isReady.Load() || !nc.IsConnected() {
-			http.Error(w, "not ready: NATS not connected or consumer not bound", http.StatusServiceUnavailable)
-			return
+		// One line per check, "ok" or what is wrong; 503 unless all are ok.
+		var lines []string
+		ok := true
+		check := func(name string, err error) {
+			if err != nil {
+				ok = false
+				lines = append(lines, name+": "+err.Error())
+				return
+			}
+			lines = append(lines, name+": ok")
 		}
-		w.Write([]byte("ready\n"))
+		switch {
+		case !nc.IsConnected():
+			check("nats", errors.New("not connected"))
+		default:
+			check("nats", nil)
+		}
+		if !s.isReady.Load() {
+			check("consumer", errors.New("not bound"))
+		} else {
+			check("consumer", nil)
+		}
+		for _, name := range slices.Sorted(maps.Keys(counted)) {
+			if x, isCounted := counted[name].(*connectors.Instrumented); isCounted {
+				at, err := x.LastWrite()
+				if err != nil {
+					err = fmt.Errorf("last write at %s failed: %w", at.UTC().Format(time.RFC3339), err)
+				}
+				check("connection "+name, err)
+			}
+		}
+		status := http.StatusOK
+		if !ok {
+			status = http.StatusServiceUnavailable
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(status)
+		io.WriteString(w, strings.Join(lines, "\n")+"\n")
 	})
 	return mux
+}
+
+// watchConsumer keeps the consumer's pending and ack-pending counts in
+// the exportstream_consumer_pending and _ack_pending gauges, every 5 s.
+func (s *Service) watchConsumer(ctx context.Context, cons *events.Consumer) {
+	pending := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "exportstream_consumer_pending", Help: "Events in the stream not yet delivered to the consumer (all replicas).",
+	})
+	ackPending := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "exportstream_consumer_ack_pending", Help: "Events delivered and not yet acked (all replicas).",
+	})
+	_ = s.reg.Register(pending)
+	_ = s.reg.Register(ackPending)
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if info, err := cons.Info(ictx); err == nil {
+			pending.Set(float64(info.NumPending))
+			ackPending.Set(float64(info.NumAckPending))
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // Definitions converts the configured exports.

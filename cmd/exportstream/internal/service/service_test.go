@@ -494,6 +494,12 @@ func TestConnectionOutage(t *testing.T) {
 	if n := failures(t, svc, ""); n != failures(t, svc, "-az") {
 		t.Errorf("export failures outside the stopped connection")
 	}
+	// Not ready while a connection's writes fail, and it says which.
+	status, body := get(t, "http://"+svc.HTTPAddr()+"/readyz")
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "connection az: last write at") ||
+		!strings.Contains(body, "connection disk: ok") {
+		t.Errorf("/readyz during the outage: %d %q", status, body)
+	}
 
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
@@ -501,6 +507,9 @@ func TestConnectionOutage(t *testing.T) {
 	back := time.Now()
 	waitConverged(t, svc.Bucket("az"), exp)
 	t.Logf("caught up %v after the server came back", time.Since(back).Round(time.Millisecond))
+	if status, body := get(t, "http://"+svc.HTTPAddr()+"/readyz"); status != http.StatusOK {
+		t.Errorf("/readyz after the outage: %d %q", status, body)
+	}
 	for name := range exp.Definitions {
 		var data []string
 		err := svc.Bucket("az").List(t.Context(), "exports/"+name+"/", func(a connectors.Attributes) bool {
@@ -515,6 +524,86 @@ func TestConnectionOutage(t *testing.T) {
 		if len(data) != 1 {
 			t.Errorf("%s-az: %d data objects after the outage (%q), want 1: one export of the newest state", name, len(data), data)
 		}
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestMetrics: after the chaos example, /metrics has every family ops
+// watch, with the labels they filter on.
+func TestMetrics(t *testing.T) {
+	scenarios, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp, err := pipelinetest.LoadExpected(scenarios[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, exp, config.Connection{Name: "disk", Type: "local", Local: &config.Local{Dir: t.TempDir()}})
+	svc := startService(t, cfg)
+	nc, err := nats.Connect(svc.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	publishScenario(t, js, scenarios[0])
+	waitConverged(t, svc.Bucket("disk"), exp)
+	var name string
+	for n := range exp.Definitions {
+		name = n
+		break
+	}
+	want := []string{
+		`exportstream_events_consumed_total{type="`,
+		`exportstream_events_applied_total{type="`,
+		`exportstream_events_stale_total{type="`,
+		`exportstream_events_dead_lettered_total{type="`,
+		`exportstream_consumer_pending `,
+		`exportstream_consumer_ack_pending `,
+		`exportstream_exports_total{definition="` + name + `"}`,
+		`exportstream_export_bytes_total{definition="` + name + `"}`,
+		`exportstream_export_files_total{definition="` + name + `"}`,
+		`exportstream_export_duration_seconds_bucket{definition="` + name + `"`,
+		`exportstream_event_to_export_seconds_bucket{definition="` + name + `"`,
+		`exportstream_last_export_timestamp_seconds{definition="` + name + `"}`,
+		`exportstream_bucket_operations_total{connection="disk",op="write"}`,
+		`exportstream_bucket_last_write_ok{connection="disk"} 1`,
+		`process_resident_memory_bytes `,
+	}
+	var body string
+	for end := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, body = get(t, "http://"+svc.HTTPAddr()+"/metrics")
+		missing := 0
+		for _, w := range want {
+			if !strings.Contains(body, w) {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			for _, w := range want {
+				if !strings.Contains(body, w) {
+					t.Errorf("/metrics lacks %s", w)
+				}
+			}
+			return
+		}
+	}
+	if status, body := get(t, "http://"+svc.HTTPAddr()+"/readyz"); status != http.StatusOK ||
+		!strings.Contains(body, "nats: ok") || !strings.Contains(body, "connection disk: ok") {
+		t.Errorf("/readyz: %d %q", status, body)
 	}
 }
 
