@@ -210,8 +210,8 @@ func (p *Pipeline) initMetrics() {
 			Name: "exportstream_export_files_total", Help: "Files in the exports written, by definition.",
 		}, []string{"definition"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "exportstream_event_to_export_seconds",
-			Help: "From the newest event an export covers being applied to that export being visible (latest.json), by definition.",
+			Name:    "exportstream_event_to_export_seconds",
+			Help:    "From the newest event an export covers being applied to that export being visible (latest.json), by definition.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
 		}, []string{"definition"}),
 		stateChanges: prometheus.NewCounter(prometheus.CounterOpts{
