@@ -54,7 +54,9 @@ type Options struct {
 	// MaxWait bounds how long a POST with "wait": true waits (default
 	// 15 minutes).
 	MaxWait time.Duration
-	Logger  *slog.Logger
+	// Redact, when set, blanks secrets in error messages.
+	Redact func(string) string
+	Logger *slog.Logger
 }
 
 // Server serves the API and the page.
@@ -85,7 +87,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	api("GET /api/v1/deadletters", s.listDeadLetters)
 	api("POST /api/v1/deadletters/redrive", s.redrive)
 	api("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such API route: "+r.Method+" "+r.URL.Path)
+		s.writeError(w, http.StatusNotFound, "not_found", "no such API route: "+r.Method+" "+r.URL.Path)
 	})
 	s.registerPage(mux)
 }
@@ -97,7 +99,7 @@ func (s *Server) auth(h http.HandlerFunc) http.Handler {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.o.Token)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="exportstream"`)
-				writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <http.token>)")
+				s.writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <http.token>)")
 				return
 			}
 		}
@@ -113,7 +115,12 @@ type apiError struct {
 	} `json:"error"`
 }
 
-func writeError(w http.ResponseWriter, status int, code, msg string) {
+// writeError answers with an error; the message passes the secret
+// filter first (a provider's error text may quote a request).
+func (s *Server) writeError(w http.ResponseWriter, status int, code, msg string) {
+	if s.o.Redact != nil {
+		msg = s.o.Redact(msg)
+	}
 	var e apiError
 	e.Error.Code, e.Error.Message = code, msg
 	writeJSON(w, status, e)
@@ -146,5 +153,5 @@ func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoHeartbeat) {
 		status, code = http.StatusServiceUnavailable, "unavailable"
 	}
-	writeError(w, status, code, err.Error())
+	s.writeError(w, status, code, err.Error())
 }

@@ -44,7 +44,7 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 200 {
-			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("limit=%q is not in 1..200", v))
+			s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("limit=%q is not in 1..200", v))
 			return
 		}
 		limit = n
@@ -120,11 +120,11 @@ type redriveFailure struct {
 func (s *Server) redrive(w http.ResponseWriter, r *http.Request) {
 	var req redriveRequest
 	if err := decodeBody(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "request body: "+err.Error())
+		s.writeError(w, http.StatusBadRequest, "bad_request", "request body: "+err.Error())
 		return
 	}
 	if len(req.Sequences) == 0 || len(req.Sequences) > 1000 {
-		writeError(w, http.StatusBadRequest, "bad_request", `give 1..1000 dead-letter sequences: {"sequences": [12, 13]}`)
+		s.writeError(w, http.StatusBadRequest, "bad_request", `give 1..1000 dead-letter sequences: {"sequences": [12, 13]}`)
 		return
 	}
 	stream, err := s.o.JetStream.Stream(r.Context(), s.o.DeadLetterStream)

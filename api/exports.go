@@ -33,7 +33,7 @@ func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 		if v := q.Get(p.name); v != "" {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n < 0 {
-				writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("%s=%q is not an export id", p.name, v))
+				s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("%s=%q is not an export id", p.name, v))
 				return
 			}
 			*p.dst = n
@@ -42,7 +42,7 @@ func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("limit=%q is not in 1..1000", v))
+			s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("limit=%q is not in 1..1000", v))
 			return
 		}
 		f.Limit = n
@@ -50,7 +50,7 @@ func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 	switch f.Status {
 	case "", pipeline.StatusPending, pipeline.StatusGenerating, pipeline.StatusUploading, pipeline.StatusComplete, pipeline.StatusFailed:
 	default:
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("status=%q is not one of pending, generating, uploading, complete, failed", f.Status))
+		s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("status=%q is not one of pending, generating, uploading, complete, failed", f.Status))
 		return
 	}
 	recs, total := s.o.Pipeline.Records(f)
@@ -72,12 +72,12 @@ func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 func (s *Server) record(w http.ResponseWriter, r *http.Request) (*pipeline.Record, bool) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("%q is not an export id", r.PathValue("id")))
+		s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("%q is not an export id", r.PathValue("id")))
 		return nil, false
 	}
 	rec, _ := s.o.Pipeline.RecordByID(id)
 	if rec == nil {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no export %d", id))
+		s.writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no export %d", id))
 		return nil, false
 	}
 	return rec, true
@@ -91,15 +91,15 @@ func (s *Server) getExport(w http.ResponseWriter, r *http.Request) {
 
 // ready answers for an export that cannot be downloaded (yet) and
 // reports whether it can.
-func ready(w http.ResponseWriter, rec *pipeline.Record) bool {
+func (s *Server) ready(w http.ResponseWriter, rec *pipeline.Record) bool {
 	switch {
 	case rec.DeletedTime != nil:
-		writeError(w, http.StatusGone, "deleted", fmt.Sprintf("export %d was deleted from the bucket by retention (keep_last) at %s",
+		s.writeError(w, http.StatusGone, "deleted", fmt.Sprintf("export %d was deleted from the bucket by retention (keep_last) at %s",
 			rec.ID, rec.DeletedTime.Format(time.RFC3339)))
 	case rec.Status == pipeline.StatusFailed:
-		writeError(w, http.StatusConflict, "export_failed", fmt.Sprintf("export %d failed: %s", rec.ID, rec.StatusText))
+		s.writeError(w, http.StatusConflict, "export_failed", fmt.Sprintf("export %d failed: %s", rec.ID, rec.StatusText))
 	case rec.Status != pipeline.StatusComplete:
-		writeError(w, http.StatusConflict, "not_ready", fmt.Sprintf("export not ready yet: export %d is %s (%d%%)", rec.ID, rec.Status, rec.PercentComplete))
+		s.writeError(w, http.StatusConflict, "not_ready", fmt.Sprintf("export not ready yet: export %d is %s (%d%%)", rec.ID, rec.Status, rec.PercentComplete))
 	default:
 		return true
 	}
@@ -107,7 +107,7 @@ func ready(w http.ResponseWriter, rec *pipeline.Record) bool {
 }
 
 func (s *Server) exportData(w http.ResponseWriter, r *http.Request) {
-	if rec, ok := s.record(w, r); ok && ready(w, rec) {
+	if rec, ok := s.record(w, r); ok && s.ready(w, rec) {
 		s.streamData(w, r, rec)
 	}
 }
@@ -116,12 +116,12 @@ func (s *Server) exportData(w http.ResponseWriter, r *http.Request) {
 func (s *Server) streamData(w http.ResponseWriter, r *http.Request, rec *pipeline.Record) {
 	b := s.o.Pipeline.Bucket(rec.Connection)
 	if b == nil {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("export %d is in connection %q, which is not configured", rec.ID, rec.Connection))
+		s.writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("export %d is in connection %q, which is not configured", rec.ID, rec.Connection))
 		return
 	}
 	body, err := b.NewReader(r.Context(), rec.Key)
 	if errors.Is(err, connectors.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("export %d: %s is not in the bucket", rec.ID, rec.Key))
+		s.writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("export %d: %s is not in the bucket", rec.ID, rec.Key))
 		return
 	}
 	if err != nil {
@@ -150,7 +150,7 @@ type signedURL struct {
 
 func (s *Server) exportURL(w http.ResponseWriter, r *http.Request) {
 	rec, ok := s.record(w, r)
-	if !ok || !ready(w, rec) {
+	if !ok || !s.ready(w, rec) {
 		return
 	}
 	u, err := s.sign(r.Context(), rec)
@@ -180,7 +180,7 @@ func (s *Server) sign(ctx context.Context, rec *pipeline.Record) (*signedURL, er
 
 func (s *Server) signError(w http.ResponseWriter, r *http.Request, rec *pipeline.Record, err error) {
 	if errors.Is(err, connectors.ErrNotSupported) {
-		writeError(w, http.StatusNotImplemented, "not_supported", fmt.Sprintf("export %d: connection %q cannot sign download links: %v", rec.ID, rec.Connection, err))
+		s.writeError(w, http.StatusNotImplemented, "not_supported", fmt.Sprintf("export %d: connection %q cannot sign download links: %v", rec.ID, rec.Connection, err))
 		return
 	}
 	s.internal(w, r, fmt.Errorf("sign a URL for export %d: %w", rec.ID, err))
@@ -238,36 +238,36 @@ func (sp *sourceSpec) source() (pipeline.Source, error) {
 func (s *Server) createExport(w http.ResponseWriter, r *http.Request) {
 	var req createRequest
 	if err := decodeBody(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "request body: "+err.Error())
+		s.writeError(w, http.StatusBadRequest, "bad_request", "request body: "+err.Error())
 		return
 	}
 	switch req.ReturnType {
 	case "", "data", "url":
 	default:
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("return_type %q is not data or url", req.ReturnType))
+		s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("return_type %q is not data or url", req.ReturnType))
 		return
 	}
 	var rec *pipeline.Record
 	var err error
 	if req.Definition != "" {
 		if req.Project != "" || req.Source != nil || req.Connection != "" || req.Completion != "" || req.IncludeRemovedInstances {
-			writeError(w, http.StatusBadRequest, "bad_request", "give either a definition or an ad-hoc project, source and connection, not both")
+			s.writeError(w, http.StatusBadRequest, "bad_request", "give either a definition or an ad-hoc project, source and connection, not both")
 			return
 		}
 		rec, err = s.o.Pipeline.Generate(r.Context(), req.Definition)
 		if errors.Is(err, pipeline.ErrUnknownDefinition) {
-			writeError(w, http.StatusNotFound, "not_found", err.Error())
+			s.writeError(w, http.StatusNotFound, "not_found", err.Error())
 			return
 		}
 	} else {
 		d, msg := adhocDefinition(&req)
 		if msg != "" {
-			writeError(w, http.StatusBadRequest, "bad_request", msg)
+			s.writeError(w, http.StatusBadRequest, "bad_request", msg)
 			return
 		}
 		rec, err = s.o.Pipeline.GenerateAdhoc(r.Context(), d)
 		if errors.Is(err, pipeline.ErrUnknownConnection) {
-			writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+			s.writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 			return
 		}
 	}
@@ -284,11 +284,11 @@ func (s *Server) createExport(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	done, err := s.o.Pipeline.WaitRecord(ctx, rec.ID)
 	if err != nil {
-		writeError(w, http.StatusGatewayTimeout, "timeout", fmt.Sprintf("export %d did not finish in time (%v); poll GET /api/v1/exports/%d", rec.ID, err, rec.ID))
+		s.writeError(w, http.StatusGatewayTimeout, "timeout", fmt.Sprintf("export %d did not finish in time (%v); poll GET /api/v1/exports/%d", rec.ID, err, rec.ID))
 		return
 	}
 	if done.Status == pipeline.StatusFailed {
-		writeError(w, http.StatusInternalServerError, "export_failed", fmt.Sprintf("export %d failed: %s", done.ID, done.StatusText))
+		s.writeError(w, http.StatusInternalServerError, "export_failed", fmt.Sprintf("export %d failed: %s", done.ID, done.StatusText))
 		return
 	}
 	switch req.ReturnType {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"strings"
 	"sync"
 )
 
@@ -50,4 +51,17 @@ func (r *redactWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// RedactString returns a function that blanks every occurrence of the
+// secrets in a string with "<secret>", as RedactWriter does for a stream.
+func RedactString(secrets []string) func(string) string {
+	return func(s string) string {
+		for _, sec := range secrets {
+			if strings.Contains(s, sec) {
+				s = strings.ReplaceAll(s, sec, "<secret>")
+			}
+		}
+		return s
+	}
 }

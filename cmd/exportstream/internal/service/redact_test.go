@@ -43,3 +43,10 @@ func TestRedactWriter(t *testing.T) {
 		}
 	}
 }
+
+func TestRedactString(t *testing.T) {
+	r := RedactString([]string{"hunter22", "a2V5+with/slash=="})
+	if got := r("auth hunter22 and a2V5+with/slash== failed"); got != "auth <secret> and <secret> failed" {
+		t.Errorf("got %q", got)
+	}
+}

@@ -180,6 +180,7 @@ func (s *Service) Run(ctx context.Context) error {
 	apiServer := api.New(api.Options{
 		Pipeline: pipe, JetStream: js, DeadLetterStream: cfg.NATS.DeadLetterStream,
 		Token: cfg.HTTP.Token.Reveal(), SignedURLExpiry: expiry, Logger: s.log.With("part", "api"),
+		Redact: RedactString(cfg.SecretValues()),
 	})
 	srv := &http.Server{Handler: s.routes(nc, buckets, counted, apiServer), ReadHeaderTimeout: 10 * time.Second}
 
