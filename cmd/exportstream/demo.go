@@ -20,7 +20,9 @@ func demoExports(project string) []config.Export {
 	quick := config.Coalesce{Quiet: time.Second, MaxDelay: 3 * time.Second}
 	mk := func(name string, src config.Source, completion string) config.Export {
 		return config.Export{Name: name, Project: project, Source: src, Completion: completion,
-			Connection: "local-disk", Path: "exports/" + name + "/", Coalesce: quick}
+			Connection: "local-disk", Path: "exports/" + name + "/", Coalesce: quick,
+			// The simulator changes things all the time: keep the bucket small.
+			KeepLast: 20}
 	}
 	return []config.Export{
 		mk("luckfrill-complete", config.Source{Directory: "Luckfrill"}, "complete"),
