@@ -1,0 +1,134 @@
+package deploy_test
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// exampleConfig is one config file in deploy/.
+type exampleConfig struct {
+	name string // for messages
+	path string // a file exportstream can read
+	data []byte
+}
+
+// exampleConfigs returns every config file in deploy/: config/*.yaml and
+// the config.yaml of the Kubernetes ConfigMap (written to a temp file).
+func exampleConfigs(t *testing.T) []exampleConfig {
+	t.Helper()
+	files, err := filepath.Glob("config/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfgs []exampleConfig
+	for _, f := range files {
+		cfgs = append(cfgs, exampleConfig{f, f, []byte(readFile(t, f))})
+	}
+	cm := configMapConfig(t)
+	p := filepath.Join(t.TempDir(), "configmap-config.yaml")
+	if err := os.WriteFile(p, cm, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return append(cfgs, exampleConfig{"kubernetes ConfigMap config.yaml", p, cm})
+}
+
+// TestExampleConfigs runs `exportstream check-config` on every config in
+// deploy/, with dummy values for the variables it refers to, and checks
+// that each example is what its name says.
+func TestExampleConfigs(t *testing.T) {
+	cfgs := exampleConfigs(t)
+	var names []string
+	for _, c := range cfgs {
+		names = append(names, filepath.Base(c.name))
+	}
+	for _, want := range []string{"local.yaml", "s3.yaml", "gcs.yaml", "azure.yaml", "cluster.yaml"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("no example config/%s", want)
+		}
+	}
+	bin := exportstreamBinary(t)
+	for _, c := range cfgs {
+		t.Run(filepath.Base(c.name), func(t *testing.T) {
+			// Only the referenced variables: a reference the test did
+			// not see would fail as missing.
+			env := []string{}
+			for _, ref := range envRefs(t, c.name, c.data) {
+				v, ok := dummyEnv[ref]
+				if !ok {
+					v = "dummy-" + strings.ToLower(ref)
+				}
+				env = append(env, ref+"="+v)
+			}
+			cmd := exec.CommandContext(t.Context(), bin, "check-config", "--config", c.path)
+			cmd.Env = env
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("check-config --config %s (env %v): %v\n%s", c.name, env, err, out.String())
+			}
+			if !strings.Contains(out.String(), ": OK") {
+				t.Errorf("check-config said:\n%s", out.String())
+			}
+
+			cfg := parseYAMLMap(t, c.name, c.data)
+			types := map[string]bool{}
+			for _, conn := range cfg.list("connections") {
+				if m, ok := conn.(map[string]any); ok {
+					typ, _ := m["type"].(string)
+					types[typ] = true
+				}
+			}
+			if len(cfg.list("exports")) == 0 {
+				t.Errorf("no export definitions")
+			}
+			clustered := cfg.str("nats.url") != ""
+			switch filepath.Base(c.name) {
+			case "local.yaml":
+				if clustered || !types["local"] {
+					t.Errorf("local.yaml: want the embedded NATS server and a local connection")
+				}
+			case "s3.yaml", "gcs.yaml", "azure.yaml":
+				typ := strings.TrimSuffix(filepath.Base(c.name), ".yaml")
+				if !types[typ] {
+					t.Errorf("want a connection of type %s", typ)
+				}
+			case "cluster.yaml":
+				if !clustered {
+					t.Errorf("cluster.yaml: want nats.url")
+				}
+			}
+			if clustered {
+				if r := cfg.get("nats.replicas"); r != 3 {
+					t.Errorf("nats.replicas = %v with a NATS cluster, want 3", r)
+				}
+			}
+		})
+	}
+}
+
+// dummyEnv holds values of the right shape for variables whose values
+// check-config checks; other variables get "dummy-<name>".
+var dummyEnv = map[string]string{
+	"AZURE_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=https;AccountName=dummy;AccountKey=ZHVtbXk=;EndpointSuffix=core.windows.net",
+}
+
+// httpListenPort returns the port of the config's http.listen.
+func httpListenPort(t *testing.T, cfg yamlMap) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(cfg.str("http.listen"))
+	if err != nil {
+		t.Fatalf("http.listen: %v", err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatalf("http.listen port: %v", err)
+	}
+	return port
+}
