@@ -77,7 +77,7 @@ func New(o Options) *Server {
 
 // Register adds the API routes and the page to mux.
 func (s *Server) Register(mux *http.ServeMux) {
-	api := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.auth(h)) }
+	api := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.Auth(h)) }
 	api("GET /api/v1/exports", s.listExports)
 	api("POST /api/v1/exports", s.createExport)
 	api("GET /api/v1/exports/{id}", s.getExport)
@@ -92,8 +92,9 @@ func (s *Server) Register(mux *http.ServeMux) {
 	s.registerPage(mux)
 }
 
-// auth checks the bearer token, when one is configured.
-func (s *Server) auth(h http.HandlerFunc) http.Handler {
+// Auth wraps h with the bearer-token check, when a token is configured
+// (401 JSON error otherwise).
+func (s *Server) Auth(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.o.Token != "" {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

@@ -141,6 +141,10 @@ func TestAPIRead(t *testing.T) {
 	if status, _, _ := anon.do("GET", "/healthz", nil); status != http.StatusOK {
 		t.Errorf("/healthz asks for the token: %d", status)
 	}
+	anon.wantError("GET", "/debug/pprof/", nil, http.StatusUnauthorized, "unauthorized")
+	if status, _, _ := c.do("GET", "/debug/pprof/", nil); status != http.StatusOK {
+		t.Errorf("/debug/pprof/ with the token: %d", status)
+	}
 
 	var defs struct {
 		Definitions []struct {

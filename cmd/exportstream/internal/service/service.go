@@ -238,9 +238,10 @@ func (s *Service) routes(nc *nats.Conn, buckets, counted Buckets, apiServer *api
 	apiServer.Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	// Profiles for ops (http.listen is loopback by default).
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	// Profiles ask for the API's token when there is one.
+	mux.Handle("GET /debug/pprof/", apiServer.Auth(pprof.Index))
+	mux.Handle("GET /debug/pprof/profile", apiServer.Auth(pprof.Profile))
+	mux.Handle("GET /debug/pprof/trace", apiServer.Auth(pprof.Trace))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
