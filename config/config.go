@@ -59,8 +59,9 @@ type NATS struct {
 	// Subjects are the subjects Stream captures (when the service creates
 	// it) and the consumer reads.
 	Subjects []string `yaml:"subjects"`
-	// CreateStream: true creates (or updates) the streams; false binds to
-	// existing streams and fails if they are missing.
+	// CreateStream: true creates the streams that are missing (an
+	// existing stream is left as it is: raise its replicas by hand); false
+	// binds to existing streams and fails if they are missing.
 	CreateStream bool `yaml:"create_stream"`
 	// Consumer is the durable consumer name, shared by all replicas of the
 	// service.
