@@ -7,6 +7,9 @@
 //	                                            report every problem in a config; exit 1 if any;
 //	                                            --probe also writes and deletes an object in every bucket
 //	exportstream publish [--nats URL] FILE...   publish events from SUBJECT<TAB>BODY files
+//	exportstream exports list|get|generate|url|data [--server URL] [--output table|json] ...
+//	                                            list, inspect, generate and download exports through
+//	                                            the service's HTTP API, for scripts and people
 package main
 
 import (
@@ -40,6 +43,9 @@ Usage:
                                                report every problem in FILE; exit 1 if any
                                                --probe: write, read and delete a probe object in every connection
   exportstream publish [--nats URL] FILE...    publish events from SUBJECT<TAB>BODY files
+  exportstream exports list|get|generate|url|data [--server URL] [--token TOKEN] [--output table|json]
+                                               list, inspect, generate and download exports through the
+                                               service's HTTP API; see: exportstream exports help
   exportstream version
 `
 
@@ -65,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheckConfig(ctx, args[1:], stdout, stderr)
 	case "publish":
 		err = cmdPublish(ctx, args[1:], stdout, stderr)
+	case "exports":
+		return cmdExports(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "exportstream", version)
 		return 0
