@@ -113,3 +113,34 @@ func TestGenerate(t *testing.T) {
 		t.Errorf("LatestRecord = %+v, want export %d", got, r1.ID)
 	}
 }
+
+// A long export reports its progress as it renders: file counts that
+// only grow, ending at the total.
+func TestRenderProgress(t *testing.T) {
+	s := NewState()
+	if bad := applyAll(t, s, syntheticEvents(3000, 5)); bad != 0 {
+		t.Fatalf("%d bad events", bad)
+	}
+	d := &Definition{Name: "all", Project: "bench", Source: Source{Kind: SourceProject}, Completion: "all"}
+	pl := s.buildPlan(d)
+	var calls [][2]int
+	pl.progress = func(done, total int) { calls = append(calls, [2]int{done, total}) }
+	res, err := pl.render(io.Discard, 1, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Files != 3000 || res.Bytes < 1<<20 {
+		t.Fatalf("rendered %d files, %d bytes; want 3000 files and over 1 MiB", res.Files, res.Bytes)
+	}
+	if len(calls) < 4 {
+		t.Fatalf("progress reported %d times for a %d-byte document, want one per 256 KiB written", len(calls), res.Bytes)
+	}
+	for i, c := range calls {
+		if c[1] != 3000 || i > 0 && c[0] <= calls[i-1][0] {
+			t.Fatalf("progress calls %v: not growing, or the wrong total", calls)
+		}
+	}
+	if last := calls[len(calls)-1]; last[0] != 3000 {
+		t.Errorf("last progress %v, want 3000 of 3000", last)
+	}
+}

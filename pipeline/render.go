@@ -751,6 +751,11 @@ func (pl *plan) renderBody(w io.Writer) error {
 		}
 	}
 	b = append(b, '}')
-	_, err := w.Write(b)
-	return err
+	if _, err := w.Write(b); err != nil {
+		return err
+	}
+	if pl.progress != nil {
+		pl.progress(len(pl.files), len(pl.files))
+	}
+	return nil
 }
