@@ -64,6 +64,19 @@ func (p *Pipeline) Generate(ctx context.Context, name string) (*Record, error) {
 		c := *r
 		return &c, nil
 	}
+	r, err := p.newRequest(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	p.manual[name] = r
+	p.kick(name, TriggerManual)
+	c := *r
+	return &c, nil
+}
+
+// newRequest allocates an export id and stores the pending record of a
+// manual export of d.
+func (p *Pipeline) newRequest(ctx context.Context, d *Definition) (*Record, error) {
 	id, err := p.nextID(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("allocate export id: %w", err)
@@ -76,10 +89,7 @@ func (p *Pipeline) Generate(ctx context.Context, name string) (*Record, error) {
 	if err := p.putRecord(ctx, r); err != nil {
 		return nil, fmt.Errorf("export record: %w", err)
 	}
-	p.manual[name] = r
-	p.kick(name, TriggerManual)
-	c := *r
-	return &c, nil
+	return r, nil
 }
 
 // takeManual hands the definition's waiting manual request, if any, to
@@ -104,17 +114,9 @@ func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, er
 		return nil, fmt.Errorf("%w: %q", ErrUnknownConnection, d.Connection)
 	}
 	d.Name, d.Path = AdhocName, AdhocPath
-	id, err := p.nextID(ctx)
+	r, err := p.newRequest(ctx, &d)
 	if err != nil {
-		return nil, fmt.Errorf("allocate export id: %w", err)
-	}
-	r := &Record{
-		ID: id, Name: d.Name, Project: d.Project, Source: string(d.Source.Kind),
-		Completion: d.Completion, IncludeRemoved: d.IncludeRemovedInstances, Status: StatusPending,
-		CreatedTime: time.Now().UTC(), Connection: d.Connection, Trigger: TriggerManual, FormatVersion: FormatVersion,
-	}
-	if err := p.putRecord(ctx, r); err != nil {
-		return nil, fmt.Errorf("export record: %w", err)
+		return nil, err
 	}
 	c := *r
 	p.adhoc.Go(func() {

@@ -7,10 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/connectors/local"
-	"github.com/exportstream/exportstream/events/eventstest"
-	"github.com/exportstream/exportstream/pipeline/pipelinetest"
 )
 
 // TestGenerate: an export asked for by name is written under the id its
@@ -18,25 +15,11 @@ import (
 // path with a manifest and no latest.json; the records list pages newest
 // first and filters.
 func TestGenerate(t *testing.T) {
-	ns := eventstest.StartServer(t)
-	_, js := eventstest.Connect(t, ns)
-	dir, err := pipelinetest.Scenarios()
-	if err != nil {
-		t.Fatal(err)
-	}
-	scenario := dir[len(dir)-1]
-	exp, err := pipelinetest.LoadExpected(scenario)
-	if err != nil {
-		t.Fatal(err)
-	}
 	b, err := local.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
-	d.Connection, d.Quiet, d.MaxDelay = "disk", 20*time.Millisecond, time.Second
-	h := startHarness(t, js, []*Definition{d}, map[string]connectors.Bucket{"disk": b})
-	publishLines(t, js, readLines(t, scenario))
+	h, d, exp := luckfrill(t, b)
 	waitFor(t, "the first export", 30*time.Second, func() bool {
 		m := latestRecord(t, b, d.Path)
 		return m != nil && m.FileListLength == exp.Definitions[d.Name].FileListLength

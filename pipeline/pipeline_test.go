@@ -314,31 +314,21 @@ func TestRestartExportsDirty(t *testing.T) {
 // other objects under the same path (even ones named like exports) are
 // never touched, and latest.json stays.
 func TestKeepLast(t *testing.T) {
-	ns := eventstest.StartServer(t)
-	_, js := eventstest.Connect(t, ns)
-	dir, err := pipelinetest.Scenarios()
-	if err != nil {
-		t.Fatal(err)
-	}
-	scenario := dir[len(dir)-1]
-	exp, err := pipelinetest.LoadExpected(scenario)
-	if err != nil {
-		t.Fatal(err)
-	}
 	b, err := local.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
-	d.Connection, d.Quiet, d.MaxDelay, d.KeepLast = "disk", 20*time.Millisecond, time.Second, 2
-	foreign := []string{d.Path + "README.txt", d.Path + "999_diffgram_annotations__source_directory_Luckfrill_datetime_2020-01-01T00-00-00.000000.json", d.Path + "999_diffgram_annotations__source_directory_Luckfrill_datetime_2020-01-01T00-00-00.000000.manifest.json", d.Path + "old/manifest.json"}
-	for _, k := range foreign {
-		if err := putBytes(t.Context(), b, k, []byte("not ours"), connectors.WriteOptions{}); err != nil {
-			t.Fatal(err)
+	var foreign []string
+	h, d, _ := luckfrill(t, b, func(d *Definition) {
+		d.KeepLast = 2
+		stem := d.Path + "999_diffgram_annotations__source_directory_Luckfrill_datetime_2020-01-01T00-00-00.000000"
+		foreign = []string{d.Path + "README.txt", stem + ".json", stem + ".manifest.json", d.Path + "old/manifest.json"}
+		for _, k := range foreign {
+			if err := putBytes(t.Context(), b, k, []byte("not ours"), connectors.WriteOptions{}); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	h := startHarness(t, js, []*Definition{d}, map[string]connectors.Bucket{"disk": b})
-	publishLines(t, js, readLines(t, scenario))
+	})
 
 	var ids []int64
 	var keys []string
@@ -404,7 +394,10 @@ func (w *lostAckWriter) Close() error {
 	return errors.New("connection reset by peer (test: the answer to a committed write was lost)")
 }
 
-func retryScenario(t *testing.T, b connectors.Bucket) (*harness, *Definition, *pipelinetest.Expected) {
+// luckfrill runs the ordered example through a pipeline with one
+// definition, luckfrill-complete, on connection "disk" = b (quiet 20 ms);
+// before start adjust may change the definition and prepare the bucket.
+func luckfrill(t *testing.T, b connectors.Bucket, adjust ...func(*Definition)) (*harness, *Definition, *pipelinetest.Expected) {
 	ns := eventstest.StartServer(t)
 	_, js := eventstest.Connect(t, ns)
 	dir, err := pipelinetest.Scenarios()
@@ -418,6 +411,9 @@ func retryScenario(t *testing.T, b connectors.Bucket) (*harness, *Definition, *p
 	}
 	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
 	d.Connection, d.Quiet, d.MaxDelay = "disk", 20*time.Millisecond, time.Second
+	for _, f := range adjust {
+		f(d)
+	}
 	h := startHarness(t, js, []*Definition{d}, map[string]connectors.Bucket{"disk": b})
 	publishLines(t, js, readLines(t, scenario))
 	return h, d, exp
@@ -431,7 +427,7 @@ func TestRetryFindsItsOwnObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := &lostAck{Bucket: real, commit: func(w connectors.Writer, _ connectors.Bucket, _ string) error { return w.Close() }}
-	_, d, exp := retryScenario(t, b)
+	_, d, exp := luckfrill(t, b)
 	waitFor(t, "the export", 30*time.Second, func() bool {
 		m := latestRecord(t, real, d.Path)
 		return m != nil && m.FileListLength == exp.Definitions[d.Name].FileListLength
@@ -464,7 +460,7 @@ func TestForeignObjectUnderKeyIsKept(t *testing.T) {
 		_ = w.Abort()
 		return putBytes(context.Background(), b, key, foreign, connectors.WriteOptions{IfAbsent: true})
 	}}
-	h, d, exp := retryScenario(t, b)
+	h, d, exp := luckfrill(t, b)
 	waitFor(t, "the export", 30*time.Second, func() bool {
 		m := latestRecord(t, real, d.Path)
 		return m != nil && m.FileListLength == exp.Definitions[d.Name].FileListLength
