@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/exportstream/exportstream/cmd/exportstream/internal/service"
+	"github.com/exportstream/exportstream/cmd/exportstream/internal/service/servicetest"
 	"github.com/exportstream/exportstream/config"
 	"github.com/exportstream/exportstream/pipeline"
 	"github.com/exportstream/exportstream/pipeline/pipelinetest"
@@ -46,38 +47,8 @@ func startExportsWorld(t *testing.T) *exportsWorld {
 		t.Fatal(err)
 	}
 	w := &exportsWorld{exp: exp, bucketDir: filepath.Join(t.TempDir(), "bucket")}
-	cfg := config.Default()
-	cfg.NATS.Embedded.Listen = "127.0.0.1:0"
-	cfg.NATS.Embedded.StoreDir = filepath.Join(t.TempDir(), "nats")
-	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg := servicetest.Config(t, exp, config.Connection{Name: "disk", Type: "local", Local: &config.Local{Dir: w.bucketDir}})
 	cfg.HTTP.Token = exportsToken
-	cfg.Connections = []config.Connection{{Name: "disk", Type: "local", Local: &config.Local{Dir: w.bucketDir}}}
-	for name, d := range exp.Definitions {
-		e := config.Export{Name: name, Project: exp.Project, Completion: d.Completion,
-			IncludeRemovedInstances: d.IncludeRemoved, Connection: "disk", Path: "exports/" + name + "/",
-			Coalesce: config.Coalesce{Quiet: 100 * time.Millisecond, MaxDelay: 2 * time.Second}}
-		for k, v := range d.Source {
-			switch k {
-			case "directory":
-				e.Source.Directory = v.(string)
-			case "directory_id":
-				id := int64(v.(float64))
-				e.Source.DirectoryID = &id
-			case "job":
-				e.Source.Job = v.(string)
-			case "job_id":
-				id := int64(v.(float64))
-				e.Source.JobID = &id
-			case "task_id":
-				id := int64(v.(float64))
-				e.Source.TaskID = &id
-			case "project":
-				e.Source.Project = true
-			}
-		}
-		cfg.Exports = append(cfg.Exports, e)
-	}
-	slices.SortFunc(cfg.Exports, func(a, b config.Export) int { return strings.Compare(a.Name, b.Name) })
 	cfg.Exports[1].Coalesce = config.Coalesce{Quiet: 2 * time.Second, MaxDelay: 5 * time.Second}
 	w.fast, w.slow = cfg.Exports[0].Name, cfg.Exports[1].Name
 	if err := cfg.Validate(); err != nil {

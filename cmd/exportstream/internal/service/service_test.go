@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/exportstream/exportstream/cmd/exportstream/internal/service/servicetest"
 	"github.com/exportstream/exportstream/config"
 	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/connectors/azure/azuritetest"
@@ -42,55 +43,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// testConfig is the embedded default on a free port and temp dirs, with
-// one definition per expected export of the scenario, on connection conn.
+// testConfig: see servicetest.Config.
 func testConfig(t *testing.T, exp *pipelinetest.Expected, conn config.Connection) *config.Config {
-	cfg := config.Default()
-	dir := t.TempDir()
-	cfg.NATS.Embedded.Listen = "127.0.0.1:0"
-	cfg.NATS.Embedded.StoreDir = filepath.Join(dir, "nats")
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.Connections = []config.Connection{conn}
-	for name, d := range exp.Definitions {
-		e := config.Export{Name: name, Project: exp.Project, Completion: d.Completion,
-			IncludeRemovedInstances: d.IncludeRemoved, Connection: conn.Name, Path: "exports/" + name + "/",
-			Coalesce: config.Coalesce{Quiet: 100 * time.Millisecond, MaxDelay: 2 * time.Second}}
-		for k, v := range d.Source {
-			switch k {
-			case "directory":
-				e.Source.Directory = v.(string)
-			case "directory_id":
-				id := int64(v.(float64))
-				e.Source.DirectoryID = &id
-			case "job":
-				e.Source.Job = v.(string)
-			case "job_id":
-				id := int64(v.(float64))
-				e.Source.JobID = &id
-			case "task_id":
-				id := int64(v.(float64))
-				e.Source.TaskID = &id
-			case "project":
-				e.Source.Project = true
-			}
-		}
-		cfg.Exports = append(cfg.Exports, e)
-	}
-	slices.SortFunc(cfg.Exports, func(a, b config.Export) int { return cmpString(a.Name, b.Name) })
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("test config: %v", err)
-	}
-	return cfg
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return servicetest.Config(t, exp, conn)
 }
 
 // startService runs the service until the test ends.
