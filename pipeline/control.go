@@ -178,24 +178,30 @@ func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connector
 	if err := p.putRecord(ctx, r); err != nil {
 		return err
 	}
-	p.publishCompleted(ctx, r)
+	if err := p.publishCompleted(ctx, r); err != nil {
+		// The export is complete and in the bucket; only the event is
+		// missing, and nothing retries an ad-hoc export.
+		p.log.Warn("ad-hoc export written but its completion event was not published", "export_id", r.ID, "err", err)
+	}
 	p.log.Info("ad-hoc export written", "export_id", r.ID, "key", r.Key, "files", r.FileListLength,
 		"instances", r.InstanceCount, "bytes", r.Bytes, "duration", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
 // publishCompleted publishes the export's completion event on
-// diffgram.exports.<project>.<name>.completed; without a stream keeping
-// it, core subscribers still get it.
-func (p *Pipeline) publishCompleted(ctx context.Context, r *Record) {
+// diffgram.exports.<project>.<name>.completed, with Nats-Msg-Id
+// export-<id> so that a retry is not a second event. Without a stream
+// keeping it, core subscribers still got it: that is not an error.
+func (p *Pipeline) publishCompleted(ctx context.Context, r *Record) error {
 	ev, _ := json.Marshal(r)
 	msg := nats.NewMsg("diffgram.exports." + r.Project + "." + r.Name + ".completed")
 	msg.Data = ev
 	msg.Header.Set("Content-Type", "application/json")
 	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID("export-"+strconv.FormatInt(r.ID, 10))); err != nil &&
 		!errors.Is(err, jetstream.ErrNoStreamResponse) {
-		p.log.Warn("completion event not published", "export_id", r.ID, "err", err)
+		return fmt.Errorf("completion event: %w", err)
 	}
+	return nil
 }
 
 // progressFunc returns the render progress callback of export r: it

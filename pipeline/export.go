@@ -282,7 +282,11 @@ func (p *Pipeline) finish(ctx context.Context, d *Definition, bucket connectors.
 		return fmt.Errorf("definition state: %w", err)
 	}
 	_ = p.records.Delete(ctx, "pending."+d.Name)
-	p.publishCompleted(ctx, rec)
+	// A failure here fails the attempt: the retry resumes from the
+	// manifest (all idempotent) and publishes again.
+	if err := p.publishCompleted(ctx, rec); err != nil {
+		return err
+	}
 	p.m.exports.WithLabelValues(d.Name).Inc()
 	p.m.files.WithLabelValues(d.Name).Add(float64(rec.FileListLength))
 	p.m.lastGood.WithLabelValues(d.Name).Set(float64(now.Unix()))
