@@ -150,24 +150,15 @@ func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connector
 	if err := p.putRecord(ctx, r); err != nil {
 		return err
 	}
-	pl.progress = p.progressFunc(ctx, r)
-	w, err := bucket.NewWriter(ctx, r.Key, connectors.WriteOptions{ContentType: "application/json", IfAbsent: true})
+	w, res, err := p.render(ctx, bucket, pl, r)
 	if err != nil {
-		return p.failed(ctx, r, fmt.Errorf("open %s: %w", r.Key, err))
-	}
-	res, err := pl.render(w, r.ID, r.CreatedTime)
-	if err != nil {
-		_ = w.Abort()
-		return p.failed(ctx, r, fmt.Errorf("write %s: %w", r.Key, err))
+		return err
 	}
 	if err := w.Close(); err != nil {
 		return p.failed(ctx, r, fmt.Errorf("commit %s: %w", r.Key, err))
 	}
 	r.Bytes, r.SHA256, r.ContentHash = res.Bytes, res.SHA256, res.ContentHash
-	now := time.Now().UTC()
-	done := *r
-	done.Status, done.StatusText, done.PercentComplete, done.CompletedTime = StatusComplete, "", 100, &now
-	body, err := json.MarshalIndent(manifest{Record: done, DataKey: r.Key}, "", "  ")
+	done, body, err := completed(r)
 	if err != nil {
 		return err
 	}

@@ -175,15 +175,9 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	if _, err := p.records.Put(ctx, "pending."+d.Name, []byte(strconv.FormatInt(id, 10))); err != nil {
 		return rec, false, fmt.Errorf("export record: %w", err)
 	}
-	w, err := bucket.NewWriter(ctx, rec.Key, connectors.WriteOptions{ContentType: "application/json", IfAbsent: true})
+	w, res, err := p.render(ctx, bucket, pl, rec)
 	if err != nil {
-		return rec, false, p.failed(ctx, rec, fmt.Errorf("open %s: %w", rec.Key, err))
-	}
-	pl.progress = p.progressFunc(ctx, rec)
-	res, err := pl.render(w, id, at)
-	if err != nil {
-		_ = w.Abort()
-		return rec, false, p.failed(ctx, rec, fmt.Errorf("write %s: %w", rec.Key, err))
+		return rec, false, err
 	}
 	if st != nil && st.ContentHash == res.ContentHash && st.Fingerprint == d.fingerprint() && trigger != TriggerManual {
 		_ = w.Abort()
@@ -215,6 +209,33 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	return rec, false, nil
 }
 
+// render streams the plan into a create-only writer of rec.Key, moving
+// rec's percent_complete as it goes, and returns the writer, still open:
+// the caller closes it (or aborts it). On failure the record is marked
+// failed and nothing is written.
+func (p *Pipeline) render(ctx context.Context, bucket connectors.Bucket, pl *plan, rec *Record) (connectors.Writer, Result, error) {
+	w, err := bucket.NewWriter(ctx, rec.Key, connectors.WriteOptions{ContentType: "application/json", IfAbsent: true})
+	if err != nil {
+		return nil, Result{}, p.failed(ctx, rec, fmt.Errorf("open %s: %w", rec.Key, err))
+	}
+	pl.progress = p.progressFunc(ctx, rec)
+	res, err := pl.render(w, rec.ID, rec.CreatedTime)
+	if err != nil {
+		_ = w.Abort()
+		return nil, Result{}, p.failed(ctx, rec, fmt.Errorf("write %s: %w", rec.Key, err))
+	}
+	return w, res, nil
+}
+
+// completed returns rec as complete, now, and the manifest that says so.
+func completed(rec *Record) (Record, []byte, error) {
+	now := time.Now().UTC()
+	done := *rec
+	done.Status, done.StatusText, done.PercentComplete, done.CompletedTime = StatusComplete, "", 100, &now
+	body, err := json.MarshalIndent(manifest{Record: done, DataKey: rec.Key}, "", "  ")
+	return done, body, err
+}
+
 func (p *Pipeline) failed(ctx context.Context, rec *Record, err error) error {
 	rec.Status, rec.StatusText = StatusFailed, err.Error()
 	_ = p.putRecord(context.WithoutCancel(ctx), rec)
@@ -243,10 +264,7 @@ type manifest struct {
 // finish writes the manifest, moves latest.json forward, stores the
 // record and the definition's state, and publishes the completion event.
 func (p *Pipeline) finish(ctx context.Context, d *Definition, bucket connectors.Bucket, rec *Record) error {
-	now := time.Now().UTC()
-	done := *rec
-	done.Status, done.StatusText, done.PercentComplete, done.CompletedTime = StatusComplete, "", 100, &now
-	body, err := json.MarshalIndent(manifest{Record: done, DataKey: rec.Key}, "", "  ")
+	done, body, err := completed(rec)
 	if err != nil {
 		return err
 	}
@@ -289,7 +307,7 @@ func (p *Pipeline) finish(ctx context.Context, d *Definition, bucket connectors.
 	}
 	p.m.exports.WithLabelValues(d.Name).Inc()
 	p.m.files.WithLabelValues(d.Name).Add(float64(rec.FileListLength))
-	p.m.lastGood.WithLabelValues(d.Name).Set(float64(now.Unix()))
+	p.m.lastGood.WithLabelValues(d.Name).Set(float64(time.Now().Unix()))
 	p.log.Info("export written", "definition", d.Name, "export_id", rec.ID, "key", rec.Key,
 		"files", rec.FileListLength, "instances", rec.InstanceCount, "bytes", rec.Bytes, "trigger", rec.Trigger)
 	return nil
