@@ -2,11 +2,8 @@ package connectorstest
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,48 +20,22 @@ func BenchmarkUpload(bm *testing.B, b connectors.Bucket, size int64) {
 	buf := content(90, chunk)
 	bm.SetBytes(size)
 	var peakGrowth uint64
-	n := 0
 	for bm.Loop() {
 		key := "bench/upload-" + time.Now().Format("150405.000000000") + ".json"
-		runtime.GC()
-		var base runtime.MemStats
-		runtime.ReadMemStats(&base)
-		peak := base.HeapAlloc
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			tick := time.NewTicker(50 * time.Millisecond)
-			defer tick.Stop()
-			var ms runtime.MemStats
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-				}
-				runtime.GC()
-				runtime.ReadMemStats(&ms)
-				peak = max(peak, ms.HeapAlloc)
-			}
-		})
+		heap := watchHeap(50 * time.Millisecond)
 		w, err := b.NewWriter(bm.Context(), key, connectors.WriteOptions{IfAbsent: true})
 		if err != nil {
 			bm.Fatalf("NewWriter: %v", err)
 		}
-		for off := int64(0); off < size; off += chunk {
-			binary.LittleEndian.PutUint64(buf, uint64(off))
-			if _, err := w.Write(buf[:min(chunk, size-off)]); err != nil {
-				w.Abort()
-				bm.Fatalf("Write: %v", err)
-			}
+		if err := writeStamped(w, buf, size); err != nil {
+			w.Abort()
+			bm.Fatalf("Write: %v", err)
 		}
 		if err := w.Close(); err != nil {
 			bm.Fatalf("Close: %v", err)
 		}
-		close(stop)
-		wg.Wait()
-		peakGrowth = max(peakGrowth, peak-min(peak, base.HeapAlloc))
-		n++
+		growth, _ := heap.Stop()
+		peakGrowth = max(peakGrowth, growth)
 		bm.StopTimer()
 		if err := b.Delete(bm.Context(), key); err != nil {
 			bm.Fatalf("Delete: %v", err)

@@ -41,7 +41,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -845,62 +844,27 @@ func (s *suite) streamBoundedMemory(t *testing.T) {
 	buf := content(60, chunk)
 	sum := sha256.New()
 
-	runtime.GC()
-	var base runtime.MemStats
-	runtime.ReadMemStats(&base)
-	peak := base.HeapAlloc
-
-	// The sampler collects before each reading, so HeapAlloc is the live
-	// heap (buffers in flight), not garbage waiting for the collector.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		var ms runtime.MemStats
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			runtime.GC()
-			runtime.ReadMemStats(&ms)
-			peak = max(peak, ms.HeapAlloc)
-		}
-	})
-
+	heap := watchHeap(20 * time.Millisecond)
 	start := time.Now()
 	w, err := b.NewWriter(t.Context(), key, connectors.WriteOptions{IfAbsent: true})
 	if err != nil {
-		close(stop)
-		wg.Wait()
+		heap.Stop()
 		t.Fatalf("NewWriter: %v", err)
 	}
-	var werr error
-	for off := int64(0); off < size && werr == nil; off += chunk {
-		n := min(chunk, size-off)
-		binary.LittleEndian.PutUint64(buf, uint64(off))
-		sum.Write(buf[:n])
-		_, werr = w.Write(buf[:n])
-	}
+	werr := writeStamped(io.MultiWriter(sum, w), buf, size)
 	if werr == nil {
 		werr = w.Close()
 	} else {
 		w.Abort()
 	}
 	elapsed := time.Since(start)
-	close(stop)
-	wg.Wait()
+	growth, allocated := heap.Stop()
 	if werr != nil {
 		t.Fatalf("streaming %d bytes: %v", size, werr)
 	}
 
-	var end runtime.MemStats
-	runtime.ReadMemStats(&end)
-	growth := peak - min(peak, base.HeapAlloc)
 	t.Logf("streamed %d MiB in %v: live heap grew by at most %.1f MiB (limit %.1f MiB); allocated %.1f MiB in total",
-		size>>20, elapsed.Round(time.Millisecond), mib(growth), mib(s.opts.MaxHeapGrowth), mib(end.TotalAlloc-base.TotalAlloc))
+		size>>20, elapsed.Round(time.Millisecond), mib(growth), mib(s.opts.MaxHeapGrowth), mib(allocated))
 	if growth > s.opts.MaxHeapGrowth {
 		t.Errorf("live heap grew by %.1f MiB while streaming a %d MiB object; limit %.1f MiB",
 			mib(growth), size>>20, mib(s.opts.MaxHeapGrowth))
