@@ -310,62 +310,50 @@ func runScenario(t *testing.T, dir string, conn config.Connection) {
 	}
 }
 
-func TestExamplesLocal(t *testing.T) {
+// runScenarios runs every contract example through the real service,
+// each on a fresh connection made by conn.
+func runScenarios(t *testing.T, conn func(t *testing.T) config.Connection) {
 	scenarios, err := pipelinetest.Scenarios()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, dir := range scenarios {
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			runScenario(t, dir, config.Connection{Name: "disk", Type: "local", Local: &config.Local{Dir: t.TempDir()}})
-		})
+		t.Run(filepath.Base(dir), func(t *testing.T) { runScenario(t, dir, conn(t)) })
 	}
+}
+
+func TestExamplesLocal(t *testing.T) {
+	runScenarios(t, func(t *testing.T) config.Connection {
+		return config.Connection{Name: "disk", Type: "local", Local: &config.Local{Dir: t.TempDir()}}
+	})
 }
 
 func TestExamplesS3(t *testing.T) {
-	scenarios, err := pipelinetest.Scenarios()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, dir := range scenarios {
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			o := s3test.NewBucket(t)
-			runScenario(t, dir, config.Connection{Name: "s3", Type: "s3", S3: &config.S3{
-				Bucket: o.Bucket, Region: o.Region, Endpoint: o.Endpoint, PathStyle: true,
-				AccessKeyID: o.AccessKeyID, SecretAccessKey: config.Secret(o.SecretAccessKey), PartSize: 5 << 20,
-			}})
-		})
-	}
+	runScenarios(t, func(t *testing.T) config.Connection {
+		o := s3test.NewBucket(t)
+		return config.Connection{Name: "s3", Type: "s3", S3: &config.S3{
+			Bucket: o.Bucket, Region: o.Region, Endpoint: o.Endpoint, PathStyle: true,
+			AccessKeyID: o.AccessKeyID, SecretAccessKey: config.Secret(o.SecretAccessKey), PartSize: 5 << 20,
+		}}
+	})
 }
 
 func TestExamplesGCS(t *testing.T) {
-	scenarios, err := pipelinetest.Scenarios()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, dir := range scenarios {
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			o := gcstest.NewBucket(t)
-			runScenario(t, dir, config.Connection{Name: "gcs", Type: "gcs", GCS: &config.GCS{
-				Bucket: o.Bucket, Endpoint: o.Endpoint, CredentialsFile: o.CredentialsFile,
-			}})
-		})
-	}
+	runScenarios(t, func(t *testing.T) config.Connection {
+		o := gcstest.NewBucket(t)
+		return config.Connection{Name: "gcs", Type: "gcs", GCS: &config.GCS{
+			Bucket: o.Bucket, Endpoint: o.Endpoint, CredentialsFile: o.CredentialsFile,
+		}}
+	})
 }
 
 func TestExamplesAzure(t *testing.T) {
-	scenarios, err := pipelinetest.Scenarios()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, dir := range scenarios {
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			o := azuritetest.NewBucket(t)
-			runScenario(t, dir, config.Connection{Name: "az", Type: "azure", Azure: &config.Azure{
-				Container: o.Container, ConnectionString: config.Secret(o.ConnectionString),
-			}})
-		})
-	}
+	runScenarios(t, func(t *testing.T) config.Connection {
+		o := azuritetest.NewBucket(t)
+		return config.Connection{Name: "az", Type: "azure", Azure: &config.Azure{
+			Container: o.Container, ConnectionString: config.Secret(o.ConnectionString),
+		}}
+	})
 }
 
 // TestConnectionOutage: a real Azure server (Azurite) goes down before
