@@ -14,21 +14,24 @@ import (
 	"github.com/exportstream/exportstream/connectors/local"
 )
 
+// signingBucket is a fresh folder whose signed links a test server
+// serves, as the service does under /files/<connection>/.
+func signingBucket(t *testing.T) *local.Bucket {
+	var b *local.Bucket
+	srv := httptest.NewServer(http.StripPrefix("/files/disk", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.Handler().ServeHTTP(w, r)
+	})))
+	t.Cleanup(srv.Close)
+	b, err := local.NewWithOptions(t.TempDir(), local.Options{BaseURL: srv.URL + "/files/disk", SignKey: []byte("test key")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestConformance(t *testing.T) {
-	connectorstest.Run(t, func(t *testing.T) connectors.Bucket {
-		// The service serves the signed links; here a test server does.
-		var b *local.Bucket
-		srv := httptest.NewServer(http.StripPrefix("/files/disk", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			b.Handler().ServeHTTP(w, r)
-		})))
-		t.Cleanup(srv.Close)
-		var err error
-		b, err = local.NewWithOptions(t.TempDir(), local.Options{BaseURL: srv.URL + "/files/disk", SignKey: []byte("test key")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}, connectorstest.Options{MaxHeapGrowth: 8 << 20})
+	connectorstest.Run(t, func(t *testing.T) connectors.Bucket { return signingBucket(t) },
+		connectorstest.Options{MaxHeapGrowth: 8 << 20})
 }
 
 // Without a base URL and key a folder cannot sign, and says so.
@@ -84,16 +87,7 @@ func BenchmarkUpload1GiB(b *testing.B) {
 // cloud runs use it), with objects outside the prefix left alone.
 func TestConformancePrefixed(t *testing.T) {
 	connectorstest.Run(t, func(t *testing.T) connectors.Bucket {
-		var b *local.Bucket
-		srv := httptest.NewServer(http.StripPrefix("/files/disk", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			b.Handler().ServeHTTP(w, r)
-		})))
-		t.Cleanup(srv.Close)
-		var err error
-		b, err = local.NewWithOptions(t.TempDir(), local.Options{BaseURL: srv.URL + "/files/disk", SignKey: []byte("k")})
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := signingBucket(t)
 		w, _ := b.NewWriter(t.Context(), "outside.json", connectors.WriteOptions{})
 		w.Write([]byte("{}"))
 		if err := w.Close(); err != nil {
