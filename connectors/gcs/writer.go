@@ -39,10 +39,7 @@ const (
 	stateAborted
 )
 
-var (
-	errAborted = errors.New("write aborted")
-	errClosed  = errors.New("writer is closed")
-)
+var errClosed = errors.New("writer is closed")
 
 func (w *writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
@@ -52,7 +49,7 @@ func (w *writer) Write(p []byte) (int, error) {
 	case stateClosed:
 		return 0, fmt.Errorf("gcs: write %q: %w", w.key, errClosed)
 	case stateAborted:
-		return 0, fmt.Errorf("gcs: write %q: %w", w.key, errAborted)
+		return 0, fmt.Errorf("gcs: write %q: %w", w.key, connectors.ErrAborted)
 	}
 	n, err := w.sw.Write(p)
 	if err != nil {
@@ -74,7 +71,7 @@ func (w *writer) Close() error {
 	case stateClosed:
 		return w.closeErr
 	case stateAborted:
-		return fmt.Errorf("gcs: write %q: %w", w.key, errAborted)
+		return fmt.Errorf("gcs: write %q: %w", w.key, connectors.ErrAborted)
 	}
 	w.state = stateClosed
 	if err := w.ctx.Err(); err != nil {

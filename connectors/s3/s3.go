@@ -3,8 +3,9 @@
 //
 // What it promises, on top of the connectors.Bucket contract:
 //
-//   - Writes stream: a Writer feeds an io.Pipe into the SDK's upload manager
-//     (feature/s3/manager), which sends a single PutObject for objects
+//   - Writes stream: a Writer (a connectors.PipeWriter) feeds an io.Pipe
+//     into the SDK's upload manager (feature/s3/manager), which sends a
+//     single PutObject for objects
 //     smaller than one part and a multipart upload otherwise. A Writer holds
 //     about (Concurrency+2) × Options.PartSize bytes (the first part plus
 //     Concurrency+1 pooled part buffers; 32 MiB with the defaults of 8 MiB
@@ -55,7 +56,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -294,11 +294,9 @@ func (b *Bucket) NewWriter(ctx context.Context, key string, opts connectors.Writ
 	if contentType == "" {
 		contentType = "application/json"
 	}
-	pr, pw := io.Pipe()
 	input := &s3.PutObjectInput{
 		Bucket:      aws.String(b.bucket),
 		Key:         aws.String(key),
-		Body:        pr,
 		ContentType: aws.String(contentType),
 	}
 	if opts.IfAbsent {
@@ -313,30 +311,31 @@ func (b *Bucket) NewWriter(ctx context.Context, key string, opts connectors.Writ
 			input.SSEKMSKeyId = aws.String(b.opts.KMSKeyID)
 		}
 	}
-	uctx, cancel := context.WithCancel(ctx)
-	w := &writer{
-		b:      b,
-		key:    key,
-		opts:   opts,
-		ctx:    ctx,
-		cancel: cancel,
-		pw:     pw,
-		done:   make(chan struct{}),
-	}
-	// A cancelled context must also unblock a manager waiting on the pipe
-	// and a Write waiting for the manager.
-	stop := context.AfterFunc(uctx, func() { pw.CloseWithError(context.Cause(uctx)) })
-	go func() {
-		defer close(w.done)
+	upload := func(uctx context.Context, r io.Reader) error {
+		input.Body = r
 		_, err := b.uploader.Upload(uctx, input)
-		stop()
-		w.err = err
-		if err == nil {
-			err = errors.New("upload finished")
-		}
-		pr.CloseWithError(err) // a Write after the end fails with the cause
-	}()
-	return w, nil
+		return err
+	}
+	// The manager reads the pipe; a discarded stream ends in an error
+	// instead of EOF, so it never sends PutObject or
+	// CompleteMultipartUpload, and its multipart upload is aborted.
+	return connectors.NewPipeWriter(ctx, upload, connectors.PipeHooks{
+		Name:   fmt.Sprintf("s3: write %q", key),
+		MapErr: func(err error) error { return mapErr("write", key, err, &opts) },
+		Failed: func(uploadErr, mapped error) error {
+			if err := b.abortUpload(ctx, key, uploadErr); err != nil {
+				return errors.Join(mapped, err)
+			}
+			return mapped
+		},
+		Discarded: func(uploadErr error) error {
+			if uploadErr == nil {
+				// Unreachable: the stream never reached EOF.
+				return fmt.Errorf("s3: write %q: upload completed although it was discarded", key)
+			}
+			return b.abortUpload(ctx, key, uploadErr)
+		},
+	}), nil
 }
 
 // NewReader opens key for reading. If key does not exist, the error wraps
@@ -442,99 +441,6 @@ func (b *Bucket) abortUpload(ctx context.Context, key string, uploadErr error) e
 		return fmt.Errorf("s3: abort multipart upload %s of %q: %w", mf.UploadID(), key, mapErr("abort", key, err, nil))
 	}
 	return nil
-}
-
-// writer feeds one upload through a pipe.
-type writer struct {
-	b      *Bucket
-	key    string
-	opts   connectors.WriteOptions
-	ctx    context.Context // the caller's
-	cancel context.CancelFunc
-	pw     *io.PipeWriter
-
-	done chan struct{} // closed when the upload goroutine has returned
-	err  error         // the upload's result, valid after done
-
-	mu       sync.Mutex
-	state    int // stateOpen, stateClosed, stateAborted
-	closeErr error
-}
-
-const (
-	stateOpen = iota
-	stateClosed
-	stateAborted
-)
-
-var errAborted = errors.New("write aborted")
-
-func (w *writer) Write(p []byte) (int, error) {
-	n, err := w.pw.Write(p)
-	if err != nil {
-		if cerr := w.ctx.Err(); cerr != nil {
-			err = cerr
-		} else if errors.Is(err, io.ErrClosedPipe) {
-			err = errors.New("writer is closed")
-		}
-		return n, mapErr("write", w.key, err, &w.opts)
-	}
-	return n, nil
-}
-
-// Close ends the stream and waits for the upload to finish. If the
-// caller's context was cancelled before Close, the upload is discarded and
-// Close returns the context's error.
-func (w *writer) Close() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	switch w.state {
-	case stateClosed:
-		return w.closeErr
-	case stateAborted:
-		return fmt.Errorf("s3: write %q: %w", w.key, errAborted)
-	}
-	w.state = stateClosed
-	if err := w.ctx.Err(); err != nil {
-		w.discard(err)
-		w.closeErr = fmt.Errorf("s3: write %q: %w", w.key, err)
-		return w.closeErr
-	}
-	w.pw.Close()
-	<-w.done
-	w.cancel()
-	if w.err != nil {
-		w.closeErr = mapErr("write", w.key, w.err, &w.opts)
-		if err := w.b.abortUpload(w.ctx, w.key, w.err); err != nil {
-			w.closeErr = errors.Join(w.closeErr, err)
-		}
-	}
-	return w.closeErr
-}
-
-// Abort discards the upload and aborts its multipart upload, if any.
-func (w *writer) Abort() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.state != stateOpen {
-		return nil
-	}
-	w.state = stateAborted
-	return w.discard(errAborted)
-}
-
-// discard stops the upload without completing it: the manager reads an
-// error instead of EOF, so it never sends PutObject or
-// CompleteMultipartUpload.
-func (w *writer) discard(cause error) error {
-	w.pw.CloseWithError(cause)
-	w.cancel()
-	<-w.done
-	if w.err == nil {
-		// Unreachable: the stream never reached EOF.
-		return fmt.Errorf("s3: write %q: upload completed although it was discarded", w.key)
-	}
-	return w.b.abortUpload(w.ctx, w.key, w.err)
 }
 
 // mapErr wraps an SDK error for op on key in the connectors sentinels,
