@@ -57,6 +57,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/service"
 
 	"github.com/exportstream/exportstream/connectors/azure"
+	"github.com/exportstream/exportstream/connectors/connectorstest"
 )
 
 // The well-known development account every Azurite accepts. The key is
@@ -98,46 +99,23 @@ type Server struct {
 	log    *logFile
 }
 
-var shared struct {
-	once sync.Once
-	srv  *Server
-	err  error
-}
+var shared = connectorstest.Shared[*Server]{What: "azuritetest", Start: New, Stop: (*Server).Close}
 
 // Start returns the shared server, installing and starting Azurite on
 // first use. It fails t if Azurite cannot start.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	shared.once.Do(func() { shared.srv, shared.err = New() })
-	if shared.err != nil {
-		t.Fatalf("azuritetest: %v", shared.err)
-	}
-	return shared.srv
+	return shared.Get(t)
 }
 
 // Main runs the tests, then stops the shared server (if a test started it)
 // and removes its folder. Use it from TestMain: os.Exit(azuritetest.Main(m)).
-func Main(m *testing.M) int {
-	code := m.Run()
-	if err := Shutdown(); err != nil {
-		fmt.Fprintf(os.Stderr, "azuritetest: %v\n", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	return code
-}
+func Main(m *testing.M) int { return shared.Main(m) }
 
 // Shutdown stops the shared server (if a test started it) and removes its
 // folder; later Starts fail. Main calls it; a TestMain that runs several
 // such servers calls it after m.Run.
-func Shutdown() error {
-	shared.once.Do(func() { shared.err = errors.New("tests have finished") })
-	if srv := shared.srv; srv != nil {
-		return srv.Close()
-	}
-	return nil
-}
+func Shutdown() error { return shared.Shutdown() }
 
 // NewBucket creates a fresh, empty container on the shared server and
 // returns the options to reach it. It fails t if the server is not running.
@@ -162,7 +140,7 @@ func New() (*Server, error) {
 	// A free port can be taken between choosing and binding it: retry.
 	var errs []error
 	for range 3 {
-		if s.addr, err = freeAddr(); err != nil {
+		if s.addr, err = connectorstest.FreeAddr(); err != nil {
 			return nil, errors.Join(err, os.RemoveAll(root))
 		}
 		s.Endpoint = "http://" + s.addr + "/" + AccountName
@@ -196,28 +174,11 @@ func (s *Server) ConnectionString() string {
 // The container is left in place; Close removes the server's data.
 func (s *Server) NewBucket(t testing.TB) azure.Options {
 	t.Helper()
-	name := containerName(t.Name(), s.containers.Add(1))
+	name := connectorstest.BucketName(t.Name(), s.containers.Add(1))
 	if _, err := s.Client.CreateContainer(t.Context(), name, nil); err != nil {
 		t.Fatalf("azuritetest: create container %q: %v", name, err)
 	}
 	return azure.Options{Container: name, ConnectionString: s.ConnectionString()}
-}
-
-// containerName makes a valid, unique container name from a test name.
-func containerName(test string, n int64) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(test) {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
-			b.WriteRune(r)
-		default:
-			if s := b.String(); s != "" && !strings.HasSuffix(s, "-") {
-				b.WriteByte('-')
-			}
-		}
-	}
-	name := fmt.Sprintf("t%d-", n) + strings.Trim(b.String(), "-")
-	return strings.TrimRight(name[:min(len(name), 63)], "-")
 }
 
 // Stop takes the server down: it stops accepting connections at once,
@@ -360,16 +321,6 @@ func ping(endpoint string) error {
 		return fmt.Errorf("something else answers: %s, Server %q", resp.Status, resp.Header.Get("Server"))
 	}
 	return nil
-}
-
-// freeAddr returns "127.0.0.1:<port>" for a port that was free just now.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // npmDir is the folder of package.json that pins Azurite, beside this

@@ -57,6 +57,7 @@ import (
 	"cloud.google.com/go/storage"
 	"google.golang.org/api/option"
 
+	"github.com/exportstream/exportstream/connectors/connectorstest"
 	"github.com/exportstream/exportstream/connectors/gcs"
 )
 
@@ -94,46 +95,23 @@ type Server struct {
 	proc *process // nil while stopped
 }
 
-var shared struct {
-	once sync.Once
-	srv  *Server
-	err  error
-}
+var shared = connectorstest.Shared[*Server]{What: "gcstest: start " + Tool, Start: start, Stop: (*Server).close}
 
 // Start returns the shared server, starting it on first use. It fails t if
 // the server cannot be built or started.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	shared.once.Do(func() { shared.srv, shared.err = start() })
-	if shared.err != nil {
-		t.Fatalf("gcstest: start %s: %v", Tool, shared.err)
-	}
-	return shared.srv
+	return shared.Get(t)
 }
 
 // Main runs the tests, then stops the server (if a test started it) and
 // removes its folder. Use it from TestMain: os.Exit(gcstest.Main(m)).
-func Main(m *testing.M) int {
-	code := m.Run()
-	if err := Shutdown(); err != nil {
-		fmt.Fprintf(os.Stderr, "gcstest: %v\n", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	return code
-}
+func Main(m *testing.M) int { return shared.Main(m) }
 
 // Shutdown stops the shared server (if a test started it) and removes its
 // folder; later Starts fail. Main calls it; a TestMain that runs several
 // such servers calls it after m.Run.
-func Shutdown() error {
-	shared.once.Do(func() { shared.err = errors.New("tests have finished") })
-	if srv := shared.srv; srv != nil {
-		return srv.close()
-	}
-	return nil
-}
+func Shutdown() error { return shared.Shutdown() }
 
 // NewBucket creates a fresh, empty bucket on the shared server and returns
 // the options to reach it. It fails t if the server is not running.
@@ -146,7 +124,7 @@ func NewBucket(t testing.TB) gcs.Options {
 // it with gcs.New. The bucket is left in place; Main removes them all.
 func (s *Server) NewBucket(t testing.TB) gcs.Options {
 	t.Helper()
-	name := bucketName(t.Name(), s.buckets.Add(1))
+	name := connectorstest.BucketName(t.Name(), s.buckets.Add(1))
 	ctx, cancel := context.WithTimeout(t.Context(), startTimeout)
 	defer cancel()
 	if err := s.Client.Bucket(name).Create(ctx, ProjectID, nil); err != nil {
@@ -214,7 +192,7 @@ func start() (*Server, error) {
 	// A free port can be taken between choosing and binding it: retry.
 	var errs []error
 	for range 3 {
-		if s.addr, err = freeAddr(); err != nil {
+		if s.addr, err = connectorstest.FreeAddr(); err != nil {
 			errs = append(errs, err)
 			break
 		}
@@ -400,34 +378,4 @@ func (t *tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return strings.TrimSpace(string(t.buf))
-}
-
-// bucketName makes a valid, unique bucket name from a test name.
-func bucketName(test string, n int64) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(test) {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
-			b.WriteRune(r)
-		default:
-			if s := b.String(); s != "" && !strings.HasSuffix(s, "-") {
-				b.WriteByte('-')
-			}
-		}
-	}
-	name := fmt.Sprintf("t%d-", n) + strings.Trim(b.String(), "-")
-	if len(name) > 63 {
-		name = name[:63]
-	}
-	return strings.TrimRight(name, "-")
-}
-
-// freeAddr returns "127.0.0.1:<port>" for a port that was free just now.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }

@@ -30,10 +30,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,6 +42,7 @@ import (
 	"github.com/versity/versitygw/backend/posix"
 	"github.com/versity/versitygw/embedgw"
 
+	"github.com/exportstream/exportstream/connectors/connectorstest"
 	"github.com/exportstream/exportstream/connectors/s3"
 )
 
@@ -73,40 +71,18 @@ type Server struct {
 	buckets atomic.Int64
 }
 
-var shared struct {
-	once sync.Once
-	srv  *Server
-	err  error
-}
+var shared = connectorstest.Shared[*Server]{What: "s3test: start versitygw", Start: start, Stop: (*Server).stop}
 
 // Start returns the shared gateway, starting it on first use. It fails t
 // if the gateway cannot start.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	shared.once.Do(func() { shared.srv, shared.err = start() })
-	if shared.err != nil {
-		t.Fatalf("s3test: start versitygw: %v", shared.err)
-	}
-	return shared.srv
+	return shared.Get(t)
 }
 
 // Main runs the tests, then stops the gateway (if a test started it) and
 // removes its folder. Use it from TestMain: os.Exit(s3test.Main(m)).
-func Main(m *testing.M) int {
-	code := m.Run()
-	var srv *Server
-	shared.once.Do(func() { shared.err = errors.New("tests have finished") })
-	srv = shared.srv
-	if srv != nil {
-		if err := srv.stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "s3test: %v\n", err)
-			if code == 0 {
-				code = 1
-			}
-		}
-	}
-	return code
-}
+func Main(m *testing.M) int { return shared.Main(m) }
 
 // NewBucket creates a fresh, empty bucket on the shared gateway and returns
 // the options to reach it. It fails t if the gateway is not running.
@@ -119,7 +95,7 @@ func NewBucket(t testing.TB) s3.Options {
 // it with s3.New. The bucket is left in place; Main removes them all.
 func (s *Server) NewBucket(t testing.TB) s3.Options {
 	t.Helper()
-	name := bucketName(t.Name(), s.buckets.Add(1))
+	name := connectorstest.BucketName(t.Name(), s.buckets.Add(1))
 	if _, err := s.Client.CreateBucket(t.Context(), &awss3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
 		t.Fatalf("s3test: create bucket %q: %v", name, err)
 	}
@@ -139,27 +115,6 @@ func (s *Server) Options(bucket string) s3.Options {
 		SecretAccessKey: SecretAccessKey,
 		PartSize:        s3.MinPartSize,
 	}
-}
-
-// bucketName makes a valid, unique bucket name from a test name.
-func bucketName(test string, n int64) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(test) {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
-			b.WriteRune(r)
-		default:
-			if s := b.String(); s != "" && !strings.HasSuffix(s, "-") {
-				b.WriteByte('-')
-			}
-		}
-	}
-	prefix := fmt.Sprintf("t%d-", n)
-	name := prefix + strings.Trim(b.String(), "-")
-	if len(name) > 63 {
-		name = name[:63]
-	}
-	return strings.TrimRight(name, "-")
 }
 
 func start() (*Server, error) {
@@ -202,7 +157,7 @@ func (s *Server) run() error {
 	if err != nil {
 		return fmt.Errorf("posix backend: %w", err)
 	}
-	addr, err := freeAddr()
+	addr, err := connectorstest.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -278,14 +233,4 @@ func (s *Server) removeDirs() error {
 		err = errors.Join(err, os.RemoveAll(s.sidecar))
 	}
 	return err
-}
-
-// freeAddr returns "127.0.0.1:<port>" for a port that was free just now.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
