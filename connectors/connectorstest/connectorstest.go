@@ -398,21 +398,23 @@ func (s *suite) ifAbsent(t *testing.T) {
 	}
 }
 
-func (s *suite) concurrentIfAbsent(t *testing.T) {
-	b := s.bucket(t)
-	const key = "race.json"
+// race has 6 writers write body(i) to key with opts at once, all of them
+// closing together, and returns the one that won. Exactly one must win
+// (verb: what it did); every other must fail with lost.
+func race(t *testing.T, b connectors.Bucket, key string, opts connectors.WriteOptions, body func(i int) []byte, lost error, verb string) int {
+	t.Helper()
 	const writers = 6
 	errs := make([]error, writers)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range writers {
 		wg.Go(func() {
-			w, err := b.NewWriter(t.Context(), key, connectors.WriteOptions{IfAbsent: true})
+			w, err := b.NewWriter(t.Context(), key, opts)
 			if err != nil {
 				errs[i] = err
 				return
 			}
-			if _, err := w.Write(content(uint64(100+i), 4<<10)); err != nil {
+			if _, err := w.Write(body(i)); err != nil {
 				w.Abort()
 				errs[i] = err
 				return
@@ -427,17 +429,25 @@ func (s *suite) concurrentIfAbsent(t *testing.T) {
 	for i, err := range errs {
 		switch {
 		case err == nil && winner >= 0:
-			t.Errorf("writers %d and %d both created %q", winner, i, key)
+			t.Errorf("writers %d and %d both %s %q", winner, i, verb, key)
 		case err == nil:
 			winner = i
-		case !errors.Is(err, connectors.ErrExists):
-			t.Errorf("writer %d: err = %v, want nil or ErrExists", i, err)
+		case !errors.Is(err, lost):
+			t.Errorf("writer %d: err = %v, want nil or %v", i, err, lost)
 		}
 	}
 	if winner < 0 {
-		t.Fatal("no writer created the key")
+		t.Fatalf("no writer %s the key", verb)
 	}
-	wantContent(t, b, key, content(uint64(100+winner), 4<<10))
+	return winner
+}
+
+func (s *suite) concurrentIfAbsent(t *testing.T) {
+	b := s.bucket(t)
+	const key = "race.json"
+	body := func(i int) []byte { return content(uint64(100+i), 4<<10) }
+	winner := race(t, b, key, connectors.WriteOptions{IfAbsent: true}, body, connectors.ErrExists, "created")
+	wantContent(t, b, key, body(winner))
 }
 
 func (s *suite) ifMatch(t *testing.T) {
@@ -479,43 +489,9 @@ func (s *suite) concurrentIfMatch(t *testing.T) {
 	b := s.bucket(t)
 	const key = "cas.json"
 	a := mustWrite(t, b, key, []byte(`{"v":0}`))
-	const writers = 6
-	errs := make([]error, writers)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range writers {
-		wg.Go(func() {
-			w, err := b.NewWriter(t.Context(), key, connectors.WriteOptions{IfMatch: a.ETag})
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			if _, err := fmt.Fprintf(w, `{"v":%d}`, i+1); err != nil {
-				w.Abort()
-				errs[i] = err
-				return
-			}
-			<-start
-			errs[i] = w.Close()
-		})
-	}
-	close(start)
-	wg.Wait()
-	winner := -1
-	for i, err := range errs {
-		switch {
-		case err == nil && winner >= 0:
-			t.Errorf("writers %d and %d both swapped %q from the same ETag", winner, i, key)
-		case err == nil:
-			winner = i
-		case !errors.Is(err, connectors.ErrPrecondition):
-			t.Errorf("writer %d: err = %v, want nil or ErrPrecondition", i, err)
-		}
-	}
-	if winner < 0 {
-		t.Fatal("no writer swapped the key")
-	}
-	wantContent(t, b, key, fmt.Appendf(nil, `{"v":%d}`, winner+1))
+	body := func(i int) []byte { return fmt.Appendf(nil, `{"v":%d}`, i+1) }
+	winner := race(t, b, key, connectors.WriteOptions{IfMatch: a.ETag}, body, connectors.ErrPrecondition, "swapped")
+	wantContent(t, b, key, body(winner))
 }
 
 func (s *suite) conditionChangedDuringWrite(t *testing.T) {
