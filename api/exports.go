@@ -53,16 +53,13 @@ func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("status=%q is not one of pending, generating, uploading, complete, failed", f.Status))
 		return
 	}
-	recs, total := s.o.Pipeline.Records(f)
-	page := listPage{Exports: recs, Total: total}
+	pg := s.o.Pipeline.Records(f)
+	page := listPage{Exports: pg.Records, Total: pg.Total}
 	if page.Exports == nil {
 		page.Exports = []pipeline.Record{}
 	}
-	if len(recs) > 0 && len(recs) == max(f.Limit, 1) {
-		if more, _ := s.o.Pipeline.Records(pipeline.RecordFilter{Definition: f.Definition, Project: f.Project,
-			Status: f.Status, Before: recs[len(recs)-1].ID, Limit: 1}); len(more) > 0 {
-			page.NextBefore = recs[len(recs)-1].ID
-		}
+	if pg.More {
+		page.NextBefore = pg.Records[len(pg.Records)-1].ID
 	}
 	writeJSON(w, http.StatusOK, page)
 }

@@ -228,10 +228,19 @@ type RecordFilter struct {
 	Limit int
 }
 
-// Records returns the records that match f, newest (highest id) first,
-// and how many match in all. It reads the in-memory index the records
-// watch keeps, so it does no I/O.
-func (p *Pipeline) Records(f RecordFilter) ([]Record, int) {
+// RecordPage is one page of export records.
+type RecordPage struct {
+	Records []Record
+	// Total is how many records match the filter, on all pages.
+	Total int
+	// More says that records older than the page's last one match too.
+	More bool
+}
+
+// Records returns a page of the records that match f, newest (highest
+// id) first. It reads the in-memory index the records watch keeps, so it
+// does no I/O.
+func (p *Pipeline) Records(f RecordFilter) RecordPage {
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
@@ -318,23 +327,27 @@ func (x *recordIndex) get(id int64) (*Record, <-chan struct{}) {
 	return r, x.changed
 }
 
-func (x *recordIndex) list(f RecordFilter) ([]Record, int) {
+func (x *recordIndex) list(f RecordFilter) RecordPage {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	var out []Record
-	total := 0
+	var pg RecordPage
 	for i := len(x.ids) - 1; i >= 0; i-- {
 		r := x.byID[x.ids[i]]
 		if f.Definition != "" && r.Name != f.Definition || f.Project != "" && r.Project != f.Project ||
 			f.Status != "" && r.Status != f.Status {
 			continue
 		}
-		total++
-		if (f.Before <= 0 || r.ID < f.Before) && len(out) < f.Limit {
-			out = append(out, *r)
+		pg.Total++
+		if f.Before > 0 && r.ID >= f.Before {
+			continue
+		}
+		if len(pg.Records) < f.Limit {
+			pg.Records = append(pg.Records, *r)
+		} else {
+			pg.More = true
 		}
 	}
-	return out, total
+	return pg
 }
 
 func (x *recordIndex) latest(name string) *Record {

@@ -75,7 +75,8 @@ func TestGenerate(t *testing.T) {
 		t.Error("ad-hoc export to an unknown connection accepted")
 	}
 
-	all, total := h.p.Records(RecordFilter{})
+	pg := h.p.Records(RecordFilter{})
+	all, total := pg.Records, pg.Total
 	if total < 3 || len(all) != total {
 		t.Fatalf("Records: %d of %d", len(all), total)
 	}
@@ -84,11 +85,15 @@ func TestGenerate(t *testing.T) {
 			t.Fatalf("Records not newest first: %d then %d", all[i-1].ID, all[i].ID)
 		}
 	}
-	page, _ := h.p.Records(RecordFilter{Limit: 1, Before: all[0].ID})
+	page := h.p.Records(RecordFilter{Limit: 1, Before: all[0].ID}).Records
 	if len(page) != 1 || page[0].ID != all[1].ID {
 		t.Errorf("second page of one: %+v, want export %d", page, all[1].ID)
 	}
-	adhocs, n := h.p.Records(RecordFilter{Definition: AdhocName})
+	if pg.More || !h.p.Records(RecordFilter{Limit: 1}).More || h.p.Records(RecordFilter{Limit: 1, Before: all[len(all)-1].ID + 1}).More {
+		t.Errorf("More is wrong: it must say whether older matching records are left")
+	}
+	adhocPage := h.p.Records(RecordFilter{Definition: AdhocName})
+	adhocs, n := adhocPage.Records, adhocPage.Total
 	if n != 1 || adhocs[0].ID != ad.ID {
 		t.Errorf("filter by definition: %d records", n)
 	}

@@ -63,7 +63,7 @@ func BenchmarkAPI(b *testing.B) {
 	}
 	base := "http://" + svc.HTTPAddr() + "/api/v1/"
 	for end := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, total := svc.Pipeline().Records(pipeline.RecordFilter{}); total == n {
+		if svc.Pipeline().Records(pipeline.RecordFilter{}).Total == n {
 			break
 		}
 		if time.Now().After(end) {

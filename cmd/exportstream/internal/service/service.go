@@ -47,7 +47,6 @@ type Service struct {
 	ready    chan struct{}
 	isReady  atomic.Bool
 	pipe     atomic.Pointer[pipeline.Pipeline]
-	buckets  atomic.Value // Buckets
 	js       atomic.Value // jetstream.JetStream
 }
 
@@ -75,8 +74,10 @@ func (s *Service) Pipeline() *pipeline.Pipeline { return s.pipe.Load() }
 // Bucket returns the open connection name (nil before Ready or if there
 // is none).
 func (s *Service) Bucket(name string) connectors.Bucket {
-	bs, _ := s.buckets.Load().(Buckets)
-	return bs[name]
+	if p := s.pipe.Load(); p != nil {
+		return p.Bucket(name)
+	}
+	return nil
 }
 
 // Run starts everything and blocks until ctx is done or a part fails.
@@ -141,7 +142,6 @@ func (s *Service) Run(ctx context.Context) error {
 	for name, b := range buckets {
 		counted[name] = bm.Instrument(name, b)
 	}
-	s.buckets.Store(counted)
 	uploads := map[string]int{}
 	for _, c := range cfg.Connections {
 		uploads[c.Name] = c.Uploads
