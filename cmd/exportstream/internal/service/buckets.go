@@ -10,6 +10,8 @@ import (
 
 	"github.com/exportstream/exportstream/config"
 	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/connectors/azure"
+	"github.com/exportstream/exportstream/connectors/gcs"
 	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/connectors/s3"
 )
@@ -49,8 +51,12 @@ func openBucket(ctx context.Context, c config.Connection, publicURL string) (con
 		return local.NewWithOptions(c.Local.Dir, opts)
 	case config.TypeS3:
 		return s3.New(ctx, s3Options(c.S3))
+	case config.TypeGCS:
+		return gcs.New(ctx, gcsOptions(c.GCS))
+	case config.TypeAzure:
+		return azure.New(ctx, azureOptions(c.Azure))
 	}
-	return openCloudBucket(ctx, c)
+	return nil, fmt.Errorf("connection type %q is not supported", c.Type)
 }
 
 // Close closes every bucket.

@@ -1,27 +1,16 @@
 package service
 
 import (
-	"context"
 	"fmt"
 	"strings"
 
 	"github.com/exportstream/exportstream/config"
-	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/connectors/azure"
 	"github.com/exportstream/exportstream/connectors/gcs"
 	"github.com/exportstream/exportstream/connectors/s3"
 )
 
-// openCloudBucket opens the gcs and azure connections.
-func openCloudBucket(ctx context.Context, c config.Connection) (connectors.Bucket, error) {
-	switch c.Type {
-	case config.TypeGCS:
-		return gcs.New(ctx, gcsOptions(c.GCS))
-	case config.TypeAzure:
-		return azure.New(ctx, azureOptions(c.Azure))
-	}
-	return nil, fmt.Errorf("connection type %q is not supported", c.Type)
-}
+// The provider options each connection's config block maps to.
 
 func s3Options(s *config.S3) s3.Options {
 	return s3.Options{
