@@ -26,18 +26,13 @@ type listPage struct {
 func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := pipeline.RecordFilter{Definition: q.Get("definition"), Project: q.Get("project"), Status: q.Get("status")}
-	for _, p := range []struct {
-		name string
-		dst  *int64
-	}{{"before", &f.Before}} {
-		if v := q.Get(p.name); v != "" {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 {
-				s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("%s=%q is not an export id", p.name, v))
-				return
-			}
-			*p.dst = n
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("before=%q is not an export id", v))
+			return
 		}
+		f.Before = n
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -277,7 +277,6 @@ type recordIndex struct {
 	rev     map[int64]uint64 // key-value revision of each record held
 	ids     []int64          // ascending
 	changed chan struct{}
-	loaded  bool
 }
 
 func newRecordIndex() *recordIndex {
@@ -375,10 +374,7 @@ func (p *Pipeline) watchRecords(ctx context.Context) error {
 		}
 		for e := range w.Updates() {
 			if e == nil {
-				p.index.mu.Lock()
-				p.index.loaded = true
-				p.index.mu.Unlock()
-				continue
+				continue // the end of the initial values
 			}
 			id, err := strconv.ParseInt(strings.TrimPrefix(e.Key(), "export."), 10, 64)
 			if err != nil {
