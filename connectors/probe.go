@@ -9,7 +9,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"time"
 )
 
@@ -111,8 +110,7 @@ func Classify(err error) string {
 		return ProbeAccessDenied
 	case errors.As(err, &dnsErr), errors.As(err, &opErr), errors.As(err, &x509Err),
 		errors.As(err, &hostErr), errors.As(err, &certErr),
-		errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrUnreachable),
-		strings.Contains(err.Error(), "connection refused"):
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrUnreachable):
 		return ProbeUnreachable
 	}
 	return ProbeFailed
