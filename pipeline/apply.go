@@ -89,18 +89,20 @@ func snapFromEvent(ev *events.Event, cur *snap) (*snap, error) {
 	return decodeSnap(ev.Project, ev.Kind, b)
 }
 
-// compact returns a copy of raw without insignificant whitespace, so that
-// the same snapshot always renders the same bytes. It always copies: raw
+// compact returns a copy of raw without insignificant whitespace and with
+// each object naming each key once (of repeated members the last counts,
+// as when decoding), so that the same snapshot always renders the same
+// bytes and no export ever names a key twice. It always copies: raw
 // usually points into a whole message, which must not stay pinned.
 func compact(raw []byte) []byte {
 	if bytes.IndexAny(raw, " \t\r\n") < 0 {
-		return bytes.Clone(raw)
+		return uniqueKeys(bytes.Clone(raw))
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, len(raw)))
 	if json.Compact(buf, raw) != nil {
 		return bytes.Clone(raw)
 	}
-	return bytes.Clone(buf.Bytes())
+	return uniqueKeys(bytes.Clone(buf.Bytes()))
 }
 
 // decodeSnap builds a snapshot from stored (or received) bytes.

@@ -112,3 +112,158 @@ func appendIDKey(b []byte, id int64) []byte {
 	b = strconv.AppendInt(b, id, 10)
 	return append(b, '"', ':')
 }
+
+// uniqueKeys returns raw with every object in it naming each key once:
+// of repeated members the last counts (as encoding/json decodes them), at
+// the place of the last. raw is returned as it is, without copying, when
+// no object repeats a key, which is the usual case. raw must be valid
+// compact JSON.
+func uniqueKeys(raw []byte) []byte {
+	if !repeatsKey(raw) {
+		return raw
+	}
+	return appendUnique(make([]byte, 0, len(raw)), raw)
+}
+
+// repeatsKey reports whether any object in the JSON value raw names a key
+// twice.
+func repeatsKey(raw []byte) bool {
+	if len(raw) == 0 {
+		return false
+	}
+	switch raw[0] {
+	case '{':
+		var buf [24]events.Field
+		fs := events.AppendFields(buf[:0], raw)
+		for i, f := range fs {
+			for _, g := range fs[:i] {
+				if g.Key == f.Key {
+					return true
+				}
+			}
+			if len(f.Val) > 0 && (f.Val[0] == '{' || f.Val[0] == '[') && repeatsKey(f.Val) {
+				return true
+			}
+		}
+	case '[':
+		found := false
+		eachElement(raw, func(v []byte) bool {
+			if len(v) > 0 && (v[0] == '{' || v[0] == '[') && repeatsKey(v) {
+				found = true
+			}
+			return !found
+		})
+		return found
+	}
+	return false
+}
+
+// appendUnique appends raw to b with repeated object members dropped but
+// the last.
+func appendUnique(b, raw []byte) []byte {
+	if len(raw) == 0 {
+		return b
+	}
+	switch raw[0] {
+	case '{':
+		fs := events.Fields(raw)
+		b = append(b, '{')
+		n := 0
+		for i, f := range fs {
+			later := false
+			for _, g := range fs[i+1:] {
+				if g.Key == f.Key {
+					later = true
+					break
+				}
+			}
+			if later {
+				continue
+			}
+			if n > 0 {
+				b = append(b, ',')
+			}
+			n++
+			b = appendKey(b, f.Key)
+			b = appendUnique(b, f.Val)
+		}
+		return append(b, '}')
+	case '[':
+		b = append(b, '[')
+		n := 0
+		eachElement(raw, func(v []byte) bool {
+			if n > 0 {
+				b = append(b, ',')
+			}
+			n++
+			b = appendUnique(b, v)
+			return true
+		})
+		return append(b, ']')
+	}
+	return append(b, raw...)
+}
+
+// eachElement calls fn with each element of the JSON array raw, in
+// order, until fn returns false.
+func eachElement(raw []byte, fn func(v []byte) bool) {
+	i := 1
+	for i < len(raw) {
+		for i < len(raw) && (raw[i] == ',' || raw[i] == ' ' || raw[i] == '\n' || raw[i] == '\t' || raw[i] == '\r') {
+			i++
+		}
+		if i >= len(raw) || raw[i] == ']' {
+			return
+		}
+		end := skipJSON(raw, i)
+		if end < 0 || !fn(raw[i:end]) {
+			return
+		}
+		i = end
+	}
+}
+
+// skipJSON returns the index just past the JSON value that starts at i in
+// the valid JSON text b, or -1 when it is cut short.
+func skipJSON(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		for j := i + 1; j < len(b); j++ {
+			switch b[j] {
+			case '\\':
+				j++
+			case '"':
+				return j + 1
+			}
+		}
+		return -1
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				e := skipJSON(b, j)
+				if e < 0 {
+					return -1
+				}
+				j = e - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return -1
+	}
+	j := i
+	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\n' && b[j] != '\t' && b[j] != '\r' {
+		j++
+	}
+	return j
+}

@@ -132,23 +132,42 @@ func (s *State) buildPlan(d *Definition) *plan {
 			pl.job = p.jobs[t.JobID]
 		}
 	}
+	counted := map[int64]bool{}
 	for _, id := range ids {
 		pf := p.planFile(id, d.IncludeRemovedInstances, true)
-		pl.nInst += pf.count()
+		pl.nInst += pf.count(counted)
 		pl.files = append(pl.files, pf)
 	}
 	return pl
 }
 
-func (pf *planFile) count() int {
-	n := len(pf.insts)
-	for _, s := range pf.seqs {
-		n += len(s.insts)
+// count returns the number of instances the file's entry shows that no
+// file in counted showed before, and adds the file (and its children) to
+// counted: a compound child's instances appear in its own entry and in its
+// parent's, and count once. A file written as null shows none.
+func (pf *planFile) count(counted map[int64]bool) int {
+	if !hasEntry(pf.file.Type) {
+		return 0
+	}
+	n := 0
+	if !counted[pf.file.ID] {
+		counted[pf.file.ID] = true
+		n = len(pf.insts)
+		for _, s := range pf.seqs {
+			n += len(s.insts)
+		}
 	}
 	for i := range pf.children {
-		n += pf.children[i].count()
+		n += pf.children[i].count(counted)
 	}
 	return n
+}
+
+// hasEntry reports whether files of the type have an export form; the
+// others (audio, unknown types) are written as null.
+func hasEntry(typ string) bool {
+	_, media := mediaKey[typ]
+	return media || typ == "compound"
 }
 
 func (p *project) findDir(src Source) *snap {
@@ -232,22 +251,25 @@ func (p *project) planFile(id int64, withRemoved, top bool) planFile {
 	}
 	switch pf.file.Type {
 	case "video":
+		// Every sequence of the video, archived ones too (as Diffgram's
+		// own export does). A frame instance goes to its sequence's list;
+		// one without a frame number, or whose sequence is null or not a
+		// sequence of this video, goes to parent_instance_list, so that no
+		// live instance is ever left out.
 		seqIdx := map[int64]int{}
 		for _, sid := range sortedIDs(p.fileSeqs[id]) {
-			if sq := p.seqs[sid]; !sq.val.(*events.Sequence).Archived {
-				seqIdx[sid] = len(pf.seqs)
-				pf.seqs = append(pf.seqs, planSeq{s: sq})
-			}
+			seqIdx[sid] = len(pf.seqs)
+			pf.seqs = append(pf.seqs, planSeq{s: p.seqs[sid]})
 		}
 		for _, in := range insts {
 			v := in.val.(*events.Instance)
-			if v.FrameNumber == nil {
-				pf.insts = append(pf.insts, in)
-			} else if v.SequenceID != nil {
+			if v.FrameNumber != nil && v.SequenceID != nil {
 				if i, ok := seqIdx[*v.SequenceID]; ok {
 					pf.seqs[i].insts = append(pf.seqs[i].insts, in)
+					continue
 				}
 			}
+			pf.insts = append(pf.insts, in)
 		}
 		slices.SortFunc(pf.insts, byID)
 		for i := range pf.seqs {
@@ -321,6 +343,8 @@ func (pl *plan) header(id int64, created time.Time, canonical bool) []byte {
 		b = appendIDKey(b, l.id)
 		b = appendRaw(b, l.val.(*events.LabelFile).Colour)
 	}
+	// export_info: Diffgram's keys in Diffgram's order (those that do not
+	// apply to a connector are null or false), then ours.
 	b = append(b, `},"export_info":{"id":`...)
 	ts := ""
 	if canonical {
@@ -329,11 +353,11 @@ func (pl *plan) header(id int64, created time.Time, canonical bool) []byte {
 		ts = created.UTC().Format("2006-01-02T15:04:05.000000Z")
 	}
 	b = appendInt(b, id)
-	b = append(b, `,"export_format_version":"1.0","created_time":`...)
+	b = append(b, `,"export_format_version":"1.0","user_created_email":null,"created_time":`...)
 	b = appendString(b, ts)
-	b = append(b, `,"kind":"Annotations","source":`...)
+	b = append(b, `,"kind":"Annotations","masks":false,"source":`...)
 	b = appendString(b, string(d.Source.Kind))
-	b = append(b, `,"project":{"name":`...)
+	b = append(b, `,"file_comparison_mode":"latest","project":{"name":`...)
 	if pl.project != nil {
 		b = appendString(b, pl.project.val.(*events.Project).Name)
 	} else {
@@ -350,7 +374,7 @@ func (pl *plan) header(id int64, created time.Time, canonical bool) []byte {
 		b = appendInt(b, dir.ID)
 		b = append(b, `,"nickname":`...)
 		b = appendString(b, dir.Nickname)
-		b = append(b, `,"created_time":`...)
+		b = append(b, `,"jobs_to_sync":null,"has_changes":null,"created_time":`...)
 		b = appendRaw(b, dir.CreatedTime)
 		b = append(b, '}')
 	} else {
@@ -380,7 +404,16 @@ func (pl *plan) header(id int64, created time.Time, canonical bool) []byte {
 		b = appendInt(b, t.FileID)
 		b = append(b, `,"status":`...)
 		b = appendString(b, t.Status)
-		b = append(b, '}')
+		// Diffgram's task carries its job as {id, name}.
+		b = append(b, `,"job":{"id":`...)
+		b = appendInt(b, t.JobID)
+		b = append(b, `,"name":`...)
+		if pl.job != nil && pl.job.id == t.JobID {
+			b = appendString(b, pl.job.val.(*events.Job).Name)
+		} else {
+			b = append(b, "null"...)
+		}
+		b = append(b, `}}`...)
 	} else {
 		b = append(b, "null"...)
 	}
@@ -427,30 +460,45 @@ func appendRaw(b []byte, v json.RawMessage) []byte {
 	return append(b, v...)
 }
 
-// appendGroup renders an attribute group: its fields as received, without
-// version, with only the non-archived templates, and label_file_ids turned
-// into label_file_list.
+// groupKeys are Diffgram's attribute group keys, written on every group in
+// this order (null when the snapshot lacks them): Diffgram's importer
+// compares them with !==, so a missing key is a mismatch.
+var groupKeys = []string{"id", "kind", "name", "prompt", "is_global", "global_type",
+	"default_value", "default_id", "min_value", "max_value", "archived",
+	"attribute_template_list", "label_file_list"}
+
+// groupSkip are the snapshot members never passed through: the ones
+// written above, the version, and label_file_ids (written as
+// label_file_list).
+var groupSkip = func() map[string]bool {
+	m := map[string]bool{"version": true, "label_file_ids": true}
+	for _, k := range groupKeys {
+		m[k] = true
+	}
+	return m
+}()
+
+// appendGroup renders an attribute group: Diffgram's keys first, with only
+// the non-archived templates and label_file_ids turned into
+// label_file_list, then the snapshot's other members as received.
 func (pl *plan) appendGroup(b []byte, g *snap) []byte {
 	gv := g.val.(*events.AttributeGroup)
+	fs := events.Fields(g.raw)
 	b = append(b, '{')
-	n := 0
-	sep := func() {
-		if n > 0 {
+	for i, k := range groupKeys {
+		if i > 0 {
 			b = append(b, ',')
 		}
-		n++
-	}
-	hasLabels := false
-	for _, f := range events.Fields(g.raw) {
-		switch f.Key {
-		case "version":
-			continue
+		b = appendKey(b, k)
+		switch k {
+		case "id":
+			b = appendInt(b, gv.ID)
+		case "archived":
+			b = strconvBool(b, gv.Archived)
 		case "attribute_template_list":
-			sep()
-			b = appendKey(b, f.Key)
 			b = append(b, '[')
 			m := 0
-			for _, t := range objectArray(f.Val) {
+			for _, t := range objectArray(rawOrNull(fs, k)) {
 				var tv events.AttributeTemplate
 				if json.Unmarshal(t, &tv) != nil || tv.Archived {
 					continue
@@ -462,25 +510,26 @@ func (pl *plan) appendGroup(b []byte, g *snap) []byte {
 				b = append(b, t...)
 			}
 			b = append(b, ']')
-		case "label_file_ids":
-			hasLabels = true
-			sep()
+		case "label_file_list":
 			b = pl.appendLabelList(b, gv.LabelFileIDs)
 		default:
-			sep()
-			b = appendKey(b, f.Key)
-			b = append(b, f.Val...)
+			b = append(b, rawOrNull(fs, k)...)
 		}
 	}
-	if !hasLabels {
-		sep()
-		b = pl.appendLabelList(b, nil)
+	for _, f := range fs {
+		if groupSkip[f.Key] {
+			continue
+		}
+		b = append(b, ',')
+		b = appendKey(b, f.Key)
+		b = append(b, f.Val...)
 	}
 	return append(b, '}')
 }
 
+// appendLabelList appends the group's labels as Diffgram's label_file_list.
 func (pl *plan) appendLabelList(b []byte, ids []int64) []byte {
-	b = append(b, `"label_file_list":[`...)
+	b = append(b, '[')
 	m := 0
 	for _, id := range ids {
 		l := pl.allLbls[id]
@@ -525,8 +574,7 @@ var mediaKey = map[string]string{
 // appendEntry renders one file's entry (the value under its id key).
 func (pl *plan) appendEntry(b []byte, pf *planFile) []byte {
 	typ := pf.file.Type
-	_, media := mediaKey[typ]
-	if !media && typ != "compound" {
+	if !hasEntry(typ) {
 		return append(b, "null"...)
 	}
 	b = append(b, fileFragment(pf.f)...)
@@ -567,6 +615,17 @@ func (pl *plan) appendEntry(b []byte, pf *planFile) []byte {
 	return append(b, '}')
 }
 
+// mediaFields are the members each media block always carries, in
+// Diffgram's order (null when the snapshot lacks them); the block's other
+// members follow as received. original_filename, where Diffgram writes it
+// in the block, is the file's when the block lacks it.
+var mediaFields = map[string][]string{
+	"image": {"width", "height", "image_signed_expiry", "image_signed_url", "original_filename"},
+	"video": {"width", "height", "frame_rate", "frame_count", "original_fps", "fps_conversion_ratio",
+		"mp4_video_signed_url", "mp4_video_signed_expiry", "offset_in_seconds", "global_frame_start"},
+	"text": {"original_filename", "signed_expiry", "signed_url", "tokens"},
+}
+
 // fileFragment returns the start of a file's entry: "{" then its "file"
 // object and media block, cached on the immutable snapshot.
 func fileFragment(f *snap) []byte {
@@ -587,10 +646,59 @@ func fileFragment(f *snap) []byte {
 	if key, ok := mediaKey[file.Type]; ok {
 		b = append(b, ',')
 		b = appendKey(b, key)
-		b = append(b, rawOrNull(fs, key)...)
+		b = appendMedia(b, key, rawOrNull(fs, key), rawOrNull(fs, "original_filename"))
 	}
 	f.frag.Store(&[2][]byte{b})
 	return b
+}
+
+// appendMedia appends a file's media block under key: geo_assets a list
+// ([] when absent), point_cloud an object ({} when absent), and the image,
+// video and text blocks normalised with mediaFields.
+func appendMedia(b []byte, key string, raw, filename json.RawMessage) []byte {
+	isObject := len(raw) > 0 && raw[0] == '{'
+	switch key {
+	case "geo_assets":
+		if len(raw) > 0 && raw[0] == '[' {
+			return append(b, raw...)
+		}
+		return append(b, "[]"...)
+	case "point_cloud":
+		if isObject {
+			return append(b, raw...)
+		}
+		return append(b, "{}"...)
+	}
+	var fs []events.Field
+	if isObject {
+		fs = events.Fields(raw)
+	}
+	want := mediaFields[key]
+	b = append(b, '{')
+	for i, k := range want {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendKey(b, k)
+		v, ok := lookup(fs, k)
+		if k == "original_filename" && (!ok || string(v) == "null") {
+			v, ok = filename, true
+		}
+		if ok {
+			b = append(b, v...)
+		} else {
+			b = append(b, "null"...)
+		}
+	}
+	for _, f := range fs {
+		if slices.Contains(want, f.Key) {
+			continue
+		}
+		b = append(b, ',')
+		b = appendKey(b, f.Key)
+		b = append(b, f.Val...)
+	}
+	return append(b, '}')
 }
 
 func appendOptInt(b []byte, v *int64) []byte {
@@ -628,7 +736,18 @@ var instanceSkip = map[string]bool{
 	"interpolated": true, "local_sequence_number": true,
 }
 
-// truthyOnly are exported only when truthy.
+// typeFields are the geometry members each instance type always carries,
+// as Diffgram's build_instance writes them (null when the snapshot lacks
+// them; an ellipse's angle 0, which Diffgram's importer requires).
+var typeFields = map[string][]string{
+	"cuboid":     {"front_face", "rear_face"},
+	"ellipse":    {"center_x", "center_y", "width", "height", "angle"},
+	"text_token": {"start_char", "end_char", "start_token", "end_token", "start_sentence", "end_sentence", "sentence"},
+	"keypoints":  {"nodes", "edges"},
+	"cuboid_3d":  {"rotation_euler_angles", "position_3d", "center_3d", "max_point_3d", "min_point_3d", "dimensions_3d"},
+}
+
+// truthyOnly are exported only when truthy (and not in typeFields).
 var truthyOnly = map[string]bool{"radius": true, "bounds": true, "angle": true, "mask": true}
 
 // instanceFragment returns the instance's rendered JSON object (without
@@ -700,16 +819,32 @@ func renderInstance(in *snap, video bool) []byte {
 		b = append(b, `,"points":`...)
 		b = append(b, pts...)
 	}
+	always := typeFields[v.Type]
 	for _, f := range fs {
 		if instanceSkip[f.Key] || isTimeField(f.Key) {
 			continue
 		}
-		if truthyOnly[f.Key] && !truthy(f.Val) {
+		if truthyOnly[f.Key] && !truthy(f.Val) && !slices.Contains(always, f.Key) {
 			continue
+		}
+		if f.Key == "angle" && v.Type == "ellipse" && string(f.Val) == "null" {
+			continue // written below, as 0
 		}
 		b = append(b, ',')
 		b = appendKey(b, f.Key)
 		b = append(b, f.Val...)
+	}
+	for _, k := range always {
+		if val, ok := lookup(fs, k); ok && !(k == "angle" && string(val) == "null") {
+			continue
+		}
+		b = append(b, ',')
+		b = appendKey(b, k)
+		if k == "angle" {
+			b = append(b, '0') // the importer requires a number; unrotated
+		} else {
+			b = append(b, "null"...)
+		}
 	}
 	if video {
 		b = append(b, `,"frame_number":`...)
