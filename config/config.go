@@ -17,7 +17,10 @@
 // The package imports nothing from the rest of the project.
 package config
 
-import "time"
+import (
+	"os"
+	"time"
+)
 
 // Config is the whole configuration file. The zero Config is not useful;
 // start from Default, Load or Parse.
@@ -33,6 +36,12 @@ type Config struct {
 	HTTP HTTP `yaml:"http"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
+	// Deployment names this deployment in the source of the completion
+	// events the service publishes ("exportstream/<deployment>"). It is a
+	// URI path segment: [A-Za-z0-9._-]+, not "." or "..". Empty in the
+	// file (or unset): the host name (os.Hostname), filled by Default and
+	// Parse.
+	Deployment string `yaml:"deployment"`
 }
 
 // NATS says where the events come from and where the service keeps state.
@@ -79,6 +88,10 @@ type NATS struct {
 	StatePrefix string `yaml:"state_prefix"`
 	// MaxEventBytes: a larger event body is bad input.
 	MaxEventBytes int `yaml:"max_event_bytes"`
+	// MaxEventDepth: an event body whose arrays and objects nest deeper
+	// is bad input (the body's own object counts as 1); default
+	// DefaultMaxEventDepth, 1..MaxEventDepthLimit.
+	MaxEventDepth int `yaml:"max_event_depth"`
 	// MaxAckPending bounds the events in flight (delivered, not yet acked).
 	MaxAckPending int `yaml:"max_ack_pending"`
 	// AckWait is how long the server waits for an ack before redelivering.
@@ -135,6 +148,16 @@ const (
 	MaxUploads             = 64
 	DefaultSignedURLExpiry = time.Hour
 	MaxSignedURLExpiry     = 7 * 24 * time.Hour
+)
+
+// NATS limits.
+const (
+	// DefaultMaxEventDepth is NATS.MaxEventDepth when the file does not
+	// set it.
+	DefaultMaxEventDepth = 64
+	// MaxEventDepthLimit is the largest NATS.MaxEventDepth:
+	// encoding/json's own nesting limit.
+	MaxEventDepthLimit = 10000
 )
 
 // Connection types.
@@ -329,8 +352,9 @@ type Log struct {
 // base every file is decoded onto: an embedded NATS server on
 // 127.0.0.1:4222 storing under ./data/nats, one connection "local-disk" of
 // type local writing to ./data/bucket, no exports, HTTP on 127.0.0.1:8080,
-// JSON logs at level info. Each call returns a new Config; Default is
-// valid.
+// JSON logs at level info, the host name as deployment. Each call returns
+// a new Config; Default is valid if the host name is known and fits
+// [A-Za-z0-9._-]+.
 func Default() *Config {
 	return &Config{
 		NATS: NATS{
@@ -345,6 +369,7 @@ func Default() *Config {
 			Replicas:         1,
 			StatePrefix:      "EXPORTSTREAM",
 			MaxEventBytes:    1 << 20,
+			MaxEventDepth:    DefaultMaxEventDepth,
 			MaxAckPending:    20000,
 			AckWait:          30 * time.Second,
 		},
@@ -353,8 +378,33 @@ func Default() *Config {
 			Type:  TypeLocal,
 			Local: &Local{Dir: "./data/bucket"},
 		}},
-		HTTP: HTTP{Listen: "127.0.0.1:8080"},
-		Log:  Log{Level: "info", Format: "json"},
+		HTTP:       HTTP{Listen: "127.0.0.1:8080"},
+		Log:        Log{Level: "info", Format: "json"},
+		Deployment: hostname(),
+	}
+}
+
+// hostname is the default Deployment: the host name with every character
+// outside [A-Za-z0-9._-] turned into "-", or "" if it is unknown
+// (Validate then asks for deployment).
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	b := []byte(h)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+// fillDeployment gives a file that leaves deployment empty the host name.
+func (c *Config) fillDeployment() {
+	if c.Deployment == "" {
+		c.Deployment = hostname()
 	}
 }
 

@@ -175,7 +175,7 @@ func TestMinimalFileGetsDefaults(t *testing.T) {
 }
 
 func TestFeaturesFile(t *testing.T) {
-	env := map[string]string{"NATS_URL": "nats://nats-1:4222", "TOKEN": "tok", "EMPTY": "", "PREFIX": "ml", "API_TOKEN": "api-tok"}
+	env := map[string]string{"NATS_URL": "nats://nats-1:4222", "TOKEN": "tok", "EMPTY": "", "PREFIX": "ml", "API_TOKEN": "api-tok", "DEPLOYMENT": "eu-1"}
 	cfg, err := Parse(mustRead(t, "testdata/features.good.yml"), lookup(env))
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +189,8 @@ func TestFeaturesFile(t *testing.T) {
 	want.NATS.Replicas = 3
 	want.NATS.AckWait = 90 * time.Second
 	want.NATS.MaxEventBytes = 4 << 20
+	want.NATS.MaxEventDepth = 128
+	want.Deployment = "eu-1"
 	want.HTTP.PublicURL = "https://exports.example.com"
 	want.HTTP.Token = "api-tok"
 	want.Connections = []Connection{
@@ -234,6 +236,118 @@ func TestDefaultIsValid(t *testing.T) {
 	}
 }
 
+// TestNATSEventLimitsDefaults: max_event_depth defaults to 64, and a file
+// that leaves it out (or empty) keeps the default.
+func TestNATSEventLimitsDefaults(t *testing.T) {
+	if got := Default().NATS.MaxEventDepth; got != 64 {
+		t.Errorf("Default().NATS.MaxEventDepth = %d, want 64", got)
+	}
+	for _, data := range []string{"nats: {max_event_bytes: 10}\n", "nats:\n  max_event_depth:\n"} {
+		cfg, err := Parse([]byte(data), nil)
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", data, err)
+		}
+		if cfg.NATS.MaxEventDepth != DefaultMaxEventDepth {
+			t.Errorf("Parse(%q): max_event_depth %d, want the default %d", data, cfg.NATS.MaxEventDepth, DefaultMaxEventDepth)
+		}
+	}
+}
+
+// TestDeploymentDefault: deployment defaults to the host name, in Default
+// and in a file that leaves it out, empty or null; a value is kept.
+func TestDeploymentDefault(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatalf("os.Hostname: %v", err)
+	}
+	if got := Default().Deployment; got != host {
+		t.Errorf("Default().Deployment = %q, want the host name %q", got, host)
+	}
+	for data, want := range map[string]string{
+		"":                             host,
+		"deployment:\n":                host,
+		"deployment: \"\"\n":           host,
+		"deployment: ${EMPTY}\n":       host,
+		"deployment: eu-west_1.prod\n": "eu-west_1.prod",
+		"deployment: ${SET_VAR}\n":     "from-env",
+	} {
+		cfg, err := Parse([]byte(data), lookup(testEnv))
+		if err != nil {
+			t.Errorf("Parse(%q): %v", data, err)
+			continue
+		}
+		if cfg.Deployment != want {
+			t.Errorf("Parse(%q): deployment %q, want %q", data, cfg.Deployment, want)
+		}
+	}
+}
+
+// TestNewKeysValidate checks the bounds of nats.max_event_depth and the
+// characters of deployment on a Config built in Go.
+func TestNewKeysValidate(t *testing.T) {
+	const segment = `use only letters, digits, ".", "_" and "-" ([A-Za-z0-9._-]+, not "." or "..")`
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want []Problem // nil: valid
+	}{
+		{"depth 1", func(c *Config) { c.NATS.MaxEventDepth = 1 }, nil},
+		{"depth 10000", func(c *Config) { c.NATS.MaxEventDepth = 10000 }, nil},
+		{"depth 0", func(c *Config) { c.NATS.MaxEventDepth = 0 },
+			[]Problem{{Path: "nats.max_event_depth", Message: "must be between 1 and 10000 (got 0)"}}},
+		{"depth -3", func(c *Config) { c.NATS.MaxEventDepth = -3 },
+			[]Problem{{Path: "nats.max_event_depth", Message: "must be between 1 and 10000 (got -3)"}}},
+		{"depth 10001", func(c *Config) { c.NATS.MaxEventDepth = 10001 },
+			[]Problem{{Path: "nats.max_event_depth", Message: "must be between 1 and 10000 (got 10001)"}}},
+		{"deployment with dots", func(c *Config) { c.Deployment = "prod.eu-1_a" }, nil},
+		{"deployment empty", func(c *Config) { c.Deployment = "" },
+			[]Problem{{Path: "deployment", Message: "required (it defaults to the host name, which is unknown here)"}}},
+		{"deployment with a slash", func(c *Config) { c.Deployment = "eu/1" },
+			[]Problem{{Path: "deployment", Message: `"eu/1" is not valid: it names a URI path segment in completion events' source, so ` + segment}}},
+		{"deployment with a space", func(c *Config) { c.Deployment = "eu 1" },
+			[]Problem{{Path: "deployment", Message: `"eu 1" is not valid: it names a URI path segment in completion events' source, so ` + segment}}},
+		{"deployment not ASCII", func(c *Config) { c.Deployment = "zürich" },
+			[]Problem{{Path: "deployment", Message: `"zürich" is not valid: it names a URI path segment in completion events' source, so ` + segment}}},
+		{"deployment dot", func(c *Config) { c.Deployment = "." },
+			[]Problem{{Path: "deployment", Message: `"." is not valid: it names a URI path segment in completion events' source, so ` + segment}}},
+		{"deployment dot dot", func(c *Config) { c.Deployment = ".." },
+			[]Problem{{Path: "deployment", Message: `".." is not valid: it names a URI path segment in completion events' source, so ` + segment}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			c.Deployment = "test"
+			tc.edit(c)
+			err := c.Validate()
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			var errs *Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("Validate: %v, want *Errors", err)
+			}
+			if diff := cmp.Diff(tc.want, errs.Problems); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestRedactedPrintsNewKeys: check-config --print shows both keys.
+func TestRedactedPrintsNewKeys(t *testing.T) {
+	c := Default()
+	c.Deployment = "eu-1"
+	c.NATS.MaxEventDepth = 99
+	out := c.Redacted()
+	for _, want := range []string{"\n  max_event_depth: 99\n", "\ndeployment: eu-1\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("Redacted output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 func TestLoadMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "nope.yml"))
 	if !errors.Is(err, os.ErrNotExist) {
@@ -273,7 +387,8 @@ func TestValidateStandalone(t *testing.T) {
 // back to the same config.
 func TestRedactedRoundTrip(t *testing.T) {
 	for _, file := range []string{"testdata/minimal.good.yml", "testdata/features.good.yml"} {
-		env := map[string]string{"NATS_URL": "nats://n:4222", "TOKEN": "", "EMPTY": "", "PREFIX": "ml", "API_TOKEN": "api-tok"}
+		// DEPLOYMENT empty: the host name, which must read back as itself.
+		env := map[string]string{"NATS_URL": "nats://n:4222", "TOKEN": "", "EMPTY": "", "PREFIX": "ml", "API_TOKEN": "api-tok", "DEPLOYMENT": ""}
 		cfg, err := Parse(mustRead(t, file), lookup(env))
 		if err != nil {
 			t.Fatal(err)

@@ -53,8 +53,8 @@ func Load(path string) (*Config, error) {
 //  4. It fills per-item defaults: an export without path gets
 //     "exports/<name>/", and a path always ends in "/"; an export's
 //     completion defaults to "complete" and its coalesce to 5s / 60s; an
-//     S3 part_size to DefaultPartSize. Explicit values, zeros included,
-//     are kept.
+//     S3 part_size to DefaultPartSize; an empty deployment becomes the
+//     host name. Explicit values, zeros included, are kept.
 //  5. It runs Validate.
 //
 // Every problem from every step is collected; if there is any, Parse
@@ -79,6 +79,7 @@ func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) 
 		d.decode(root, reflect.ValueOf(cfg).Elem(), "")
 	}
 	cfg.fillExportPaths()
+	cfg.fillDeployment()
 	problems := d.problems
 	for _, is := range cfg.problems() {
 		if d.failedNear(is.Path) || slices.ContainsFunc(is.about, d.failedNear) {

@@ -15,6 +15,7 @@ var (
 	exportNameRE     = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
 	projectRE        = regexp.MustCompile(`^[a-z0-9-]+$`)
 	bucketPrefixRE   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	deploymentRE     = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 )
 
 // Validate checks the configuration as a whole and returns nil, or an
@@ -31,7 +32,8 @@ var (
 //     whitespace, ".", "*", ">", "/" or "\") and the three streams
 //     distinct; state_prefix letters, digits, "_" and "-"; subjects non-empty
 //     valid NATS subjects; replicas 1..5; max_event_bytes and
-//     max_ack_pending > 0; ack_wait >= 1s.
+//     max_ack_pending > 0; max_event_depth 1..MaxEventDepthLimit;
+//     ack_wait >= 1s.
 //   - connections: name [a-z0-9][a-z0-9-]* and unique; type one of local,
 //     s3, gcs, azure with exactly its block; local.dir set; s3.bucket set,
 //     access_key_id and secret_access_key together (session_token needs
@@ -51,6 +53,8 @@ var (
 //   - http.listen is host:port, http.public_url empty or an http(s) URL,
 //     http.token set when http.listen is not a loopback address; log.level is debug, info, warn or error;
 //     log.format is json or text.
+//   - deployment is set, [A-Za-z0-9._-]+ (a URI path segment) and not "."
+//     or "..".
 func (c *Config) Validate() error {
 	issues := c.problems()
 	if len(issues) == 0 {
@@ -94,6 +98,12 @@ func (c *Config) problems() []issue {
 	}
 	ch.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	ch.oneOf("log.format", c.Log.Format, "json", "text")
+	switch {
+	case c.Deployment == "":
+		ch.add("deployment", "required (it defaults to the host name, which is unknown here)")
+	case !deploymentRE.MatchString(c.Deployment) || c.Deployment == "." || c.Deployment == "..":
+		ch.add("deployment", "%q is not valid: it names a URI path segment in completion events' source, so use only letters, digits, \".\", \"_\" and \"-\" ([A-Za-z0-9._-]+, not \".\" or \"..\")", c.Deployment)
+	}
 	return ch.issues
 }
 
@@ -166,6 +176,9 @@ func (ch *checker) nats(n *NATS) {
 	}
 	if n.MaxEventBytes <= 0 {
 		ch.add("nats.max_event_bytes", "must be > 0 (got %d)", n.MaxEventBytes)
+	}
+	if n.MaxEventDepth < 1 || n.MaxEventDepth > MaxEventDepthLimit {
+		ch.add("nats.max_event_depth", "must be between 1 and %d (got %d)", MaxEventDepthLimit, n.MaxEventDepth)
 	}
 	if n.MaxAckPending <= 0 {
 		ch.add("nats.max_ack_pending", "must be > 0 (got %d)", n.MaxAckPending)

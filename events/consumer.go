@@ -39,6 +39,9 @@ type ConsumerConfig struct {
 	DeadLetter   string // dead-letter stream
 	// MaxEventBytes: a larger body is bad input (0: no limit).
 	MaxEventBytes int
+	// MaxEventDepth: a body nested deeper is bad input (0:
+	// DefaultMaxDepth); see Limits.MaxDepth.
+	MaxEventDepth int
 	// MaxAckPending bounds the events delivered and not yet acked, across
 	// all replicas: the batch size ceiling and the memory bound.
 	MaxAckPending int
@@ -184,7 +187,7 @@ func (c *Consumer) Run(ctx context.Context, handle Handler) error {
 	cc, err := c.cons.Consume(func(m jetstream.Msg) {
 		d := delivery{msg: m}
 		d.meta, _ = m.Metadata()
-		d.ev, d.err = Decode(m.Subject(), m.Data(), c.cfg.MaxEventBytes)
+		d.ev, d.err = DecodeWith(m.Subject(), m.Data(), Limits{MaxBytes: c.cfg.MaxEventBytes, MaxDepth: c.cfg.MaxEventDepth})
 		select {
 		case msgs <- d:
 		case <-stopped:

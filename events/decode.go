@@ -150,12 +150,59 @@ func jsonValueKind(v json.RawMessage) string {
 	return "number"
 }
 
-// Decode validates one message: subject "<prefix>.<project>.<entity>.<action>"
-// and a CloudEvents 1.0 structured JSON body no larger than maxBytes
-// (0: no limit). It returns a *BadInputError for any bad input.
+// Decode is DecodeWith with a size limit of maxBytes (0: no limit) and the
+// default depth limit, DefaultMaxDepth.
 func Decode(subject string, body []byte, maxBytes int) (*Event, error) {
-	if maxBytes > 0 && len(body) > maxBytes {
-		return nil, bad("body is %d bytes, over the limit of %d", len(body), maxBytes)
+	return DecodeWith(subject, body, Limits{MaxBytes: maxBytes})
+}
+
+// DefaultMaxDepth is the depth limit used when Limits.MaxDepth is 0.
+const DefaultMaxDepth = 64
+
+// maxJSONDepth is encoding/json's own nesting limit: a deeper MaxDepth
+// would let json.Valid, not the depth check, reject the body.
+const maxJSONDepth = 10000
+
+// Limits bound the bodies DecodeWith accepts.
+type Limits struct {
+	// MaxBytes: a larger body is bad input; 0: no limit.
+	MaxBytes int
+	// MaxDepth: a body whose arrays and objects nest deeper is bad input
+	// ("nested deeper than N"). The body's own object counts as 1, so
+	// an entity snapshot starts at depth 3 (body, data, snapshot). 0 (or
+	// less): DefaultMaxDepth; above 10000 (encoding/json's limit): 10000.
+	MaxDepth int
+}
+
+// DecodeWith validates one message: subject
+// "<prefix>.<project>.<entity>.<action>" and a CloudEvents 1.0 structured
+// JSON body within lim. It returns a *BadInputError for any bad input,
+// including a body that is not valid UTF-8 anywhere, even inside a string
+// (the reason names the offset of the first invalid byte).
+//
+// JSON escapes that denote no valid character (a lone surrogate such as
+// "\udc00") are accepted: the body's bytes, and so Event.Raw, hold the
+// escape text, which is valid JSON and valid UTF-8, and encoding/json
+// decodes it to U+FFFD. Event.Raw is therefore always valid UTF-8.
+func DecodeWith(subject string, body []byte, lim Limits) (*Event, error) {
+	if lim.MaxBytes > 0 && len(body) > lim.MaxBytes {
+		return nil, bad("body is %d bytes, over the limit of %d", len(body), lim.MaxBytes)
+	}
+	// json.Valid accepts invalid UTF-8 inside strings, and Raw is copied
+	// into exports as it is: check the whole body first. utf8.Valid is the
+	// fast path; the offset is looked for only when it fails.
+	if !utf8.Valid(body) {
+		return nil, bad("body is not valid UTF-8: invalid byte at offset %d", invalidUTF8(body))
+	}
+	maxDepth := lim.MaxDepth
+	switch {
+	case maxDepth <= 0:
+		maxDepth = DefaultMaxDepth
+	case maxDepth > maxJSONDepth:
+		maxDepth = maxJSONDepth
+	}
+	if nestedDeeper(body, maxDepth) {
+		return nil, bad("nested deeper than %d", maxDepth)
 	}
 	env, err := decodeEnvelope(body)
 	if err != nil {
@@ -227,7 +274,9 @@ func Decode(subject string, body []byte, maxBytes int) (*Event, error) {
 }
 
 // DecodeEntity decodes a stored snapshot of the given kind (as kept by the
-// pipeline) into its typed form. It applies the same validation as Decode.
+// pipeline) into its typed form. It applies the same validation of the
+// snapshot as Decode; the checks of the whole body (size, UTF-8, depth) are
+// Decode's alone, made before the snapshot was stored.
 func DecodeEntity(kind Kind, project string, raw []byte) (any, error) {
 	ev := &Event{Kind: kind, Project: project, Raw: raw}
 	if err := decodeEntity(ev); err != nil {
@@ -342,6 +391,65 @@ func decodeEntity(ev *Event) error {
 		return bad("%s version %d is negative", ev.Kind, ev.Version)
 	}
 	return nil
+}
+
+// invalidUTF8 returns the offset of the first byte of b that does not start
+// a valid UTF-8 sequence (the lead byte of a truncated sequence, a stray
+// continuation byte, 0xff, ...), or -1 if b is valid UTF-8.
+func invalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		if b[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return -1
+}
+
+// nestedDeeper reports whether the arrays and objects of b, JSON text,
+// nest deeper than limit: a byte scan counting the "[" and "{" open outside
+// strings. When b does not hold more than limit of them in all, it cannot,
+// and only they are counted. Malformed JSON may or may not be reported as
+// too deep; it is bad input either way.
+func nestedDeeper(b []byte, limit int) bool {
+	if bytes.Count(b, []byte{'{'})+bytes.Count(b, []byte{'['}) <= limit {
+		return false
+	}
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			// Skip to the closing quote: the next quote not escaped by
+			// an odd run of backslashes.
+			for {
+				j := bytes.IndexByte(b[i+1:], '"')
+				if j < 0 {
+					return false
+				}
+				i += 1 + j
+				k := i - 1
+				for b[k] == '\\' {
+					k--
+				}
+				if (i-1-k)%2 == 0 {
+					break
+				}
+			}
+		case '{', '[':
+			depth++
+			if depth > limit {
+				return true
+			}
+		case '}', ']':
+			depth--
+		}
+	}
+	return false
 }
 
 // jsonKind names a Go type as the JSON value it decodes from.

@@ -5,11 +5,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/exportstream/exportstream/events"
 )
@@ -169,6 +172,38 @@ var badInputs = []struct {
 	{"instance root_id a string", subj("instance.created"), ce("diffgram.instance.created", `{"instance":{"id":9,"root_id":"9","file_id":5,"version":1}}`), "field root_id: string is not an integer"},
 	{"task without job_id", subj("task.created"), ce("diffgram.task.created", `{"task":{"id":3,"file_id":5,"status":"created","version":1}}`), "task 3 has no job_id or file_id"},
 	{"sequence without file_id", subj("sequence.upserted"), ce("diffgram.sequence.upserted", `{"sequence":{"id":77,"number":1,"version":1}}`), "sequence 77 has no file_id"},
+	{"0xff in a string", subj("file.uploaded"), rawUTF8(ce("diffgram.file.uploaded", fileNamed(badMark)), "cam_\xff.jpg"), "body is not valid UTF-8: invalid byte at offset "},
+	{"truncated sequence in an attribute", subj("file.uploaded"), rawUTF8(ce("diffgram.file.uploaded", goodFile, with("comment", badMark)), "\xe2\x82"), "body is not valid UTF-8: invalid byte at offset "},
+	{"nested deeper than the limit", subj("file.uploaded"), ce("diffgram.file.uploaded", nestedFile(DefaultDepthForTests-2)), "nested deeper than 64"},
+}
+
+// DefaultDepthForTests is events.DefaultMaxDepth, spelled out so that a
+// change to the default is a deliberate one.
+const DefaultDepthForTests = 64
+
+// badMark stands for raw bytes json.Marshal would not write; rawUTF8 puts
+// them in.
+const badMark = "@@raw@@"
+
+// rawUTF8 replaces badMark in body with raw.
+func rawUTF8(body []byte, raw string) []byte {
+	if !bytes.Contains(body, []byte(badMark)) {
+		panic("no " + badMark + " in " + string(body))
+	}
+	return bytes.Replace(body, []byte(badMark), []byte(raw), 1)
+}
+
+// fileNamed is the data of a good file event whose original_filename is
+// name.
+func fileNamed(name string) string {
+	return `{"file":{"id":5,"type":"image","original_filename":"` + name + `","state":"added","directory_ids":[7],"version":1}}`
+}
+
+// nestedFile is the data of a good file event whose snapshot holds k
+// nested arrays: the body, whose own object is depth 1, data 2 and the
+// snapshot 3, is then nested 3+k deep.
+func nestedFile(k int) string {
+	return `{"file":{"id":5,"version":1,"extra":` + strings.Repeat("[", k) + strings.Repeat("]", k) + `}}`
 }
 
 func TestDecodeBadInput(t *testing.T) {
@@ -454,49 +489,264 @@ func TestDecodeRemovals(t *testing.T) {
 	}
 }
 
-// TestDecodeChaosExample decodes every line of the chaos example: each is
-// good or a *BadInputError, and the bad lines are exactly as many as
-// expected.json's poison_count.
-func TestDecodeChaosExample(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join(examplesDir, "street-scenes-chaos", "expected.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var expected struct {
-		PoisonCount *int `json:"poison_count"`
-	}
-	if err := json.Unmarshal(raw, &expected); err != nil || expected.PoisonCount == nil {
-		t.Fatalf("expected.json has no poison_count (%v)", err)
-	}
-	if *expected.PoisonCount != 7 {
-		t.Fatalf("poison_count = %d; this test was written for 7", *expected.PoisonCount)
-	}
-	rejected := map[string]int{} // distinct bad line → its first line number
-	good := 0
-	for _, l := range readExample(t, "street-scenes-chaos") {
-		ev, err := events.Decode(l.subject, l.body, 1<<20)
-		var b *events.BadInputError
-		switch {
-		case err == nil && ev != nil:
-			good++
-		case errors.As(err, &b) && ev == nil:
-			if b.Reason == "" {
-				t.Errorf("line %d: empty reason", l.line)
+// TestDecodeExamplePoison decodes every line of both example streams: each
+// is an event or a *BadInputError, the distinct bad lines are exactly
+// expected.json's poison_count (none when it has none: the ordered stream
+// holds no bad input), the one line with a raw invalid UTF-8 byte is among
+// them, and every accepted snapshot is valid UTF-8.
+func TestDecodeExamplePoison(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// needCount: expected.json must give poison_count.
+		needCount bool
+		// utf8Lines is how many distinct lines are bad for their UTF-8.
+		utf8Lines int
+	}{
+		{"street-scenes-ordered", false, 0},
+		{"street-scenes-chaos", true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join(examplesDir, tc.name, "expected.json"))
+			if err != nil {
+				t.Fatal(err)
 			}
-			key := l.subject + "\t" + string(l.body)
-			if _, dup := rejected[key]; !dup {
-				rejected[key] = l.line
-				t.Logf("line %d rejected: %s", l.line, b.Reason)
+			var expected struct {
+				PoisonCount *int `json:"poison_count"`
 			}
-		default:
-			t.Errorf("line %d: Decode = %v, %v (%T); want an event or a *BadInputError", l.line, ev, err, err)
+			if err := json.Unmarshal(raw, &expected); err != nil {
+				t.Fatalf("expected.json: %v", err)
+			}
+			poison := 0
+			switch {
+			case expected.PoisonCount != nil:
+				poison = *expected.PoisonCount
+			case tc.needCount:
+				t.Fatal("expected.json has no poison_count")
+			}
+			rejected := map[string]int{} // distinct bad line → its first line number
+			good, badUTF8 := 0, 0
+			for _, l := range readExample(t, tc.name) {
+				ev, err := events.Decode(l.subject, l.body, 1<<20)
+				var b *events.BadInputError
+				switch {
+				case err == nil && ev != nil:
+					good++
+					if !utf8.Valid(ev.Raw) {
+						t.Errorf("line %d: accepted, and Raw is not valid UTF-8", l.line)
+					}
+				case errors.As(err, &b) && ev == nil:
+					if b.Reason == "" {
+						t.Errorf("line %d: empty reason", l.line)
+					}
+					key := l.subject + "\t" + string(l.body)
+					if _, dup := rejected[key]; dup {
+						continue
+					}
+					rejected[key] = l.line
+					t.Logf("line %d rejected: %s", l.line, b.Reason)
+					if !utf8.Valid(l.body) {
+						badUTF8++
+						if want := fmt.Sprintf("body is not valid UTF-8: invalid byte at offset %d", firstInvalid(l.body)); b.Reason != want {
+							t.Errorf("line %d: reason %q, want %q", l.line, b.Reason, want)
+						}
+					}
+				default:
+					t.Errorf("line %d: Decode = %v, %v (%T); want an event or a *BadInputError", l.line, ev, err, err)
+				}
+			}
+			if len(rejected) != poison {
+				t.Errorf("%d distinct lines rejected, want poison_count %d", len(rejected), poison)
+			}
+			if badUTF8 != tc.utf8Lines {
+				t.Errorf("%d distinct lines rejected as not UTF-8, want %d", badUTF8, tc.utf8Lines)
+			}
+			if good == 0 {
+				t.Error("no line decoded")
+			}
+		})
+	}
+}
+
+// firstInvalid is the offset of the first invalid UTF-8 sequence in b
+// (-1: none), worked out rune by rune.
+func firstInvalid(b []byte) int {
+	for i, r := range string(b) {
+		if r == utf8.RuneError {
+			if _, size := utf8.DecodeRune(b[i:]); size == 1 {
+				return i
+			}
 		}
 	}
-	if len(rejected) != *expected.PoisonCount {
-		t.Errorf("%d distinct lines rejected, want poison_count %d", len(rejected), *expected.PoisonCount)
+	return -1
+}
+
+// TestDecodeInvalidUTF8: a body with an invalid UTF-8 sequence anywhere,
+// in the envelope or in the data, inside a string or not, is bad input
+// whose reason names the byte offset of the sequence.
+func TestDecodeInvalidUTF8(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body []byte
+		raw  string // the invalid bytes, put where badMark is
+		at   int    // offset of the invalid sequence within raw
+	}{
+		{"0xff in the data's filename", ce("diffgram.file.uploaded", fileNamed(badMark)), "cam_\xff.jpg", 4},
+		{"0xff after multibyte characters", ce("diffgram.file.uploaded", fileNamed(badMark)), "Zürich-東京-\xff", len("Zürich-東京-")},
+		{"truncated 3-byte sequence in the data", ce("diffgram.file.uploaded", fileNamed(badMark)), "price-\xe2\x82", 6},
+		{"truncated 4-byte sequence at the end of a string", ce("diffgram.file.uploaded", fileNamed(badMark)), "car-\xf0\x9f\x9a", 4},
+		{"stray continuation byte", ce("diffgram.file.uploaded", fileNamed(badMark)), "a\x80b", 1},
+		{"overlong encoding of /", ce("diffgram.file.uploaded", fileNamed(badMark)), "a\xc0\xafb", 1},
+		{"encoded surrogate", ce("diffgram.file.uploaded", fileNamed(badMark)), "\xed\xa0\x80", 0},
+		{"0xff in the envelope's source", ce("diffgram.file.uploaded", goodFile, with("source", badMark)), "diffgram/\xff", 9},
+		{"truncated sequence in an extension attribute", ce("diffgram.file.uploaded", goodFile, with("comment", badMark)), "\xe2\x82", 0},
+		{"0xff in an object key of the data", ce("diffgram.file.uploaded", `{"file":{"id":5,"version":1,"`+badMark+`":1}}`), "k\xff", 1},
+		{"0xff in an instance (the reflection-free decoder)", ce("diffgram.instance.created", `{"instance":{"id":9,"root_id":9,"version":1,"file_id":5,"type":"`+badMark+`"}}`), "bo\xffx", 2},
+		{"0xff outside any string", bytes.Replace(ce("diffgram.file.uploaded", `{"file":{"id":5,"version":1,"n":"`+badMark+`"}}`), []byte(`"`+badMark+`"`), []byte(badMark), 1), "\xff", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mark := bytes.Index(tc.body, []byte(badMark))
+			body := rawUTF8(tc.body, tc.raw)
+			want := fmt.Sprintf("body is not valid UTF-8: invalid byte at offset %d", mark+tc.at)
+			subject := subj("file.uploaded")
+			if strings.Contains(tc.name, "instance") {
+				subject = subj("instance.created")
+			}
+			ev, err := events.Decode(subject, body, 0)
+			var b *events.BadInputError
+			if !errors.As(err, &b) || ev != nil {
+				t.Fatalf("Decode = %+v, %v; want a *BadInputError", ev, err)
+			}
+			if b.Reason != want {
+				t.Errorf("reason %q, want %q", b.Reason, want)
+			}
+			// The same body with the bytes made valid decodes: the
+			// UTF-8 check is what rejected it.
+			if _, err := events.Decode(subject, rawUTF8(tc.body, strings.ToValidUTF8(tc.raw, "x")), 0); err != nil && !strings.Contains(tc.name, "outside") {
+				t.Errorf("with valid bytes instead: %v", err)
+			}
+		})
 	}
-	if good == 0 {
-		t.Error("no line of the chaos example decoded")
+}
+
+// TestDecodeValidText: multibyte characters and JSON escapes, lone
+// surrogates included, are good input; Raw keeps them as received (an
+// escape as its text, valid UTF-8) and a lone surrogate decodes as U+FFFD.
+func TestDecodeValidText(t *testing.T) {
+	for _, tc := range []struct {
+		name, filename, decoded string
+	}{
+		{"multibyte", "Zürich 東京 🚗.jpg", "Zürich 東京 🚗.jpg"},
+		{"escaped pair", `\ud83d\ude97.jpg`, "🚗.jpg"},
+		{"lone low surrogate", `\udc00.jpg`, "\uFFFD.jpg"},
+		{"lone high surrogate", `a\ud800`, "a\uFFFD"},
+		{"U+FFFD itself", "\uFFFD", "\uFFFD"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := fileNamed(tc.filename)
+			ev, err := events.Decode(subj("file.uploaded"), ce("diffgram.file.uploaded", data), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := data[len(`{"file":`) : len(data)-1]; string(ev.Raw) != want {
+				t.Errorf("Raw = %s, want %s", ev.Raw, want)
+			}
+			if !utf8.Valid(ev.Raw) {
+				t.Errorf("Raw is not valid UTF-8: %q", ev.Raw)
+			}
+			if got := ev.Entity.(*events.File).OriginalFilename; got != tc.decoded {
+				t.Errorf("OriginalFilename = %q, want %q", got, tc.decoded)
+			}
+		})
+	}
+}
+
+// TestDecodeDepth checks the depth limit's edges: a body nested exactly
+// MaxDepth deep passes, one level more is bad input saying so, whether the
+// nesting is arrays or objects, in the data or in the envelope; brackets
+// inside strings do not count.
+func TestDecodeDepth(t *testing.T) {
+	objects := func(k int) string { // k nested objects
+		return strings.Repeat(`{"a":`, k) + "1" + strings.Repeat("}", k)
+	}
+	// s1 and s2 are strings holding 303 brackets, escaped quotes and
+	// backslashes around them.
+	s1, s2 := `"`+strings.Repeat(`[{\"[{\\`, 75)+`"`, `"]]]\\"`
+	for _, tc := range []struct {
+		name     string
+		maxDepth int // 0: DefaultMaxDepth
+		limit    int // the limit in effect
+		body     func(depth int) []byte
+	}{
+		{"arrays in the data", 5, 5, func(d int) []byte { return ce("diffgram.file.uploaded", nestedFile(d-3)) }},
+		{"objects in the data", 7, 7, func(d int) []byte {
+			return ce("diffgram.file.uploaded", `{"file":{"id":5,"version":1,"extra":`+objects(d-3)+`}}`)
+		}},
+		{"objects in the envelope", 6, 6, func(d int) []byte {
+			return ce("diffgram.file.uploaded", goodFile, with("ext", json.RawMessage(objects(d-1))))
+		}},
+		{"the default", 0, DefaultDepthForTests, func(d int) []byte { return ce("diffgram.file.uploaded", nestedFile(d-3)) }},
+		{"encoding/json's limit", 10000, 10000, func(d int) []byte { return ce("diffgram.file.uploaded", nestedFile(d-3)) }},
+		{"above encoding/json's limit", 20000, 10000, func(d int) []byte { return ce("diffgram.file.uploaded", nestedFile(d-3)) }},
+		{"brackets in strings", 3, 3, func(d int) []byte {
+			if d == 3 {
+				return ce("diffgram.file.uploaded", `{"file":{"id":5,"version":1,"original_filename":`+s1+`,"k":`+s2+`}}`)
+			}
+			return ce("diffgram.file.uploaded", `{"file":{"id":5,"version":1,"x":[`+s1+`,`+s2+`]}}`)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lim := events.Limits{MaxDepth: tc.maxDepth}
+			body := tc.body(tc.limit)
+			if d := jsonDepth(t, body); d != tc.limit {
+				t.Fatalf("test body is nested %d deep, want %d", d, tc.limit)
+			}
+			if _, err := events.DecodeWith(subj("file.uploaded"), body, lim); err != nil {
+				t.Errorf("nested exactly %d deep: %v", tc.limit, err)
+			}
+			body = tc.body(tc.limit + 1)
+			if d := jsonDepth(t, body); d != tc.limit+1 {
+				t.Fatalf("test body is nested %d deep, want %d", d, tc.limit+1)
+			}
+			ev, err := events.DecodeWith(subj("file.uploaded"), body, lim)
+			var b *events.BadInputError
+			if !errors.As(err, &b) || ev != nil {
+				t.Fatalf("nested %d deep: Decode = %+v, %v; want a *BadInputError", tc.limit+1, ev, err)
+			}
+			if want := fmt.Sprintf("nested deeper than %d", tc.limit); b.Reason != want {
+				t.Errorf("reason %q, want %q", b.Reason, want)
+			}
+		})
+	}
+	// Decode uses the default limit.
+	if _, err := events.Decode(subj("file.uploaded"), ce("diffgram.file.uploaded", nestedFile(DefaultDepthForTests-3)), 0); err != nil {
+		t.Errorf("Decode at the default limit: %v", err)
+	}
+	if events.DefaultMaxDepth != DefaultDepthForTests {
+		t.Errorf("DefaultMaxDepth = %d, want %d", events.DefaultMaxDepth, DefaultDepthForTests)
+	}
+}
+
+// jsonDepth is how deep the arrays and objects of the JSON text b nest,
+// worked out with encoding/json's tokenizer, or -1 if b is not JSON.
+func jsonDepth(t testing.TB, b []byte) int {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	depth, most := 0, 0
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return most
+		}
+		if err != nil {
+			return -1
+		}
+		switch tok {
+		case json.Delim('['), json.Delim('{'):
+			depth++
+			most = max(most, depth)
+		case json.Delim(']'), json.Delim('}'):
+			depth--
+		}
 	}
 }
 
