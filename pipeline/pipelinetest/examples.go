@@ -20,10 +20,19 @@ type Expected struct {
 	AttrGroups  []int64               `json:"attribute_group_ids"`
 	Definitions map[string]Definition `json:"definitions"`
 	Poison      int                   `json:"poison_count"`
-	Video5002   struct {
-		ParentInstanceList []int64            `json:"parent_instance_list"`
-		Sequences          map[string][]int64 `json:"sequences"`
-	} `json:"video_5002"`
+	// Videos says, per video file id, which instances sit in
+	// parent_instance_list and in which sequence (archived ones too).
+	Videos map[string]Video `json:"videos"`
+	// EllipseAngles are the angles ellipses must carry, by instance id.
+	EllipseAngles map[string]float64 `json:"ellipse_angles"`
+	// GroupKeys are the keys every attribute group must carry.
+	GroupKeys []string `json:"attribute_group_keys"`
+}
+
+// Video is where a video's instances must be.
+type Video struct {
+	ParentInstanceList []int64            `json:"parent_instance_list"`
+	Sequences          map[string][]int64 `json:"sequences"`
 }
 
 // Definition is one expected export.
@@ -35,6 +44,9 @@ type Definition struct {
 	FileListLength int                `json:"file_list_length"`
 	Instances      map[string][]int64 `json:"instances"`
 	NullEntries    []string           `json:"null_entries"`
+	InstanceCount  int                `json:"instance_count"`
+	// NoExport: the source matches no file, so nothing may be written.
+	NoExport bool `json:"no_export"`
 }
 
 // ExamplesDir is shared/contract/examples beside the repository.
@@ -83,7 +95,18 @@ func LoadExpected(dir string) (*Expected, error) {
 // Check compares an export document with the expected definition and
 // returns every difference.
 func Check(doc []byte, exp *Expected, d Definition) []string {
-	var errs []string
+	if d.NoExport {
+		return []string{"the source matches no file, so no export may be written"}
+	}
+	errs := StrictJSONCheck(doc)
+	// Every image and video entry passes Diffgram's own import wizard.
+	if sub, err := ImagesAndVideos(doc); err != nil {
+		errs = append(errs, err.Error())
+	} else {
+		for _, p := range DiffgramImportCheck(sub) {
+			errs = append(errs, "Diffgram's importer: "+p)
+		}
+	}
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return []string{"export is not a JSON object"}
@@ -114,23 +137,32 @@ func Check(doc []byte, exp *Expected, d Definition) []string {
 	}
 	var info struct {
 		FileListLength int `json:"file_list_length"`
+		InstanceCount  int `json:"instance_count"`
 	}
 	json.Unmarshal(top["export_info"], &info)
 	if info.FileListLength != d.FileListLength {
 		errs = append(errs, fmt.Sprintf("file_list_length %d, want %d", info.FileListLength, d.FileListLength))
+	}
+	if info.InstanceCount != d.InstanceCount {
+		errs = append(errs, fmt.Sprintf("export_info.instance_count %d, want %d", info.InstanceCount, d.InstanceCount))
 	}
 	var lm map[string]string
 	json.Unmarshal(top["label_map"], &lm)
 	if fmt.Sprint(lm) != fmt.Sprint(exp.LabelMap) {
 		errs = append(errs, fmt.Sprintf("label_map %v, want %v", lm, exp.LabelMap))
 	}
-	var groups []struct {
-		ID int64 `json:"id"`
-	}
+	var groups []map[string]json.RawMessage
 	json.Unmarshal(top["attribute_groups_reference"], &groups)
 	var gids []int64
 	for _, g := range groups {
-		gids = append(gids, g.ID)
+		var id int64
+		json.Unmarshal(g["id"], &id)
+		gids = append(gids, id)
+		for _, k := range exp.GroupKeys {
+			if _, ok := g[k]; !ok {
+				errs = append(errs, fmt.Sprintf("attribute group %d lacks key %q", id, k))
+			}
+		}
 	}
 	if fmt.Sprint(gids) != fmt.Sprint(exp.AttrGroups) {
 		errs = append(errs, fmt.Sprintf("attribute group ids %v, want %v", gids, exp.AttrGroups))
@@ -158,6 +190,13 @@ func Check(doc []byte, exp *Expected, d Definition) []string {
 		var got []int64
 		add := func(l []map[string]any) {
 			for _, in := range l {
+				if v, ok := in["id"].(float64); ok {
+					if want, ok := exp.EllipseAngles[fmt.Sprint(int64(v))]; ok {
+						if got, ok := in["angle"].(float64); !ok || got != want {
+							errs = append(errs, fmt.Sprintf("file %s: ellipse %d angle %v, want %v", id, int64(v), in["angle"], want))
+						}
+					}
+				}
 				for _, k := range []string{"root_id", "previous_id", "version", "sequence_id", "file_id"} {
 					if _, ok := in[k]; ok {
 						errs = append(errs, fmt.Sprintf("file %s: instance exports bookkeeping field %q", id, k))
@@ -177,13 +216,13 @@ func Check(doc []byte, exp *Expected, d Definition) []string {
 		if want := d.Instances[id]; !slices.Equal(got, want) && (len(got) > 0 || len(want) > 0) {
 			errs = append(errs, fmt.Sprintf("file %s: instances %v, want %v", id, got, want))
 		}
-		if id == "5002" && !d.IncludeRemoved && exp.Video5002.ParentInstanceList != nil {
+		if video, ok := exp.Videos[id]; ok && !d.IncludeRemoved {
 			var parent []int64
 			for _, in := range entry.ParentInstanceList {
 				parent = append(parent, int64(in["id"].(float64)))
 			}
-			if !slices.Equal(parent, exp.Video5002.ParentInstanceList) {
-				errs = append(errs, fmt.Sprintf("video 5002 parent_instance_list %v, want %v", parent, exp.Video5002.ParentInstanceList))
+			if !slices.Equal(parent, video.ParentInstanceList) {
+				errs = append(errs, fmt.Sprintf("video %s parent_instance_list %v, want %v", id, parent, video.ParentInstanceList))
 			}
 			seqs := map[string][]int64{}
 			for _, s := range entry.SequenceList {
@@ -193,8 +232,8 @@ func Check(doc []byte, exp *Expected, d Definition) []string {
 				}
 				seqs[fmt.Sprint(s.ID)] = ids
 			}
-			if fmt.Sprint(seqs) != fmt.Sprint(exp.Video5002.Sequences) {
-				errs = append(errs, fmt.Sprintf("video 5002 sequences %v, want %v", seqs, exp.Video5002.Sequences))
+			if fmt.Sprint(seqs) != fmt.Sprint(video.Sequences) {
+				errs = append(errs, fmt.Sprintf("video %s sequences %v, want %v", id, seqs, video.Sequences))
 			}
 		}
 	}
