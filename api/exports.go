@@ -43,9 +43,9 @@ func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 		f.Limit = n
 	}
 	switch f.Status {
-	case "", pipeline.StatusPending, pipeline.StatusGenerating, pipeline.StatusUploading, pipeline.StatusComplete, pipeline.StatusFailed:
+	case "", pipeline.StatusPending, pipeline.StatusGenerating, pipeline.StatusUploading, pipeline.StatusComplete, pipeline.StatusFailed, pipeline.StatusSkipped:
 	default:
-		s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("status=%q is not one of pending, generating, uploading, complete, failed", f.Status))
+		s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("status=%q is not one of pending, generating, uploading, complete, failed, skipped", f.Status))
 		return
 	}
 	pg := s.o.Pipeline.Records(f)
@@ -90,6 +90,8 @@ func (s *Server) ready(w http.ResponseWriter, rec *pipeline.Record) bool {
 			rec.ID, rec.DeletedTime.Format(time.RFC3339)))
 	case rec.Status == pipeline.StatusFailed:
 		s.writeError(w, http.StatusConflict, "export_failed", fmt.Sprintf("export %d failed: %s", rec.ID, rec.StatusText))
+	case rec.Status == pipeline.StatusSkipped:
+		s.writeError(w, http.StatusConflict, "empty_source", fmt.Sprintf("export %d wrote nothing: %s", rec.ID, rec.StatusText))
 	case rec.Status != pipeline.StatusComplete:
 		s.writeError(w, http.StatusConflict, "not_ready", fmt.Sprintf("export not ready yet: export %d is %s (%d%%)", rec.ID, rec.Status, rec.PercentComplete))
 	default:
@@ -262,6 +264,12 @@ func (s *Server) createExport(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 			return
 		}
+		var empty *pipeline.EmptySourceError
+		if errors.As(err, &empty) {
+			s.writeError(w, http.StatusUnprocessableEntity, "empty_source",
+				fmt.Sprintf("export %d skipped: %s", empty.Record.ID, empty.Record.StatusText))
+			return
+		}
 	}
 	if err != nil {
 		s.internal(w, r, err)
@@ -281,6 +289,10 @@ func (s *Server) createExport(w http.ResponseWriter, r *http.Request) {
 	}
 	if done.Status == pipeline.StatusFailed {
 		s.writeError(w, http.StatusInternalServerError, "export_failed", fmt.Sprintf("export %d failed: %s", done.ID, done.StatusText))
+		return
+	}
+	if done.Status == pipeline.StatusSkipped {
+		s.writeError(w, http.StatusUnprocessableEntity, "empty_source", fmt.Sprintf("export %d skipped: %s", done.ID, done.StatusText))
 		return
 	}
 	switch req.ReturnType {
@@ -336,6 +348,9 @@ type definitionView struct {
 	MaxDelay                string           `json:"max_delay"`
 	KeepLast                int              `json:"keep_last"`
 	Latest                  *pipeline.Record `json:"latest"`
+	// Skipped is the newest attempt when it wrote nothing because the
+	// source matched no file; its status_text says why.
+	Skipped *pipeline.Record `json:"skipped,omitempty"`
 }
 
 func (s *Server) listDefinitions(w http.ResponseWriter, r *http.Request) {
@@ -349,7 +364,7 @@ func (s *Server) listDefinitions(w http.ResponseWriter, r *http.Request) {
 			Name: d.Name, Project: d.Project, Source: string(d.Source.Kind), Ref: ref, Completion: d.Completion,
 			IncludeRemovedInstances: d.IncludeRemovedInstances, Connection: d.Connection, Path: d.Path,
 			Quiet: d.Quiet.String(), MaxDelay: d.MaxDelay.String(), KeepLast: d.KeepLast,
-			Latest: s.o.Pipeline.LatestRecord(d.Name),
+			Latest: s.o.Pipeline.LatestRecord(d.Name), Skipped: s.o.Pipeline.SkippedRecord(d.Name),
 		})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"definitions": out})

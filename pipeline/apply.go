@@ -153,6 +153,10 @@ type Result struct {
 	// zeroed: equal content hashes mean the same export content.
 	ContentHash string
 	Ref         string // the source's reference, as in object names
+	// Empty, when the source matched no file, says why; an export of it
+	// is skipped (EXPORTS.md, "No empty export"), though Render still
+	// writes the document with no file entries.
+	Empty string
 }
 
 // countingHash feeds every write into hashes and counts the bytes.
@@ -198,6 +202,7 @@ func (pl *plan) render(w io.Writer, id int64, at time.Time) (Result, error) {
 		SHA256:      hex.EncodeToString(full.Sum(nil)),
 		ContentHash: hex.EncodeToString(content.Sum(nil)),
 		Ref:         pl.def.ref(pl),
+		Empty:       pl.empty,
 	}, nil
 }
 

@@ -30,6 +30,15 @@ var ErrUnknownDefinition = errors.New("no such export definition")
 // connection that is not configured.
 var ErrUnknownConnection = errors.New("no such connection")
 
+// EmptySourceError is returned by GenerateAdhoc when the source matches no
+// file: nothing is written, and Record (status skipped) says why in its
+// StatusText, which is also the error's text.
+type EmptySourceError struct {
+	Record *Record
+}
+
+func (e *EmptySourceError) Error() string { return e.Record.StatusText }
+
 // AdhocName is the Record.Name of ad-hoc exports; they are written under
 // AdhocPath in their connection, with a manifest and no latest.json.
 const (
@@ -106,7 +115,9 @@ func (p *Pipeline) takeManual(name string) *Record {
 // source, completion, removed-instances choice and connection; its name
 // and path are set here) and returns its record at once (status
 // pending). The export runs in the background on this replica; follow it
-// with WaitRecord. It writes the data object and its manifest under
+// with WaitRecord. It renders the state as it is at the call. When the
+// source matches no file, nothing is written and the error is an
+// *EmptySourceError. It writes the data object and its manifest under
 // AdhocPath, and no latest.json.
 func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, error) {
 	bucket := p.opts.Buckets[d.Connection]
@@ -118,10 +129,25 @@ func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, er
 	if err != nil {
 		return nil, err
 	}
+	p.state.mu.RLock()
+	rev := p.state.rev
+	p.state.mu.RUnlock()
+	pl := p.state.buildPlan(&d)
+	if pl.empty != "" {
+		now := time.Now().UTC()
+		r.Ref, r.StateRevision = d.ref(pl), rev
+		r.Status, r.StatusText, r.PercentComplete, r.CompletedTime = StatusSkipped, pl.empty, 100, &now
+		if err := p.putRecord(ctx, r); err != nil {
+			return nil, fmt.Errorf("export record: %w", err)
+		}
+		p.log.Warn("ad-hoc export skipped: its source matches no file; nothing written", "export_id", r.ID, "reason", pl.empty)
+		c := *r
+		return nil, &EmptySourceError{Record: &c}
+	}
 	c := *r
 	p.adhoc.Go(func() {
 		ctx := p.runCtx()
-		if err := p.runAdhoc(ctx, &d, bucket, r); err != nil {
+		if err := p.runAdhoc(ctx, &d, bucket, r, pl, rev); err != nil {
 			p.log.Error("ad-hoc export failed", "export_id", r.ID, "err", err)
 		}
 	})
@@ -130,7 +156,7 @@ func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, er
 
 // runAdhoc renders and writes one ad-hoc export: data object, manifest,
 // record, completion event.
-func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connectors.Bucket, r *Record) error {
+func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connectors.Bucket, r *Record, pl *plan, rev uint64) error {
 	slot := p.slots[d.Connection]
 	select {
 	case slot <- struct{}{}:
@@ -139,10 +165,7 @@ func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connector
 	}
 	defer func() { <-slot }()
 	start := time.Now()
-	p.state.mu.RLock()
-	r.StateRevision = p.state.rev
-	p.state.mu.RUnlock()
-	pl := p.state.buildPlan(d)
+	r.StateRevision = rev
 	r.Ref = d.ref(pl)
 	stem := d.objectStem(r.ID, r.Ref, r.CreatedTime)
 	r.Key, r.ManifestKey = stem+".json", stem+".manifest.json"
@@ -179,16 +202,45 @@ func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connector
 	return nil
 }
 
-// publishCompleted publishes the export's completion event on
-// diffgram.exports.<project>.<name>.completed, with Nats-Msg-Id
-// export-<id> so that a retry is not a second event. Without a stream
-// keeping it, core subscribers still got it: that is not an error.
+// completionEvent is the CloudEvents 1.0 structured event a completed
+// export is published as (EVENTS.md, "What the connector publishes back").
+type completionEvent struct {
+	SpecVersion     string    `json:"specversion"`
+	ID              string    `json:"id"`
+	Source          string    `json:"source"`
+	Type            string    `json:"type"`
+	Subject         string    `json:"subject"`
+	Time            time.Time `json:"time"`
+	DataContentType string    `json:"datacontenttype"`
+	DiffgramProject string    `json:"diffgramproject"`
+	Data            *Record   `json:"data"`
+}
+
+// CompletedType is the CloudEvents type of the completion event.
+const CompletedType = "diffgram.export.completed"
+
+// publishCompleted publishes the export's completion event, a CloudEvent
+// whose data is the record, on diffgram.exports.<project>.<name>.completed,
+// with id and Nats-Msg-Id export-<id> so that a retry is not a second
+// event. Without a stream keeping it, core subscribers still got it: that
+// is not an error.
 func (p *Pipeline) publishCompleted(ctx context.Context, r *Record) error {
-	ev, _ := json.Marshal(r)
+	at := r.CreatedTime
+	if r.CompletedTime != nil {
+		at = *r.CompletedTime
+	}
+	id := "export-" + strconv.FormatInt(r.ID, 10)
+	ev, err := json.Marshal(completionEvent{
+		SpecVersion: "1.0", ID: id, Source: "exportstream/" + p.opts.Deployment, Type: CompletedType,
+		Subject: r.Name, Time: at.UTC(), DataContentType: "application/json", DiffgramProject: r.Project, Data: r,
+	})
+	if err != nil {
+		return fmt.Errorf("completion event: %w", err)
+	}
 	msg := nats.NewMsg("diffgram.exports." + r.Project + "." + r.Name + ".completed")
 	msg.Data = ev
-	msg.Header.Set("Content-Type", "application/json")
-	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID("export-"+strconv.FormatInt(r.ID, 10))); err != nil &&
+	msg.Header.Set("Content-Type", "application/cloudevents+json")
+	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil &&
 		!errors.Is(err, jetstream.ErrNoStreamResponse) {
 		return fmt.Errorf("completion event: %w", err)
 	}
@@ -248,12 +300,12 @@ func (p *Pipeline) Records(f RecordFilter) RecordPage {
 	return p.index.list(f)
 }
 
-// WaitRecord waits until export id is complete or failed and returns its
+// WaitRecord waits until export id is complete, failed or skipped and returns its
 // record, or ctx's error.
 func (p *Pipeline) WaitRecord(ctx context.Context, id int64) (*Record, error) {
 	for {
 		r, changed := p.index.get(id)
-		if r != nil && (r.Status == StatusComplete || r.Status == StatusFailed) {
+		if r != nil && Final(r.Status) {
 			return r, nil
 		}
 		select {
@@ -347,6 +399,30 @@ func (x *recordIndex) list(f RecordFilter) RecordPage {
 		}
 	}
 	return pg
+}
+
+// SkippedRecord returns the definition's newest attempt when it was
+// skipped because its source matched no file (its StatusText says why),
+// or nil when the newest finished attempt wrote an export (or failed).
+func (p *Pipeline) SkippedRecord(name string) *Record {
+	return p.index.skipped(name)
+}
+
+func (x *recordIndex) skipped(name string) *Record {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for i := len(x.ids) - 1; i >= 0; i-- {
+		r := x.byID[x.ids[i]]
+		if r.Name != name || !Final(r.Status) {
+			continue
+		}
+		if r.Status != StatusSkipped {
+			return nil
+		}
+		c := *r
+		return &c
+	}
+	return nil
 }
 
 func (x *recordIndex) latest(name string) *Record {

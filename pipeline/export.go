@@ -130,7 +130,8 @@ func (p *Pipeline) clearMark(ctx context.Context, d *Definition, rev uint64) err
 }
 
 // writeData renders the export into its data object. It reports skipped
-// when the content equals the last export's (then nothing is written).
+// when the content equals the last export's, or when the source matches
+// no file (then nothing is written).
 // retry, when not nil, is an earlier attempt that failed before its data
 // object was committed: its export id and time are kept, so the retry
 // writes the same key. On failure the returned record is the one to retry.
@@ -146,6 +147,16 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 		}
 	}
 	start := time.Now()
+	p.state.mu.RLock()
+	stateRev := p.state.rev
+	p.state.mu.RUnlock()
+	pl := p.state.buildPlan(d)
+	if pl.empty != "" {
+		if err := p.skip(ctx, d, st, retry, trigger, pl, mark, stateRev); err != nil {
+			return retry, false, err
+		}
+		return nil, true, nil
+	}
 	var id int64
 	var at time.Time
 	if retry != nil {
@@ -156,10 +167,6 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 		}
 		at = start.UTC()
 	}
-	p.state.mu.RLock()
-	stateRev := p.state.rev
-	p.state.mu.RUnlock()
-	pl := p.state.buildPlan(d)
 	ref := d.ref(pl)
 	stem := d.objectStem(id, ref, at)
 	rec := &Record{
@@ -207,6 +214,50 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	p.m.duration.WithLabelValues(d.Name).Observe(time.Since(start).Seconds())
 	p.m.bytes.WithLabelValues(d.Name).Add(float64(res.Bytes))
 	return rec, false, nil
+}
+
+// skip records that the definition's source matched no file: nothing is
+// written and latest.json stays as it is. The attempt's record (req, a
+// waiting manual request or an earlier failed attempt, or a new one) is
+// skipped, with the reason. Without req, a new record is kept only when
+// the reason (or the definition) changed since the last skip, so a source
+// that stays empty does not add a record per event.
+func (p *Pipeline) skip(ctx context.Context, d *Definition, st *definitionState, req *Record, trigger string, pl *plan, mark dirtyMark, stateRev uint64) error {
+	fp := d.fingerprint()
+	if req == nil && st != nil && st.Skipped != nil && st.Skipped.Reason == pl.empty && st.Skipped.Fingerprint == fp {
+		return nil
+	}
+	now := time.Now().UTC()
+	rec := req
+	if rec == nil {
+		id, err := p.nextID(ctx)
+		if err != nil {
+			return fmt.Errorf("allocate export id: %w", err)
+		}
+		rec = &Record{ID: id, Name: d.Name, Project: d.Project, Source: string(d.Source.Kind),
+			Completion: d.Completion, IncludeRemoved: d.IncludeRemovedInstances, CreatedTime: now,
+			Connection: d.Connection, Trigger: trigger, FormatVersion: FormatVersion}
+	}
+	rec.Ref = d.ref(pl)
+	rec.Status, rec.StatusText, rec.PercentComplete, rec.CompletedTime = StatusSkipped, pl.empty, 100, &now
+	rec.Key, rec.ManifestKey, rec.FileListLength, rec.InstanceCount = "", "", 0, 0
+	rec.Watermark, rec.StateRevision = mark.Watermark, stateRev
+	if err := p.putRecord(ctx, rec); err != nil {
+		return fmt.Errorf("export record: %w", err)
+	}
+	next := definitionState{}
+	if st != nil {
+		next = *st
+	}
+	next.Skipped = &skippedAttempt{ID: rec.ID, Reason: pl.empty, Fingerprint: fp}
+	body, _ := json.Marshal(next)
+	if _, err := p.records.Put(ctx, "definition."+d.Name, body); err != nil {
+		return fmt.Errorf("definition state: %w", err)
+	}
+	p.m.empty.WithLabelValues(d.Name).Inc()
+	p.log.Warn("export skipped: its source matches no file; nothing written", "definition", d.Name,
+		"export_id", rec.ID, "reason", pl.empty, "trigger", trigger)
+	return nil
 }
 
 // render streams the plan into a create-only writer of rec.Key, moving

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/exportstream/exportstream/pipeline/pipelinetest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -37,8 +39,15 @@ func TestRenderGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !json.Valid(buf.Bytes()) {
-				t.Fatalf("not valid JSON: %s", buf.Bytes())
+			for _, p := range pipelinetest.StrictJSONCheck(buf.Bytes()) {
+				t.Errorf("%s", p)
+			}
+			sub, err := pipelinetest.ImagesAndVideos(buf.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range pipelinetest.DiffgramImportCheck(sub) {
+				t.Errorf("Diffgram's importer: %s", p)
 			}
 			var pretty bytes.Buffer
 			json.Indent(&pretty, buf.Bytes(), "", "  ")

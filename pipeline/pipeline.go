@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -46,6 +47,9 @@ type Options struct {
 	// ExportsStream, when not empty, is created (if missing) to keep the
 	// completion events published on diffgram.exports.>.
 	ExportsStream string
+	// Deployment names this deployment in the completion events' source,
+	// "exportstream/<Deployment>"; empty: the host name.
+	Deployment string
 	// Owner names this replica in leases (host name and process id).
 	Owner string
 	// OwnerDead, when not nil, reports whether another lease owner is
@@ -93,6 +97,7 @@ type Pipeline struct {
 type metrics struct {
 	exports      *prometheus.CounterVec
 	skipped      *prometheus.CounterVec
+	empty        *prometheus.CounterVec
 	pruned       *prometheus.CounterVec
 	failures     *prometheus.CounterVec
 	bytes        *prometheus.CounterVec
@@ -116,6 +121,9 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	}
 	if opts.StatePrefix == "" {
 		opts.StatePrefix = "EXPORTSTREAM"
+	}
+	if opts.Deployment == "" {
+		opts.Deployment, _ = os.Hostname()
 	}
 	p := &Pipeline{js: js, opts: opts, log: opts.Logger, state: NewState(),
 		byName: map[string]*Definition{}, kicks: map[string]chan string{}, slots: map[string]chan struct{}{},
@@ -184,6 +192,9 @@ func (p *Pipeline) initMetrics() {
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exportstream_exports_skipped_total", Help: "Exports not written because the content was unchanged, by definition.",
 		}, []string{"definition"}),
+		empty: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_exports_empty_total", Help: "Export attempts that wrote nothing because the source matched no file (recorded as skipped), by definition.",
+		}, []string{"definition"}),
 		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exportstream_exports_deleted_total", Help: "Old exports deleted by retention (keep_last), by definition.",
 		}, []string{"definition"}),
@@ -219,7 +230,7 @@ func (p *Pipeline) initMetrics() {
 		}),
 	}
 	if r := p.opts.Registerer; r != nil {
-		for _, c := range []prometheus.Collector{p.m.exports, p.m.skipped, p.m.pruned, p.m.failures, p.m.bytes,
+		for _, c := range []prometheus.Collector{p.m.exports, p.m.skipped, p.m.empty, p.m.pruned, p.m.failures, p.m.bytes,
 			p.m.duration, p.m.lastGood, p.m.stale, p.m.applied, p.m.files, p.m.latency, p.m.stateChanges} {
 			_ = r.Register(c)
 		}

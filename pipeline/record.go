@@ -9,7 +9,15 @@ const (
 	StatusUploading  = "uploading"
 	StatusComplete   = "complete"
 	StatusFailed     = "failed"
+	// StatusSkipped marks an attempt that wrote nothing because its source
+	// matched no file; StatusText says why.
+	StatusSkipped = "skipped"
 )
+
+// Final reports whether status is one an export ends in.
+func Final(status string) bool {
+	return status == StatusComplete || status == StatusFailed || status == StatusSkipped
+}
 
 // Triggers: what started an export.
 const (
@@ -64,6 +72,16 @@ type definitionState struct {
 	// first, as far as retention (keep_last) knows: those written since
 	// it began keeping this list, minus those it deleted.
 	Kept []keptExport `json:"kept,omitempty"`
+	// Skipped is set while the definition's newest attempt found its
+	// source empty: the record that says so and why.
+	Skipped *skippedAttempt `json:"skipped,omitempty"`
+}
+
+// skippedAttempt is a definition's newest attempt that wrote nothing.
+type skippedAttempt struct {
+	ID          int64  `json:"id"`
+	Reason      string `json:"reason"`
+	Fingerprint string `json:"fingerprint"`
 }
 
 // keptExport is an export's objects, which retention may delete.

@@ -30,6 +30,9 @@ type plan struct {
 	task    *snap
 	files   []planFile
 	nInst   int
+	// empty, when the source matches no file, says why: then nothing is
+	// written (EXPORTS.md, "No empty export").
+	empty string
 	// progress, when set, is told how many files are rendered so far
 	// (at each flush of the write buffer).
 	progress func(done, total int)
@@ -131,6 +134,9 @@ func (s *State) buildPlan(d *Definition) *plan {
 		if pl.task != nil {
 			pl.job = p.jobs[t.JobID]
 		}
+	}
+	if len(ids) == 0 {
+		pl.empty = s.emptyReason(d, s.projects[d.Project], pl)
 	}
 	counted := map[int64]bool{}
 	for _, id := range ids {

@@ -108,8 +108,20 @@ func TestRenderExamples(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				if d.NoExport {
+					if res.Empty == "" || res.Files != 0 {
+						t.Errorf("%s: the source should match no file; got %d files, reason %q", name, res.Files, res.Empty)
+					}
+					continue
+				}
+				if res.Empty != "" {
+					t.Errorf("%s: empty source (%s)", name, res.Empty)
+				}
 				if res.Files != d.FileListLength {
 					t.Errorf("%s: result files %d, want %d", name, res.Files, d.FileListLength)
+				}
+				if res.Instances != d.InstanceCount {
+					t.Errorf("%s: result instances %d, want %d", name, res.Instances, d.InstanceCount)
 				}
 				for _, e := range pipelinetest.Check(buf.Bytes(), exp, d) {
 					t.Errorf("%s: %s", name, e)

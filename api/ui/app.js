@@ -169,7 +169,7 @@
 
   // ---- formatting ----
 
-  const FINAL = new Set(["complete", "failed"]);
+  const FINAL = new Set(["complete", "failed", "skipped"]);
 
   function formatBytes(n) {
     if (typeof n !== "number" || !isFinite(n)) return "–";
@@ -233,6 +233,9 @@
     }
     if (rec.status === "failed" && rec.status_text) {
       parts.push(el("div", { class: "status-text error-text", dataset: { field: "status-text" }, text: rec.status_text }));
+    }
+    if (rec.status === "skipped" && rec.status_text) {
+      parts.push(el("div", { class: "status-text warn-text", dataset: { field: "status-text" }, text: `nothing written: ${rec.status_text}` }));
     }
     cell.replaceChildren(...parts);
   }
@@ -350,6 +353,7 @@
     const cells = {
       name: el("div", { class: "def-name" }),
       meta: el("div", { class: "def-meta" }),
+      skipped: el("div", { class: "status-text warn-text", dataset: { field: "skipped-reason" }, hidden: true }),
       id: el("td", { dataset: { field: "id" } }),
       status: el("td", { class: "status-cell" }),
       files: el("td", { class: "num", dataset: { field: "files" } }),
@@ -364,7 +368,7 @@
         "aria-expanded": "false", "aria-controls": historyID }, "History"),
     };
     const tr = el("tr", { class: "definition", dataset: { definition: d.name } },
-      el("th", { scope: "row", id: headerID }, cells.name, cells.meta),
+      el("th", { scope: "row", id: headerID }, cells.name, cells.meta, cells.skipped),
       cells.id, cells.status, cells.files, cells.instances, cells.bytes, cells.time,
       el("td", { class: "actions" }, buttons.generate, buttons.download, buttons.history));
     const historyBody = el("div", { class: "history", "data-testid": "history" });
@@ -389,6 +393,13 @@
     meta.push(`${d.connection}: ${d.path}`);
     row.cells.meta.textContent = meta.filter(Boolean).join(" · ");
     row.cells.meta.title = `quiet ${d.quiet}, max delay ${d.max_delay}` + (d.keep_last ? `, keeps the last ${d.keep_last}` : "");
+
+    // The newest attempt found the source empty: say why on the
+    // definition, beside the last export that was written (if any).
+    row.cells.skipped.hidden = !d.skipped;
+    row.cells.skipped.textContent = d.skipped
+      ? `Export ${d.skipped.id} wrote nothing (${new Date(recordTime(d.skipped)).toLocaleString()}): ${d.skipped.status_text}`
+      : "";
 
     const rec = currentRecord(row.name);
     row.tr.dataset.exportId = rec ? String(rec.id) : "";

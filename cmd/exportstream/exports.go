@@ -337,7 +337,7 @@ type listPage struct {
 func exportsList(ctx context.Context, c *exportsClient, fs *flag.FlagSet, args []string) error {
 	definition := fs.String("definition", "", "only this definition's exports (adhoc: the ad-hoc ones)")
 	project := fs.String("project", "", "only this project's exports")
-	status := fs.String("status", "", "only exports in this status: pending, generating, uploading, complete or failed")
+	status := fs.String("status", "", "only exports in this status: pending, generating, uploading, complete, failed or skipped")
 	limit := fs.Int("limit", 0, "records per page (default: the server's)")
 	before := fs.Int64("before", 0, "only exports older than this id (the next_before of the previous page)")
 	all := fs.Bool("all", false, "follow the pages to the end")
@@ -416,14 +416,18 @@ func (c *exportsClient) printList(records []json.RawMessage) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tDEFINITION\tSTATUS\t%\tFILES\tINSTANCES\tBYTES\tCREATED\tKEY")
+	fmt.Fprintln(tw, "ID\tDEFINITION\tSTATUS\t%\tFILES\tINSTANCES\tBYTES\tCREATED\tKEY OR REASON")
 	for _, raw := range records {
 		var r pipeline.Record
 		if err := decode(raw, &r); err != nil {
 			return err
 		}
+		last := dash(r.Key)
+		if r.Status == pipeline.StatusSkipped || r.Status == pipeline.StatusFailed {
+			last = r.StatusText // why nothing (or nothing good) was written
+		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", r.ID, dash(r.Name), r.Status, r.PercentComplete,
-			r.FileListLength, r.InstanceCount, r.Bytes, r.CreatedTime.UTC().Format(time.RFC3339), dash(r.Key))
+			r.FileListLength, r.InstanceCount, r.Bytes, r.CreatedTime.UTC().Format(time.RFC3339), last)
 	}
 	return tw.Flush()
 }
@@ -667,6 +671,8 @@ func exportsData(ctx context.Context, c *exportsClient, fs *flag.FlagSet, args [
 		switch rec.Status {
 		case pipeline.StatusFailed:
 			return fmt.Errorf("export %d failed: %s", rec.ID, rec.StatusText)
+		case pipeline.StatusSkipped:
+			return fmt.Errorf("export %d wrote nothing: %s", rec.ID, rec.StatusText)
 		case pipeline.StatusComplete:
 			resp, err := c.call(ctx, http.MethodGet, path+"/data", nil, c.timeout)
 			var ae *apiError

@@ -150,7 +150,8 @@ func (s *Service) Run(ctx context.Context) error {
 	cons, err := events.NewConsumer(ctx, js, events.ConsumerConfig{
 		Stream: cfg.NATS.Stream, Subjects: cfg.NATS.Subjects, CreateStream: cfg.NATS.CreateStream,
 		Replicas: cfg.NATS.Replicas, Consumer: cfg.NATS.Consumer, DeadLetter: cfg.NATS.DeadLetterStream,
-		MaxEventBytes: cfg.NATS.MaxEventBytes, MaxAckPending: cfg.NATS.MaxAckPending, AckWait: cfg.NATS.AckWait,
+		MaxEventBytes: cfg.NATS.MaxEventBytes, MaxEventDepth: cfg.NATS.MaxEventDepth,
+		MaxAckPending: cfg.NATS.MaxAckPending, AckWait: cfg.NATS.AckWait,
 	}, s.log.With("part", "consumer"), s.reg)
 	if err != nil {
 		return err
@@ -163,6 +164,7 @@ func (s *Service) Run(ctx context.Context) error {
 		StatePrefix:   cfg.NATS.StatePrefix,
 		Replicas:      cfg.NATS.Replicas,
 		ExportsStream: exportsStream(cfg),
+		Deployment:    cfg.Deployment,
 		Owner:         host + "/" + strconv.Itoa(os.Getpid()),
 		OwnerDead:     deadOnThisHost(host),
 		Logger:        s.log.With("part", "pipeline"),

@@ -134,6 +134,14 @@ func latestDocument(ctx context.Context, b connectors.Bucket, prefix string) ([]
 func exportProblems(ctx context.Context, bucket connectors.Bucket, exp *pipelinetest.Expected) []string {
 	var problems []string
 	for name, d := range exp.Definitions {
+		if d.NoExport {
+			// Nothing at all under the definition's path: no data object,
+			// no manifest, no latest.json.
+			if keys, err := listKeys(ctx, bucket, "exports/"+name+"/"); err != nil || len(keys) > 0 {
+				problems = append(problems, fmt.Sprintf("%s: the source matches no file, but the bucket holds %v (%v)", name, keys, err))
+			}
+			continue
+		}
 		doc, err := latestDocument(ctx, bucket, "exports/"+name+"/")
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %v", name, err))
@@ -144,6 +152,16 @@ func exportProblems(ctx context.Context, bucket connectors.Bucket, exp *pipeline
 		}
 	}
 	return problems
+}
+
+// listKeys lists the keys under prefix.
+func listKeys(ctx context.Context, b connectors.Bucket, prefix string) ([]string, error) {
+	var keys []string
+	err := b.List(ctx, prefix, func(a connectors.Attributes) bool {
+		keys = append(keys, a.Key)
+		return true
+	})
+	return keys, err
 }
 
 // waitConverged waits up to a minute for every expected export to be in
@@ -223,19 +241,45 @@ func runScenario(t *testing.T, dir string, conn config.Connection) {
 		if err != nil {
 			return fmt.Errorf("no %s event: %v", subject, err)
 		}
-		var rec struct {
-			Name, Status, Key string
-			FileListLength    int `json:"file_list_length"`
+		// A CloudEvents 1.0 structured event whose data is the record.
+		var ev struct {
+			SpecVersion     string `json:"specversion"`
+			ID              string `json:"id"`
+			Source          string `json:"source"`
+			Type            string `json:"type"`
+			Subject         string `json:"subject"`
+			Time            string `json:"time"`
+			DataContentType string `json:"datacontenttype"`
+			DiffgramProject string `json:"diffgramproject"`
+			Data            struct {
+				ID                int64
+				Name, Status, Key string
+				FileListLength    int `json:"file_list_length"`
+				InstanceCount     int `json:"instance_count"`
+			} `json:"data"`
 		}
-		if err := json.Unmarshal(msg.Data, &rec); err != nil {
+		if err := json.Unmarshal(msg.Data, &ev); err != nil {
 			return err
 		}
-		if rec.Name != name || rec.Status != "complete" || rec.FileListLength != exp.Definitions[name].FileListLength {
-			return fmt.Errorf("%s: completion event %+v", subject, rec)
+		rec, want := ev.Data, exp.Definitions[name]
+		if rec.Name != name || rec.Status != "complete" || rec.FileListLength != want.FileListLength || rec.InstanceCount != want.InstanceCount {
+			return fmt.Errorf("%s: completion event data %+v", subject, rec)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, ev.Time); err != nil || ev.SpecVersion != "1.0" ||
+			ev.ID != fmt.Sprintf("export-%d", rec.ID) || ev.Source != "exportstream/"+cfg.Deployment ||
+			ev.Type != "diffgram.export.completed" || ev.Subject != name || ev.DataContentType != "application/json" ||
+			ev.DiffgramProject != exp.Project || msg.Header.Get("Nats-Msg-Id") != ev.ID {
+			return fmt.Errorf("%s: not the CloudEvent EVENTS.md asks for: %+v, headers %v", subject, ev, msg.Header)
 		}
 		return nil
 	}
-	for name := range exp.Definitions {
+	for name, d := range exp.Definitions {
+		if d.NoExport {
+			if _, err := exportsStream.GetLastMsgForSubject(t.Context(), "diffgram.exports."+exp.Project+"."+name+".completed"); err == nil {
+				t.Errorf("%s: a completion event for a source that matches no file", name)
+			}
+			continue
+		}
 		// The event follows latest.json closely; allow it a moment.
 		var err error
 		for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -250,7 +294,10 @@ func runScenario(t *testing.T, dir string, conn config.Connection) {
 
 	// Each newest export can be downloaded by its signed URL, without
 	// credentials, byte for byte.
-	for name := range exp.Definitions {
+	for name, d := range exp.Definitions {
+		if d.NoExport {
+			continue
+		}
 		var latest struct {
 			Key string `json:"data_key"`
 		}
@@ -297,12 +344,19 @@ func runScenario(t *testing.T, dir string, conn config.Connection) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := 0
+		n, utf8Reasons := 0, 0
 		for m := range batch.Messages() {
 			n++
-			if m.Headers().Get(events.HeaderReason) == "" || m.Headers().Get(events.HeaderOriginalSubject) == "" {
+			reason := m.Headers().Get(events.HeaderReason)
+			if reason == "" || m.Headers().Get(events.HeaderOriginalSubject) == "" {
 				t.Errorf("dead letter %q lacks reason or subject headers: %v", m.Subject(), m.Headers())
 			}
+			if strings.Contains(reason, "not valid UTF-8") && strings.Contains(reason, "offset") {
+				utf8Reasons++
+			}
+		}
+		if utf8Reasons != 1 {
+			t.Errorf("%d dead letters say the body is not valid UTF-8 (with the offset), want 1", utf8Reasons)
 		}
 		if n != exp.Poison {
 			t.Errorf("read %d dead letters, want %d", n, exp.Poison)
