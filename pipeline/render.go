@@ -44,6 +44,12 @@ type planFile struct {
 	insts    []*snap // instance_list / parent_instance_list, in export order
 	seqs     []planSeq
 	children []planFile
+	// removed are a video's removed instances, when the export includes
+	// them: written in the entry's own instance_list, never in
+	// parent_instance_list or a sequence (see video below).
+	removed []*snap
+	// withRemoved: the export includes removed instances.
+	withRemoved bool
 }
 
 type planSeq struct {
@@ -158,7 +164,7 @@ func (pf *planFile) count(counted map[int64]bool) int {
 	n := 0
 	if !counted[pf.file.ID] {
 		counted[pf.file.ID] = true
-		n = len(pf.insts)
+		n = len(pf.insts) + len(pf.removed)
 		for _, s := range pf.seqs {
 			n += len(s.insts)
 		}
@@ -267,8 +273,18 @@ func (p *project) planFile(id int64, withRemoved, top bool) planFile {
 			seqIdx[sid] = len(pf.seqs)
 			pf.seqs = append(pf.seqs, planSeq{s: p.seqs[sid]})
 		}
+		//
+		// With removed instances included, a video's removed instances go
+		// to the entry's own instance_list: Diffgram's importer takes
+		// sequence_list back as live annotations, and the live lists read
+		// the same with and without removed instances.
+		pf.withRemoved = withRemoved
 		for _, in := range insts {
 			v := in.val.(*events.Instance)
+			if v.SoftDelete {
+				pf.removed = append(pf.removed, in)
+				continue
+			}
 			if v.FrameNumber != nil && v.SequenceID != nil {
 				if i, ok := seqIdx[*v.SequenceID]; ok {
 					pf.seqs[i].insts = append(pf.seqs[i].insts, in)
@@ -278,6 +294,7 @@ func (p *project) planFile(id int64, withRemoved, top bool) planFile {
 			pf.insts = append(pf.insts, in)
 		}
 		slices.SortFunc(pf.insts, byID)
+		slices.SortFunc(pf.removed, byID)
 		for i := range pf.seqs {
 			slices.SortFunc(pf.seqs[i].insts, func(a, b *snap) int {
 				fa, fb := *a.val.(*events.Instance).FrameNumber, *b.val.(*events.Instance).FrameNumber
@@ -609,6 +626,10 @@ func (pl *plan) appendEntry(b []byte, pf *planFile) []byte {
 			b = append(b, '}')
 		}
 		b = append(b, ']')
+		if pf.withRemoved {
+			b = append(b, `,"instance_list":`...)
+			b = pl.appendInstances(b, pf.removed, true)
+		}
 	} else {
 		b = append(b, `,"instance_list":`...)
 		b = pl.appendInstances(b, pf.insts, false)

@@ -216,7 +216,7 @@ func Check(doc []byte, exp *Expected, d Definition) []string {
 		if want := d.Instances[id]; !slices.Equal(got, want) && (len(got) > 0 || len(want) > 0) {
 			errs = append(errs, fmt.Sprintf("file %s: instances %v, want %v", id, got, want))
 		}
-		if video, ok := exp.Videos[id]; ok && !d.IncludeRemoved {
+		if video, ok := exp.Videos[id]; ok {
 			var parent []int64
 			for _, in := range entry.ParentInstanceList {
 				parent = append(parent, int64(in["id"].(float64)))
