@@ -148,8 +148,9 @@ func TestAPIRead(t *testing.T) {
 
 	var defs struct {
 		Definitions []struct {
-			Name   string
-			Latest *pipeline.Record
+			Name    string
+			Latest  *pipeline.Record
+			Skipped *pipeline.Record
 		}
 	}
 	c.json("GET", "/api/v1/definitions", nil, http.StatusOK, &defs)
@@ -158,6 +159,17 @@ func TestAPIRead(t *testing.T) {
 	}
 	for _, d := range defs.Definitions {
 		want := exp.Definitions[d.Name]
+		if want.NoExport {
+			// Nothing written; the definition says why.
+			if d.Latest != nil || d.Skipped == nil || d.Skipped.Status != pipeline.StatusSkipped ||
+				!strings.Contains(d.Skipped.StatusText, `no directory "Luckfril"`) || !strings.Contains(d.Skipped.StatusText, "Luckfrill") {
+				t.Errorf("definition %s: latest %+v, skipped %+v; want no export and the skipped reason", d.Name, d.Latest, d.Skipped)
+			}
+			continue
+		}
+		if d.Skipped != nil {
+			t.Errorf("definition %s: skipped %+v", d.Name, d.Skipped)
+		}
 		if d.Latest == nil || d.Latest.Status != pipeline.StatusComplete || d.Latest.FileListLength != want.FileListLength {
 			t.Errorf("definition %s: latest %+v, want complete with %d files", d.Name, d.Latest, want.FileListLength)
 		}
@@ -310,6 +322,33 @@ func TestAPIGenerate(t *testing.T) {
 		"completion": "all", "connection": "disk", "wait": true}, http.StatusOK, &adhoc)
 	if adhoc.Name != pipeline.AdhocName || adhoc.Status != pipeline.StatusComplete || adhoc.FileListLength == 0 {
 		t.Errorf("ad-hoc export %+v", adhoc)
+	}
+
+	// An ad-hoc source that matches no file: nothing is written, the
+	// answer is a 422 that says what was not found and what exists, and
+	// the attempt is recorded as skipped.
+	for _, tc := range []struct {
+		body map[string]any
+		want []string
+	}{
+		{map[string]any{"project": exp.Project, "source": map[string]any{"directory": "Luckfril"}, "connection": "disk", "wait": true},
+			[]string{`no directory "Luckfril" in project street-scenes`, "Luckfrill (id 7)"}},
+		{map[string]any{"project": exp.Project, "source": map[string]any{"job_id": 404}, "connection": "disk"},
+			[]string{"no job with id 404 in project street-scenes", "Night Review (id 12)"}},
+		{map[string]any{"project": "no-such-project", "source": map[string]any{"project": true}, "connection": "disk"},
+			[]string{`no project "no-such-project"`, "projects: street-scenes"}},
+	} {
+		msg := c.wantError("POST", "/api/v1/exports", tc.body, http.StatusUnprocessableEntity, "empty_source")
+		for _, w := range tc.want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("empty ad-hoc source %v: %q, want it to say %q", tc.body["source"], msg, w)
+			}
+		}
+	}
+	var skipped struct{ Exports []pipeline.Record }
+	c.json("GET", "/api/v1/exports?status=skipped", nil, http.StatusOK, &skipped)
+	if n := len(skipped.Exports); n < 3 || skipped.Exports[0].Key != "" || skipped.Exports[0].StatusText == "" {
+		t.Errorf("skipped records: %+v, want the 3 ad-hoc attempts with their reasons and no key", skipped.Exports)
 	}
 
 	for _, bad := range []struct {

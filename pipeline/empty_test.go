@@ -1,0 +1,132 @@
+package pipeline
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/connectors/local"
+	"github.com/exportstream/exportstream/pipeline/pipelinetest"
+)
+
+// TestEmptyReason: a source that matches no file says what was not found
+// and what exists.
+func TestEmptyReason(t *testing.T) {
+	scenarios, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewState()
+	applyAll(t, s, readLines(t, scenarios[len(scenarios)-1])) // street-scenes-ordered
+	for _, tc := range []struct {
+		def  Definition
+		want []string // "" when the source has files
+	}{
+		{Definition{Project: "street-scenes", Source: Source{Kind: SourceDirectory, Name: "Luckfril"}, Completion: CompletionAll},
+			[]string{`no directory "Luckfril" in project street-scenes (directories: `, "Luckfrill (id 7)"}},
+		{Definition{Project: "street-scenes", Source: Source{Kind: SourceDirectory, ID: 99}, Completion: CompletionAll},
+			[]string{"no directory with id 99 in project street-scenes", "Luckfrill (id 7)"}},
+		{Definition{Project: "street-scenes", Source: Source{Kind: SourceJob, Name: "Day Review"}, Completion: CompletionComplete},
+			[]string{`no job "Day Review" in project street-scenes (jobs: Night Review (id 12))`}},
+		{Definition{Project: "street-scenes", Source: Source{Kind: SourceTask, ID: 1}, Completion: CompletionAll},
+			[]string{"no task 1 in project street-scenes (tasks: 9001, "}},
+		{Definition{Project: "street-scenes", Source: Source{Kind: SourceTask, ID: 9004}, Completion: CompletionAll},
+			[]string{"task 9004 in project street-scenes is archived"}},
+		{Definition{Project: "elsewhere", Source: Source{Kind: SourceProject}, Completion: CompletionAll},
+			[]string{`no project "elsewhere": no event has named it yet (projects: street-scenes)`}},
+		{Definition{Project: "street-scenes", Source: Source{Kind: SourceDirectory, Name: "Luckfrill"}, Completion: CompletionAll}, nil},
+		{Definition{Project: "street-scenes", Source: Source{Kind: SourceProject}, Completion: CompletionComplete}, nil},
+	} {
+		res, err := s.Render(&strings.Builder{}, &tc.def, 1, time.Unix(0, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.want == nil {
+			if res.Empty != "" || res.Files == 0 {
+				t.Errorf("%+v: %d files, empty %q; want files", tc.def.Source, res.Files, res.Empty)
+			}
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(res.Empty, w) {
+				t.Errorf("%+v: reason %q, want it to contain %q", tc.def.Source, res.Empty, w)
+			}
+		}
+	}
+	// A known directory with nothing complete.
+	s2 := NewState()
+	for _, l := range readLines(t, scenarios[len(scenarios)-1]) {
+		if !strings.Contains(l.subject, ".file.") && !strings.Contains(l.subject, ".instance.") {
+			applyAll(t, s2, []line{l})
+		}
+	}
+	res, _ := s2.Render(&strings.Builder{}, &Definition{Project: "street-scenes", Source: Source{Kind: SourceDirectory, Name: "Luckfrill"}, Completion: CompletionComplete}, 1, time.Unix(0, 0))
+	if want := `directory "Luckfrill" in project street-scenes has no complete files (it has no files)`; res.Empty != want {
+		t.Errorf("reason %q, want %q", res.Empty, want)
+	}
+}
+
+// TestEmptySourceSkipped: a definition whose source matches no file writes
+// nothing, not even at start; its attempt is recorded as skipped once
+// (events that keep it empty add no records), and a manual request gets a
+// skipped record with the reason.
+func TestEmptySourceSkipped(t *testing.T) {
+	bucket, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, d, _ := luckfrill(t, bucket, func(d *Definition) {
+		d.Name, d.Path = "typo", "exports/typo/"
+		d.Source = Source{Kind: SourceDirectory, Name: "Luckfril"}
+	})
+	skipped := func() []Record {
+		var out []Record
+		keys, _ := h.p.records.Keys(t.Context())
+		for _, k := range keys {
+			if !strings.HasPrefix(k, "export.") {
+				continue
+			}
+			e, err := h.p.records.Get(t.Context(), k)
+			var r Record
+			if err == nil && json.Unmarshal(e.Value(), &r) == nil && r.Name == d.Name {
+				if r.Status != StatusSkipped {
+					t.Errorf("record %+v, want only skipped ones", r)
+				}
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	waitFor(t, "a skipped attempt", 20*time.Second, func() bool { return len(skipped()) > 0 })
+	// Let the stream's events all be handled: they keep the source empty.
+	time.Sleep(500 * time.Millisecond)
+	recs := skipped()
+	if len(recs) != 1 {
+		t.Fatalf("%d skipped records, want 1: %+v", len(recs), recs)
+	}
+	if r := recs[0]; !strings.Contains(r.StatusText, `no directory "Luckfril"`) || !strings.Contains(r.StatusText, "Luckfrill") || r.Key != "" {
+		t.Errorf("skipped record %+v", r)
+	}
+	if sk := h.p.SkippedRecord(d.Name); sk == nil || sk.ID != recs[0].ID {
+		t.Errorf("SkippedRecord = %+v, want record %d", sk, recs[0].ID)
+	}
+
+	req, err := h.p.Generate(t.Context(), d.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := h.p.WaitRecord(t.Context(), req.ID)
+	if err != nil || done.Status != StatusSkipped || done.StatusText != recs[0].StatusText {
+		t.Errorf("manual request: %+v, %v; want skipped with the reason", done, err)
+	}
+
+	var keys []string
+	if err := bucket.List(t.Context(), "", func(a connectors.Attributes) bool { keys = append(keys, a.Key); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 0 {
+		t.Errorf("the bucket holds %v, want nothing", keys)
+	}
+}
