@@ -125,8 +125,9 @@ func (w *exportsWorld) waitConverged(t *testing.T) {
 	for {
 		var defs struct {
 			Definitions []struct {
-				Name   string
-				Latest *pipeline.Record
+				Name    string
+				Latest  *pipeline.Record
+				Skipped *pipeline.Record
 			}
 		}
 		if err := json.Unmarshal(w.apiGet(t, "/api/v1/definitions"), &defs); err != nil {
@@ -134,6 +135,12 @@ func (w *exportsWorld) waitConverged(t *testing.T) {
 		}
 		var problems []string
 		for _, d := range defs.Definitions {
+			if w.exp.Definitions[d.Name].NoExport {
+				if d.Latest != nil || d.Skipped == nil {
+					problems = append(problems, d.Name+": want no export and a skipped attempt")
+				}
+				continue
+			}
 			if d.Latest == nil || d.Latest.Status != pipeline.StatusComplete {
 				problems = append(problems, d.Name+": no complete export yet")
 				continue
@@ -275,7 +282,7 @@ func TestExportsCLI(t *testing.T) {
 
 		table := w.mustCLI(t, "list")
 		lines := strings.Split(strings.TrimSpace(table), "\n")
-		if got := strings.Fields(lines[0]); !slices.Equal(got, []string{"ID", "DEFINITION", "STATUS", "%", "FILES", "INSTANCES", "BYTES", "CREATED", "KEY"}) {
+		if got := strings.Fields(lines[0]); !slices.Equal(got, []string{"ID", "DEFINITION", "STATUS", "%", "FILES", "INSTANCES", "BYTES", "CREATED", "KEY", "OR", "REASON"}) {
 			t.Errorf("table header %q", lines[0])
 		}
 		if len(lines)-1 != all.Total {
@@ -283,9 +290,13 @@ func TestExportsCLI(t *testing.T) {
 		}
 		for i, r := range all.Exports {
 			f := strings.Fields(lines[i+1])
-			want := []string{strconv.FormatInt(r.ID, 10), r.Name, r.Status, strconv.Itoa(r.PercentComplete),
+			last := strings.Fields(r.Key) // a skipped (or failed) attempt shows its reason instead
+			if r.Status == pipeline.StatusSkipped || r.Status == pipeline.StatusFailed {
+				last = strings.Fields(r.StatusText)
+			}
+			want := append([]string{strconv.FormatInt(r.ID, 10), r.Name, r.Status, strconv.Itoa(r.PercentComplete),
 				strconv.Itoa(r.FileListLength), strconv.Itoa(r.InstanceCount), strconv.FormatInt(r.Bytes, 10),
-				r.CreatedTime.UTC().Format(time.RFC3339), r.Key}
+				r.CreatedTime.UTC().Format(time.RFC3339)}, last...)
 			if !slices.Equal(f, want) {
 				t.Errorf("row %d: %q, want %q", i, f, want)
 			}
@@ -538,6 +549,18 @@ func TestExportsCLI(t *testing.T) {
 		code, _, errOut = w.cli(t, "generate", "--project", w.exp.Project, "--source", "project", "--connection", "disk", "--completion", "done")
 		if code != 1 || !strings.Contains(errOut, `completion "done"`) {
 			t.Errorf("bad completion: exit %d, %q", code, errOut)
+		}
+		// A source that matches no file: nothing written, the reason as
+		// the error.
+		code, _, errOut = w.cli(t, "generate", "--project", w.exp.Project, "--source", "directory=Luckfril", "--connection", "disk", "--wait", "--return", "data")
+		if code != 1 || !strings.Contains(errOut, "(empty_source, HTTP 422)") || !strings.Contains(errOut, `no directory "Luckfril"`) ||
+			!strings.Contains(errOut, "Luckfrill (id 7)") {
+			t.Errorf("empty ad-hoc source: exit %d, %q", code, errOut)
+		}
+		// exports list shows a definition's skipped attempt with its reason.
+		out := w.mustCLI(t, "list", "--definition", "typo-directory")
+		if !strings.Contains(out, "skipped") || !strings.Contains(out, `no directory "Luckfril" in project street-scenes`) {
+			t.Errorf("exports list of an empty source:\n%s", out)
 		}
 	})
 
