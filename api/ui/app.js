@@ -340,7 +340,8 @@
 
   function currentRecord(name) {
     const d = definitions.find((x) => x.name === name);
-    const latest = d ? d.latest : null;
+    // A definition with no export yet shows its skipped attempt (and why).
+    const latest = d ? d.latest || d.skipped || null : null;
     const mine = generated.get(name);
     if (mine && (!latest || mine.id > latest.id || (mine.id === latest.id && !FINAL.has(latest.status)))) return mine;
     return latest;
@@ -394,10 +395,11 @@
     row.cells.meta.textContent = meta.filter(Boolean).join(" · ");
     row.cells.meta.title = `quiet ${d.quiet}, max delay ${d.max_delay}` + (d.keep_last ? `, keeps the last ${d.keep_last}` : "");
 
-    // The newest attempt found the source empty: say why on the
-    // definition, beside the last export that was written (if any).
-    row.cells.skipped.hidden = !d.skipped;
-    row.cells.skipped.textContent = d.skipped
+    // The newest attempt found the source empty while an older export is
+    // still the latest: say so under the definition's name.
+    const skippedSince = Boolean(d.skipped && d.latest);
+    row.cells.skipped.hidden = !skippedSince;
+    row.cells.skipped.textContent = skippedSince
       ? `Export ${d.skipped.id} wrote nothing (${new Date(recordTime(d.skipped)).toLocaleString()}): ${d.skipped.status_text}`
       : "";
 

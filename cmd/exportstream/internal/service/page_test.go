@@ -359,6 +359,7 @@ func TestPage(t *testing.T) {
 		Name       string
 		Connection string
 		Latest     *pipeline.Record
+		Skipped    *pipeline.Record
 	}
 	var defs struct{ Definitions []definition }
 	c.json("GET", "/api/v1/definitions", nil, http.StatusOK, &defs)
@@ -392,6 +393,18 @@ func TestPage(t *testing.T) {
 	for i, d := range defs.Definitions {
 		if rows[i].Name != d.Name {
 			t.Errorf("row %d is %q, want %q", i, rows[i].Name, d.Name)
+			continue
+		}
+		if exp.Definitions[d.Name].NoExport {
+			// No export: the row shows the skipped attempt and why.
+			if d.Latest != nil || d.Skipped == nil {
+				t.Fatalf("definition %s: latest %+v, skipped %+v; want only a skipped attempt", d.Name, d.Latest, d.Skipped)
+			}
+			wantRecordShown(t, rows[i], d.Skipped)
+			text := eval[string](p, `document.querySelector(`+jsString(rowSel(d.Name)+` [data-field=status-text]`)+`)?.textContent ?? ""`)
+			if !strings.Contains(text, d.Skipped.StatusText) || !strings.Contains(text, `no directory "Luckfril"`) {
+				t.Errorf("definition %s shows %q, want the skipped reason %q", d.Name, text, d.Skipped.StatusText)
+			}
 			continue
 		}
 		if d.Latest == nil {
