@@ -68,6 +68,11 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
+// SkipValue returns the index just past the JSON value that starts at i
+// in b (after any whitespace it skips itself, none), or -1 if the value is
+// cut short. It does not validate: b is expected to be valid JSON.
+func SkipValue(b []byte, i int) int { return skipValue(b, i) }
+
 // skipValue returns the index just past the JSON value starting at i, or
 // -1 if it is cut short.
 func skipValue(b []byte, i int) int {

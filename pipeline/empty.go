@@ -28,11 +28,7 @@ func (s *State) emptyReason(d *Definition, p *project, pl *plan) string {
 	switch d.Source.Kind {
 	case SourceDirectory:
 		if pl.dir == nil {
-			var names []string
-			for _, id := range sortedKeys(p.dirs) {
-				dir := p.dirs[id].val.(*events.Directory)
-				names = append(names, fmt.Sprintf("%s (id %d)", dir.Nickname, dir.ID))
-			}
+			names := namesByID(p.dirs, func(v any) string { return v.(*events.Directory).Nickname })
 			return fmt.Sprintf("no directory %s in project %s (directories: %s)", d.Source.describe(), d.Project, listed(names, len(names)))
 		}
 		n, total := 0, 0
@@ -48,11 +44,7 @@ func (s *State) emptyReason(d *Definition, p *project, pl *plan) string {
 		return fmt.Sprintf("directory %q in project %s has no %sfiles (%s)", pl.dir.val.(*events.Directory).Nickname, d.Project, what, counted(d.Completion, total, n, "file"))
 	case SourceJob:
 		if pl.job == nil {
-			var names []string
-			for _, id := range sortedKeys(p.jobs) {
-				j := p.jobs[id].val.(*events.Job)
-				names = append(names, fmt.Sprintf("%s (id %d)", j.Name, j.ID))
-			}
+			names := namesByID(p.jobs, func(v any) string { return v.(*events.Job).Name })
 			return fmt.Sprintf("no job %s in project %s (jobs: %s)", d.Source.describe(), d.Project, listed(names, len(names)))
 		}
 		n, total := 0, 0
@@ -93,6 +85,15 @@ func (s *State) emptyReason(d *Definition, p *project, pl *plan) string {
 		}
 	}
 	return fmt.Sprintf("project %s has no %sfiles (%s)", d.Project, what, counted(d.Completion, total, n, "file"))
+}
+
+// namesByID lists the entities of a table as "name (id N)", by id.
+func namesByID(table map[int64]*snap, name func(any) string) []string {
+	var names []string
+	for _, id := range sortedKeys(table) {
+		names = append(names, fmt.Sprintf("%s (id %d)", name(table[id].val), id))
+	}
+	return names
 }
 
 // describe names the source as configured: "Luckfril" or "with id 7".

@@ -215,55 +215,10 @@ func eachElement(raw []byte, fn func(v []byte) bool) {
 		if i >= len(raw) || raw[i] == ']' {
 			return
 		}
-		end := skipJSON(raw, i)
+		end := events.SkipValue(raw, i)
 		if end < 0 || !fn(raw[i:end]) {
 			return
 		}
 		i = end
 	}
-}
-
-// skipJSON returns the index just past the JSON value that starts at i in
-// the valid JSON text b, or -1 when it is cut short.
-func skipJSON(b []byte, i int) int {
-	if i >= len(b) {
-		return -1
-	}
-	switch b[i] {
-	case '"':
-		for j := i + 1; j < len(b); j++ {
-			switch b[j] {
-			case '\\':
-				j++
-			case '"':
-				return j + 1
-			}
-		}
-		return -1
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				e := skipJSON(b, j)
-				if e < 0 {
-					return -1
-				}
-				j = e - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
-		}
-		return -1
-	}
-	j := i
-	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\n' && b[j] != '\t' && b[j] != '\r' {
-		j++
-	}
-	return j
 }
