@@ -1,10 +1,16 @@
 package pipeline
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/connectors/local"
@@ -128,5 +134,46 @@ func TestEmptySourceSkipped(t *testing.T) {
 	}
 	if len(keys) != 0 {
 		t.Errorf("the bucket holds %v, want nothing", keys)
+	}
+}
+
+// opCounter counts the writers a bucket opens.
+type opCounter struct {
+	connectors.Bucket
+	writers atomic.Int64
+}
+
+func (c *opCounter) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
+	c.writers.Add(1)
+	return c.Bucket.NewWriter(ctx, key, opts)
+}
+
+// TestNoOpExportUploadsNothing: an export whose content is unchanged
+// opens no writer at all: "unchanged" is decided by hashing before
+// uploading.
+func TestNoOpExportUploadsNothing(t *testing.T) {
+	real, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &opCounter{Bucket: real}
+	h, d, exp := luckfrill(t, b)
+	waitFor(t, "the export of every event", 30*time.Second, func() bool {
+		m := latestRecord(t, real, d.Path)
+		_, err := h.p.dirty.Get(t.Context(), d.Name)
+		return m != nil && m.FileListLength == exp.Definitions[d.Name].FileListLength && errors.Is(err, jetstream.ErrKeyNotFound)
+	})
+	time.Sleep(200 * time.Millisecond)
+	writers := b.writers.Load()
+	skipped := testutil.ToFloat64(h.p.m.skipped.WithLabelValues(d.Name))
+	for range 3 {
+		h.p.kick(d.Name, TriggerEvent)
+		waitFor(t, "the unchanged export", 10*time.Second, func() bool {
+			return testutil.ToFloat64(h.p.m.skipped.WithLabelValues(d.Name)) > skipped
+		})
+		skipped = testutil.ToFloat64(h.p.m.skipped.WithLabelValues(d.Name))
+	}
+	if n := b.writers.Load() - writers; n != 0 {
+		t.Errorf("%d writers opened by unchanged exports, want none", n)
 	}
 }

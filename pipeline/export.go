@@ -157,6 +157,27 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 		}
 		return nil, true, nil
 	}
+	// Decide "unchanged" before uploading anything: the content hash
+	// comes from a render into the hash alone (the plan's snapshots are
+	// immutable, so the upload below renders the same bytes). A manual
+	// request always writes.
+	if trigger != TriggerManual && st != nil && st.ContentHash != "" && st.Fingerprint == d.fingerprint() {
+		res, err := pl.render(io.Discard, 0, time.Time{})
+		if err != nil {
+			return retry, false, err
+		}
+		if res.ContentHash == st.ContentHash {
+			if retry != nil {
+				// An earlier attempt of this export failed; the content it
+				// was to write is the last export's after all.
+				_ = p.records.Delete(context.WithoutCancel(ctx), "export."+strconv.FormatInt(retry.ID, 10))
+				_ = p.records.Delete(context.WithoutCancel(ctx), "pending."+d.Name)
+			}
+			p.m.skipped.WithLabelValues(d.Name).Inc()
+			p.log.Debug("export unchanged; nothing uploaded", "definition", d.Name, "last_export_id", st.LastID)
+			return nil, true, nil
+		}
+	}
 	var id int64
 	var at time.Time
 	if retry != nil {
@@ -185,14 +206,6 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	w, res, err := p.render(ctx, bucket, pl, rec)
 	if err != nil {
 		return rec, false, err
-	}
-	if st != nil && st.ContentHash == res.ContentHash && st.Fingerprint == d.fingerprint() && trigger != TriggerManual {
-		_ = w.Abort()
-		_ = p.records.Delete(context.WithoutCancel(ctx), "export."+strconv.FormatInt(id, 10))
-		_ = p.records.Delete(context.WithoutCancel(ctx), "pending."+d.Name)
-		p.m.skipped.WithLabelValues(d.Name).Inc()
-		p.log.Debug("export unchanged; not written", "definition", d.Name, "last_export_id", st.LastID)
-		return nil, true, nil
 	}
 	rec.Bytes, rec.SHA256, rec.ContentHash = res.Bytes, res.SHA256, res.ContentHash
 	if err := w.Close(); err != nil {
