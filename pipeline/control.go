@@ -129,10 +129,8 @@ func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, er
 	if err != nil {
 		return nil, err
 	}
-	p.state.mu.RLock()
-	rev := p.state.rev
-	p.state.mu.RUnlock()
 	pl := p.state.buildPlan(&d)
+	rev := pl.rev
 	if pl.empty != "" {
 		now := time.Now().UTC()
 		r.Ref, r.StateRevision = d.ref(pl), rev

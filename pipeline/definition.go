@@ -100,8 +100,8 @@ type change struct {
 
 // touches reports whether a change can alter the definition's export.
 // It errs on the side of yes: an unneeded export is skipped when its
-// content is unchanged. Called with the state's read lock held.
-func (d *Definition) touches(p *project, c change) bool {
+// content is unchanged. pv is the project's view after the change.
+func (d *Definition) touches(pv ProjectView, c change) bool {
 	if d.Project != c.project {
 		return false
 	}
@@ -138,24 +138,24 @@ func (d *Definition) touches(p *project, c change) bool {
 					return true
 				}
 			case SourceJob:
-				if j := p.findJob(d.Source); j != nil && j.id == v.JobID {
+				if j := findJob(pv, d.Source); j != nil && j.id == v.JobID {
 					return true
 				}
 			}
 		}
 	}
 	for _, fid := range files {
-		if d.touchesFile(p, fid, c) {
+		if d.touchesFile(pv, fid, c) {
 			return true
 		}
 	}
 	return false
 }
 
-func (d *Definition) touchesFile(p *project, fid int64, c change) bool {
+func (d *Definition) touchesFile(pv ProjectView, fid int64, c change) bool {
 	switch d.Source.Kind {
 	case SourceDirectory:
-		dir := p.findDir(d.Source)
+		dir := findDir(pv, d.Source)
 		if dir == nil {
 			return false
 		}
@@ -165,29 +165,29 @@ func (d *Definition) touchesFile(p *project, fid int64, c change) bool {
 		if c.kind == events.KindFile && (dirs(c.old) || dirs(c.new)) {
 			return true
 		}
-		f := p.files[fid]
+		f := pv.File(fid)
 		if dirs(f) {
 			return true
 		}
 		if f != nil {
 			if v := f.val.(*events.File); v.ParentID != nil {
-				return dirs(p.files[*v.ParentID])
+				return dirs(pv.File(*v.ParentID))
 			}
 		}
 		return false
 	case SourceJob:
-		j := p.findJob(d.Source)
+		j := findJob(pv, d.Source)
 		if j == nil {
 			return false
 		}
-		for tid := range p.fileTasks[fid] {
-			if p.tasks[tid].val.(*events.Task).JobID == j.id {
+		for t := range pv.FileTasks(fid) {
+			if t.val.(*events.Task).JobID == j.id {
 				return true
 			}
 		}
 		return false
 	case SourceTask:
-		t := p.tasks[d.Source.ID]
+		t := pv.Task(d.Source.ID)
 		return t != nil && t.val.(*events.Task).FileID == fid
 	}
 	return true

@@ -2,7 +2,7 @@ package pipeline
 
 import (
 	"fmt"
-	"maps"
+	"iter"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,22 +17,22 @@ import (
 // maxListed bounds the names a reason lists.
 const maxListed = 10
 
-// emptyReason says why the definition's source matched no file; pl is its
-// plan (with no files). It runs under the state's read lock.
-func (s *State) emptyReason(d *Definition, p *project, pl *plan) string {
-	if p == nil {
-		names := slices.Sorted(maps.Keys(s.projects))
+// emptyReason says why the definition's source matched no file; pv is
+// its project (nil when unknown) and pl its plan (with no files).
+func emptyReason(v View, d *Definition, pv ProjectView, pl *plan) string {
+	if pv == nil {
+		names := v.Projects()
 		return fmt.Sprintf("no project %q: no event has named it yet (projects: %s)", d.Project, listed(names, len(names)))
 	}
 	what := completionWord(d.Completion)
 	switch d.Source.Kind {
 	case SourceDirectory:
 		if pl.dir == nil {
-			names := namesByID(p.dirs, func(v any) string { return v.(*events.Directory).Nickname })
+			names := namesOf(pv.Dirs(), func(v any) string { return v.(*events.Directory).Nickname })
 			return fmt.Sprintf("no directory %s in project %s (directories: %s)", d.Source.describe(), d.Project, listed(names, len(names)))
 		}
 		n, total := 0, 0
-		for _, f := range p.files {
+		for f := range pv.Files() {
 			fv := f.val.(*events.File)
 			if !fv.Removed() && slices.Contains(fv.DirectoryIDs, pl.dir.id) {
 				total++
@@ -44,13 +44,12 @@ func (s *State) emptyReason(d *Definition, p *project, pl *plan) string {
 		return fmt.Sprintf("directory %q in project %s has no %sfiles (%s)", pl.dir.val.(*events.Directory).Nickname, d.Project, what, counted(d.Completion, total, n, "file"))
 	case SourceJob:
 		if pl.job == nil {
-			names := namesByID(p.jobs, func(v any) string { return v.(*events.Job).Name })
+			names := namesOf(pv.Jobs(), func(v any) string { return v.(*events.Job).Name })
 			return fmt.Sprintf("no job %s in project %s (jobs: %s)", d.Source.describe(), d.Project, listed(names, len(names)))
 		}
 		n, total := 0, 0
-		for tid := range p.jobTasks[pl.job.id] {
-			t := p.tasks[tid].val.(*events.Task)
-			if t.Status != "archived" {
+		for ts := range pv.JobTasks(pl.job.id) {
+			if t := ts.val.(*events.Task); t.Status != "archived" {
 				total++
 				if t.Status == "complete" {
 					n++
@@ -61,22 +60,23 @@ func (s *State) emptyReason(d *Definition, p *project, pl *plan) string {
 	case SourceTask:
 		if pl.task == nil {
 			var ids []string
-			for _, id := range sortedKeys(p.tasks) {
-				if len(ids) == maxListed {
-					break
+			total := 0
+			for t := range pv.Tasks() {
+				if total < maxListed {
+					ids = append(ids, strconv.FormatInt(t.id, 10))
 				}
-				ids = append(ids, strconv.FormatInt(id, 10))
+				total++
 			}
-			return fmt.Sprintf("no task %d in project %s (tasks: %s)", d.Source.ID, d.Project, listed(ids, len(p.tasks)))
+			return fmt.Sprintf("no task %d in project %s (tasks: %s)", d.Source.ID, d.Project, listed(ids, total))
 		}
 		t := pl.task.val.(*events.Task)
-		if f := p.files[t.FileID]; f == nil || f.val.(*events.File).Removed() {
+		if f := pv.File(t.FileID); f == nil || f.val.(*events.File).Removed() {
 			return fmt.Sprintf("task %d in project %s: its file %d is removed or not known", t.ID, d.Project, t.FileID)
 		}
 		return fmt.Sprintf("task %d in project %s is %s, so it has no %sfile", t.ID, d.Project, t.Status, what)
 	}
 	n, total := 0, 0
-	for _, f := range p.files {
+	for f := range pv.Files() {
 		if fv := f.val.(*events.File); !fv.Removed() {
 			total++
 			if fv.Complete() {
@@ -87,11 +87,11 @@ func (s *State) emptyReason(d *Definition, p *project, pl *plan) string {
 	return fmt.Sprintf("project %s has no %sfiles (%s)", d.Project, what, counted(d.Completion, total, n, "file"))
 }
 
-// namesByID lists the entities of a table as "name (id N)", by id.
-func namesByID(table map[int64]*snap, name func(any) string) []string {
+// namesOf lists entities as "name (id N)", in the order given.
+func namesOf(all iter.Seq[*snap], name func(any) string) []string {
 	var names []string
-	for _, id := range sortedKeys(table) {
-		names = append(names, fmt.Sprintf("%s (id %d)", name(table[id].val), id))
+	for s := range all {
+		names = append(names, fmt.Sprintf("%s (id %d)", name(s.val), s.id))
 	}
 	return names
 }

@@ -147,10 +147,8 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 		}
 	}
 	start := time.Now()
-	p.state.mu.RLock()
-	stateRev := p.state.rev
-	p.state.mu.RUnlock()
 	pl := p.state.buildPlan(d)
+	stateRev := pl.rev
 	if pl.empty != "" {
 		if err := p.skip(ctx, d, st, retry, trigger, pl, mark, stateRev); err != nil {
 			return retry, false, err

@@ -313,25 +313,25 @@ func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) error {
 // touched returns the names of the definitions the changes touch, and of
 // every definition of the projects in all.
 func (p *Pipeline) touched(changes []change, all map[string]bool) []string {
-	p.state.mu.RLock()
-	defer p.state.mu.RUnlock()
 	set := map[string]bool{}
 	for _, d := range p.defs {
 		if all[d.Project] {
 			set[d.Name] = true
 		}
 	}
-	for _, c := range changes {
-		proj := p.state.projects[c.project]
-		if proj == nil {
-			continue
-		}
-		for _, d := range p.defs {
-			if !set[d.Name] && d.touches(proj, c) {
-				set[d.Name] = true
+	p.state.Read(func(v View) {
+		for _, c := range changes {
+			pv := v.Project(c.project)
+			if pv == nil {
+				continue
+			}
+			for _, d := range p.defs {
+				if !set[d.Name] && d.touches(pv, c) {
+					set[d.Name] = true
+				}
 			}
 		}
-	}
+	})
 	return slices.Sorted(maps.Keys(set))
 }
 

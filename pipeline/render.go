@@ -30,6 +30,7 @@ type plan struct {
 	task    *snap
 	files   []planFile
 	nInst   int
+	rev     uint64 // the state revision the plan reflects
 	// empty, when the source matches no file, says why: then nothing is
 	// written (EXPORTS.md, "No empty export").
 	empty string
@@ -58,25 +59,32 @@ type planSeq struct {
 }
 
 // buildPlan selects the definition's files and everything shown beside
-// them. It holds the state's read lock only while gathering pointers.
+// them from a consistent view of the state.
 func (s *State) buildPlan(d *Definition) *plan {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	pl := &plan{def: d, allLbls: map[int64]*snap{}}
-	p := s.projects[d.Project]
-	if p == nil {
-		p = newProject(d.Project)
+	var pl *plan
+	s.Read(func(v View) { pl = buildPlan(v, d) })
+	return pl
+}
+
+// buildPlan selects the definition's files and everything shown beside
+// them. It reads the state only through v; the plan holds immutable
+// snapshots, so it can be rendered after the view is gone.
+func buildPlan(v View, d *Definition) *plan {
+	pl := &plan{def: d, allLbls: map[int64]*snap{}, rev: v.Rev()}
+	pv := v.Project(d.Project)
+	if pv == nil {
+		pl.empty = emptyReason(v, d, nil, pl)
+		return pl
 	}
-	pl.project = p.info
-	for _, id := range sortedKeys(p.labels) {
-		l := p.labels[id]
-		pl.allLbls[id] = l
+	pl.project = pv.Info()
+	for l := range pv.Labels() {
+		pl.allLbls[l.id] = l
 		if l.val.(*events.LabelFile).State != "removed" {
 			pl.labels = append(pl.labels, l)
 		}
 	}
-	for _, id := range sortedKeys(p.groups) {
-		if g := p.groups[id]; !g.val.(*events.AttributeGroup).Archived {
+	for g := range pv.Groups() {
+		if !g.val.(*events.AttributeGroup).Archived {
 			pl.groups = append(pl.groups, g)
 		}
 	}
@@ -90,43 +98,44 @@ func (s *State) buildPlan(d *Definition) *plan {
 	}
 	switch d.Source.Kind {
 	case SourceProject:
-		for _, id := range sortedKeys(p.files) {
-			if f := p.files[id].val.(*events.File); !f.Removed() && keep(f) {
-				ids = append(ids, id)
+		for fs := range pv.Files() {
+			if f := fs.val.(*events.File); !f.Removed() && keep(f) {
+				ids = append(ids, fs.id)
 			}
 		}
 	case SourceDirectory:
-		pl.dir = p.findDir(d.Source)
+		pl.dir = findDir(pv, d.Source)
 		if pl.dir == nil {
 			break
 		}
-		for _, id := range sortedKeys(p.files) {
-			f := p.files[id].val.(*events.File)
+		for fs := range pv.Files() {
+			f := fs.val.(*events.File)
 			if f.Removed() || !keep(f) {
 				continue
 			}
 			linked := slices.Contains(f.DirectoryIDs, pl.dir.id)
 			if !linked && f.ParentID != nil {
-				if par := p.files[*f.ParentID]; par != nil && !par.val.(*events.File).Removed() {
+				if par := pv.File(*f.ParentID); par != nil && !par.val.(*events.File).Removed() {
 					linked = slices.Contains(par.val.(*events.File).DirectoryIDs, pl.dir.id)
 				}
 			}
 			if linked {
-				ids = append(ids, id)
+				ids = append(ids, fs.id)
 			}
 		}
 	case SourceJob:
-		pl.job = p.findJob(d.Source)
+		pl.job = findJob(pv, d.Source)
 		if pl.job == nil {
 			break
 		}
-		ids = p.jobFiles(pl.job.id, d.Completion)
+		ids = jobFiles(pv, pl.job.id, d.Completion)
 	case SourceTask:
-		pl.task = p.tasks[d.Source.ID]
+		pl.task = pv.Task(d.Source.ID)
 		if pl.task == nil {
 			break
 		}
 		t := pl.task.val.(*events.Task)
+		pl.job = pv.Job(t.JobID)
 		if t.Status == "archived" {
 			break
 		}
@@ -134,19 +143,16 @@ func (s *State) buildPlan(d *Definition) *plan {
 		if d.Completion == CompletionComplete && !done || d.Completion == CompletionIncomplete && done {
 			break
 		}
-		if f := p.files[t.FileID]; f != nil && !f.val.(*events.File).Removed() {
+		if f := pv.File(t.FileID); f != nil && !f.val.(*events.File).Removed() {
 			ids = append(ids, t.FileID)
-		}
-		if pl.task != nil {
-			pl.job = p.jobs[t.JobID]
 		}
 	}
 	if len(ids) == 0 {
-		pl.empty = s.emptyReason(d, s.projects[d.Project], pl)
+		pl.empty = emptyReason(v, d, pv, pl)
 	}
 	counted := map[int64]bool{}
 	for _, id := range ids {
-		pf := p.planFile(id, d.IncludeRemovedInstances, true)
+		pf := planFileOf(pv, id, d.IncludeRemovedInstances, true)
 		pl.nInst += pf.count(counted)
 		pl.files = append(pl.files, pf)
 	}
@@ -182,41 +188,14 @@ func hasEntry(typ string) bool {
 	return media || typ == "compound"
 }
 
-func (p *project) findDir(src Source) *snap {
-	if src.ID != 0 {
-		return p.dirs[src.ID]
-	}
-	var found *snap
-	for _, id := range sortedKeys(p.dirs) {
-		if p.dirs[id].val.(*events.Directory).Nickname == src.Name {
-			found = p.dirs[id]
-			break
-		}
-	}
-	return found
-}
-
-func (p *project) findJob(src Source) *snap {
-	if src.ID != 0 {
-		return p.jobs[src.ID]
-	}
-	for _, id := range sortedKeys(p.jobs) {
-		if p.jobs[id].val.(*events.Job).Name == src.Name {
-			return p.jobs[id]
-		}
-	}
-	return nil
-}
-
 // jobFiles returns the files of the job's tasks that are not archived, in
 // task created_time order (then task id), each file once at its first
 // task. With completion complete, a file is kept when that task is
 // complete; incomplete keeps the others.
-func (p *project) jobFiles(jobID int64, completion string) []int64 {
-	tasks := make([]*events.Task, 0, len(p.jobTasks[jobID]))
-	for tid := range p.jobTasks[jobID] {
-		t := p.tasks[tid].val.(*events.Task)
-		if t.Status != "archived" {
+func jobFiles(pv ProjectView, jobID int64, completion string) []int64 {
+	var tasks []*events.Task
+	for ts := range pv.JobTasks(jobID) {
+		if t := ts.val.(*events.Task); t.Status != "archived" {
 			tasks = append(tasks, t)
 		}
 	}
@@ -233,7 +212,7 @@ func (p *project) jobFiles(jobID int64, completion string) []int64 {
 			continue
 		}
 		seen[t.FileID] = true
-		f := p.files[t.FileID]
+		f := pv.File(t.FileID)
 		if f == nil || f.val.(*events.File).Removed() {
 			continue
 		}
@@ -248,11 +227,11 @@ func (p *project) jobFiles(jobID int64, completion string) []int64 {
 
 // planFile gathers one file's entry: its instances, sequences and, for a
 // compound file, its children's entries.
-func (p *project) planFile(id int64, withRemoved, top bool) planFile {
-	f := p.files[id]
+func planFileOf(pv ProjectView, id int64, withRemoved, top bool) planFile {
+	f := pv.File(id)
 	pf := planFile{f: f, file: f.val.(*events.File)}
 	var insts []*snap
-	for _, in := range p.fileInsts[id] {
+	for in := range pv.Instances(id) {
 		if in.val.(*events.Instance).SoftDelete && !withRemoved {
 			continue
 		}
@@ -269,9 +248,9 @@ func (p *project) planFile(id int64, withRemoved, top bool) planFile {
 		// sequence of this video, goes to parent_instance_list, so that no
 		// live instance is ever left out.
 		seqIdx := map[int64]int{}
-		for _, sid := range sortedIDs(p.fileSeqs[id]) {
-			seqIdx[sid] = len(pf.seqs)
-			pf.seqs = append(pf.seqs, planSeq{s: p.seqs[sid]})
+		for sq := range pv.Sequences(id) {
+			seqIdx[sq.id] = len(pf.seqs)
+			pf.seqs = append(pf.seqs, planSeq{s: sq})
 		}
 		//
 		// With removed instances included, a video's removed instances go
@@ -322,22 +301,13 @@ func (p *project) planFile(id int64, withRemoved, top bool) planFile {
 		slices.SortFunc(pf.insts, byID)
 	}
 	if pf.file.Type == "compound" && top {
-		for _, cid := range sortedIDs(p.children[id]) {
-			if c := p.files[cid]; c != nil && !c.val.(*events.File).Removed() {
-				pf.children = append(pf.children, p.planFile(cid, withRemoved, false))
+		for c := range pv.Children(id) {
+			if !c.val.(*events.File).Removed() {
+				pf.children = append(pf.children, planFileOf(pv, c.id, withRemoved, false))
 			}
 		}
 	}
 	return pf
-}
-
-func sortedKeys[V any](m map[int64]V) []int64 {
-	ids := make([]int64, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
 }
 
 // header renders the document up to and including export_info and

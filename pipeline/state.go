@@ -249,3 +249,13 @@ func sortedIDs(set map[int64]struct{}) []int64 {
 	slices.Sort(ids)
 	return ids
 }
+
+// sortedKeys returns the keys of a map in ascending order.
+func sortedKeys[V any](m map[int64]V) []int64 {
+	ids := make([]int64, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
