@@ -125,37 +125,81 @@ func uniqueKeys(raw []byte) []byte {
 	return appendUnique(make([]byte, 0, len(raw)), raw)
 }
 
-// repeatsKey reports whether any object in the JSON value raw names a key
-// twice.
+// repeatsKey reports whether any object in the compact JSON value raw
+// names a key twice (keys compared as decoded text). It allocates nothing
+// for the usual snapshot, where no key has an escape and no object has
+// more than 16 members.
 func repeatsKey(raw []byte) bool {
-	if len(raw) == 0 {
-		return false
+	_, dup := scanKeys(raw, 0)
+	return dup
+}
+
+// scanKeys scans the compact JSON value at raw[i] and returns the index
+// just past it, and whether an object in it names a key twice.
+func scanKeys(b []byte, i int) (int, bool) {
+	if i >= len(b) {
+		return len(b), false
 	}
-	switch raw[0] {
+	switch b[i] {
 	case '{':
-		var buf [24]events.Field
-		fs := events.AppendFields(buf[:0], raw)
-		for i, f := range fs {
-			for _, g := range fs[:i] {
-				if g.Key == f.Key {
-					return true
+		var buf [16][]byte
+		keys := buf[:0]
+		i++
+		for i < len(b) {
+			switch b[i] {
+			case '}':
+				return i + 1, false
+			case ',':
+				i++
+				continue
+			}
+			end := events.SkipValue(b, i)
+			if end < 0 || b[i] != '"' {
+				return len(b), false
+			}
+			key := b[i+1 : end-1]
+			if bytes.IndexByte(key, '\\') >= 0 {
+				var k string
+				if json.Unmarshal(b[i:end], &k) != nil {
+					return len(b), false
+				}
+				key = []byte(k)
+			}
+			for _, k := range keys {
+				if bytes.Equal(k, key) {
+					return end, true
 				}
 			}
-			if len(f.Val) > 0 && (f.Val[0] == '{' || f.Val[0] == '[') && repeatsKey(f.Val) {
-				return true
+			keys = append(keys, key)
+			i = end + 1 // past the ':'
+			var dup bool
+			if i, dup = scanKeys(b, i); dup {
+				return i, true
 			}
 		}
+		return len(b), false
 	case '[':
-		found := false
-		eachElement(raw, func(v []byte) bool {
-			if len(v) > 0 && (v[0] == '{' || v[0] == '[') && repeatsKey(v) {
-				found = true
+		i++
+		for i < len(b) {
+			switch b[i] {
+			case ']':
+				return i + 1, false
+			case ',':
+				i++
+				continue
 			}
-			return !found
-		})
-		return found
+			var dup bool
+			if i, dup = scanKeys(b, i); dup {
+				return i, true
+			}
+		}
+		return len(b), false
 	}
-	return false
+	end := events.SkipValue(b, i)
+	if end < 0 {
+		return len(b), false
+	}
+	return end, false
 }
 
 // appendUnique appends raw to b with repeated object members dropped but

@@ -59,3 +59,26 @@ func FuzzObjectFields(f *testing.F) {
 		}
 	})
 }
+
+func TestUniqueKeys(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{"a":1,"b":{"c":[1,{"d":2}]}}`, `{"a":1,"b":{"c":[1,{"d":2}]}}`},
+		{`{"a":1,"a":2}`, `{"a":2}`},
+		{`{"a":1,"b":2,"a":3}`, `{"b":2,"a":3}`},
+		{`{"x":[{"k":1,"k":2},{"k":3}]}`, `{"x":[{"k":2},{"k":3}]}`},
+		{`{"a":{"b":1,"b":{"c":1,"c":2}}}`, `{"a":{"b":{"c":2}}}`},
+		{`{"\u0061":1,"a":2}`, `{"a":2}`},
+		{`{"s":"{\"a\":1,\"a\":2}","t":[]}`, `{"s":"{\"a\":1,\"a\":2}","t":[]}`},
+		{`[{"a":1},{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"a":18}]`,
+			`[{"a":1},{"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"a":18}]`},
+		{`7`, `7`},
+		{`"a"`, `"a"`},
+	} {
+		if got := string(uniqueKeys([]byte(tc.in))); got != tc.want {
+			t.Errorf("uniqueKeys(%s) = %s, want %s", tc.in, got, tc.want)
+		}
+		if got, want := repeatsKey([]byte(tc.in)), tc.in != tc.want; got != want {
+			t.Errorf("repeatsKey(%s) = %t, want %t", tc.in, got, want)
+		}
+	}
+}

@@ -27,7 +27,8 @@ type View interface {
 	Project(name string) ProjectView
 }
 
-// ProjectView reads one project. Every sequence is in ascending id order.
+// ProjectView reads one project. Every sequence is in ascending id order
+// unless its comment says otherwise.
 type ProjectView interface {
 	// Info is the project snapshot, or nil.
 	Info() *snap
@@ -47,7 +48,8 @@ type ProjectView interface {
 	// removed ones included.
 	Files() iter.Seq[*snap]
 	// Instances are the file's instances, newest version of each lineage,
-	// removed ones included (by lineage id).
+	// removed ones included, in no particular order (render orders them
+	// itself).
 	Instances(file int64) iter.Seq[*snap]
 	// Sequences are the video's sequences, archived ones included.
 	Sequences(file int64) iter.Seq[*snap]
@@ -118,7 +120,7 @@ func (m memProject) Dir(id int64) *snap                { return m.p.dirs[id] }
 func (m memProject) Job(id int64) *snap                { return m.p.jobs[id] }
 func (m memProject) Task(id int64) *snap               { return m.p.tasks[id] }
 func (m memProject) File(id int64) *snap               { return m.p.files[id] }
-func (m memProject) Instances(f int64) iter.Seq[*snap] { return ascending(m.p.fileInsts[f]) }
+func (m memProject) Instances(f int64) iter.Seq[*snap] { return maps.Values(m.p.fileInsts[f]) }
 func (m memProject) Sequences(f int64) iter.Seq[*snap] { return inSet(m.p.seqs, m.p.fileSeqs[f]) }
 func (m memProject) FileTasks(f int64) iter.Seq[*snap] { return inSet(m.p.tasks, m.p.fileTasks[f]) }
 func (m memProject) JobTasks(j int64) iter.Seq[*snap]  { return inSet(m.p.tasks, m.p.jobTasks[j]) }
