@@ -259,7 +259,7 @@ func TestCrashRecovery(t *testing.T) {
 
 // buildService builds this package's binary with the go command running the
 // test.
-func buildService(t *testing.T) string {
+func buildService(t testing.TB) string {
 	t.Helper()
 	goCmd := "go"
 	if root := os.Getenv("GOROOT"); root != "" {
@@ -280,7 +280,7 @@ func pathExists(p string) bool {
 	return err == nil
 }
 
-func freeLoopbackPort(t *testing.T) int {
+func freeLoopbackPort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,0 +1,313 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BenchmarkProcess measures the service as production runs it: the built
+// binary against nats-server in its own process. For each size it
+// publishes files × 10 box instances, then measures in the same run
+//   - a bare durable pull consumer that only acks the backlog (the
+//     baseline: events/s);
+//   - the service draining the same backlog (events/s, and its ratio to
+//     the baseline), the first full export after the backlog, and one
+//     regeneration after a single edit;
+//   - the service's peak RSS (VmHWM) over all of it.
+//
+// EXPORTSTREAM_BENCH_FILES sets the sizes (default "10000,100000");
+// EXPORTSTREAM_BENCH_BASE=<git revision> also measures that version of the
+// service on the same server and data, for a ratio against it.
+//
+//	go test ./cmd/exportstream -run '^$' -bench Process -benchtime 1x -timeout 60m
+func BenchmarkProcess(b *testing.B) {
+	sizes := []int{10_000, 100_000}
+	if v := os.Getenv("EXPORTSTREAM_BENCH_FILES"); v != "" {
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				b.Fatalf("EXPORTSTREAM_BENCH_FILES: %v", err)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	natsBin := buildNATSServer(b)
+	versions := []struct{ name, bin string }{{"current", buildService(b)}}
+	if rev := os.Getenv("EXPORTSTREAM_BENCH_BASE"); rev != "" {
+		versions = append(versions, struct{ name, bin string }{"base-" + rev, buildRevision(b, rev)})
+	}
+	for _, files := range sizes {
+		for _, v := range versions {
+			b.Run(fmt.Sprintf("files=%d/%s", files, v.name), func(b *testing.B) {
+				for b.Loop() {
+					runProcessBench(b, natsBin, v.bin, files)
+				}
+			})
+		}
+	}
+}
+
+// buildNATSServer builds go.mod's nats-server as a binary.
+func buildNATSServer(b *testing.B) string {
+	bin := filepath.Join(b.TempDir(), "nats-server")
+	out, err := exec.CommandContext(b.Context(), "go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput()
+	if err != nil {
+		b.Fatalf("go build nats-server: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// buildRevision builds the service as it was at a git revision.
+func buildRevision(b *testing.B, rev string) string {
+	dir := filepath.Join(b.TempDir(), "src")
+	if out, err := exec.Command("git", "worktree", "add", "--detach", dir, rev).CombinedOutput(); err != nil {
+		b.Fatalf("git worktree add %s: %v\n%s", rev, err, out)
+	}
+	b.Cleanup(func() { _ = exec.Command("git", "worktree", "remove", "--force", dir).Run() })
+	bin := filepath.Join(b.TempDir(), "exportstream-"+rev)
+	cmd := exec.CommandContext(b.Context(), "go", "build", "-o", bin, "./cmd/exportstream")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("go build at %s: %v\n%s", rev, err, out)
+	}
+	return bin
+}
+
+// startProcess starts a command in its own process group, its output in
+// logPath; the cleanup kills the group.
+func startProcess(b *testing.B, logPath, bin string, args ...string) *exec.Cmd {
+	f, err := os.Create(logPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		f.Close()
+	})
+	return cmd
+}
+
+// peakRSS reads a process's VmHWM in MB.
+func peakRSS(pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return -1
+}
+
+func benchEvent(typ, data string, n int) []byte {
+	return []byte(`{"specversion":"1.0","id":"b` + strconv.Itoa(n) + `","source":"bench","type":"` + typ +
+		`","time":"2026-11-28T10:00:00Z","datacontenttype":"application/json","diffgramproject":"bench","data":` + data + `}`)
+}
+
+// publishBacklog publishes the project: labels, a directory, files × 10
+// box instances, asynchronously.
+func publishBacklog(b *testing.B, js jetstream.JetStream, files int) int {
+	ctx := b.Context()
+	n := 0
+	pub := func(entity, action string, body []byte) {
+		n++
+		if _, err := js.PublishAsync("diffgram.events.bench."+entity+"."+action, body, jetstream.WithStallWait(30*time.Second)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pub("project", "upserted", benchEvent("diffgram.project.upserted", `{"project":{"string_id":"bench","name":"Bench","version":1}}`, n))
+	pub("directory", "upserted", benchEvent("diffgram.directory.upserted", `{"directory":{"id":1,"nickname":"all","created_time":"2026-01-01T00:00:00Z","version":1}}`, n))
+	for l := 1; l <= 2; l++ {
+		pub("label", "upserted", benchEvent("diffgram.label.upserted", fmt.Sprintf(`{"label_file":{"id":%d,"label":{"id":%d,"name":"l%d"},"colour":{"hex":"#ff0000"},"state":"added","version":1}}`, l, l, l), n))
+	}
+	inst := 1_000_000
+	for f := 1; f <= files; f++ {
+		pub("file", "uploaded", benchEvent("diffgram.file.uploaded", fmt.Sprintf(`{"file":{"id":%d,"type":"image","original_filename":"img_%d.jpg","created_time":"2026-02-01T00:00:00Z","state":"added","ann_is_complete":true,"directory_ids":[1],"parent_id":null,"blob_url":"https://media.example/%d","image":{"width":1920,"height":1080,"image_signed_url":"https://media.example/%d","image_signed_expiry":1900000000},"version":1}}`, f, f, f, f), n))
+		for i := 0; i < 10; i++ {
+			inst++
+			pub("instance", "created", benchEvent("diffgram.instance.created", fmt.Sprintf(`{"instance":{"id":%d,"root_id":%d,"previous_id":null,"version":1,"file_id":%d,"soft_delete":false,"type":"box","label_file_id":%d,"attribute_groups":null,"x_min":%d,"y_min":20,"x_max":%d,"y_max":120}}`, inst, inst, f, 1+i%2, 10+i, 110+i), n))
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		b.Fatal(ctx.Err())
+	}
+	return n
+}
+
+// drainBare consumes the stream with a durable pull consumer that only
+// acks, and returns how long the backlog took.
+func drainBare(b *testing.B, js jetstream.JetStream, total int) time.Duration {
+	ctx := b.Context()
+	cons, err := js.CreateOrUpdateConsumer(ctx, "DIFFGRAM_EVENTS", jetstream.ConsumerConfig{Durable: "bare", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 10000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	n := 0
+	start := time.Now()
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		_ = m.Ack()
+		n++
+		if n == total {
+			close(done)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Stop()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Minute):
+		b.Fatal("bare consumer did not drain in 10 minutes")
+	}
+	return time.Since(start)
+}
+
+func runProcessBench(b *testing.B, natsBin, svcBin string, files int) {
+	dir := b.TempDir()
+	port := freeLoopbackPort(b)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	startProcess(b, filepath.Join(dir, "nats.log"), natsBin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "nats"))
+	var nc *nats.Conn
+	var err error
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if nc, err = nats.Connect(url); err == nil || time.Now().After(end) {
+			break
+		}
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := b.Context()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "DIFFGRAM_EVENTS", Subjects: []string{"diffgram.events.>"}}); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	total := publishBacklog(b, js, files)
+	bare := drainBare(b, js, total)
+	b.StartTimer()
+
+	bucket := filepath.Join(dir, "bucket")
+	cfgPath := filepath.Join(dir, "config.yaml")
+	cfg := fmt.Sprintf(`nats:
+  url: %s
+connections:
+  - name: disk
+    type: local
+    local: {dir: %s}
+exports:
+  - name: all
+    project: bench
+    source: {directory: all}
+    completion: all
+    connection: disk
+    path: exports/all/
+    coalesce: {quiet: 1s, max_delay: 30s}
+http:
+  listen: 127.0.0.1:0
+log:
+  level: info
+`, url, bucket)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "service.log")
+	start := time.Now()
+	svc := startProcess(b, logPath, svcBin, "run", "--config", cfgPath)
+	cons, err := js.Consumer(ctx, "DIFFGRAM_EVENTS", "exportstream")
+	for end := time.Now().Add(time.Minute); err != nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			b.Fatalf("the service's consumer never appeared: %v", err)
+		}
+		cons, err = js.Consumer(ctx, "DIFFGRAM_EVENTS", "exportstream")
+	}
+	var drained time.Duration
+	for end := time.Now().Add(20 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		info, err := cons.Info(ctx)
+		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream >= uint64(total) {
+			drained = time.Since(start)
+			break
+		}
+		if time.Now().After(end) {
+			b.Fatalf("the service did not drain the backlog: %+v %v", info, err)
+		}
+	}
+	latest := filepath.Join(bucket, "exports", "all", "latest.json")
+	exportID := func() string {
+		raw, err := os.ReadFile(latest)
+		if err != nil {
+			return ""
+		}
+		var m struct {
+			ID             int64 `json:"id"`
+			FileListLength int   `json:"file_list_length"`
+		}
+		if json.Unmarshal(raw, &m) != nil || m.FileListLength != files {
+			return ""
+		}
+		return strconv.FormatInt(m.ID, 10)
+	}
+	var first string
+	for end := time.Now().Add(10 * time.Minute); first == ""; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			b.Fatal("no full export")
+		}
+		first = exportID()
+	}
+	firstExport := time.Since(start) - drained
+
+	// One edit: a new version of one instance.
+	editAt := time.Now()
+	if _, err := js.Publish(ctx, "diffgram.events.bench.instance.edited", benchEvent("diffgram.instance.edited",
+		`{"instance":{"id":2000000,"root_id":1000001,"previous_id":1000001,"version":2,"file_id":1,"soft_delete":false,"type":"box","label_file_id":1,"attribute_groups":null,"x_min":11,"y_min":21,"x_max":111,"y_max":121}}`, -1)); err != nil {
+		b.Fatal(err)
+	}
+	for end := time.Now().Add(5 * time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		if id := exportID(); id != "" && id != first {
+			break
+		}
+		if time.Now().After(end) {
+			b.Fatal("no export after the edit")
+		}
+	}
+	regen := time.Since(editAt)
+	b.StopTimer()
+	rss := peakRSS(svc.Process.Pid)
+	b.ReportMetric(float64(total)/bare.Seconds(), "bare-events/s")
+	b.ReportMetric(float64(total)/drained.Seconds(), "service-events/s")
+	b.ReportMetric(100*bare.Seconds()/drained.Seconds(), "%-of-bare")
+	b.ReportMetric(firstExport.Seconds(), "s-first-export")
+	b.ReportMetric(regen.Seconds(), "s-regen-after-edit(quiet-1s)")
+	b.ReportMetric(rss, "MB-peak-RSS")
+	b.StartTimer()
+}
