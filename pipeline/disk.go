@@ -1,0 +1,823 @@
+package pipeline
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"iter"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+
+	"github.com/exportstream/exportstream/events"
+)
+
+// DiskState is the state kept on disk, in an embedded Pebble store, behind
+// the same read seam as State (View, ProjectView): the newest snapshot of
+// every entity and the indexes render needs, laid out in export order, and
+// the key-value revision the store reflects. It holds no per-entity state
+// in memory: only the revision and the list of project names.
+//
+// It is a cache of the JetStream key-value state bucket, which stays the
+// source of truth: the store may be deleted at any time and is rebuilt by
+// watching the bucket from the start, and a store that survived a restart
+// resumes the watch after Rev. That is why writes are not synced one by
+// one (pebble.NoSync): a crash may lose the newest writes, but never
+// leaves the recorded revision ahead of the data, because the revision is
+// written in the same batch as the snapshots it covers and Pebble
+// recovers whole batches in order. Sync makes everything written so far
+// durable, for a clean shutdown or a checkpoint.
+//
+// Key layout (all ids big-endian, sign bit flipped, so that byte order is
+// numeric order; P is the project's 4-byte number, see below):
+//
+//	m format                   the layout version ("1")
+//	m rev                      highest key-value revision applied (8 bytes)
+//	n <project name>           the project's number P (4 bytes)
+//	p P P                      the project snapshot
+//	p P d <dir>                directory        p P l <label>  label
+//	p P g <group>              attribute group  p P j <job>    job
+//	p P t <task>               task
+//	p P f <file>               file
+//	p P f <file> c <child>     index: compound parent → child (no value)
+//	p P f <file> i <lineage>   the file's instance, newest of the lineage
+//	p P f <file> s <sequence>  the video's sequence
+//	p P f <file> t <task>      index: file → task (no value)
+//	p P I <lineage>            where the lineage's instance is: <file>
+//	p P S <sequence>           where the sequence is: <file>
+//	p P J <job> <task>         index: job → task (no value)
+//
+// So a project's files, each followed by its instances, are one
+// ascending range: an export reads the store front to back. Projects get
+// numbers rather than their names in keys so that no name can be a prefix
+// of another's keys. Entity values are the version (8 bytes), the
+// revision (8 bytes) and the compact JSON snapshot.
+//
+// A DiskState is safe for concurrent use: writes are serialized, reads
+// see a Pebble snapshot and never block writes for longer than it takes
+// to take one.
+type DiskState struct {
+	db *pebble.DB
+
+	wmu sync.Mutex // serializes write transactions
+
+	mu    sync.Mutex // guards the fields below; held while a batch commits
+	rev   uint64
+	names map[string]uint32 // project name → number; replaced, never mutated
+	next  uint32            // next project number
+	cond  *sync.Cond
+}
+
+// ErrDiskFormat is returned by OpenDiskState when the folder holds a store
+// of another layout (or no layout mark): delete the folder and rebuild.
+var ErrDiskFormat = errors.New("disk state: unknown store layout")
+
+// diskFormat is the layout version this code reads and writes.
+const diskFormat = "1"
+
+var (
+	keyFormat = []byte("mformat")
+	keyRev    = []byte("mrev")
+)
+
+// Pebble's memory, outside the Go heap (cgo-allocated): the block cache,
+// from which Pebble also reserves the memtables' room (so the cache must
+// be well above two memtables, or it caches nothing).
+const (
+	diskCacheSize    = 64 << 20
+	diskMemTableSize = 8 << 20
+	diskBlockSize    = 32 << 10
+)
+
+// OpenDiskState opens the store in dir, creating it if needed. If dir
+// holds a store of another layout, ErrDiskFormat is returned.
+func OpenDiskState(dir string) (*DiskState, error) {
+	cache := pebble.NewCache(diskCacheSize)
+	defer cache.Unref()
+	opts := &pebble.Options{
+		Cache:              cache,
+		MemTableSize:       diskMemTableSize,
+		FormatMajorVersion: pebble.FormatNewest,
+		Logger:             quietLogger{},
+	}
+	// Bloom filters: most lookups on apply are of entities not stored
+	// yet. 32 KiB blocks: an export reads ranges, not single keys (4 KiB
+	// blocks made the 100k x 10 plan 1.7x slower, 64 KiB no faster).
+	// Later levels inherit both.
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	opts.Levels[0].BlockSize = diskBlockSize
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("disk state %s: %w", dir, err)
+	}
+	d := &DiskState{db: db, names: map[string]uint32{}, next: 1}
+	d.cond = sync.NewCond(&d.mu)
+	if err := d.load(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("disk state %s: %w", dir, err)
+	}
+	return d, nil
+}
+
+// load reads the layout mark, the revision and the project names.
+func (d *DiskState) load() error {
+	format, err := d.get(d.db, keyFormat)
+	if err != nil {
+		return err
+	}
+	it, err := d.db.NewIter(nil)
+	if err != nil {
+		return err
+	}
+	empty := !it.First()
+	if err := it.Close(); err != nil {
+		return err
+	}
+	switch {
+	case format == nil && empty:
+		return d.db.Set(keyFormat, []byte(diskFormat), pebble.Sync)
+	case string(format) != diskFormat:
+		return fmt.Errorf("%w (found %q, want %q)", ErrDiskFormat, format, diskFormat)
+	}
+	rev, err := d.get(d.db, keyRev)
+	if err != nil {
+		return err
+	}
+	if len(rev) == 8 {
+		d.rev = binary.BigEndian.Uint64(rev)
+	}
+	it, err = d.db.NewIter(&pebble.IterOptions{LowerBound: []byte("n"), UpperBound: []byte("o")})
+	if err != nil {
+		return err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		if len(it.Value()) != 4 {
+			it.Close()
+			return fmt.Errorf("project %q: bad number", it.Key()[1:])
+		}
+		n := binary.BigEndian.Uint32(it.Value())
+		d.names[string(it.Key()[1:])] = n
+		d.next = max(d.next, n+1)
+	}
+	return it.Close()
+}
+
+// get returns a copy of the key's value, or nil when it is absent.
+func (d *DiskState) get(r pebble.Reader, key []byte) ([]byte, error) {
+	v, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	v = bytes.Clone(v)
+	return v, closer.Close()
+}
+
+// Close closes the store, syncing it first. The DiskState must not be used
+// after.
+func (d *DiskState) Close() error {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	return errors.Join(d.db.LogData(nil, pebble.Sync), d.db.Close())
+}
+
+// Sync makes every write so far durable (the write-ahead log synced).
+func (d *DiskState) Sync() error {
+	return d.db.LogData(nil, pebble.Sync)
+}
+
+// Rev is the highest key-value revision applied: every entry of the bucket
+// up to Rev is reflected in the store. A watch resumes at Rev+1.
+func (d *DiskState) Rev() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rev
+}
+
+// WaitRev blocks until the store has applied key-value revision rev, or
+// done is closed (then it reports false).
+func (d *DiskState) WaitRev(rev uint64, done <-chan struct{}) bool {
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-done:
+			d.mu.Lock()
+			d.cond.Broadcast()
+			d.mu.Unlock()
+		case <-stop:
+		}
+	}()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for d.rev < rev {
+		select {
+		case <-done:
+			return false
+		default:
+		}
+		d.cond.Wait()
+	}
+	return true
+}
+
+// Offer stores sn in the project if it is newer than what the store holds,
+// with State.offer's rules: the highest version wins; a snapshot of the
+// same version with a higher revision only updates the stored revision.
+// It reports the snapshot it replaced (nil if none) and whether sn was
+// stored; indexes follow the entity (an instance, sequence or task that
+// moves to another file or job, a file that moves to another parent) in
+// the same batch.
+func (d *DiskState) Offer(project string, sn *snap) (old *snap, stored bool, err error) {
+	err = d.Update(func(tx *DiskTx) error {
+		old, stored, err = tx.Offer(project, sn)
+		return err
+	})
+	return old, stored, err
+}
+
+// NoteRev records that every key-value entry up to rev has been applied.
+func (d *DiskState) NoteRev(rev uint64) error {
+	return d.Update(func(tx *DiskTx) error {
+		tx.NoteRev(rev)
+		return nil
+	})
+}
+
+// Current returns the stored snapshot of the entity (an instance by
+// lineage id), or nil.
+func (d *DiskState) Current(project string, k events.Kind, id int64) (*snap, error) {
+	d.mu.Lock()
+	n, ok := d.names[project]
+	d.mu.Unlock()
+	if !ok {
+		return nil, nil
+	}
+	_, sn, err := d.lookup(d.db, projectPrefix(n), project, k, id)
+	return sn, err
+}
+
+// Update runs fn in a write transaction: what fn offers and notes is
+// committed together in one batch (without sync; see DiskState) when fn
+// returns nil, and dropped when it returns an error. Transactions run one
+// at a time; a transaction reads its own writes.
+func (d *DiskState) Update(fn func(tx *DiskTx) error) error {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	d.mu.Lock()
+	tx := &DiskTx{d: d, b: d.db.NewIndexedBatch(), rev: d.rev, names: d.names}
+	rev0 := d.rev
+	d.mu.Unlock()
+	defer tx.b.Close()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if tx.rev > rev0 {
+		// With the writes it covers, never ahead of them.
+		if err := tx.b.Set(keyRev, binary.BigEndian.AppendUint64(nil, tx.rev), nil); err != nil {
+			return err
+		}
+	}
+	if tx.b.Empty() {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := tx.b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("disk state: commit: %w", err)
+	}
+	if tx.added != nil {
+		d.names = tx.names
+		d.next = tx.next
+	}
+	if tx.rev > d.rev {
+		d.rev = tx.rev
+		d.cond.Broadcast()
+	}
+	return nil
+}
+
+// DiskTx is a write transaction of a DiskState (see Update).
+type DiskTx struct {
+	d     *DiskState
+	b     *pebble.Batch
+	rev   uint64
+	names map[string]uint32
+	next  uint32
+	added []string // projects numbered in this transaction
+	// memo is the last entity Current looked up, for the Offer that
+	// usually follows.
+	memo struct {
+		project string
+		kind    events.Kind
+		id      int64
+		key     []byte
+		sn      *snap
+		ok      bool
+	}
+}
+
+// NoteRev records that every key-value entry up to rev has been applied,
+// with the transaction's writes.
+func (tx *DiskTx) NoteRev(rev uint64) {
+	tx.rev = max(tx.rev, rev)
+}
+
+// prefix returns the project's key prefix "p"+number, numbering the
+// project when add is set and it has no number yet (nil otherwise).
+func (tx *DiskTx) prefix(project string, add bool) ([]byte, error) {
+	n, ok := tx.names[project]
+	if !ok {
+		if !add {
+			return nil, nil
+		}
+		if tx.added == nil {
+			tx.names = maps.Clone(tx.names)
+			tx.next = tx.d.next
+		}
+		n = tx.next
+		tx.next++
+		tx.names[project] = n
+		tx.added = append(tx.added, project)
+		if err := tx.b.Set(append([]byte("n"), project...), binary.BigEndian.AppendUint32(nil, n), nil); err != nil {
+			return nil, err
+		}
+	}
+	return projectPrefix(n), nil
+}
+
+func projectPrefix(n uint32) []byte {
+	return binary.BigEndian.AppendUint32(append(make([]byte, 0, 32), 'p'), n)
+}
+
+// Current returns the stored snapshot of the entity, or nil.
+func (tx *DiskTx) Current(project string, k events.Kind, id int64) (*snap, error) {
+	p, err := tx.prefix(project, false)
+	if p == nil || err != nil {
+		return nil, err
+	}
+	key, sn, err := tx.d.lookup(tx.b, p, project, k, id)
+	if err == nil {
+		m := &tx.memo
+		m.project, m.kind, m.id, m.key, m.sn, m.ok = project, k, id, key, sn, true
+	}
+	return sn, err
+}
+
+// lookup finds the entity's key and snapshot in r (nil key and snapshot
+// when absent).
+func (d *DiskState) lookup(r pebble.Reader, p []byte, project string, k events.Kind, id int64) ([]byte, *snap, error) {
+	var key []byte
+	switch k {
+	case events.KindInstance, events.KindSequence:
+		loc, err := d.get(r, locatorKey(p, k, id))
+		if loc == nil || err != nil {
+			return nil, nil, err
+		}
+		if len(loc) != 8 {
+			return nil, nil, fmt.Errorf("%s %d: bad locator", k, id)
+		}
+		key = ownedKey(p, loc, k, id)
+	default:
+		key = entityKey(p, k, id)
+	}
+	v, err := d.get(r, key)
+	if v == nil || err != nil {
+		return nil, nil, err
+	}
+	sn, err := loadSnap(project, k, v)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %d: %w", k, id, err)
+	}
+	return key, sn, nil
+}
+
+// Offer is DiskState.Offer inside the transaction.
+func (tx *DiskTx) Offer(project string, sn *snap) (old *snap, stored bool, err error) {
+	tx.NoteRev(sn.rev)
+	p, err := tx.prefix(project, true)
+	if err != nil {
+		return nil, false, err
+	}
+	var oldKey []byte
+	if m := &tx.memo; m.ok && m.project == project && m.kind == sn.kind && m.id == sn.id {
+		oldKey, old = m.key, m.sn
+	} else if oldKey, old, err = tx.d.lookup(tx.b, p, project, sn.kind, sn.id); err != nil {
+		return nil, false, err
+	}
+	tx.memo.ok = false
+	if old != nil && old.version >= sn.version {
+		if old.version == sn.version && sn.rev > old.rev {
+			old.rev = sn.rev
+			if err := tx.b.Set(oldKey, encodeValue(old), nil); err != nil {
+				return nil, false, err
+			}
+		}
+		return old, false, nil
+	}
+	key := snapKey(p, sn)
+	if oldKey != nil && !bytes.Equal(oldKey, key) {
+		if err := tx.b.Delete(oldKey, nil); err != nil {
+			return nil, false, err
+		}
+	}
+	if err := tx.b.Set(key, encodeValue(sn), nil); err != nil {
+		return nil, false, err
+	}
+	var was []diskIndex
+	if old != nil {
+		was = indexKeys(p, old)
+	}
+	now := indexKeys(p, sn)
+	for _, ix := range was {
+		if !slices.ContainsFunc(now, ix.same) {
+			if err := tx.b.Delete(ix.key, nil); err != nil {
+				return nil, false, err
+			}
+		}
+	}
+	for _, ix := range now {
+		if !slices.ContainsFunc(was, ix.sameValue) {
+			if err := tx.b.Set(ix.key, ix.val, nil); err != nil {
+				return nil, false, err
+			}
+		}
+	}
+	return old, true, nil
+}
+
+// diskIndex is one index (or locator) key and its value.
+type diskIndex struct{ key, val []byte }
+
+func (a diskIndex) same(b diskIndex) bool      { return bytes.Equal(a.key, b.key) }
+func (a diskIndex) sameValue(b diskIndex) bool { return a.same(b) && bytes.Equal(a.val, b.val) }
+
+// indexKeys are the index and locator keys that point at the snapshot.
+func indexKeys(p []byte, sn *snap) []diskIndex {
+	switch v := sn.val.(type) {
+	case *events.Instance:
+		return []diskIndex{{locatorKey(p, events.KindInstance, sn.id), appendID(nil, v.FileID)}}
+	case *events.Sequence:
+		return []diskIndex{{locatorKey(p, events.KindSequence, sn.id), appendID(nil, v.FileID)}}
+	case *events.Task:
+		return []diskIndex{
+			{fileSubKey(p, v.FileID, 't', sn.id), nil},
+			{appendID(appendID(append(slices.Clip(p), 'J'), v.JobID), sn.id), nil},
+		}
+	case *events.File:
+		if v.ParentID != nil {
+			return []diskIndex{{fileSubKey(p, *v.ParentID, 'c', sn.id), nil}}
+		}
+	}
+	return nil
+}
+
+// kindCode is the key letter of each kind stored by id.
+var kindCode = map[events.Kind]byte{
+	events.KindProject: 'P', events.KindDirectory: 'd', events.KindLabel: 'l',
+	events.KindAttributeGroup: 'g', events.KindJob: 'j', events.KindTask: 't',
+	events.KindFile: 'f', events.KindInstance: 'i', events.KindSequence: 's',
+}
+
+// appendID appends id big-endian with the sign bit flipped: byte order is
+// numeric order, negative ids included.
+func appendID(b []byte, id int64) []byte {
+	return binary.BigEndian.AppendUint64(b, uint64(id)^(1<<63))
+}
+
+func readID(b []byte) int64 { return int64(binary.BigEndian.Uint64(b) ^ (1 << 63)) }
+
+// entityKey is the key of an entity stored by id (not instances or
+// sequences, which live under their file).
+func entityKey(p []byte, k events.Kind, id int64) []byte {
+	key := append(slices.Clip(p), kindCode[k])
+	if k == events.KindProject {
+		return key
+	}
+	return appendID(key, id)
+}
+
+// fileSubKey is "p P f <file> <code> <id>".
+func fileSubKey(p []byte, file int64, code byte, id int64) []byte {
+	return appendID(append(appendID(append(slices.Clip(p), 'f'), file), code), id)
+}
+
+// ownedKey is the key of an instance or sequence under its file (fileBE:
+// the file id as stored in the locator).
+func ownedKey(p, fileBE []byte, k events.Kind, id int64) []byte {
+	return appendID(append(append(append(slices.Clip(p), 'f'), fileBE...), kindCode[k]), id)
+}
+
+// locatorKey is the key naming an instance's or sequence's file.
+func locatorKey(p []byte, k events.Kind, id int64) []byte {
+	code := byte('I')
+	if k == events.KindSequence {
+		code = 'S'
+	}
+	return appendID(append(slices.Clip(p), code), id)
+}
+
+// snapKey is where the snapshot is stored.
+func snapKey(p []byte, sn *snap) []byte {
+	switch v := sn.val.(type) {
+	case *events.Instance:
+		return fileSubKey(p, v.FileID, 'i', sn.id)
+	case *events.Sequence:
+		return fileSubKey(p, v.FileID, 's', sn.id)
+	}
+	return entityKey(p, sn.kind, sn.id)
+}
+
+// encodeValue is version, revision, then the snapshot's compact JSON.
+func encodeValue(sn *snap) []byte {
+	b := make([]byte, 0, 16+len(sn.raw))
+	b = binary.BigEndian.AppendUint64(b, uint64(sn.version))
+	b = binary.BigEndian.AppendUint64(b, sn.rev)
+	return append(b, sn.raw...)
+}
+
+// loadSnap decodes a stored value. The stored JSON is already compact
+// (every snapshot's raw is made by compact), so it is decoded as it is,
+// like decodeSnap does after compacting: the value is copied, never
+// kept, as Pebble reuses its buffers.
+func loadSnap(project string, k events.Kind, v []byte) (*snap, error) {
+	if len(v) < 16 {
+		return nil, errors.New("stored value too short")
+	}
+	raw := bytes.Clone(v[16:])
+	val, err := events.DecodeEntity(k, project, raw)
+	if err != nil {
+		return nil, err
+	}
+	sn, err := newSnap(k, raw, val)
+	if err != nil {
+		return nil, err
+	}
+	sn.rev = binary.BigEndian.Uint64(v[8:16])
+	return sn, nil
+}
+
+// Read calls fn with a consistent view of the store (a Pebble snapshot at
+// the revision Rev had when Read was called). Entities are decoded as fn
+// reads them; the snapshots it hands out are fresh (their render
+// fragments empty) and may be kept after fn returns, the view may not.
+//
+// Read returns the first error a read met (an I/O error or a stored value
+// that does not decode): the view then lacked those entities, so whatever
+// fn built from it must be discarded. (State.Read returns nothing; a
+// common interface needs a one-line adapter there.) The view is for one
+// goroutine at a time, and every Read must end before Close.
+func (d *DiskState) Read(fn func(View)) (err error) {
+	d.mu.Lock()
+	v := &diskView{s: d.db.NewSnapshot(), rev: d.rev, names: d.names}
+	d.mu.Unlock()
+	defer func() {
+		if v.open != 0 {
+			err = errors.Join(err, fmt.Errorf("disk state: %d iterators left open", v.open))
+		}
+		for _, it := range v.idle {
+			err = errors.Join(err, it.Close())
+		}
+		err = errors.Join(err, v.s.Close())
+	}()
+	fn(v)
+	return v.err
+}
+
+// diskView is the View of a DiskState: a Pebble snapshot, read through a
+// few iterators that are reused (a seek on a positioned iterator is
+// cheaper than a fresh iterator or a Get).
+type diskView struct {
+	s     *pebble.Snapshot
+	rev   uint64
+	names map[string]uint32
+	err   error
+	idle  []*pebble.Iterator
+	open  int // iterators in use
+}
+
+func (v *diskView) fail(err error) {
+	if err != nil && v.err == nil {
+		v.err = err
+	}
+}
+
+// iter returns an iterator over the snapshot: an idle one, or a new one.
+// Give it back with done.
+func (v *diskView) iter() *pebble.Iterator {
+	v.open++
+	if n := len(v.idle); n > 0 {
+		it := v.idle[n-1]
+		v.idle = v.idle[:n-1]
+		return it
+	}
+	it, err := v.s.NewIter(nil)
+	if err != nil {
+		v.fail(err)
+		return nil
+	}
+	return it
+}
+
+func (v *diskView) done(it *pebble.Iterator) {
+	v.open--
+	if it == nil {
+		return
+	}
+	if err := it.Error(); err != nil {
+		v.fail(err)
+		v.fail(it.Close())
+		return
+	}
+	v.idle = append(v.idle, it)
+}
+
+func (v *diskView) Rev() uint64 { return v.rev }
+
+func (v *diskView) Projects() []string { return slices.Sorted(maps.Keys(v.names)) }
+
+func (v *diskView) Project(name string) ProjectView {
+	n, ok := v.names[name]
+	if !ok {
+		return nil
+	}
+	return &diskProject{v: v, name: name, p: projectPrefix(n)}
+}
+
+// diskProject is the ProjectView of one project in a diskView.
+type diskProject struct {
+	v    *diskView
+	name string
+	p    []byte
+}
+
+// load decodes the value at key as a k, or nil when it is absent.
+func (dp *diskProject) load(k events.Kind, key []byte) *snap {
+	it := dp.v.iter()
+	defer dp.v.done(it)
+	if it == nil || !it.SeekGE(key) || !bytes.Equal(it.Key(), key) {
+		return nil
+	}
+	return dp.decode(k, it)
+}
+
+// decode decodes the iterator's value as a k, or nil when it does not
+// decode.
+func (dp *diskProject) decode(k events.Kind, it *pebble.Iterator) *snap {
+	val, err := it.ValueAndErr()
+	if err != nil {
+		dp.v.fail(err)
+		return nil
+	}
+	sn, err := loadSnap(dp.name, k, val)
+	if err != nil {
+		dp.v.fail(fmt.Errorf("disk state: %s %x: %w", k, it.Key(), err))
+		return nil
+	}
+	return sn
+}
+
+// scan yields, in key order, every key that is prefix and 8 more bytes,
+// positioned on it, skipping longer keys (a file's sub-keys when listing
+// files). The iterator is given back when the scan ends or the consumer
+// stops.
+func (dp *diskProject) scan(prefix []byte) iter.Seq[*pebble.Iterator] {
+	return func(yield func(*pebble.Iterator) bool) {
+		it := dp.v.iter()
+		defer dp.v.done(it)
+		if it == nil {
+			return
+		}
+		want := len(prefix) + 8
+		for ok := it.SeekGE(prefix); ok && bytes.HasPrefix(it.Key(), prefix); {
+			if key := it.Key(); len(key) != want {
+				if len(key) < want {
+					dp.v.fail(fmt.Errorf("disk state: short key %x", key))
+					ok = it.Next()
+					continue
+				}
+				// A sub-key of the entity before (a file's instances):
+				// step past them, seeking when there are many.
+				ok = skipPast(it, bytes.Clone(key[:want]))
+				continue
+			}
+			if !yield(it) {
+				return
+			}
+			ok = it.Next()
+		}
+	}
+}
+
+// skipPast moves it to the first key not prefixed by stem: a few Next
+// calls, then a seek.
+func skipPast(it *pebble.Iterator, stem []byte) bool {
+	for range 16 {
+		if !it.Next() {
+			return false
+		}
+		if !bytes.HasPrefix(it.Key(), stem) {
+			return true
+		}
+	}
+	return it.SeekGE(prefixEnd(stem))
+}
+
+// prefixEnd is the smallest key after every key with the prefix.
+func prefixEnd(prefix []byte) []byte {
+	end := bytes.Clone(prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// entities yields the snapshots stored under prefix, one per key of
+// exactly prefix + 8 bytes.
+func (dp *diskProject) entities(k events.Kind, prefix []byte) iter.Seq[*snap] {
+	return func(yield func(*snap) bool) {
+		for it := range dp.scan(prefix) {
+			if sn := dp.decode(k, it); sn != nil && !yield(sn) {
+				return
+			}
+		}
+	}
+}
+
+// indexed yields the k snapshots whose ids end the index keys under
+// prefix, looked up by key.
+func (dp *diskProject) indexed(k events.Kind, prefix []byte) iter.Seq[*snap] {
+	return func(yield func(*snap) bool) {
+		for it := range dp.scan(prefix) {
+			key := it.Key()
+			if sn := dp.load(k, entityKey(dp.p, k, readID(key[len(key)-8:]))); sn != nil && !yield(sn) {
+				return
+			}
+		}
+	}
+}
+
+func (dp *diskProject) kindPrefix(k events.Kind) []byte {
+	return append(slices.Clip(dp.p), kindCode[k])
+}
+
+func (dp *diskProject) filePrefix(file int64, code byte) []byte {
+	return append(appendID(dp.kindPrefix(events.KindFile), file), code)
+}
+
+func (dp *diskProject) Info() *snap {
+	return dp.load(events.KindProject, entityKey(dp.p, events.KindProject, 0))
+}
+
+func (dp *diskProject) all(k events.Kind) iter.Seq[*snap] { return dp.entities(k, dp.kindPrefix(k)) }
+
+func (dp *diskProject) one(k events.Kind, id int64) *snap { return dp.load(k, entityKey(dp.p, k, id)) }
+
+func (dp *diskProject) Labels() iter.Seq[*snap] { return dp.all(events.KindLabel) }
+func (dp *diskProject) Groups() iter.Seq[*snap] { return dp.all(events.KindAttributeGroup) }
+func (dp *diskProject) Dirs() iter.Seq[*snap]   { return dp.all(events.KindDirectory) }
+func (dp *diskProject) Jobs() iter.Seq[*snap]   { return dp.all(events.KindJob) }
+func (dp *diskProject) Tasks() iter.Seq[*snap]  { return dp.all(events.KindTask) }
+func (dp *diskProject) Files() iter.Seq[*snap]  { return dp.all(events.KindFile) }
+func (dp *diskProject) Label(id int64) *snap    { return dp.one(events.KindLabel, id) }
+func (dp *diskProject) Dir(id int64) *snap      { return dp.one(events.KindDirectory, id) }
+func (dp *diskProject) Job(id int64) *snap      { return dp.one(events.KindJob, id) }
+func (dp *diskProject) Task(id int64) *snap     { return dp.one(events.KindTask, id) }
+func (dp *diskProject) File(id int64) *snap     { return dp.one(events.KindFile, id) }
+
+func (dp *diskProject) Instances(file int64) iter.Seq[*snap] {
+	return dp.entities(events.KindInstance, dp.filePrefix(file, 'i'))
+}
+
+func (dp *diskProject) Sequences(file int64) iter.Seq[*snap] {
+	return dp.entities(events.KindSequence, dp.filePrefix(file, 's'))
+}
+
+func (dp *diskProject) FileTasks(file int64) iter.Seq[*snap] {
+	return dp.indexed(events.KindTask, dp.filePrefix(file, 't'))
+}
+
+func (dp *diskProject) JobTasks(job int64) iter.Seq[*snap] {
+	return dp.indexed(events.KindTask, appendID(append(slices.Clip(dp.p), 'J'), job))
+}
+
+func (dp *diskProject) Children(file int64) iter.Seq[*snap] {
+	return dp.indexed(events.KindFile, dp.filePrefix(file, 'c'))
+}
+
+// quietLogger drops Pebble's informational messages and passes its errors
+// to Pebble's default logger.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)           {}
+func (quietLogger) Errorf(format string, a ...any) { pebble.DefaultLogger.Errorf(format, a...) }
+func (quietLogger) Fatalf(format string, a ...any) { pebble.DefaultLogger.Fatalf(format, a...) }
