@@ -206,6 +206,18 @@ func (pl *plan) render(w io.Writer, id int64, at time.Time) (Result, error) {
 	}, nil
 }
 
+// contentHash returns the hash render reports as ContentHash, computing
+// only that one (no object bytes, no full hash): what deciding "unchanged"
+// before uploading needs.
+func (pl *plan) contentHash() (string, error) {
+	content := sha256.New()
+	content.Write(pl.header(0, time.Time{}, true))
+	if err := pl.renderBody(&countingHash{hashes: []hash.Hash{content}}); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(content.Sum(nil)), nil
+}
+
 // applyLocal stores an event's snapshot in memory only (no key-value
 // write), for tests, benchmarks and replay. It reports the change, or nil
 // when the event was stale.
