@@ -32,6 +32,9 @@ type Config struct {
 	Connections []Connection `yaml:"connections"`
 	// Exports are the export definitions. Default has none.
 	Exports []Export `yaml:"exports"`
+	// Records says how long the export records (the history the API,
+	// the CLI and the page show) are kept in the records bucket.
+	Records Records `yaml:"records"`
 	// HTTP configures the HTTP listener.
 	HTTP HTTP `yaml:"http"`
 	// Log configures logging.
@@ -327,6 +330,27 @@ type Coalesce struct {
 	MaxDelay time.Duration `yaml:"max_delay"`
 }
 
+// Records is the retention of the export records: a record is deleted
+// when it ended (completed_time, else created_time) more than MaxAge ago,
+// or when its definition has KeepLast newer records. Ad-hoc exports count
+// as one definition, "adhoc". A record still running, a definition's
+// newest complete record and its newest skipped one are never deleted.
+// Both 0: records are kept forever.
+type Records struct {
+	// KeepLast is how many of each definition's newest records are kept;
+	// default DefaultRecordsKeepLast, 0: no limit by count.
+	KeepLast int `yaml:"keep_last"`
+	// MaxAge is how long a record is kept after it ended; default
+	// DefaultRecordsMaxAge, 0: no limit by age.
+	MaxAge time.Duration `yaml:"max_age"`
+}
+
+// Records defaults.
+const (
+	DefaultRecordsKeepLast = 1000
+	DefaultRecordsMaxAge   = 30 * 24 * time.Hour
+)
+
 // HTTP configures the HTTP listener (API, UI, metrics, health).
 type HTTP struct {
 	// Listen is the host:port to listen on.
@@ -351,7 +375,8 @@ type Log struct {
 // Default returns the configuration used when no file is given, and the
 // base every file is decoded onto: an embedded NATS server on
 // 127.0.0.1:4222 storing under ./data/nats, one connection "local-disk" of
-// type local writing to ./data/bucket, no exports, HTTP on 127.0.0.1:8080,
+// type local writing to ./data/bucket, no exports, export records kept
+// for 30 days and at most 1000 per definition, HTTP on 127.0.0.1:8080,
 // JSON logs at level info, the host name as deployment. Each call returns
 // a new Config; Default is valid if the host name is known and fits
 // [A-Za-z0-9._-]+.
@@ -378,6 +403,7 @@ func Default() *Config {
 			Type:  TypeLocal,
 			Local: &Local{Dir: "./data/bucket"},
 		}},
+		Records:    Records{KeepLast: DefaultRecordsKeepLast, MaxAge: DefaultRecordsMaxAge},
 		HTTP:       HTTP{Listen: "127.0.0.1:8080"},
 		Log:        Log{Level: "info", Format: "json"},
 		Deployment: hostname(),

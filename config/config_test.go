@@ -191,6 +191,7 @@ func TestFeaturesFile(t *testing.T) {
 	want.NATS.MaxEventBytes = 4 << 20
 	want.NATS.MaxEventDepth = 128
 	want.Deployment = "eu-1"
+	want.Records = Records{KeepLast: 50, MaxAge: 168 * time.Hour}
 	want.HTTP.PublicURL = "https://exports.example.com"
 	want.HTTP.Token = "api-tok"
 	want.Connections = []Connection{
@@ -279,6 +280,44 @@ func TestDeploymentDefault(t *testing.T) {
 		if cfg.Deployment != want {
 			t.Errorf("Parse(%q): deployment %q, want %q", data, cfg.Deployment, want)
 		}
+	}
+}
+
+// TestRecordsDefaults: export records are kept 30 days, at most 1000 per
+// definition, unless the file says otherwise; an empty records block keeps
+// the defaults, and explicit zeros (a rule turned off) are kept.
+func TestRecordsDefaults(t *testing.T) {
+	if got, want := Default().Records, (Records{KeepLast: 1000, MaxAge: 720 * time.Hour}); got != want {
+		t.Errorf("Default().Records = %+v, want %+v", got, want)
+	}
+	for data, want := range map[string]Records{
+		"records:\n":                            {KeepLast: 1000, MaxAge: 720 * time.Hour},
+		"records: {keep_last: 10}\n":            {KeepLast: 10, MaxAge: 720 * time.Hour},
+		"records: {max_age: 24h}\n":             {KeepLast: 1000, MaxAge: 24 * time.Hour},
+		"records: {keep_last: 0, max_age: 0}\n": {},
+	} {
+		cfg, err := Parse([]byte(data), nil)
+		if err != nil {
+			t.Errorf("Parse(%q): %v", data, err)
+			continue
+		}
+		if cfg.Records != want {
+			t.Errorf("Parse(%q): records %+v, want %+v", data, cfg.Records, want)
+		}
+	}
+	c := Default()
+	c.Records = Records{KeepLast: -1, MaxAge: -time.Second}
+	err := c.Validate()
+	var errs *Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("Validate: %v, want *Errors", err)
+	}
+	want := []Problem{
+		{Path: "records.keep_last", Message: "must not be negative (got -1; 0 keeps any number of records)"},
+		{Path: "records.max_age", Message: "must not be negative (got -1s; 0 keeps records of any age)"},
+	}
+	if diff := cmp.Diff(want, errs.Problems); diff != "" {
+		t.Errorf("problems (-want +got):\n%s", diff)
 	}
 }
 

@@ -50,6 +50,8 @@ var (
 //     "." or ".." segments or "//", ending in "/" (or empty: the bucket
 //     root), and no two exports share connection and path; coalesce.quiet
 //     >= 0, coalesce.max_delay > 0 and >= quiet; keep_last >= 0.
+//   - records.keep_last >= 0 and records.max_age >= 0 (0: that rule is
+//     off).
 //   - http.listen is host:port, http.public_url empty or an http(s) URL,
 //     http.token set when http.listen is not a loopback address; log.level is debug, info, warn or error;
 //     log.format is json or text.
@@ -91,6 +93,12 @@ func (c *Config) problems() []issue {
 	ch.nats(&c.NATS)
 	conns := ch.connections(c.Connections)
 	ch.exports(c.Exports, conns)
+	if c.Records.KeepLast < 0 {
+		ch.add("records.keep_last", "must not be negative (got %d; 0 keeps any number of records)", c.Records.KeepLast)
+	}
+	if c.Records.MaxAge < 0 {
+		ch.add("records.max_age", "must not be negative (got %s; 0 keeps records of any age)", c.Records.MaxAge)
+	}
 	ch.hostPort("http.listen", c.HTTP.Listen)
 	ch.httpURL("http.public_url", c.HTTP.PublicURL)
 	if c.HTTP.Token == "" && !loopbackListen(c.HTTP.Listen) {

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -288,193 +286,75 @@ type RecordPage struct {
 }
 
 // Records returns a page of the records that match f, newest (highest
-// id) first. It reads the in-memory index the records watch keeps, so it
-// does no I/O.
+// id) first. It selects the page in the in-memory index the records watch
+// keeps, then reads from the records bucket the page's records the index
+// does not hold in full (at most Limit reads, 16 at a time, within 10 s);
+// a record that cannot be read is left out of the page and logged.
 func (p *Pipeline) Records(f RecordFilter) RecordPage {
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
 	f.Limit = min(f.Limit, 1000)
-	return p.index.list(f)
+	items, total, more := p.index.page(f)
+	return RecordPage{Records: p.fill(items), Total: total, More: more}
 }
 
-// WaitRecord waits until export id is complete, failed or skipped and returns its
-// record, or ctx's error.
+// WaitRecord waits until export id is complete, failed or skipped and
+// returns its record, or ctx's error (with the record as it stands, if
+// known). If the record is deleted from the records bucket before it is
+// read, an error wrapping jetstream.ErrKeyNotFound is returned.
 func (p *Pipeline) WaitRecord(ctx context.Context, id int64) (*Record, error) {
 	for {
-		r, changed := p.index.get(id)
-		if r != nil && Final(r.Status) {
-			return r, nil
+		found, final, changed := p.index.state(id)
+		if found && final {
+			if r := p.index.held(id); r != nil && Final(r.Status) {
+				return r, nil
+			}
+			r, err := p.fetch(ctx, id, p.index.revOf(id))
+			if err != nil {
+				return nil, err
+			}
+			if Final(r.Status) {
+				return r, nil
+			}
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return r, context.Cause(ctx)
+			return p.index.held(id), context.Cause(ctx)
 		}
 	}
 }
 
-// LatestRecord returns the newest complete export of the definition.
+// LatestRecord returns the newest complete export of the definition, or
+// nil. Retention never deletes it.
 func (p *Pipeline) LatestRecord(name string) *Record {
-	return p.index.latest(name)
-}
-
-// recordIndex is the in-memory copy of every export record, fed by a
-// watch on the records bucket.
-type recordIndex struct {
-	mu      sync.Mutex
-	byID    map[int64]*Record
-	rev     map[int64]uint64 // key-value revision of each record held
-	ids     []int64          // ascending
-	changed chan struct{}
-}
-
-func newRecordIndex() *recordIndex {
-	return &recordIndex{byID: map[int64]*Record{}, rev: map[int64]uint64{}, changed: make(chan struct{})}
-}
-
-// put stores r, written at key-value revision rev, unless the index holds
-// a newer write of it (this replica's own writes arrive twice: directly
-// and through the watch).
-func (x *recordIndex) put(r *Record, rev uint64) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if rev < x.rev[r.ID] {
-		return
+	id, r := p.index.latest(name)
+	if r == nil && id != 0 {
+		r = p.lookup(id)
 	}
-	x.rev[r.ID] = rev
-	if _, ok := x.byID[r.ID]; !ok {
-		i := sort.Search(len(x.ids), func(i int) bool { return x.ids[i] >= r.ID })
-		x.ids = slices.Insert(x.ids, i, r.ID)
-	}
-	x.byID[r.ID] = r
-	close(x.changed)
-	x.changed = make(chan struct{})
-}
-
-func (x *recordIndex) remove(id int64) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if _, ok := x.byID[id]; !ok {
-		return
-	}
-	delete(x.byID, id)
-	delete(x.rev, id)
-	if i, ok := slices.BinarySearch(x.ids, id); ok {
-		x.ids = slices.Delete(x.ids, i, i+1)
-	}
-}
-
-func (x *recordIndex) get(id int64) (*Record, <-chan struct{}) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	r := x.byID[id]
-	if r != nil {
-		c := *r
-		r = &c
-	}
-	return r, x.changed
-}
-
-func (x *recordIndex) list(f RecordFilter) RecordPage {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	var pg RecordPage
-	for i := len(x.ids) - 1; i >= 0; i-- {
-		r := x.byID[x.ids[i]]
-		if f.Definition != "" && r.Name != f.Definition || f.Project != "" && r.Project != f.Project ||
-			f.Status != "" && r.Status != f.Status {
-			continue
-		}
-		pg.Total++
-		if f.Before > 0 && r.ID >= f.Before {
-			continue
-		}
-		if len(pg.Records) < f.Limit {
-			pg.Records = append(pg.Records, *r)
-		} else {
-			pg.More = true
-		}
-	}
-	return pg
+	return r
 }
 
 // SkippedRecord returns the definition's newest attempt when it was
 // skipped because its source matched no file (its StatusText says why),
 // or nil when the newest finished attempt wrote an export (or failed).
+// Retention never deletes it.
 func (p *Pipeline) SkippedRecord(name string) *Record {
-	return p.index.skipped(name)
-}
-
-func (x *recordIndex) skipped(name string) *Record {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	for i := len(x.ids) - 1; i >= 0; i-- {
-		r := x.byID[x.ids[i]]
-		if r.Name != name || !Final(r.Status) {
-			continue
-		}
-		if r.Status != StatusSkipped {
-			return nil
-		}
-		c := *r
-		return &c
+	id, r := p.index.skipped(name)
+	if r == nil && id != 0 {
+		r = p.lookup(id)
 	}
-	return nil
+	return r
 }
 
-func (x *recordIndex) latest(name string) *Record {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	for i := len(x.ids) - 1; i >= 0; i-- {
-		if r := x.byID[x.ids[i]]; r.Name == name && r.Status == StatusComplete {
-			c := *r
-			return &c
-		}
-	}
-	return nil
-}
-
-// watchRecords keeps the index current from the records bucket, opening
-// the watch again if it ends on its own.
-func (p *Pipeline) watchRecords(ctx context.Context) error {
-	for {
-		w, err := p.records.Watch(ctx, "export.*")
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("watch export records: %w", err)
-		}
-		for e := range w.Updates() {
-			if e == nil {
-				continue // the end of the initial values
-			}
-			id, err := strconv.ParseInt(strings.TrimPrefix(e.Key(), "export."), 10, 64)
-			if err != nil {
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				p.index.remove(id)
-				continue
-			}
-			var r Record
-			if json.Unmarshal(e.Value(), &r) == nil {
-				p.index.put(&r, e.Revision())
-			}
-		}
-		_ = w.Stop()
-		if ctx.Err() != nil {
-			return nil
-		}
-		p.log.Warn("export records watch ended; opening it again")
-		time.Sleep(time.Second)
-	}
-}
-
-// RecordByID returns export id's record from the index, and whether it
-// exists.
+// RecordByID returns export id's record, and whether it exists: from the
+// index, or read from the records bucket when the index holds only its
+// summary. A record the index does not know does not exist.
 func (p *Pipeline) RecordByID(id int64) (*Record, bool) {
-	r, _ := p.index.get(id)
+	if found, _, _ := p.index.state(id); !found {
+		return nil, false
+	}
+	r := p.lookup(id)
 	return r, r != nil
 }

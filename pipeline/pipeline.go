@@ -64,6 +64,16 @@ type Options struct {
 	Uploads              map[string]int
 	Logger               *slog.Logger
 	Registerer           prometheus.Registerer
+
+	// RecordsKeepLast, when > 0, keeps each definition's newest
+	// RecordsKeepLast export records in the records bucket (ad-hoc exports
+	// count as one definition, AdhocName) and deletes older ones;
+	// RecordsMaxAge, when > 0, deletes records that ended (completed_time,
+	// else created_time) longer ago. Neither deletes a record that is not
+	// final, nor a definition's newest complete or newest skipped record.
+	// Both 0: records are kept forever.
+	RecordsKeepLast int
+	RecordsMaxAge   time.Duration
 }
 
 // Pipeline is the state plus the exporter. Create it with Open, feed it

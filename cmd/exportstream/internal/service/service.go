@@ -169,6 +169,8 @@ func (s *Service) Run(ctx context.Context) error {
 		OwnerDead:     deadOnThisHost(host),
 		Logger:        s.log.With("part", "pipeline"),
 		Registerer:    s.reg,
+		// Export record retention (config records).
+		RecordsKeepLast: cfg.Records.KeepLast, RecordsMaxAge: cfg.Records.MaxAge,
 	})
 	if err != nil {
 		return err
