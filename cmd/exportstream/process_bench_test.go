@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -251,6 +253,27 @@ log:
 		}
 		cons, err = js.Consumer(ctx, "DIFFGRAM_EVENTS", "exportstream")
 	}
+	// EXPORTSTREAM_BENCH_PROFILE=<dir>: a 10 s CPU profile of the
+	// service while it drains, from its /debug/pprof.
+	profiled := make(chan struct{})
+	if dir := os.Getenv("EXPORTSTREAM_BENCH_PROFILE"); dir != "" {
+		go func() {
+			defer close(profiled)
+			addr := serviceHTTPAddr(logPath)
+			if addr == "" {
+				return
+			}
+			resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=10")
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("drain-%d-%s.pprof", files, filepath.Base(svcBin))), raw, 0o644)
+		}()
+	} else {
+		close(profiled)
+	}
 	var drained time.Duration
 	for end := time.Now().Add(20 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
 		info, err := cons.Info(ctx)
@@ -262,6 +285,7 @@ log:
 			b.Fatalf("the service did not drain the backlog: %+v %v", info, err)
 		}
 	}
+	<-profiled
 	latest := filepath.Join(bucket, "exports", "all", "latest.json")
 	exportID := func() string {
 		raw, err := os.ReadFile(latest)
@@ -310,4 +334,24 @@ log:
 	b.ReportMetric(regen.Seconds(), "s-regen-after-edit(quiet-1s)")
 	b.ReportMetric(rss, "MB-peak-RSS")
 	b.StartTimer()
+}
+
+// serviceHTTPAddr waits for the service's "exportstream running" log line
+// and returns its HTTP address.
+func serviceHTTPAddr(logPath string) string {
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		raw, _ := os.ReadFile(logPath)
+		for _, line := range strings.Split(string(raw), "\n") {
+			if !strings.Contains(line, `"msg":"exportstream running"`) {
+				continue
+			}
+			var l struct {
+				HTTP string `json:"http"`
+			}
+			if json.Unmarshal([]byte(line), &l) == nil {
+				return l.HTTP
+			}
+		}
+	}
+	return ""
 }
