@@ -97,7 +97,7 @@ type Pipeline struct {
 
 	manualMu sync.Mutex
 	manual   map[string]*Record // per definition: a manual request waiting for its export
-	index    *recordIndex       // every export record, newest last
+	index    *recordIndex       // the export records retention keeps: summaries, and the full records still needed (records.go)
 	adhoc    sync.WaitGroup     // ad-hoc exports running
 	ctx      atomic.Pointer[context.Context]
 
