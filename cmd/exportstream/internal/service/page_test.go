@@ -531,6 +531,18 @@ func TestPage(t *testing.T) {
 		t.Errorf("the ad-hoc result shows %s files, the record has %d", files, adhoc.FileListLength)
 	}
 
+	// An ad-hoc source that matches no file: nothing is written, and the
+	// page says why.
+	p.do("ask for a directory that does not exist",
+		selectOption(`[data-testid=adhoc-source-kind]`, "directory"),
+		chromedp.SetValue(chromedp.CSS(`[data-testid=adhoc-source-value]`), "Luckfril"),
+		chromedp.Click(chromedp.CSS(`[data-testid=adhoc-submit]`)))
+	p.waitFor("the empty-source message", `!document.getElementById("message").hidden &&
+		document.getElementById("message").textContent.includes('no directory "Luckfril"')`, 10*time.Second)
+	if msg := eval[string](p, `document.getElementById("message").textContent`); !strings.Contains(msg, "Luckfrill (id 7)") {
+		t.Errorf("the page's message for an empty ad-hoc source: %q, want it to name the directories there are", msg)
+	}
+
 	// Dead letters: the API's count, and its newest reasons, as text.
 	if shown := eval[string](p, `document.getElementById("deadletter-count").textContent`); shown != strconv.Itoa(dl.Count) {
 		t.Errorf("the page shows %s dead letters, the API %d", shown, dl.Count)
