@@ -71,24 +71,31 @@ var projectRe = regexp.MustCompile(`^[a-z0-9-]+$`)
 // matched exactly (CloudEvents requires lower case); with a repeated
 // attribute, the last one counts.
 type envelope struct {
-	SpecVersion, ID, Source, Type, DiffgramProject *string
+	SpecVersion, ID, Source, Type, DiffgramProject attr
 	Data                                           json.RawMessage
+}
+
+// attr is a CloudEvents string attribute: set is false when it is absent
+// or null.
+type attr struct {
+	s   string
+	set bool
 }
 
 // decodeEnvelope reads the attributes with one validity scan and a
 // member scan, without reflection.
-func decodeEnvelope(body []byte) (*envelope, error) {
+func decodeEnvelope(body []byte) (envelope, error) {
 	if !json.Valid(body) {
 		var v any
-		return nil, bad("body is not a JSON object: %s", jsonReason(json.Unmarshal(body, &v)))
+		return envelope{}, bad("body is not a JSON object: %s", jsonReason(json.Unmarshal(body, &v)))
 	}
 	if i := skipSpace(body, 0); i >= len(body) || body[i] != '{' {
-		return nil, bad("body is not a JSON object")
+		return envelope{}, bad("body is not a JSON object")
 	}
-	env := &envelope{}
+	var env envelope
 	var buf [16]Field
 	for _, f := range AppendFields(buf[:0], body) {
-		var dst **string
+		var dst *attr
 		switch f.Key {
 		case "specversion":
 			dst = &env.SpecVersion
@@ -110,14 +117,18 @@ func decodeEnvelope(body []byte) (*envelope, error) {
 			continue
 		}
 		if string(f.Val) == "null" {
-			*dst = nil
+			*dst = attr{}
+			continue
+		}
+		if f.Key == "specversion" && string(f.Val) == `"1.0"` {
+			*dst = attr{"1.0", true} // the usual value, without a copy
 			continue
 		}
 		str, ok := jsonString(f.Val)
 		if !ok {
-			return nil, bad("bad CloudEvents attribute: field %s: %s is not a string", f.Key, jsonValueKind(f.Val))
+			return envelope{}, bad("bad CloudEvents attribute: field %s: %s is not a string", f.Key, jsonValueKind(f.Val))
 		}
-		*dst = &str
+		*dst = attr{str, true}
 	}
 	return env, nil
 }
@@ -209,18 +220,18 @@ func DecodeWith(subject string, body []byte, lim Limits) (*Event, error) {
 		return nil, err
 	}
 	switch {
-	case env.SpecVersion == nil:
+	case !env.SpecVersion.set:
 		return nil, bad("not a CloudEvent: missing specversion")
-	case *env.SpecVersion != "1.0":
-		return nil, bad("specversion %q is not 1.0", *env.SpecVersion)
-	case env.ID == nil || *env.ID == "":
+	case env.SpecVersion.s != "1.0":
+		return nil, bad("specversion %q is not 1.0", env.SpecVersion.s)
+	case env.ID.s == "":
 		return nil, bad("missing id")
-	case env.Source == nil || *env.Source == "":
+	case env.Source.s == "":
 		return nil, bad("missing source")
-	case env.Type == nil || *env.Type == "":
+	case env.Type.s == "":
 		return nil, bad("missing type")
 	}
-	ev := &Event{ID: *env.ID, Type: *env.Type}
+	ev := &Event{ID: env.ID.s, Type: env.Type.s}
 	entity, action, ok := strings.Cut(strings.TrimPrefix(ev.Type, "diffgram."), ".")
 	if !strings.HasPrefix(ev.Type, "diffgram.") || !ok {
 		return nil, bad("unknown type %q", ev.Type)
@@ -239,11 +250,11 @@ func DecodeWith(subject string, body []byte, lim Limits) (*Event, error) {
 	if se != entity || sa != action {
 		return nil, bad("subject %q and type %q disagree", subject, ev.Type)
 	}
-	if env.DiffgramProject == nil || *env.DiffgramProject == "" {
+	if env.DiffgramProject.s == "" {
 		return nil, bad("missing diffgramproject")
 	}
-	if sp != *env.DiffgramProject {
-		return nil, bad("subject project %q and diffgramproject %q disagree", sp, *env.DiffgramProject)
+	if sp != env.DiffgramProject.s {
+		return nil, bad("subject project %q and diffgramproject %q disagree", sp, env.DiffgramProject.s)
 	}
 	if !projectRe.MatchString(sp) {
 		return nil, bad("project %q is not [a-z0-9-]+", sp)

@@ -39,7 +39,7 @@ func AppendFields(out []Field, raw []byte) []Field {
 		if end < 0 || raw[i] != '"' {
 			return out
 		}
-		key := string(raw[i+1 : end-1])
+		key := knownKey(raw[i+1 : end-1])
 		if bytes.IndexByte(raw[i:end], '\\') >= 0 {
 			var k string
 			if json.Unmarshal(raw[i:end], &k) != nil {
