@@ -128,11 +128,8 @@ func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, er
 		return nil, err
 	}
 	pl := p.state.buildPlan(&d)
-	rev := pl.rev
 	if pl.empty != "" {
-		now := time.Now().UTC()
-		r.Ref, r.StateRevision = d.ref(pl), rev
-		r.Status, r.StatusText, r.PercentComplete, r.CompletedTime = StatusSkipped, pl.empty, 100, &now
+		r.skipped(&d, pl)
 		if err := p.putRecord(ctx, r); err != nil {
 			return nil, fmt.Errorf("export record: %w", err)
 		}
@@ -143,16 +140,16 @@ func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, er
 	c := *r
 	p.adhoc.Go(func() {
 		ctx := p.runCtx()
-		if err := p.runAdhoc(ctx, &d, bucket, r, pl, rev); err != nil {
+		if err := p.runAdhoc(ctx, &d, bucket, r, pl); err != nil {
 			p.log.Error("ad-hoc export failed", "export_id", r.ID, "err", err)
 		}
 	})
 	return &c, nil
 }
 
-// runAdhoc renders and writes one ad-hoc export: data object, manifest,
-// record, completion event.
-func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connectors.Bucket, r *Record, pl *plan, rev uint64) error {
+// runAdhoc renders and writes one ad-hoc export of the plan pl: data
+// object, manifest, record, completion event.
+func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connectors.Bucket, r *Record, pl *plan) error {
 	slot := p.slots[d.Connection]
 	select {
 	case slot <- struct{}{}:
@@ -161,7 +158,7 @@ func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connector
 	}
 	defer func() { <-slot }()
 	start := time.Now()
-	r.StateRevision = rev
+	r.StateRevision = pl.rev
 	r.Ref = d.ref(pl)
 	stem := d.objectStem(r.ID, r.Ref, r.CreatedTime)
 	r.Key, r.ManifestKey = stem+".json", stem+".manifest.json"

@@ -203,28 +203,7 @@ func (d *DiskState) Rev() uint64 {
 // WaitRev blocks until the store has applied key-value revision rev, or
 // done is closed (then it reports false).
 func (d *DiskState) WaitRev(rev uint64, done <-chan struct{}) bool {
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		select {
-		case <-done:
-			d.mu.Lock()
-			d.cond.Broadcast()
-			d.mu.Unlock()
-		case <-stop:
-		}
-	}()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for d.rev < rev {
-		select {
-		case <-done:
-			return false
-		default:
-		}
-		d.cond.Wait()
-	}
-	return true
+	return waitRevision(d.cond, func() uint64 { return d.rev }, rev, done)
 }
 
 // Offer stores sn in the project if it is newer than what the store holds,

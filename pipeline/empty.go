@@ -31,16 +31,7 @@ func emptyReason(v View, d *Definition, pv ProjectView, pl *plan) string {
 			names := namesOf(pv.Dirs(), func(v any) string { return v.(*events.Directory).Nickname })
 			return fmt.Sprintf("no directory %s in project %s (directories: %s)", d.Source.describe(), d.Project, listed(names, len(names)))
 		}
-		n, total := 0, 0
-		for f := range pv.Files() {
-			fv := f.val.(*events.File)
-			if !fv.Removed() && slices.Contains(fv.DirectoryIDs, pl.dir.id) {
-				total++
-				if fv.Complete() {
-					n++
-				}
-			}
-		}
+		total, n := countFiles(pv, func(f *events.File) bool { return slices.Contains(f.DirectoryIDs, pl.dir.id) })
 		return fmt.Sprintf("directory %q in project %s has no %sfiles (%s)", pl.dir.val.(*events.Directory).Nickname, d.Project, what, counted(d.Completion, total, n, "file"))
 	case SourceJob:
 		if pl.job == nil {
@@ -75,16 +66,22 @@ func emptyReason(v View, d *Definition, pv ProjectView, pl *plan) string {
 		}
 		return fmt.Sprintf("task %d in project %s is %s, so it has no %sfile", t.ID, d.Project, t.Status, what)
 	}
-	n, total := 0, 0
+	total, n := countFiles(pv, func(*events.File) bool { return true })
+	return fmt.Sprintf("project %s has no %sfiles (%s)", d.Project, what, counted(d.Completion, total, n, "file"))
+}
+
+// countFiles counts the project's files that are not removed and that in
+// keeps, and how many of those are complete.
+func countFiles(pv ProjectView, in func(*events.File) bool) (total, complete int) {
 	for f := range pv.Files() {
-		if fv := f.val.(*events.File); !fv.Removed() {
+		if fv := f.val.(*events.File); !fv.Removed() && in(fv) {
 			total++
 			if fv.Complete() {
-				n++
+				complete++
 			}
 		}
 	}
-	return fmt.Sprintf("project %s has no %sfiles (%s)", d.Project, what, counted(d.Completion, total, n, "file"))
+	return total, complete
 }
 
 // namesOf lists entities as "name (id N)", in the order given.

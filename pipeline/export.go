@@ -148,9 +148,8 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	}
 	start := time.Now()
 	pl := p.state.buildPlan(d)
-	stateRev := pl.rev
 	if pl.empty != "" {
-		if err := p.skip(ctx, d, st, retry, trigger, pl, mark, stateRev); err != nil {
+		if err := p.skip(ctx, d, st, retry, trigger, pl, mark); err != nil {
 			return retry, false, err
 		}
 		return nil, true, nil
@@ -193,7 +192,7 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 		Completion: d.Completion, IncludeRemoved: d.IncludeRemovedInstances,
 		Status: StatusGenerating, CreatedTime: at, FileListLength: len(pl.files), InstanceCount: pl.nInst,
 		Connection: d.Connection, Key: stem + ".json", ManifestKey: stem + ".manifest.json",
-		Watermark: mark.Watermark, StateRevision: stateRev, Trigger: trigger, FormatVersion: FormatVersion,
+		Watermark: mark.Watermark, StateRevision: pl.rev, Trigger: trigger, FormatVersion: FormatVersion,
 	}
 	if err := p.putRecord(ctx, rec); err != nil {
 		return rec, false, fmt.Errorf("export record: %w", err)
@@ -233,12 +232,11 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 // skipped, with the reason. Without req, a new record is kept only when
 // the reason (or the definition) changed since the last skip, so a source
 // that stays empty does not add a record per event.
-func (p *Pipeline) skip(ctx context.Context, d *Definition, st *definitionState, req *Record, trigger string, pl *plan, mark dirtyMark, stateRev uint64) error {
+func (p *Pipeline) skip(ctx context.Context, d *Definition, st *definitionState, req *Record, trigger string, pl *plan, mark dirtyMark) error {
 	fp := d.fingerprint()
 	if req == nil && st != nil && st.Skipped != nil && st.Skipped.Reason == pl.empty && st.Skipped.Fingerprint == fp {
 		return nil
 	}
-	now := time.Now().UTC()
 	rec := req
 	if rec == nil {
 		id, err := p.nextID(ctx)
@@ -246,13 +244,11 @@ func (p *Pipeline) skip(ctx context.Context, d *Definition, st *definitionState,
 			return fmt.Errorf("allocate export id: %w", err)
 		}
 		rec = &Record{ID: id, Name: d.Name, Project: d.Project, Source: string(d.Source.Kind),
-			Completion: d.Completion, IncludeRemoved: d.IncludeRemovedInstances, CreatedTime: now,
+			Completion: d.Completion, IncludeRemoved: d.IncludeRemovedInstances, CreatedTime: time.Now().UTC(),
 			Connection: d.Connection, Trigger: trigger, FormatVersion: FormatVersion}
 	}
-	rec.Ref = d.ref(pl)
-	rec.Status, rec.StatusText, rec.PercentComplete, rec.CompletedTime = StatusSkipped, pl.empty, 100, &now
-	rec.Key, rec.ManifestKey, rec.FileListLength, rec.InstanceCount = "", "", 0, 0
-	rec.Watermark, rec.StateRevision = mark.Watermark, stateRev
+	rec.skipped(d, pl)
+	rec.Watermark = mark.Watermark
 	if err := p.putRecord(ctx, rec); err != nil {
 		return fmt.Errorf("export record: %w", err)
 	}

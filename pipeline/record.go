@@ -97,3 +97,13 @@ type dirtyMark struct {
 	Watermark     uint64    `json:"watermark"`
 	Time          time.Time `json:"time"`
 }
+
+// skipped marks r as an attempt of d that wrote nothing because its
+// source matched no file: the plan pl says why and at which state
+// revision.
+func (r *Record) skipped(d *Definition, pl *plan) {
+	now := time.Now().UTC()
+	r.Ref, r.StateRevision = d.ref(pl), pl.rev
+	r.Status, r.StatusText, r.PercentComplete, r.CompletedTime = StatusSkipped, pl.empty, 100, &now
+	r.Key, r.ManifestKey, r.FileListLength, r.InstanceCount = "", "", 0, 0
+}

@@ -216,26 +216,33 @@ func (s *State) noteRev(rev uint64) {
 // waitRev blocks until the state has applied key-value revision rev, or
 // done is closed.
 func (s *State) waitRev(rev uint64, done <-chan struct{}) bool {
+	return waitRevision(s.cond, func() uint64 { return s.rev }, rev, done)
+}
+
+// waitRevision blocks until cur() reaches want, or done is closed (then
+// it reports false). cond.L guards what cur reads, and cond is broadcast
+// whenever it grows.
+func waitRevision(cond *sync.Cond, cur func() uint64, want uint64, done <-chan struct{}) bool {
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
 		select {
 		case <-done:
-			s.mu.Lock()
-			s.cond.Broadcast()
-			s.mu.Unlock()
+			cond.L.Lock()
+			cond.Broadcast()
+			cond.L.Unlock()
 		case <-stop:
 		}
 	}()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for s.rev < rev {
+	cond.L.Lock()
+	defer cond.L.Unlock()
+	for cur() < want {
 		select {
 		case <-done:
 			return false
 		default:
 		}
-		s.cond.Wait()
+		cond.Wait()
 	}
 	return true
 }

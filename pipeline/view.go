@@ -129,26 +129,24 @@ func (m memProject) Children(f int64) iter.Seq[*snap]  { return inSet(m.p.files,
 // findDir returns the source's directory (by id, else the first by id
 // with the nickname), or nil.
 func findDir(pv ProjectView, src Source) *snap {
-	if src.ID != 0 {
-		return pv.Dir(src.ID)
-	}
-	for d := range pv.Dirs() {
-		if d.val.(*events.Directory).Nickname == src.Name {
-			return d
-		}
-	}
-	return nil
+	return findSource(src, pv.Dir, pv.Dirs(), func(v any) string { return v.(*events.Directory).Nickname })
 }
 
 // findJob returns the source's job (by id, else the first by id with the
 // name), or nil.
 func findJob(pv ProjectView, src Source) *snap {
+	return findSource(src, pv.Job, pv.Jobs(), func(v any) string { return v.(*events.Job).Name })
+}
+
+// findSource returns the entity src names: by id when it has one (byID),
+// else the first of all whose name is src.Name; nil when there is none.
+func findSource(src Source, byID func(int64) *snap, all iter.Seq[*snap], name func(any) string) *snap {
 	if src.ID != 0 {
-		return pv.Job(src.ID)
+		return byID(src.ID)
 	}
-	for j := range pv.Jobs() {
-		if j.val.(*events.Job).Name == src.Name {
-			return j
+	for s := range all {
+		if name(s.val) == src.Name {
+			return s
 		}
 	}
 	return nil
