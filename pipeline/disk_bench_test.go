@@ -100,18 +100,7 @@ func BenchmarkDiskState(b *testing.B) {
 		for i := 0; i < len(evs); i += 1000 {
 			err := ds.Update(func(tx *DiskTx) error {
 				for _, ev := range evs[i:min(i+1000, len(evs))] {
-					cur, err := tx.Current(ev.Project, ev.Kind, ev.EntityID)
-					if err != nil {
-						return err
-					}
-					if cur != nil && cur.version >= ev.Version {
-						continue
-					}
-					sn, err := snapFromEvent(ev, cur)
-					if err != nil {
-						return err
-					}
-					if _, _, err := tx.Offer(ev.Project, sn); err != nil {
+					if err := txApply(tx, ev); err != nil {
 						return err
 					}
 				}

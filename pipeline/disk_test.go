@@ -25,22 +25,29 @@ func openDisk(t testing.TB, dir string) *DiskState {
 	return d
 }
 
-// diskApply is State.applyLocal for a DiskState: the snapshot is made
-// from the event and what the store holds, then offered.
-func diskApply(t testing.TB, d *DiskState, ev *events.Event) {
-	t.Helper()
-	cur, err := d.Current(ev.Project, ev.Kind, ev.EntityID)
+// txApply is State.applyLocal inside a DiskState transaction: the
+// snapshot is made from the event and what the store holds, then offered;
+// a stale event changes nothing.
+func txApply(tx *DiskTx, ev *events.Event) error {
+	cur, err := tx.Current(ev.Project, ev.Kind, ev.EntityID)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if cur != nil && cur.version >= ev.Version {
-		return
+		return nil
 	}
 	sn, err := snapFromEvent(ev, cur)
 	if err != nil {
-		t.Fatalf("event %s: %v", ev.ID, err)
+		return fmt.Errorf("event %s: %w", ev.ID, err)
 	}
-	if _, _, err := d.Offer(ev.Project, sn); err != nil {
+	_, _, err = tx.Offer(ev.Project, sn)
+	return err
+}
+
+// diskApply applies one event in a transaction of its own.
+func diskApply(t testing.TB, d *DiskState, ev *events.Event) {
+	t.Helper()
+	if err := d.Update(func(tx *DiskTx) error { return txApply(tx, ev) }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -82,18 +89,7 @@ func diskApplyBatches(t testing.TB, d *DiskState, lines []line, n int) int {
 					bad++
 					continue
 				}
-				cur, err := tx.Current(ev.Project, ev.Kind, ev.EntityID)
-				if err != nil {
-					return err
-				}
-				if cur != nil && cur.version >= ev.Version {
-					continue
-				}
-				sn, err := snapFromEvent(ev, cur)
-				if err != nil {
-					return err
-				}
-				if _, _, err := tx.Offer(ev.Project, sn); err != nil {
+				if err := txApply(tx, ev); err != nil {
 					return err
 				}
 			}
@@ -104,17 +100,6 @@ func diskApplyBatches(t testing.TB, d *DiskState, lines []line, n int) int {
 		}
 	}
 	return bad
-}
-
-// shuffled returns lines with a third of them repeated, in random order.
-func shuffled(lines []line, seed uint64) []line {
-	rng := rand.New(rand.NewPCG(seed, 11))
-	out := slices.Clone(lines)
-	for range len(lines) / 3 {
-		out = append(out, lines[rng.IntN(len(lines))])
-	}
-	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
-	return out
 }
 
 // renderView renders d from the view fn gives, as export 1 at time 0.

@@ -14,18 +14,14 @@ import (
 
 	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/connectors/local"
-	"github.com/exportstream/exportstream/pipeline/pipelinetest"
 )
 
 // TestEmptyReason: a source that matches no file says what was not found
 // and what exists.
 func TestEmptyReason(t *testing.T) {
-	scenarios, err := pipelinetest.Scenarios()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ordered, _ := orderedExample(t)
 	s := NewState()
-	applyAll(t, s, readLines(t, scenarios[len(scenarios)-1])) // street-scenes-ordered
+	applyAll(t, s, readLines(t, ordered))
 	for _, tc := range []struct {
 		def  Definition
 		want []string // "" when the source has files
@@ -63,7 +59,7 @@ func TestEmptyReason(t *testing.T) {
 	}
 	// A known directory with nothing complete.
 	s2 := NewState()
-	for _, l := range readLines(t, scenarios[len(scenarios)-1]) {
+	for _, l := range readLines(t, ordered) {
 		if !strings.Contains(l.subject, ".file.") && !strings.Contains(l.subject, ".instance.") {
 			applyAll(t, s2, []line{l})
 		}

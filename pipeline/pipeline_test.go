@@ -155,15 +155,7 @@ func latestRecord(t *testing.T, b connectors.Bucket, prefix string) *manifest {
 func TestBucketOutage(t *testing.T) {
 	ns := eventstest.StartServer(t)
 	_, js := eventstest.Connect(t, ns)
-	dir, err := pipelinetest.Scenarios()
-	if err != nil {
-		t.Fatal(err)
-	}
-	scenario := dir[len(dir)-1] // street-scenes-ordered
-	exp, err := pipelinetest.LoadExpected(scenario)
-	if err != nil {
-		t.Fatal(err)
-	}
+	scenario, exp := orderedExample(t)
 	real, err := local.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -243,9 +235,7 @@ func must(r io.ReadCloser, err error) io.ReadCloser {
 func TestRestartExportsDirty(t *testing.T) {
 	ns := eventstest.StartServer(t)
 	_, js := eventstest.Connect(t, ns)
-	scenarios, _ := pipelinetest.Scenarios()
-	scenario := scenarios[len(scenarios)-1]
-	exp, _ := pipelinetest.LoadExpected(scenario)
+	scenario, exp := orderedExample(t)
 	bucket, err := local.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -400,15 +390,7 @@ func (w *lostAckWriter) Close() error {
 func luckfrill(t *testing.T, b connectors.Bucket, adjust ...func(*Definition)) (*harness, *Definition, *pipelinetest.Expected) {
 	ns := eventstest.StartServer(t)
 	_, js := eventstest.Connect(t, ns)
-	dir, err := pipelinetest.Scenarios()
-	if err != nil {
-		t.Fatal(err)
-	}
-	scenario := dir[len(dir)-1]
-	exp, err := pipelinetest.LoadExpected(scenario)
-	if err != nil {
-		t.Fatal(err)
-	}
+	scenario, exp := orderedExample(t)
 	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
 	d.Connection, d.Quiet, d.MaxDelay = "disk", 20*time.Millisecond, time.Second
 	for _, f := range adjust {

@@ -166,11 +166,7 @@ func (w *world) exported(id int64) bool {
 func TestRenderProperty(t *testing.T) {
 	for seed := range uint64(300) {
 		w := newWorld(seed)
-		lines := append([]line(nil), w.lines...)
-		for range len(lines) / 4 {
-			lines = append(lines, lines[w.rng.IntN(len(lines))])
-		}
-		w.rng.Shuffle(len(lines), func(i, j int) { lines[i], lines[j] = lines[j], lines[i] })
+		lines := shuffled(w.lines, seed)
 		s := NewState()
 		if bad := applyAll(t, s, lines); bad != 0 {
 			t.Fatalf("seed %d: %d bad events", seed, bad)

@@ -20,7 +20,6 @@ import (
 	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/events"
 	"github.com/exportstream/exportstream/events/eventstest"
-	"github.com/exportstream/exportstream/pipeline/pipelinetest"
 )
 
 // sampleRecord is a realistic complete export record, decoded from JSON
@@ -379,15 +378,7 @@ func TestRecordsBoundedWhileExporting(t *testing.T) {
 	const keepLast = 5
 	ns := eventstest.StartServer(t)
 	_, js := eventstest.Connect(t, ns)
-	scenarios, err := pipelinetest.Scenarios()
-	if err != nil {
-		t.Fatal(err)
-	}
-	scenario := scenarios[len(scenarios)-1]
-	exp, err := pipelinetest.LoadExpected(scenario)
-	if err != nil {
-		t.Fatal(err)
-	}
+	scenario, exp := orderedExample(t)
 	b, err := local.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

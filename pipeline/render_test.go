@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"testing"
 	"time"
@@ -60,6 +61,29 @@ func readLines(t testing.TB, path string) []line {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// shuffled returns lines with a third of them repeated, in random order.
+func shuffled(lines []line, seed uint64) []line {
+	rng := rand.New(rand.NewPCG(seed, 11))
+	out := slices.Clone(lines)
+	for range len(lines) / 3 {
+		out = append(out, lines[rng.IntN(len(lines))])
+	}
+	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// orderedExample returns the contract's street-scenes-ordered example:
+// its folder and its expected.json.
+func orderedExample(t testing.TB) (string, *pipelinetest.Expected) {
+	t.Helper()
+	dir := filepath.Join(pipelinetest.ExamplesDir(), "street-scenes-ordered")
+	exp, err := pipelinetest.LoadExpected(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, exp
 }
 
 // applyAll decodes and applies lines in memory; it returns how many were
@@ -170,14 +194,8 @@ func TestOrderInsensitive(t *testing.T) {
 		applyAll(t, base, lines)
 		want := render(base, 1, time.Unix(0, 0))
 		for seed := range uint64(25) {
-			rng := rand.New(rand.NewPCG(seed, 7))
-			shuffled := append([]line(nil), lines...)
-			for range len(lines) / 3 {
-				shuffled = append(shuffled, lines[rng.IntN(len(lines))])
-			}
-			rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
 			s := NewState()
-			applyAll(t, s, shuffled)
+			applyAll(t, s, shuffled(lines, seed))
 			got := render(s, int64(seed)+100, time.Unix(int64(seed)*1000, 0))
 			for _, n := range names {
 				if got[n].ContentHash != want[n].ContentHash {
