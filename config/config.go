@@ -35,6 +35,8 @@ type Config struct {
 	// Records says how long the export records (the history the API,
 	// the CLI and the page show) are kept in the records bucket.
 	Records Records `yaml:"records"`
+	// State is the service's local state store.
+	State State `yaml:"state"`
 	// HTTP configures the HTTP listener.
 	HTTP HTTP `yaml:"http"`
 	// Log configures logging.
@@ -351,6 +353,24 @@ const (
 	DefaultRecordsMaxAge   = 30 * 24 * time.Hour
 )
 
+// State is the local state store: a key-value store on disk (Pebble)
+// where the service keeps a cache of the <prefix>_STATE bucket. It is
+// only a cache: a missing or deleted store is rebuilt from the bucket at
+// start, and a surviving one lets a restart resume from the bucket
+// revision it recorded instead of reading the whole bucket again. Each
+// replica needs its own: the store is locked by the process using it.
+type State struct {
+	// Dir is the folder of the store, created if missing; default
+	// DefaultStateDir. A relative path is relative to the working
+	// directory. CheckStateDir tells whether the service can use it.
+	Dir string `yaml:"dir"`
+}
+
+// State defaults.
+const (
+	DefaultStateDir = "./data/state"
+)
+
 // HTTP configures the HTTP listener (API, UI, metrics, health).
 type HTTP struct {
 	// Listen is the host:port to listen on.
@@ -376,10 +396,10 @@ type Log struct {
 // base every file is decoded onto: an embedded NATS server on
 // 127.0.0.1:4222 storing under ./data/nats, one connection "local-disk" of
 // type local writing to ./data/bucket, no exports, export records kept
-// for 30 days and at most 1000 per definition, HTTP on 127.0.0.1:8080,
-// JSON logs at level info, the host name as deployment. Each call returns
-// a new Config; Default is valid if the host name is known and fits
-// [A-Za-z0-9._-]+.
+// for 30 days and at most 1000 per definition, the local state store in
+// ./data/state, HTTP on 127.0.0.1:8080, JSON logs at level info, the host
+// name as deployment. Each call returns a new Config; Default is valid if
+// the host name is known and fits [A-Za-z0-9._-]+.
 func Default() *Config {
 	return &Config{
 		NATS: NATS{
@@ -404,6 +424,7 @@ func Default() *Config {
 			Local: &Local{Dir: "./data/bucket"},
 		}},
 		Records:    Records{KeepLast: DefaultRecordsKeepLast, MaxAge: DefaultRecordsMaxAge},
+		State:      State{Dir: DefaultStateDir},
 		HTTP:       HTTP{Listen: "127.0.0.1:8080"},
 		Log:        Log{Level: "info", Format: "json"},
 		Deployment: hostname(),

@@ -321,6 +321,179 @@ func TestRecordsDefaults(t *testing.T) {
 	}
 }
 
+// TestStateDefaults: the local state store defaults to ./data/state, in
+// Default and in a file that leaves state.dir out or empty (null); a value
+// is kept, and an explicit empty string is a problem.
+func TestStateDefaults(t *testing.T) {
+	if got := Default().State; got != (State{Dir: "./data/state"}) || DefaultStateDir != "./data/state" {
+		t.Errorf("Default().State = %+v (DefaultStateDir %q), want dir ./data/state", got, DefaultStateDir)
+	}
+	for data, want := range map[string]string{
+		"":                            DefaultStateDir,
+		"state:\n":                    DefaultStateDir,
+		"state: {}\n":                 DefaultStateDir,
+		"state:\n  dir:\n":            DefaultStateDir,
+		"state: {dir: /var/lib/x}\n":  "/var/lib/x",
+		"state:\n  dir: ${SET_VAR}\n": "from-env",
+	} {
+		cfg, err := Parse([]byte(data), lookup(testEnv))
+		if err != nil {
+			t.Errorf("Parse(%q): %v", data, err)
+			continue
+		}
+		if cfg.State.Dir != want {
+			t.Errorf("Parse(%q): state.dir %q, want %q", data, cfg.State.Dir, want)
+		}
+	}
+	const empty = "state.dir: must name a folder (the local state store; leave the key out for the default, ./data/state)"
+	for _, data := range []string{"state: {dir: \"\"}\n", "state:\n  dir: ${EMPTY}\n"} {
+		_, err := Parse([]byte(data), lookup(testEnv))
+		var errs *Errors
+		if !errors.As(err, &errs) {
+			t.Fatalf("Parse(%q): %v, want *Errors", data, err)
+		}
+		want := []Problem{{Path: "state.dir", Message: strings.TrimPrefix(empty, "state.dir: "), Line: strings.Count(data, "\n")}}
+		if diff := cmp.Diff(want, errs.Problems); diff != "" {
+			t.Errorf("Parse(%q) problems (-want +got):\n%s", data, diff)
+		}
+	}
+	c := Default()
+	c.State.Dir = ""
+	if err := c.Validate(); err == nil || err.Error() != empty {
+		t.Errorf("Validate with an empty state.dir: %v, want %q", err, empty)
+	}
+	// Validate does not look at the disk: a folder that cannot exist is
+	// CheckStateDir's business.
+	c.State.Dir = "/dev/null/state"
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate looked at the disk: %v", err)
+	}
+}
+
+// TestCheckStateDir: a folder that is there and writable, or missing under
+// a writable folder, is fine; a file in its place or on its way, a
+// dangling link, and (when permissions apply) a folder this user cannot
+// write are reported with what to do. Nothing is created or left behind.
+func TestCheckStateDir(t *testing.T) {
+	root := t.TempDir()
+	mkdir := func(p string, mode os.FileMode) string {
+		t.Helper()
+		p = filepath.Join(root, p)
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		// Let t.TempDir's cleanup remove what is inside.
+		t.Cleanup(func() { os.Chmod(p, 0o755) })
+		return p
+	}
+	file := filepath.Join(root, "file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	existing := mkdir("existing", 0o755)
+	if err := os.WriteFile(filepath.Join(existing, "MANIFEST-000001"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dangling := filepath.Join(root, "dangling")
+	haveSymlink := os.Symlink(filepath.Join(root, "nowhere"), dangling) == nil
+
+	type tc struct {
+		name, dir string
+		want      []string // substrings of the error; nil: no error
+	}
+	cases := []tc{
+		{"existing folder", existing, nil},
+		{"existing empty folder", mkdir("empty", 0o755), nil},
+		{"missing folder", filepath.Join(root, "new"), nil},
+		{"missing folders", filepath.Join(root, "a", "b", "c"), nil},
+		{"missing under an existing one", filepath.Join(existing, "sub", "state"), nil},
+		{"trailing slash", existing + "/", nil},
+		{"empty", "", []string{"state.dir: must name a folder"}},
+		{"a file in its place", file, []string{"state.dir " + file + ": is a file, not a folder: choose another folder or move the file away"}},
+		{"a file on its way", filepath.Join(file, "state"), []string{
+			"state.dir " + filepath.Join(file, "state") + ": " + file + " is a file, not a folder, so the folder cannot be created in it: choose another folder or move " + file + " away"}},
+		{"a file further up", filepath.Join(file, "a", "b"), []string{"state.dir " + filepath.Join(file, "a", "b") + ": " + file + " is a file, not a folder"}},
+	}
+	if haveSymlink {
+		cases = append(cases, tc{"a dangling link", dangling, []string{
+			"state.dir " + dangling + ": is a symbolic link to " + filepath.Join(root, "nowhere") + ", which does not exist: create its target, remove the link or choose another folder"}},
+			tc{"under a dangling link", filepath.Join(dangling, "state"), []string{
+				"state.dir " + filepath.Join(dangling, "state") + ": " + dangling + " is a symbolic link to"}})
+	}
+	if os.Geteuid() != 0 {
+		uid := fmt.Sprintf("this user (uid %d)", os.Geteuid())
+		readOnly := mkdir("read-only", 0o555)
+		locked := mkdir("locked", 0o755)
+		mkdir("locked/inner", 0o755)
+		os.Chmod(locked, 0o000)
+		cases = append(cases,
+			tc{"a read-only folder", readOnly, []string{"state.dir " + readOnly + ": not writable by " + uid + ": choose another folder or fix its permissions"}},
+			tc{"missing in a read-only folder", filepath.Join(readOnly, "state"), []string{
+				"state.dir " + filepath.Join(readOnly, "state") + ": does not exist and cannot be created: " + readOnly + " is not writable by " + uid + ": create the folder, choose another one or fix the permissions of " + readOnly}},
+			tc{"a write-only folder", mkdir("write-only", 0o333), []string{"not readable by " + uid}},
+			tc{"behind a folder without access", filepath.Join(locked, "inner"), []string{
+				"state.dir " + filepath.Join(locked, "inner") + ": cannot be reached by " + uid + ", as a folder above it does not let this user in"}},
+			tc{"missing behind a folder without access", filepath.Join(locked, "inner", "state"), []string{
+				"state.dir " + filepath.Join(locked, "inner", "state") + ": cannot be reached by " + uid}},
+		)
+	} else {
+		t.Log("running as root: the permission cases are skipped (root may write anywhere)")
+	}
+	listing := func() []string {
+		var paths []string
+		filepath.WalkDir(root, func(p string, _ os.DirEntry, _ error) error {
+			paths = append(paths, p)
+			return nil
+		})
+		return paths
+	}
+	before := listing()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := CheckStateDir(c.dir)
+			t.Logf("CheckStateDir(%q) = %v", c.dir, err)
+			switch {
+			case c.want == nil && err != nil:
+				t.Errorf("CheckStateDir(%q): %v", c.dir, err)
+			case c.want != nil && err == nil:
+				t.Errorf("CheckStateDir(%q) = nil, want an error with %q", c.dir, c.want)
+			case c.want != nil:
+				for _, w := range c.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("CheckStateDir(%q) = %q, want it to contain %q", c.dir, err, w)
+					}
+				}
+			}
+			if diff := cmp.Diff(before, listing()); diff != "" {
+				t.Errorf("CheckStateDir(%q) changed the disk (-before +after):\n%s", c.dir, diff)
+			}
+		})
+	}
+}
+
+// TestCheckStateDirRelative: a relative folder is relative to the working
+// directory, and the error names it as the file gives it.
+func TestCheckStateDirRelative(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := CheckStateDir(DefaultStateDir); err != nil {
+		t.Errorf("CheckStateDir(%q) in an empty folder: %v", DefaultStateDir, err)
+	}
+	if _, err := os.Stat("data"); !os.IsNotExist(err) {
+		t.Errorf("CheckStateDir created ./data (stat: %v)", err)
+	}
+	if err := os.WriteFile("x", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := "state.dir ./x/state: x is a file, not a folder, so the folder cannot be created in it: choose another folder or move x away"
+	if err := CheckStateDir("./x/state"); err == nil || err.Error() != want {
+		t.Errorf("CheckStateDir(./x/state) = %v, want %q", err, want)
+	}
+}
+
 // TestNewKeysValidate checks the bounds of nats.max_event_depth and the
 // characters of deployment on a Config built in Go.
 func TestNewKeysValidate(t *testing.T) {
@@ -374,13 +547,14 @@ func TestNewKeysValidate(t *testing.T) {
 	}
 }
 
-// TestRedactedPrintsNewKeys: check-config --print shows both keys.
+// TestRedactedPrintsNewKeys: check-config --print shows the newer keys.
 func TestRedactedPrintsNewKeys(t *testing.T) {
 	c := Default()
 	c.Deployment = "eu-1"
 	c.NATS.MaxEventDepth = 99
+	c.State.Dir = "/var/lib/exportstream/state"
 	out := c.Redacted()
-	for _, want := range []string{"\n  max_event_depth: 99\n", "\ndeployment: eu-1\n"} {
+	for _, want := range []string{"\n  max_event_depth: 99\n", "\ndeployment: eu-1\n", "\nstate:\n  dir: /var/lib/exportstream/state\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("Redacted output lacks %q:\n%s", want, out)
 		}

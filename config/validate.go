@@ -1,12 +1,18 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -52,6 +58,8 @@ var (
 //     >= 0, coalesce.max_delay > 0 and >= quiet; keep_last >= 0.
 //   - records.keep_last >= 0 and records.max_age >= 0 (0: that rule is
 //     off).
+//   - state.dir is set. Validate does not look at the file system; see
+//     CheckStateDir.
 //   - http.listen is host:port, http.public_url empty or an http(s) URL,
 //     http.token set when http.listen is not a loopback address; log.level is debug, info, warn or error;
 //     log.format is json or text.
@@ -98,6 +106,9 @@ func (c *Config) problems() []issue {
 	}
 	if c.Records.MaxAge < 0 {
 		ch.add("records.max_age", "must not be negative (got %s; 0 keeps records of any age)", c.Records.MaxAge)
+	}
+	if c.State.Dir == "" {
+		ch.add("state.dir", "must name a folder (the local state store; leave the key out for the default, %s)", DefaultStateDir)
 	}
 	ch.hostPort("http.listen", c.HTTP.Listen)
 	ch.httpURL("http.public_url", c.HTTP.PublicURL)
@@ -551,4 +562,127 @@ func (ch *checker) exportPath(p, path string) {
 			return
 		}
 	}
+}
+
+// CheckStateDir reports whether the service can keep its local state store
+// (state.dir) in dir, and leaves nothing behind. An existing dir must be a
+// directory this user can list and create files in: a temporary file is
+// created in it and removed again. A missing dir is not created; its
+// nearest existing parent must be a directory this user can create
+// folders in (a temporary folder is created in it and removed again), so
+// that the service's own MkdirAll succeeds. A relative dir is relative to
+// the working directory, as for the service.
+//
+// The error starts with "state.dir <dir>: " ("state.dir: must name a
+// folder" for an empty dir) and says what is wrong and what to do, e.g. "state.dir ./x/state: x is a file, not a folder, so
+// the folder cannot be created in it: choose another folder or move x
+// away".
+func CheckStateDir(dir string) error {
+	if dir == "" {
+		return errors.New("state.dir: must name a folder")
+	}
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("state.dir %s: %s", dir, fmt.Sprintf(format, args...))
+	}
+	target := filepath.Clean(dir)
+	for p := target; ; {
+		fi, err := os.Stat(p)
+		switch {
+		case err == nil && p == target:
+			if !fi.IsDir() {
+				return fail("is a file, not a folder: choose another folder or move the file away")
+			}
+			return checkStoreDir(p, fail)
+		case err == nil:
+			if !fi.IsDir() {
+				return fail("%s is a file, not a folder, so the folder cannot be created in it: choose another folder or move %s away", p, p)
+			}
+			return checkParentDir(p, fail)
+		case errors.Is(err, fs.ErrNotExist):
+			if _, lerr := os.Lstat(p); lerr == nil {
+				link, _ := os.Readlink(p)
+				return fail("%sis a symbolic link to %s, which does not exist: create its target, remove the link or choose another folder", named(p, target), link)
+			}
+		case errors.Is(err, syscall.ENOTDIR):
+			// A file on the way up; reported when the walk reaches it.
+		case errors.Is(err, fs.ErrPermission):
+			return fail("%scannot be reached by %s, as a folder above it does not let this user in: choose another folder or fix the permissions of the folders above it", named(p, target), thisUser())
+		default:
+			return fail("cannot be checked: %v", err)
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return fail("no part of the path exists: choose another folder")
+		}
+		p = parent
+	}
+}
+
+// checkStoreDir checks that the existing folder p can be listed and
+// written, by creating and removing a temporary file in it.
+func checkStoreDir(p string, fail func(string, ...any) error) error {
+	d, err := os.Open(p)
+	if err == nil {
+		_, err = d.Readdirnames(1)
+		d.Close()
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+	}
+	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return fail("not readable by %s: choose another folder or fix its permissions", thisUser())
+		}
+		return fail("cannot be read: %v", err)
+	}
+	f, err := os.CreateTemp(p, ".exportstream-check-*")
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return fail("not writable by %s: choose another folder or fix its permissions", thisUser())
+	case errors.Is(err, syscall.EROFS):
+		return fail("on a read-only file system: choose a folder on a writable disk")
+	case err != nil:
+		return fail("cannot create a file in it: %v", err)
+	}
+	f.Close()
+	if err := os.Remove(f.Name()); err != nil {
+		return fail("a test file was created but cannot be removed (%v): remove %s by hand and fix the folder's permissions", err, f.Name())
+	}
+	return nil
+}
+
+// checkParentDir checks that a folder can be created in the existing
+// folder p (the nearest existing parent of the missing store folder), by
+// creating and removing a temporary folder in it.
+func checkParentDir(p string, fail func(string, ...any) error) error {
+	tmp, err := os.MkdirTemp(p, ".exportstream-check-*")
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return fail("does not exist and cannot be created: %s is not writable by %s: create the folder, choose another one or fix the permissions of %s", p, thisUser(), p)
+	case errors.Is(err, syscall.EROFS):
+		return fail("does not exist and cannot be created: %s is on a read-only file system: choose a folder on a writable disk", p)
+	case err != nil:
+		return fail("does not exist and cannot be created in %s: %v", p, err)
+	}
+	if err := os.Remove(tmp); err != nil {
+		return fail("a test folder was created but cannot be removed (%v): remove %s by hand and fix the permissions of %s", err, tmp, p)
+	}
+	return nil
+}
+
+// named is "p " for a message about p, or "" when p is the store folder
+// itself (the message already starts with it).
+func named(p, target string) string {
+	if p == target {
+		return ""
+	}
+	return p + " "
+}
+
+// thisUser names the user the process runs as, for error messages.
+func thisUser() string {
+	if uid := os.Geteuid(); uid >= 0 {
+		return fmt.Sprintf("this user (uid %d)", uid)
+	}
+	return "this user"
 }

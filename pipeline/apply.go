@@ -178,44 +178,42 @@ func (c *countingHash) Write(p []byte) (int, error) {
 }
 
 // Render writes the definition's export document, as export id at time
-// at, to w, streaming it: memory does not grow with the document.
-func (s *State) Render(w io.Writer, d *Definition, id int64, at time.Time) (Result, error) {
-	return s.buildPlan(d).render(w, id, at)
+// at, to w, streaming it: memory does not grow with the document. The
+// state's read lock is held throughout.
+func (s *State) Render(w io.Writer, d *Definition, id int64, at time.Time) (res Result, err error) {
+	s.Read(func(v View) { res, err = buildPlan(v, d).render(w, id, at) })
+	return res, err
 }
 
+// render writes the export document to w (the plan's measure pass has
+// counted and hashed the content already).
 func (pl *plan) render(w io.Writer, id int64, at time.Time) (Result, error) {
-	full, content := sha256.New(), sha256.New()
-	head := pl.header(id, at, false)
-	content.Write(pl.header(id, at, true))
+	full := sha256.New()
 	out := &countingHash{w: w, hashes: []hash.Hash{full}}
-	if _, err := out.Write(head); err != nil {
+	if _, err := out.Write(pl.header(id, at, false)); err != nil {
 		return Result{}, err
 	}
-	body := &countingHash{w: out, hashes: []hash.Hash{content}}
-	if err := pl.renderBody(body); err != nil {
+	if err := pl.renderBody(out); err != nil {
+		return Result{}, err
+	}
+	if err := pl.check(); err != nil {
 		return Result{}, err
 	}
 	return Result{
-		Files:       len(pl.files),
+		Files:       len(pl.ids),
 		Instances:   pl.nInst,
 		Bytes:       out.n,
 		SHA256:      hex.EncodeToString(full.Sum(nil)),
-		ContentHash: hex.EncodeToString(content.Sum(nil)),
+		ContentHash: pl.content,
 		Ref:         pl.def.ref(pl),
 		Empty:       pl.empty,
 	}, nil
 }
 
-// contentHash returns the hash render reports as ContentHash, computing
-// only that one (no object bytes, no full hash): what deciding "unchanged"
-// before uploading needs.
+// contentHash returns the hash render reports as ContentHash (measured
+// when the plan was built: no object bytes were written for it).
 func (pl *plan) contentHash() (string, error) {
-	content := sha256.New()
-	content.Write(pl.header(0, time.Time{}, true))
-	if err := pl.renderBody(&countingHash{hashes: []hash.Hash{content}}); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(content.Sum(nil)), nil
+	return pl.content, pl.check()
 }
 
 // applyLocal stores an event's snapshot in memory only (no key-value

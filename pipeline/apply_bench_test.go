@@ -37,7 +37,7 @@ func BenchmarkConsumeApply(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p, err := Open(ctx, js, Options{
+	p, err := openTest(b, ctx, js, Options{
 		Definitions: []*Definition{{Name: "all", Project: "bench", Source: Source{Kind: SourceDirectory, Name: "all"},
 			Completion: CompletionAll, Connection: "disk", Quiet: time.Second, MaxDelay: 5 * time.Second}},
 		Buckets: map[string]connectors.Bucket{"disk": bucket}, StatePrefix: "BENCH", Owner: "bench",

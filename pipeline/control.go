@@ -127,8 +127,13 @@ func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, er
 	if err != nil {
 		return nil, err
 	}
-	pl := p.state.buildPlan(&d)
+	pl := p.plan(&d)
+	if err := pl.check(); err != nil {
+		_ = pl.close()
+		return nil, p.failed(ctx, r, fmt.Errorf("read the local state store: %w", err))
+	}
 	if pl.empty != "" {
+		_ = pl.close()
 		r.skipped(&d, pl)
 		if err := p.putRecord(ctx, r); err != nil {
 			return nil, fmt.Errorf("export record: %w", err)
@@ -140,6 +145,7 @@ func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, er
 	c := *r
 	p.adhoc.Go(func() {
 		ctx := p.runCtx()
+		defer pl.close()
 		if err := p.runAdhoc(ctx, &d, bucket, r, pl); err != nil {
 			p.log.Error("ad-hoc export failed", "export_id", r.ID, "err", err)
 		}
@@ -162,7 +168,7 @@ func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connector
 	r.Ref = d.ref(pl)
 	stem := d.objectStem(r.ID, r.Ref, r.CreatedTime)
 	r.Key, r.ManifestKey = stem+".json", stem+".manifest.json"
-	r.FileListLength, r.InstanceCount, r.Status = len(pl.files), pl.nInst, StatusGenerating
+	r.FileListLength, r.InstanceCount, r.Status = len(pl.ids), pl.nInst, StatusGenerating
 	if err := p.putRecord(ctx, r); err != nil {
 		return err
 	}

@@ -6,9 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"log/slog"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -50,6 +55,13 @@ import (
 //	p P I <lineage>            where the lineage's instance is: <file>
 //	p P S <sequence>           where the sequence is: <file>
 //	p P J <job> <task>         index: job → task (no value)
+//	m seq                      the number of the last write transaction
+//	r P <file> m               the transaction that last changed the file's
+//	                           entry (the file, its instances, sequences)
+//	r P <file> 0|1             the file's rendered entry, without or with
+//	                           removed instances (see entryCache)
+//	m bound                    the state bucket the store reflects (its
+//	                           stream's creation time)
 //
 // So a project's files, each followed by its instances, are one
 // ascending range: an export reads the store front to back. Projects get
@@ -67,6 +79,7 @@ type DiskState struct {
 
 	mu    sync.Mutex // guards the fields below; held while a batch commits
 	rev   uint64
+	seq   uint64            // the last committed write transaction's number
 	names map[string]uint32 // project name → number; replaced, never mutated
 	next  uint32            // next project number
 	cond  *sync.Cond
@@ -82,6 +95,8 @@ const diskFormat = "1"
 var (
 	keyFormat = []byte("mformat")
 	keyRev    = []byte("mrev")
+	keySeq    = []byte("mseq")
+	keyBound  = []byte("mbound")
 )
 
 // Pebble's memory, outside the Go heap (cgo-allocated): the block cache,
@@ -149,6 +164,13 @@ func (d *DiskState) load() error {
 	}
 	if len(rev) == 8 {
 		d.rev = binary.BigEndian.Uint64(rev)
+	}
+	seq, err := d.get(d.db, keySeq)
+	if err != nil {
+		return err
+	}
+	if len(seq) == 8 {
+		d.seq = binary.BigEndian.Uint64(seq)
 	}
 	it, err = d.db.NewIter(&pebble.IterOptions{LowerBound: []byte("n"), UpperBound: []byte("o")})
 	if err != nil {
@@ -250,7 +272,7 @@ func (d *DiskState) Update(fn func(tx *DiskTx) error) error {
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
 	d.mu.Lock()
-	tx := &DiskTx{d: d, b: d.db.NewIndexedBatch(), rev: d.rev, names: d.names}
+	tx := &DiskTx{d: d, b: d.db.NewIndexedBatch(), rev: d.rev, seq: d.seq + 1, names: d.names}
 	rev0 := d.rev
 	d.mu.Unlock()
 	defer tx.b.Close()
@@ -266,6 +288,9 @@ func (d *DiskState) Update(fn func(tx *DiskTx) error) error {
 	if tx.b.Empty() {
 		return nil
 	}
+	if err := tx.b.Set(keySeq, binary.BigEndian.AppendUint64(nil, tx.seq), nil); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := tx.b.Commit(pebble.NoSync); err != nil {
@@ -275,6 +300,7 @@ func (d *DiskState) Update(fn func(tx *DiskTx) error) error {
 		d.names = tx.names
 		d.next = tx.next
 	}
+	d.seq = tx.seq
 	if tx.rev > d.rev {
 		d.rev = tx.rev
 		d.cond.Broadcast()
@@ -287,6 +313,7 @@ type DiskTx struct {
 	d     *DiskState
 	b     *pebble.Batch
 	rev   uint64
+	seq   uint64 // this transaction's number
 	names map[string]uint32
 	next  uint32
 	added []string // projects numbered in this transaction
@@ -352,6 +379,20 @@ func (tx *DiskTx) Current(project string, k events.Kind, id int64) (*snap, error
 // lookup finds the entity's key and snapshot in r (nil key and snapshot
 // when absent).
 func (d *DiskState) lookup(r pebble.Reader, p []byte, project string, k events.Kind, id int64) ([]byte, *snap, error) {
+	key, v, err := d.find(r, p, k, id)
+	if v == nil || err != nil {
+		return nil, nil, err
+	}
+	sn, err := loadSnap(project, k, v)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %d: %w", k, id, err)
+	}
+	return key, sn, nil
+}
+
+// find returns the entity's key and stored value (a copy), nil when it is
+// absent.
+func (d *DiskState) find(r pebble.Reader, p []byte, k events.Kind, id int64) ([]byte, []byte, error) {
 	var key []byte
 	switch k {
 	case events.KindInstance, events.KindSequence:
@@ -370,11 +411,61 @@ func (d *DiskState) lookup(r pebble.Reader, p []byte, project string, k events.K
 	if v == nil || err != nil {
 		return nil, nil, err
 	}
-	sn, err := loadSnap(project, k, v)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s %d: %w", k, id, err)
+	if len(v) < 16 {
+		return nil, nil, fmt.Errorf("%s %d: stored value too short", k, id)
 	}
-	return key, sn, nil
+	return key, v, nil
+}
+
+// StoredRev returns the key-value revision of the entity's stored
+// snapshot, without decoding it (ok false when none is stored): what the
+// state watch needs to pass over the entries the store holds already.
+func (tx *DiskTx) StoredRev(project string, k events.Kind, id int64) (rev uint64, ok bool, err error) {
+	p, err := tx.prefix(project, false)
+	if p == nil || err != nil {
+		return 0, false, err
+	}
+	_, v, err := tx.d.find(tx.b, p, k, id)
+	if v == nil || err != nil {
+		return 0, false, err
+	}
+	return binary.BigEndian.Uint64(v[8:16]), true, nil
+}
+
+// Bound returns what Bind recorded: the identity of the key-value bucket
+// the store reflects ("" for a new store).
+func (d *DiskState) Bound() (string, error) {
+	v, err := d.get(d.db, keyBound)
+	return string(v), err
+}
+
+// Reset empties the store (for a store that reflects another bucket, or
+// none) and binds it to the bucket named by bound.
+func (d *DiskState) Reset(bound string) error {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b := d.db.NewBatch()
+	defer b.Close()
+	for _, err := range []error{
+		b.DeleteRange([]byte{0}, []byte{0xff}, nil),
+		b.Set(keyFormat, []byte(diskFormat), nil),
+		b.Set(keyBound, []byte(bound), nil),
+		// The transaction numbers go on: kept entries stamped before the
+		// reset were deleted with it, and none can pass for a later view.
+		b.Set(keySeq, binary.BigEndian.AppendUint64(nil, d.seq+1), nil),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("disk state: reset: %w", err)
+	}
+	d.seq++
+	d.rev, d.names, d.next = 0, map[string]uint32{}, 1
+	return nil
 }
 
 // Offer is DiskState.Offer inside the transaction.
@@ -414,6 +505,11 @@ func (tx *DiskTx) Offer(project string, sn *snap) (old *snap, stored bool, err e
 		was = indexKeys(p, old)
 	}
 	now := indexKeys(p, sn)
+	for _, f := range entryFiles(old, sn) {
+		if err := tx.b.Set(fragKey(p, f, fragMod), binary.BigEndian.AppendUint64(nil, tx.seq), nil); err != nil {
+			return nil, false, err
+		}
+	}
 	for _, ix := range was {
 		if !slices.ContainsFunc(now, ix.same) {
 			if err := tx.b.Delete(ix.key, nil); err != nil {
@@ -549,33 +645,48 @@ func loadSnap(project string, k events.Kind, v []byte) (*snap, error) {
 //
 // Read returns the first error a read met (an I/O error or a stored value
 // that does not decode): the view then lacked those entities, so whatever
-// fn built from it must be discarded. (State.Read returns nothing; a
-// common interface needs a one-line adapter there.) The view is for one
-// goroutine at a time, and every Read must end before Close.
+// fn built from it must be discarded. The view is for one goroutine at a
+// time, and every Read must end before Close.
 func (d *DiskState) Read(fn func(View)) (err error) {
-	d.mu.Lock()
-	v := &diskView{s: d.db.NewSnapshot(), rev: d.rev, names: d.names}
-	d.mu.Unlock()
-	defer func() {
-		if v.open != 0 {
-			err = errors.Join(err, fmt.Errorf("disk state: %d iterators left open", v.open))
-		}
-		for _, it := range v.idle {
-			err = errors.Join(err, it.Close())
-		}
-		err = errors.Join(err, v.s.Close())
-	}()
+	v := d.View()
+	defer func() { err = v.Close() }() // also when fn panics
 	fn(v)
-	return v.err
+	return nil
+}
+
+// View returns a consistent view of the store, open until Close, which
+// reports the first error a read met (see Read). An export holds one for
+// as long as it renders and uploads: a Pebble snapshot blocks no writes.
+func (d *DiskState) View() *diskView {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return &diskView{d: d, s: d.db.NewSnapshot(), rev: d.rev, seq: d.seq, names: d.names}
+}
+
+// Close releases the view and returns the first error a read met.
+func (v *diskView) Close() error {
+	err := v.err
+	if v.open != 0 {
+		err = errors.Join(err, fmt.Errorf("disk state: %d iterators left open", v.open))
+	}
+	for _, it := range v.idle {
+		err = errors.Join(err, it.Close())
+	}
+	v.idle = nil
+	err = errors.Join(err, v.cache.close(), v.s.Close())
+	return err
 }
 
 // diskView is the View of a DiskState: a Pebble snapshot, read through a
 // few iterators that are reused (a seek on a positioned iterator is
 // cheaper than a fresh iterator or a Get).
 type diskView struct {
+	d     *DiskState
 	s     *pebble.Snapshot
 	rev   uint64
+	seq   uint64 // the last write transaction the snapshot holds
 	names map[string]uint32
+	cache entryCache
 	err   error
 	idle  []*pebble.Iterator
 	open  int // iterators in use
@@ -800,3 +911,41 @@ type quietLogger struct{}
 func (quietLogger) Infof(string, ...any)           {}
 func (quietLogger) Errorf(format string, a ...any) { pebble.DefaultLogger.Errorf(format, a...) }
 func (quietLogger) Fatalf(format string, a ...any) { pebble.DefaultLogger.Fatalf(format, a...) }
+
+// OpenStateDir opens the local state store in dir, creating the folder if
+// needed. The store is a cache: one that cannot be opened (damaged, or of
+// another layout) is emptied and opened again, to be loaded from the
+// state bucket; the folder is emptied only when it holds a Pebble store
+// (its OPTIONS file), never a folder of other files. A folder another
+// process holds open is an error that says so.
+func OpenStateDir(dir string, log *slog.Logger) (*DiskState, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("state.dir %s: %w", dir, err)
+	}
+	d, err := OpenDiskState(dir)
+	if err == nil {
+		return d, nil
+	}
+	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) || strings.Contains(err.Error(), "lock") {
+		return nil, fmt.Errorf("state.dir %s is in use by another process (each replica needs a state.dir of its own): %w", dir, err)
+	}
+	opts, _ := filepath.Glob(filepath.Join(dir, "OPTIONS-*"))
+	if len(opts) == 0 {
+		entries, _ := os.ReadDir(dir)
+		if len(entries) > 0 {
+			return nil, fmt.Errorf("state.dir %s holds files that are not a state store; choose an empty folder: %w", dir, err)
+		}
+		return nil, err
+	}
+	log.Warn("local state store cannot be opened; emptied, to be loaded again from the state bucket", "dir", dir, "err", err)
+	entries, rerr := os.ReadDir(dir)
+	if rerr != nil {
+		return nil, fmt.Errorf("state.dir %s: %w", dir, rerr)
+	}
+	for _, e := range entries {
+		if rerr := os.RemoveAll(filepath.Join(dir, e.Name())); rerr != nil {
+			return nil, fmt.Errorf("state.dir %s: empty it: %w", dir, rerr)
+		}
+	}
+	return OpenDiskState(dir)
+}

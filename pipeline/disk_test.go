@@ -105,14 +105,14 @@ func diskApplyBatches(t testing.TB, d *DiskState, lines []line, n int) int {
 // renderView renders d from the view fn gives, as export 1 at time 0.
 func renderView(t testing.TB, read func(func(View)) error, d *Definition) ([]byte, Result) {
 	t.Helper()
-	var pl *plan
-	if err := read(func(v View) { pl = buildPlan(v, d) }); err != nil {
+	var buf bytes.Buffer
+	var res Result
+	var rerr error
+	if err := read(func(v View) { res, rerr = buildPlan(v, d).render(&buf, 1, time.Unix(0, 0)) }); err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	res, err := pl.render(&buf, 1, time.Unix(0, 0))
-	if err != nil {
-		t.Fatal(err)
+	if rerr != nil {
+		t.Fatal(rerr)
 	}
 	return buf.Bytes(), res
 }
@@ -744,5 +744,57 @@ func TestDiskReadConsistent(t *testing.T) {
 	}
 	if d.Rev() != n {
 		t.Errorf("rev %d, want %d", d.Rev(), n)
+	}
+}
+
+// TestDiskEntriesFollowChanges renders after every few events, so that
+// the entries the store keeps are read back after changes to their files:
+// every render must still equal the in-memory state's. A view opened
+// before a change renders the state before it, even after a newer view
+// has kept newer entries of the same files.
+func TestDiskEntriesFollowChanges(t *testing.T) {
+	defs := worldDefinitions()
+	for seed := range uint64(24) {
+		w := newWorld(seed)
+		lines := w.lines
+		if seed%2 == 1 {
+			lines = shuffled(lines, seed)
+		}
+		s, d := NewState(), openDisk(t, t.TempDir())
+		step := max(1, len(lines)/6)
+		var old *diskView
+		var oldWant [][]byte
+		for i := 0; i < len(lines); i += step {
+			chunk := lines[i:min(i+step, len(lines))]
+			applyAll(t, s, chunk)
+			diskApplyAll(t, d, chunk)
+			label := fmt.Sprintf("seed %d, after %d events", seed, i+len(chunk))
+			sameRenders(t, label, s, d, defs)
+			if old != nil {
+				for j, def := range defs {
+					got, _ := renderView(t, func(fn func(View)) error { fn(old); return nil }, def)
+					if !bytes.Equal(got, oldWant[j]) {
+						t.Errorf("%s: %s from the view before the change differs from the state before it", label, def.Name)
+					}
+				}
+				if err := old.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			old, oldWant = d.View(), nil
+			for _, def := range defs {
+				want, _ := renderView(t, memRead(s), def)
+				oldWant = append(oldWant, want)
+			}
+		}
+		if err := old.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if t.Failed() {
+			return
+		}
 	}
 }

@@ -48,7 +48,7 @@ func (p *Pipeline) exportOnce(ctx context.Context, d *Definition, trigger string
 		return resume, fmt.Errorf("dirty mark: %w", err)
 	}
 	waitCtx, waitCancel := context.WithTimeout(ctx, 30*time.Second)
-	ok := p.state.waitRev(mark.StateRevision, waitCtx.Done())
+	ok := p.state.WaitRev(mark.StateRevision, waitCtx.Done())
 	waitCancel()
 	if !ok {
 		return resume, fmt.Errorf("state did not catch up with revision %d", mark.StateRevision)
@@ -147,17 +147,20 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 		}
 	}
 	start := time.Now()
-	pl := p.state.buildPlan(d)
+	pl := p.plan(d)
+	defer pl.close()
+	if err := pl.check(); err != nil {
+		return retry, false, fmt.Errorf("read the local state store: %w", err)
+	}
 	if pl.empty != "" {
 		if err := p.skip(ctx, d, st, retry, trigger, pl, mark); err != nil {
 			return retry, false, err
 		}
 		return nil, true, nil
 	}
-	// Decide "unchanged" before uploading anything: the content hash
-	// comes from a render into the hash alone (the plan's snapshots are
-	// immutable, so the upload below renders the same bytes). A manual
-	// request always writes.
+	// Decide "unchanged" before uploading anything: the plan's content
+	// hash comes from its measure pass (the upload below renders the same
+	// bytes from the same view). A manual request always writes.
 	if trigger != TriggerManual && st != nil && st.ContentHash != "" && st.Fingerprint == d.fingerprint() {
 		sum, err := pl.contentHash()
 		if err != nil {
@@ -190,7 +193,7 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	rec := &Record{
 		ID: id, Name: d.Name, Project: d.Project, Source: string(d.Source.Kind), Ref: ref,
 		Completion: d.Completion, IncludeRemoved: d.IncludeRemovedInstances,
-		Status: StatusGenerating, CreatedTime: at, FileListLength: len(pl.files), InstanceCount: pl.nInst,
+		Status: StatusGenerating, CreatedTime: at, FileListLength: len(pl.ids), InstanceCount: pl.nInst,
 		Connection: d.Connection, Key: stem + ".json", ManifestKey: stem + ".manifest.json",
 		Watermark: mark.Watermark, StateRevision: pl.rev, Trigger: trigger, FormatVersion: FormatVersion,
 	}
@@ -265,6 +268,16 @@ func (p *Pipeline) skip(ctx context.Context, d *Definition, st *definitionState,
 	p.log.Warn("export skipped: its source matches no file; nothing written", "definition", d.Name,
 		"export_id", rec.ID, "reason", pl.empty, "trigger", trigger)
 	return nil
+}
+
+// plan selects the definition's files from a view of the local state
+// store that stays open until the plan is closed.
+func (p *Pipeline) plan(d *Definition) *plan {
+	v := p.state.View()
+	pl := buildPlan(v, d)
+	pl.release = v.Close
+	pl.err = func() error { return v.err }
+	return pl
 }
 
 // render streams the plan into a create-only writer of rec.Key, moving

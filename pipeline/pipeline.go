@@ -74,6 +74,11 @@ type Options struct {
 	// Both 0: records are kept forever.
 	RecordsKeepLast int
 	RecordsMaxAge   time.Duration
+
+	// StateDir is the folder of the local state store (DiskState, a cache
+	// of the state bucket: see OpenStateDir). Empty: a temporary folder,
+	// removed by Close.
+	StateDir string
 }
 
 // Pipeline is the state plus the exporter. Create it with Open, feed it
@@ -82,7 +87,8 @@ type Pipeline struct {
 	js      jetstream.JetStream
 	opts    Options
 	log     *slog.Logger
-	state   *State
+	state   *DiskState
+	tmpDir  string // StateDir when it is temporary
 	store   *Store
 	dirty   jetstream.KeyValue
 	records jetstream.KeyValue
@@ -135,7 +141,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	if opts.Deployment == "" {
 		opts.Deployment, _ = os.Hostname()
 	}
-	p := &Pipeline{js: js, opts: opts, log: opts.Logger, state: NewState(),
+	p := &Pipeline{js: js, opts: opts, log: opts.Logger,
 		byName: map[string]*Definition{}, kicks: map[string]chan string{}, slots: map[string]chan struct{}{},
 		manual: map[string]*Record{}, index: newRecordIndex()}
 	for _, d := range opts.Definitions {
@@ -188,10 +194,41 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 		}
 	}
 	p.initMetrics()
+	dir := opts.StateDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "exportstream-state-"); err != nil {
+			return nil, fmt.Errorf("local state store: %w", err)
+		}
+		p.tmpDir = dir
+	}
+	if p.state, err = OpenStateDir(dir, p.log); err != nil {
+		p.removeTemp()
+		return nil, err
+	}
 	if p.store, err = OpenStore(ctx, js, opts.StatePrefix+"_STATE", opts.Replicas, p.state, p.log); err != nil {
+		_ = p.Close()
 		return nil, err
 	}
 	return p, nil
+}
+
+// Close closes the local state store (synced first). Call it after Run
+// has returned; the Pipeline must not be used after.
+func (p *Pipeline) Close() error {
+	if p.state == nil {
+		return nil
+	}
+	err := p.state.Close()
+	p.state = nil
+	p.removeTemp()
+	return err
+}
+
+func (p *Pipeline) removeTemp() {
+	if p.tmpDir != "" {
+		_ = os.RemoveAll(p.tmpDir)
+		p.tmpDir = ""
+	}
 }
 
 func (p *Pipeline) initMetrics() {
@@ -282,9 +319,7 @@ func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) error {
 		return nil
 	}
 	if len(replayed) > 0 {
-		p.state.mu.RLock()
-		rev = max(rev, p.state.rev)
-		p.state.mu.RUnlock()
+		rev = max(rev, p.state.Rev())
 	}
 	var watermark uint64
 	for _, ev := range batch {
@@ -329,7 +364,7 @@ func (p *Pipeline) touched(changes []change, all map[string]bool) []string {
 			set[d.Name] = true
 		}
 	}
-	p.state.Read(func(v View) {
+	err := p.state.Read(func(v View) {
 		for _, c := range changes {
 			pv := v.Project(c.project)
 			if pv == nil {
@@ -342,6 +377,18 @@ func (p *Pipeline) touched(changes []change, all map[string]bool) []string {
 			}
 		}
 	})
+	if err != nil {
+		// The view missed entities: mark every definition of the changed
+		// projects (an unchanged export is skipped).
+		p.log.Error("local state store read failed; marking every definition of the changed projects", "err", err)
+		for _, c := range changes {
+			for _, d := range p.defs {
+				if d.Project == c.project {
+					set[d.Name] = true
+				}
+			}
+		}
+	}
 	return slices.Sorted(maps.Keys(set))
 }
 

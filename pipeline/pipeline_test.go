@@ -94,7 +94,7 @@ func startHarness(t *testing.T, js jetstream.JetStream, defs []*Definition, buck
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := Open(ctx, js, Options{Definitions: defs, Buckets: buckets, StatePrefix: "T", Owner: "test", Logger: log})
+	p, err := openTest(t, ctx, js, Options{Definitions: defs, Buckets: buckets, StatePrefix: "T", Owner: "test", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func TestRestartExportsDirty(t *testing.T) {
 
 	// While stopped: a change lands in state with its dirty mark (as the
 	// consumer of a replica that died before exporting would leave it).
-	p2, err := Open(t.Context(), js, Options{Definitions: []*Definition{d}, Buckets: buckets, StatePrefix: "T", Owner: "test"})
+	p2, err := openTest(t, t.Context(), js, Options{Definitions: []*Definition{d}, Buckets: buckets, StatePrefix: "T", Owner: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,4 +469,23 @@ func TestForeignObjectUnderKeyIsKept(t *testing.T) {
 	if !strings.Contains(reason, "already exists with different content; not overwritten") {
 		t.Errorf("the first attempt's record says %q, want the reason", reason)
 	}
+}
+
+// openTest opens a pipeline with its local state store in a temporary
+// folder of the test, closed when the test ends (after the cleanups
+// registered later, which stop it).
+func openTest(t testing.TB, ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline, error) {
+	t.Helper()
+	if opts.StateDir == "" {
+		opts.StateDir = t.TempDir()
+	}
+	p, err := Open(ctx, js, opts)
+	if err == nil {
+		t.Cleanup(func() {
+			if err := p.Close(); err != nil {
+				t.Errorf("close the local state store: %v", err)
+			}
+		})
+	}
+	return p, err
 }

@@ -200,7 +200,7 @@ func TestRecordIndexNewest(t *testing.T) {
 // after 50 ms, and runs it until the test ends.
 func openRecords(t *testing.T, js jetstream.JetStream, keepLast int, maxAge time.Duration) *Pipeline {
 	t.Helper()
-	p, err := Open(t.Context(), js, Options{StatePrefix: "R", Owner: "test", RecordsKeepLast: keepLast, RecordsMaxAge: maxAge})
+	p, err := openTest(t, t.Context(), js, Options{StatePrefix: "R", Owner: "test", RecordsKeepLast: keepLast, RecordsMaxAge: maxAge})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +394,7 @@ func TestRecordsBoundedWhileExporting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := Open(ctx, js, Options{Definitions: []*Definition{d}, Buckets: map[string]connectors.Bucket{"disk": b},
+	p, err := openTest(t, ctx, js, Options{Definitions: []*Definition{d}, Buckets: map[string]connectors.Bucket{"disk": b},
 		StatePrefix: "T", Owner: "test", Logger: log, RecordsKeepLast: keepLast, RecordsMaxAge: 720 * time.Hour,
 		ExportsStream: "EXPORTS"}) // a stream for the completion events: publishing them without one waits for retries
 	if err != nil {

@@ -3,6 +3,8 @@ package pipeline
 import (
 	"bytes"
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"slices"
@@ -17,10 +19,14 @@ const FormatVersion = "1.0"
 // Version of the connector, written into export_info.
 var Version = "dev"
 
-// plan is everything one export shows, gathered under the state's read
-// lock. Snapshots are immutable, so rendering needs no lock.
+// plan is one export of a definition from a consistent view of the
+// state: the files it shows (their ids, in export order) and what the
+// header shows beside them. Its entries are read from the view as they
+// are written, one file at a time, so memory does not grow with the
+// export: the view stays open until the plan is released.
 type plan struct {
 	def     *Definition
+	pv      ProjectView // nil when the project is unknown
 	project *snap
 	labels  []*snap // state != removed, by id
 	groups  []*snap // not archived, by id
@@ -28,8 +34,9 @@ type plan struct {
 	dir     *snap
 	job     *snap
 	task    *snap
-	files   []planFile
+	ids     []int64 // the files shown, in export order
 	nInst   int
+	content string // the content hash (see measure)
 	rev     uint64 // the state revision the plan reflects
 	// empty, when the source matches no file, says why: then nothing is
 	// written (EXPORTS.md, "No empty export").
@@ -37,6 +44,30 @@ type plan struct {
 	// progress, when set, is told how many files are rendered so far
 	// (at each flush of the write buffer).
 	progress func(done, total int)
+	// release ends the view the plan reads and reports the first error a
+	// read met (nil: nothing to release); err reports that error so far.
+	release func() error
+	err     func() error
+}
+
+// close releases the plan's view. Reading errors are reported by check
+// before anything is committed; close reports them too.
+func (pl *plan) close() error {
+	if pl.release == nil {
+		return nil
+	}
+	r := pl.release
+	pl.release = nil
+	return r()
+}
+
+// check reports the first error the plan's reads met: when it is not nil,
+// what was rendered lacks entities and must not be committed.
+func (pl *plan) check() error {
+	if pl.err == nil {
+		return nil
+	}
+	return pl.err()
 }
 
 type planFile struct {
@@ -58,8 +89,9 @@ type planSeq struct {
 	insts []*snap
 }
 
-// buildPlan selects the definition's files and everything shown beside
-// them from a consistent view of the state.
+// buildPlan selects the definition's files from a consistent view of the
+// in-memory state (for tests and benchmarks: the plan reads the state
+// without its lock after this returns, so nothing may write meanwhile).
 func (s *State) buildPlan(d *Definition) *plan {
 	var pl *plan
 	s.Read(func(v View) { pl = buildPlan(v, d) })
@@ -67,15 +99,24 @@ func (s *State) buildPlan(d *Definition) *plan {
 }
 
 // buildPlan selects the definition's files and everything shown beside
-// them. It reads the state only through v; the plan holds immutable
-// snapshots, so it can be rendered after the view is gone.
+// them, counts their instances and hashes the content (measure). It reads
+// the state only through v, and renders from it later: v must stay open
+// until the plan is rendered.
 func buildPlan(v View, d *Definition) *plan {
+	pl := selectFiles(v, d)
+	pl.measure()
+	return pl
+}
+
+// selectFiles selects the definition's files and what the header shows.
+func selectFiles(v View, d *Definition) *plan {
 	pl := &plan{def: d, allLbls: map[int64]*snap{}, rev: v.Rev()}
 	pv := v.Project(d.Project)
 	if pv == nil {
 		pl.empty = emptyReason(v, d, nil, pl)
 		return pl
 	}
+	pl.pv = pv
 	pl.project = pv.Info()
 	for l := range pv.Labels() {
 		pl.allLbls[l.id] = l
@@ -149,34 +190,38 @@ func buildPlan(v View, d *Definition) *plan {
 	}
 	if len(ids) == 0 {
 		pl.empty = emptyReason(v, d, pv, pl)
+		return pl
 	}
-	counted := map[int64]bool{}
-	for _, id := range ids {
-		pf := planFileOf(pv, id, d.IncludeRemovedInstances, true)
-		pl.nInst += pf.count(counted)
-		pl.files = append(pl.files, pf)
-	}
+	pl.ids = ids
 	return pl
 }
 
-// count returns the number of instances the file's entry shows that no
-// file in counted showed before, and adds the file (and its children) to
-// counted: a compound child's instances appear in its own entry and in its
-// parent's, and count once. A file written as null shows none.
-func (pf *planFile) count(counted map[int64]bool) int {
+// own returns the number of instances the file's own entry shows (not
+// its children's); a file written as null shows none.
+func (pf *planFile) own() int {
 	if !hasEntry(pf.file.Type) {
 		return 0
 	}
-	n := 0
-	if !counted[pf.file.ID] {
-		counted[pf.file.ID] = true
-		n = len(pf.insts) + len(pf.removed)
-		for _, s := range pf.seqs {
-			n += len(s.insts)
-		}
+	n := len(pf.insts) + len(pf.removed)
+	for _, s := range pf.seqs {
+		n += len(s.insts)
 	}
-	for i := range pf.children {
-		n += pf.children[i].count(counted)
+	return n
+}
+
+// tally returns n, the instances a file's entry shows, unless the file is
+// a compound file's child already in counted (then 0): a child's
+// instances appear in its own entry and in its parent's, and count once.
+// With counted nil nothing is counted.
+func tally(id int64, n int, child bool, counted map[int64]bool) int {
+	if counted == nil {
+		return 0
+	}
+	if child {
+		if counted[id] {
+			return 0
+		}
+		counted[id] = true
 	}
 	return n
 }
@@ -411,7 +456,7 @@ func (pl *plan) header(id int64, created time.Time, canonical bool) []byte {
 		b = append(b, "null"...)
 	}
 	b = append(b, `,"file_list_length":`...)
-	b = appendInt(b, int64(len(pl.files)))
+	b = appendInt(b, int64(len(pl.ids)))
 	b = append(b, `,"ann_is_complete":`...)
 	switch d.Completion {
 	case CompletionComplete:
@@ -862,32 +907,83 @@ func isTimeField(k string) bool {
 	return len(k) > 5 && k[len(k)-5:] == "_time"
 }
 
-// renderBody streams the file entries and the closing brace to w through
-// a buffer, flushing every bufSize bytes.
-func (pl *plan) renderBody(w io.Writer) error {
-	const bufSize = 256 << 10
-	b := make([]byte, 0, bufSize+64<<10)
-	for i := range pl.files {
-		pf := &pl.files[i]
-		b = append(b, ',')
-		b = appendIDKey(b, pf.file.ID)
-		b = pl.appendEntry(b, pf)
-		if len(b) >= bufSize {
-			if _, err := w.Write(b); err != nil {
-				return err
-			}
-			b = b[:0]
-			if pl.progress != nil {
-				pl.progress(i+1, len(pl.files))
-			}
+// appendFile appends the file's entry, from the view's kept entries when
+// it has a valid one (the disk store), else rendered (and kept), and
+// returns the number of instances it adds to counted's tally.
+func (pl *plan) appendFile(b []byte, id int64, counted map[int64]bool) ([]byte, int) {
+	removed := pl.def.IncludeRemovedInstances
+	c, _ := pl.pv.(entryCacher)
+	if c != nil {
+		if frag, n, child, ok := c.cachedEntry(id, removed); ok {
+			return append(b, frag...), tally(id, n, child, counted)
 		}
 	}
+	pf := planFileOf(pl.pv, id, removed, true)
+	start := len(b)
+	b = pl.appendEntry(b, &pf)
+	child := pf.file.ParentID != nil
+	if c != nil && pf.file.Type != "compound" {
+		c.storeEntry(id, removed, b[start:], pf.own(), child)
+	}
+	n := tally(id, pf.own(), child, counted)
+	for i := range pf.children {
+		n += tally(pf.children[i].file.ID, pf.children[i].own(), true, counted)
+	}
+	return b, n
+}
+
+// walk renders the file entries and the closing brace, handing them to
+// emit in pieces of about bufSize bytes with the number of files done; it
+// adds the instances shown to counted's tally and returns that count.
+func (pl *plan) walk(counted map[int64]bool, emit func(b []byte, done int) error) (int, error) {
+	const bufSize = 256 << 10
+	b := make([]byte, 0, bufSize+64<<10)
+	total := 0
+	for i, id := range pl.ids {
+		b = append(b, ',')
+		b = appendIDKey(b, id)
+		var n int
+		b, n = pl.appendFile(b, id, counted)
+		total += n
+		if len(b) >= bufSize {
+			if err := emit(b, i+1); err != nil {
+				return total, err
+			}
+			b = b[:0]
+		}
+	}
+	if c, ok := pl.pv.(entryCacher); ok {
+		c.endPass()
+	}
 	b = append(b, '}')
-	if _, err := w.Write(b); err != nil {
-		return err
-	}
-	if pl.progress != nil {
-		pl.progress(len(pl.files), len(pl.files))
-	}
-	return nil
+	return total, emit(b, len(pl.ids))
+}
+
+// measure counts the instances the export shows and computes its content
+// hash: SHA-256 of the file entries and closing brace (as written), then
+// the header with the export id and time zeroed. One pass, before
+// anything is uploaded: an unchanged export is known without writing.
+func (pl *plan) measure() {
+	h := sha256.New()
+	n, _ := pl.walk(map[int64]bool{}, func(b []byte, _ int) error {
+		h.Write(b)
+		return nil
+	})
+	pl.nInst = n
+	h.Write(pl.header(0, time.Time{}, true))
+	pl.content = hex.EncodeToString(h.Sum(nil))
+}
+
+// renderBody streams the file entries and the closing brace to w.
+func (pl *plan) renderBody(w io.Writer) error {
+	_, err := pl.walk(nil, func(b []byte, done int) error {
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		if pl.progress != nil {
+			pl.progress(done, len(pl.ids))
+		}
+		return nil
+	})
+	return err
 }

@@ -14,9 +14,10 @@ import (
 	"github.com/exportstream/exportstream/events"
 )
 
-// Store keeps State durable in a JetStream key-value bucket, one key per
-// entity (<project>.<kind>.<id>), and keeps the in-memory State current
-// with every replica's writes through a watch on that bucket.
+// Store keeps the state durable in a JetStream key-value bucket, one key
+// per entity (<project>.<kind>.<id>), and keeps the local disk store
+// (DiskState, a cache of the bucket) current with every replica's writes
+// through a watch on that bucket.
 //
 // Writes are compare-and-swap on the key's revision, so the highest
 // version wins even when replicas race on the same entity.
@@ -24,14 +25,22 @@ type Store struct {
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	bucket string
-	state  *State
+	state  *DiskState
 	log    *slog.Logger
 	watch  jetstream.KeyWatcher
+	loaded int // entries read from the bucket at open
 }
 
-// OpenStore creates (or binds to) the state bucket and loads it into
-// state; it returns once every stored entity has been loaded.
-func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, state *State, log *slog.Logger) (*Store, error) {
+// watchBatch is how many watched entries are applied to the disk store in
+// one write transaction, at most.
+const watchBatch = 1024
+
+// OpenStore creates (or binds to) the state bucket and brings state up to
+// date with it; it returns once every stored entity has been loaded. A
+// store that reflects this bucket resumes from the revision it recorded;
+// one that reflects another bucket (deleted and created again, or
+// another NATS) is emptied and loaded from the start.
+func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, state *DiskState, log *slog.Logger) (*Store, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "exportstream: newest snapshot of every entity",
@@ -42,13 +51,43 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, repli
 	if err != nil {
 		return nil, fmt.Errorf("state bucket %s: %w", bucket, err)
 	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("state bucket %s: %w", bucket, err)
+	}
+	var identity string
+	var last uint64
+	if js, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		info := js.StreamInfo()
+		identity = bucket + "@" + info.Created.UTC().Format(time.RFC3339Nano)
+		last = info.State.LastSeq
+	}
+	bound, err := state.Bound()
+	if err != nil {
+		return nil, err
+	}
+	if bound != identity || state.Rev() > last {
+		if bound != "" || state.Rev() > 0 {
+			log.Warn("local state store reflects another state bucket; emptied and loaded again",
+				"store", bound, "bucket", identity, "store_revision", state.Rev(), "bucket_revision", last)
+		}
+		if err := state.Reset(identity); err != nil {
+			return nil, err
+		}
+	}
 	s := &Store{js: js, kv: kv, bucket: bucket, state: state, log: log}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	from := state.Rev()
+	opts := []jetstream.WatchOpt{jetstream.IgnoreDeletes()}
+	if from > 0 {
+		opts = append(opts, jetstream.ResumeFromRevision(from+1))
+	}
+	w, err := kv.WatchAll(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("watch state bucket %s: %w", bucket, err)
 	}
 	s.watch = w
 	start, n := time.Now(), 0
+	batch := make([]jetstream.KeyValueEntry, 0, watchBatch)
 	for {
 		select {
 		case <-ctx.Done():
@@ -56,45 +95,82 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, repli
 			return nil, ctx.Err()
 		case e, ok := <-w.Updates():
 			if !ok {
+				w.Stop()
 				return nil, errors.New("state watch closed while loading")
 			}
+			if e != nil {
+				batch = append(batch, e)
+				n++
+				if n%4096 == 0 {
+					log.Debug("state loading", "entries", n, "revision", e.Revision())
+				}
+			}
+			if e == nil || len(batch) == watchBatch {
+				if err := s.take(batch); err != nil {
+					w.Stop()
+					return nil, err
+				}
+				batch = batch[:0]
+			}
 			if e == nil {
-				log.Info("state loaded", "bucket", bucket, "entities", n, "took", time.Since(start).Round(time.Millisecond).String())
+				s.loaded = n
+				log.Info("state loaded", "bucket", bucket, "from_revision", from+1, "entries", n,
+					"revision", state.Rev(), "took", time.Since(start).Round(time.Millisecond).String())
 				return s, nil
 			}
-			s.take(e)
-			n++
 		}
 	}
 }
 
-// take applies one key-value entry to the in-memory state.
-func (s *Store) take(e jetstream.KeyValueEntry) {
-	project, kind, id, ok := parseStateKey(e.Key())
-	if !ok {
-		s.log.Warn("state bucket holds a foreign key; ignored", "key", e.Key())
-		s.state.noteRev(e.Revision())
-		return
+// take applies key-value entries to the disk store in one write
+// transaction. Entries the store holds already (this replica's own
+// writes, coming back through the watch) are passed over without being
+// decoded.
+func (s *Store) take(entries []jetstream.KeyValueEntry) error {
+	if len(entries) == 0 {
+		return nil
 	}
-	if cur := s.state.current(project, kind, id); cur != nil && cur.rev >= e.Revision() {
-		s.state.noteRev(e.Revision())
-		return
-	}
-	sn, err := decodeSnap(project, kind, e.Value())
+	err := s.state.Update(func(tx *DiskTx) error {
+		for _, e := range entries {
+			tx.NoteRev(e.Revision())
+			project, kind, id, ok := parseStateKey(e.Key())
+			if !ok {
+				s.log.Warn("state bucket holds a foreign key; ignored", "key", e.Key())
+				continue
+			}
+			rev, ok, err := tx.StoredRev(project, kind, id)
+			if err != nil {
+				return err
+			}
+			if ok && rev >= e.Revision() {
+				continue
+			}
+			sn, err := decodeSnap(project, kind, e.Value())
+			if err != nil {
+				s.log.Error("state bucket holds an undecodable snapshot; ignored", "key", e.Key(), "err", err)
+				continue
+			}
+			sn.rev = e.Revision()
+			if _, _, err := tx.Offer(project, sn); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		s.log.Error("state bucket holds an undecodable snapshot; ignored", "key", e.Key(), "err", err)
-		s.state.noteRev(e.Revision())
-		return
+		return fmt.Errorf("local state store: %w", err)
 	}
-	sn.rev = e.Revision()
-	s.state.offer(project, sn)
+	return nil
 }
 
-// Run follows the state bucket (other replicas' writes) until ctx is done.
-// If the watch ends on its own (the client gave up on its ordered
-// consumer), it is opened again from the next revision.
+// Run follows the state bucket (other replicas' writes) until ctx is done,
+// applying what is waiting in batches. If the watch ends on its own (the
+// client gave up on its ordered consumer), it is opened again from the
+// next revision. A write to the local store that fails ends Run with the
+// error.
 func (s *Store) Run(ctx context.Context) error {
 	defer func() { s.watch.Stop() }()
+	batch := make([]jetstream.KeyValueEntry, 0, watchBatch)
 	for {
 		select {
 		case <-ctx.Done():
@@ -104,9 +180,7 @@ func (s *Store) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return nil // closed because we are stopping
 				}
-				s.state.mu.RLock()
-				next := s.state.rev + 1
-				s.state.mu.RUnlock()
+				next := s.state.Rev() + 1
 				s.log.Warn("state watch ended; watching again", "from_revision", next)
 				w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.ResumeFromRevision(next))
 				if err != nil {
@@ -118,8 +192,26 @@ func (s *Store) Run(ctx context.Context) error {
 				s.watch = w
 				continue
 			}
-			if e != nil {
-				s.take(e)
+			if e == nil {
+				continue
+			}
+			batch = append(batch[:0], e)
+		more:
+			for len(batch) < watchBatch {
+				select {
+				case e, ok := <-s.watch.Updates():
+					if !ok {
+						break more // handled above on the next turn
+					}
+					if e != nil {
+						batch = append(batch, e)
+					}
+				default:
+					break more
+				}
+			}
+			if err := s.take(batch); err != nil {
+				return err
 			}
 		}
 	}
@@ -170,7 +262,10 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) (applied, error)
 		writes, order := map[string]*write{}, []string{}
 		for _, ev := range pendingEvs {
 			key := stateKey(ev.Project, ev.Kind, ev.EntityID)
-			cur := s.state.current(ev.Project, ev.Kind, ev.EntityID)
+			cur, err := s.state.Current(ev.Project, ev.Kind, ev.EntityID)
+			if err != nil {
+				return res, fmt.Errorf("local state store: %w", err)
+			}
 			base := cur
 			w := writes[key]
 			if w != nil {
@@ -222,17 +317,14 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) (applied, error)
 		var retry []*events.Event
 		conflicted := map[string]bool{}
 		var firstErr error
+		var acked []*write
 		for _, key := range order {
 			w := writes[key]
 			select {
 			case ack := <-w.fut.Ok():
 				w.sn.rev = ack.Sequence
 				res.rev = max(res.rev, ack.Sequence)
-				project, _, _, _ := parseStateKey(key)
-				// The watch may have offered this very entry first; the
-				// change is ours either way.
-				s.state.offer(project, w.sn)
-				res.changes = append(res.changes, change{project: project, kind: w.sn.kind, old: w.old, new: w.sn})
+				acked = append(acked, w)
 			case err := <-w.fut.Err():
 				var apiErr *jetstream.APIError
 				if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
@@ -246,6 +338,25 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) (applied, error)
 			case <-ctx.Done():
 				return res, ctx.Err()
 			}
+		}
+		// What the bucket acknowledged goes into the local store in one
+		// transaction. The watch may have offered some of it first; the
+		// changes are ours either way.
+		err := s.state.Update(func(tx *DiskTx) error {
+			for _, w := range acked {
+				project, _, _, _ := parseStateKey(w.key)
+				if _, _, err := tx.Offer(project, w.sn); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return res, fmt.Errorf("local state store: %w", err)
+		}
+		for _, w := range acked {
+			project, _, _, _ := parseStateKey(w.key)
+			res.changes = append(res.changes, change{project: project, kind: w.sn.kind, old: w.old, new: w.sn})
 		}
 		if firstErr != nil {
 			return res, firstErr
@@ -261,7 +372,9 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) (applied, error)
 				return res, fmt.Errorf("state read %s: %w", key, err)
 			}
 			if e != nil {
-				s.take(e)
+				if err := s.take([]jetstream.KeyValueEntry{e}); err != nil {
+					return res, err
+				}
 			}
 		}
 		for _, ev := range pendingEvs {

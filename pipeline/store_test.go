@@ -3,6 +3,9 @@ package pipeline
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/exportstream/exportstream/events"
@@ -27,11 +30,11 @@ func TestStoreHighestVersionWinsAcrossReplicas(t *testing.T) {
 	ns := eventstest.StartServer(t)
 	_, js := eventstest.Connect(t, ns)
 	log := slog.New(slog.DiscardHandler)
-	a, err := OpenStore(t.Context(), js, "CAS_STATE", 1, NewState(), log)
+	a, err := OpenStore(t.Context(), js, "CAS_STATE", 1, openDisk(t, t.TempDir()), log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := OpenStore(t.Context(), js, "CAS_STATE", 1, NewState(), log)
+	b, err := OpenStore(t.Context(), js, "CAS_STATE", 1, openDisk(t, t.TempDir()), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +78,197 @@ func TestStoreHighestVersionWinsAcrossReplicas(t *testing.T) {
 	if res, err = b.Apply(t.Context(), []*events.Event{fileEvent(t, 1, 4, "v4 again")}); err != nil || len(res.changes) != 0 {
 		t.Errorf("b's repeated v4: %d changes, %v", len(res.changes), err)
 	}
-	if cur := b.state.current("p", events.KindFile, 1); cur == nil || cur.version < 4 {
+	if cur, err := b.state.Current("p", events.KindFile, 1); err != nil || cur == nil || cur.version < 4 {
 		t.Errorf("b's state: %+v", cur)
 	}
+}
+
+// storeEvents are n file events of project p, versions v.
+func storeEvents(t *testing.T, from, n int, v int64) []*events.Event {
+	var evs []*events.Event
+	for i := from; i < from+n; i++ {
+		evs = append(evs, fileEvent(t, int64(i), v, fmt.Sprint("f", i)))
+	}
+	return evs
+}
+
+// fileVersion returns the version of file id in the store (0: none).
+func fileVersion(t *testing.T, d *DiskState, id int64) int64 {
+	t.Helper()
+	sn, err := d.Current("p", events.KindFile, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn == nil {
+		return 0
+	}
+	return sn.version
+}
+
+// A store that survives a restart resumes the watch after the revision it
+// recorded, and still gets what other replicas wrote meanwhile; a store
+// of another bucket (deleted and made again) is emptied and loaded from
+// the start.
+func TestStoreResumesFromItsRevision(t *testing.T) {
+	ns := eventstest.StartServer(t)
+	_, js := eventstest.Connect(t, ns)
+	log := slog.New(slog.DiscardHandler)
+	dir := t.TempDir()
+	d := openDisk(t, dir)
+	a, err := OpenStore(t.Context(), js, "RS_STATE", 1, d, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Apply(t.Context(), storeEvents(t, 1, 50, 1)); err != nil {
+		t.Fatal(err)
+	}
+	rev := d.Rev()
+	if rev != 50 {
+		t.Fatalf("store at revision %d after 50 writes", rev)
+	}
+	a.watch.Stop()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Meanwhile another replica writes 10 new files and edits 5.
+	other, err := OpenStore(t.Context(), js, "RS_STATE", 1, openDisk(t, t.TempDir()), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Apply(t.Context(), append(storeEvents(t, 51, 10, 1), storeEvents(t, 1, 5, 2)...)); err != nil {
+		t.Fatal(err)
+	}
+	d = openDisk(t, dir)
+	defer d.Close()
+	if d.Rev() != rev {
+		t.Fatalf("reopened at revision %d, want %d", d.Rev(), rev)
+	}
+	b, err := OpenStore(t.Context(), js, "RS_STATE", 1, d, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.watch.Stop()
+	if b.loaded != 15 {
+		t.Errorf("restart loaded %d entries, want the 15 written after revision %d", b.loaded, rev)
+	}
+	if d.Rev() != 65 {
+		t.Errorf("store at revision %d, want 65", d.Rev())
+	}
+	for id, want := range map[int64]int64{1: 2, 5: 2, 6: 1, 50: 1, 51: 1, 60: 1} {
+		if got := fileVersion(t, d, id); got != want {
+			t.Errorf("file %d: version %d, want %d", id, got, want)
+		}
+	}
+
+	// The bucket is deleted and made again with other content: the
+	// store's revision may even be within the new bucket's, but it
+	// reflects another bucket, so it is emptied.
+	b.watch.Stop()
+	if err := js.DeleteKeyValue(t.Context(), "RS_STATE"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := OpenStore(t.Context(), js, "RS_STATE", 1, openDisk(t, t.TempDir()), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Apply(t.Context(), storeEvents(t, 100, 70, 1)); err != nil {
+		t.Fatal(err)
+	}
+	c.watch.Stop()
+	b, err = OpenStore(t.Context(), js, "RS_STATE", 1, d, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.watch.Stop()
+	if b.loaded != 70 || d.Rev() != 70 {
+		t.Errorf("after the bucket was made again: loaded %d, revision %d; want 70, 70", b.loaded, d.Rev())
+	}
+	if v := fileVersion(t, d, 1); v != 0 {
+		t.Errorf("file 1 of the deleted bucket is still in the store (version %d)", v)
+	}
+	if v := fileVersion(t, d, 169); v != 1 {
+		t.Errorf("file 169: version %d, want 1", v)
+	}
+}
+
+// OpenStateDir empties a damaged store (to be loaded again), and refuses
+// a folder that holds other files, or a store another process has open.
+func TestOpenStateDir(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	t.Run("damaged", func(t *testing.T) {
+		dir := t.TempDir()
+		d, err := OpenStateDir(dir, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.NoteRev(7); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		manifests, _ := filepath.Glob(filepath.Join(dir, "MANIFEST-*"))
+		if len(manifests) == 0 {
+			t.Fatal("no MANIFEST in the store")
+		}
+		for _, m := range manifests {
+			if err := os.WriteFile(m, []byte("not a manifest"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := OpenDiskState(dir); err == nil {
+			t.Fatal("the damaged store opened")
+		}
+		d, err = OpenStateDir(dir, log)
+		if err != nil {
+			t.Fatalf("damaged store not emptied: %v", err)
+		}
+		defer d.Close()
+		if d.Rev() != 0 {
+			t.Errorf("emptied store at revision %d", d.Rev())
+		}
+	})
+	t.Run("another layout", func(t *testing.T) {
+		dir := t.TempDir()
+		d := openDisk(t, dir)
+		if err := d.db.Set(keyFormat, []byte("0"), nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		d, err := OpenStateDir(dir, log)
+		if err != nil {
+			t.Fatalf("store of another layout not emptied: %v", err)
+		}
+		d.Close()
+	})
+	t.Run("foreign files", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "CURRENT"), []byte("mine"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := OpenStateDir(dir, log)
+		if err == nil || !strings.Contains(err.Error(), "not a state store") {
+			t.Fatalf("err = %v", err)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dir, "CURRENT")); string(b) != "mine" {
+			t.Error("a foreign file was changed")
+		}
+	})
+	t.Run("in use", func(t *testing.T) {
+		dir := t.TempDir()
+		d, err := OpenStateDir(dir, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		_, err = OpenStateDir(dir, log)
+		if err == nil || !strings.Contains(err.Error(), "in use by another process") {
+			t.Fatalf("err = %v", err)
+		}
+		if err := d.NoteRev(3); err != nil {
+			t.Errorf("the store in use was harmed: %v", err)
+		}
+	})
 }

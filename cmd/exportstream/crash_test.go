@@ -90,22 +90,34 @@ func TestCrashRecovery(t *testing.T) {
 	cut := func(f float64) int { return int(f * float64(len(stream))) }
 	held := len(stream) - crashTail
 
+	stateDir := filepath.Join(crashed.dir, "data", "state") // the default state.dir, from the instance's folder
 	passes := []struct {
 		name  string
 		until int // publish the stream up to here during the pass; 0: nothing
 		kill  func(t *testing.T, in *serviceInstance) string
+		prep  func(t *testing.T) // before the start, when not nil
 	}{
-		{"applying", cut(0.25), nil},
-		{"startup-nats", 0, killAtLog(`"msg":"embedded NATS started"`)},
-		{"startup-state-loaded", 0, killAtLog(`"msg":"state loaded"`)},
-		{"uploading", cut(0.45), killWhileUploading},
-		{"data-committed", cut(0.60), killAfterDataCommitted},
-		{"export-written", cut(0.75), killAtLog(`"msg":"export written"`)},
-		{"applying-tail", held, nil},
+		{"applying", cut(0.25), nil, nil},
+		{"startup-nats", 0, killAtLog(`"msg":"embedded NATS started"`), nil},
+		{"startup-state-loaded", 0, killAtLog(`"msg":"state loaded"`), nil},
+		{"uploading", cut(0.45), killWhileUploading, nil},
+		{"data-committed", cut(0.60), killAfterDataCommitted, nil},
+		{"export-written", cut(0.75), killAtLog(`"msg":"export written"`), nil},
+		// The local state store deleted: the service loads it again from
+		// the state bucket, and is killed amid those writes.
+		{"local-store-loading", 0, killAtLog(`"msg":"state loading"`), func(t *testing.T) { removeAll(t, stateDir) }},
+		// Killed again while applying, then the store damaged: it is
+		// emptied and loaded again.
+		{"local-store-writes", cut(0.82), nil, nil},
+		{"local-store-damaged", cut(0.88), nil, func(t *testing.T) { damageStore(t, stateDir) }},
+		{"applying-tail", held, nil, nil},
 	}
 	for i, p := range passes {
 		passStart := time.Now()
 		stopScan := scan.watch(t.Context())
+		if p.prep != nil {
+			p.prep(t)
+		}
 		crashed.start(t)
 		var what string
 		if p.until == 0 {
@@ -709,6 +721,31 @@ func logTail(file string, lines int) string {
 }
 
 // ---- kill points ----
+
+func removeAll(t *testing.T, dir string) {
+	t.Helper()
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("no local state store to delete: %v", err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// damageStore overwrites the local state store's manifests, so that it
+// cannot be opened.
+func damageStore(t *testing.T, dir string) {
+	t.Helper()
+	manifests, _ := filepath.Glob(filepath.Join(dir, "MANIFEST-*"))
+	if len(manifests) == 0 {
+		t.Fatalf("no MANIFEST in %s", dir)
+	}
+	for _, m := range manifests {
+		if err := os.WriteFile(m, []byte("damaged"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
 
 // consumerState describes the event consumer's progress.
 func (in *serviceInstance) consumerState(t *testing.T, js jetstream.JetStream) string {

@@ -154,7 +154,13 @@ func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	// Provider errors are printed below: blank any secret they carry.
 	stdout = service.RedactWriter(stdout, cfg.SecretValues())
 	stderr = service.RedactWriter(stderr, cfg.SecretValues())
-	if problems := service.ProviderProblems(cfg.Connections); len(problems) > 0 {
+	problems := service.ProviderProblems(cfg.Connections)
+	// Whether the local state store's folder is usable only the disk can
+	// tell (relative to the working directory, as for run).
+	if err := config.CheckStateDir(cfg.State.Dir); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if len(problems) > 0 {
 		fmt.Fprintf(stderr, "%s: %d problem(s):\n%s\n", *path, len(problems), strings.Join(problems, "\n"))
 		return 1
 	}

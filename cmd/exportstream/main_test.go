@@ -70,6 +70,68 @@ func TestCheckConfig(t *testing.T) {
 	}
 }
 
+// TestCheckConfigStateDir: check-config reports a state.dir the service
+// could not use, like any other problem, and accepts a missing folder it
+// could create without creating it; --print shows the effective folder.
+func TestCheckConfigStateDir(t *testing.T) {
+	dir := t.TempDir()
+	exports := "exports:\n  - {name: a, project: p, source: {project: true}, connection: local-disk}\n"
+	write := func(name, stateDir string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(fmt.Sprintf("state: {dir: %q}\n%s", stateDir, exports)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	missing := filepath.Join(dir, "data", "state")
+	good := write("good.yaml", missing)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"check-config", "--print", "--config", good}, &out, &errOut); code != 0 {
+		t.Fatalf("missing state.dir under a writable folder: exit %d: %s", code, errOut.String())
+	}
+	if want := fmt.Sprintf("\nstate:\n  dir: %s\n", missing); !strings.Contains(out.String(), want) {
+		t.Errorf("--print lacks %q:\n%s", want, out.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); !os.IsNotExist(err) {
+		t.Errorf("check-config created the state folder's parent (stat: %v)", err)
+	}
+
+	file := filepath.Join(dir, "not-a-folder")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct{ stateDir, want string }{
+		"a file in its place": {file, "state.dir " + file + ": is a file, not a folder: choose another folder or move the file away"},
+		"a file on its way": {filepath.Join(file, "state"), "state.dir " + filepath.Join(file, "state") + ": " + file +
+			" is a file, not a folder, so the folder cannot be created in it: choose another folder or move " + file + " away"},
+	} {
+		cfg := write("bad.yaml", tc.stateDir)
+		out.Reset()
+		errOut.Reset()
+		if code := run([]string{"check-config", "--config", cfg}, &out, &errOut); code != 1 {
+			t.Errorf("%s: exit %d, want 1\nstdout: %s\nstderr: %s", name, code, out.String(), errOut.String())
+		}
+		if want := cfg + ": 1 problem(s):\n" + tc.want + "\n"; errOut.String() != want {
+			t.Errorf("%s: stderr\n%s\nwant\n%s", name, errOut.String(), want)
+		}
+		if strings.Contains(out.String(), "OK") {
+			t.Errorf("%s: stdout says OK: %s", name, out.String())
+		}
+	}
+
+	// An explicit empty folder is a config problem.
+	empty := write("empty.yaml", "")
+	errOut.Reset()
+	if code := run([]string{"check-config", "--config", empty}, &out, &errOut); code != 1 {
+		t.Errorf("empty state.dir: exit %d, want 1", code)
+	}
+	if want := "state.dir: must name a folder"; !strings.Contains(errOut.String(), want) {
+		t.Errorf("empty state.dir: stderr lacks %q:\n%s", want, errOut.String())
+	}
+}
+
 // TestCheckConfigProbe: --probe says OK for a connection that works and,
 // in an operator's words, what is wrong with one that does not.
 func TestCheckConfigProbe(t *testing.T) {

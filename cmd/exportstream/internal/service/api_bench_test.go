@@ -28,6 +28,7 @@ func BenchmarkAPI(b *testing.B) {
 	cfg := config.Default()
 	dir := b.TempDir()
 	cfg.NATS.Embedded.Listen, cfg.NATS.Embedded.StoreDir = "127.0.0.1:0", filepath.Join(dir, "nats")
+	cfg.State.Dir = filepath.Join(dir, "state")
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Connections = []config.Connection{{Name: "disk", Type: "local", Local: &config.Local{Dir: filepath.Join(dir, "bucket")}}}
 	svc := New(cfg, slog.New(slog.DiscardHandler))

@@ -171,10 +171,16 @@ func (s *Service) Run(ctx context.Context) error {
 		Registerer:    s.reg,
 		// Export record retention (config records).
 		RecordsKeepLast: cfg.Records.KeepLast, RecordsMaxAge: cfg.Records.MaxAge,
+		StateDir:        cfg.State.Dir,
 	})
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err := pipe.Close(); err != nil {
+			s.log.Error("closing the local state store", "err", err)
+		}
+	}()
 	s.pipe.Store(pipe)
 
 	expiry := map[string]time.Duration{}

@@ -24,6 +24,7 @@ func Config(t testing.TB, exp *pipelinetest.Expected, conn config.Connection) *c
 	cfg := config.Default()
 	cfg.NATS.Embedded.Listen = "127.0.0.1:0"
 	cfg.NATS.Embedded.StoreDir = filepath.Join(t.TempDir(), "nats")
+	cfg.State.Dir = filepath.Join(t.TempDir(), "state")
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Connections = []config.Connection{conn}
 	for name, d := range exp.Definitions {
