@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // exampleConfig is one config file in deploy/.
@@ -66,7 +68,13 @@ func TestExampleConfigs(t *testing.T) {
 				}
 				env = append(env, ref+"="+v)
 			}
-			cmd := exec.CommandContext(t.Context(), bin, "check-config", "--config", c.path)
+			// check-config checks that state.dir can be created: run it
+			// in an empty working directory (where the relative default
+			// lands), with an absolute state.dir (a pod's volume) moved
+			// under a temp dir, as this machine's user need not be able
+			// to create /var/lib/... (TestKubernetes checks the volume).
+			cmd := exec.CommandContext(t.Context(), bin, "check-config", "--config", reRootStateDir(t, c))
+			cmd.Dir = t.TempDir()
 			cmd.Env = env
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
@@ -131,4 +139,60 @@ func httpListenPort(t *testing.T, cfg yamlMap) int {
 		t.Fatalf("http.listen port: %v", err)
 	}
 	return port
+}
+
+// reRootStateDir returns the absolute path of a file with c's config for
+// check-config to read: c's own file, or, when c sets an absolute
+// state.dir, a copy with that folder moved under a new temp dir
+// (/var/lib/x becomes <tmp>/var/lib/x).
+func reRootStateDir(t *testing.T, c exampleConfig) string {
+	t.Helper()
+	var doc yaml.Node
+	if err := yaml.Unmarshal(c.data, &doc); err != nil {
+		t.Fatalf("%s: %v", c.name, err)
+	}
+	dir := yamlNode(&doc, "state", "dir")
+	if dir == nil || !filepath.IsAbs(dir.Value) {
+		p, err := filepath.Abs(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	moved := filepath.Join(t.TempDir(), dir.Value)
+	t.Logf("state.dir %s checked as %s", dir.Value, moved)
+	dir.Value = moved
+	data, err := yaml.Marshal(&doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), filepath.Base(c.path))
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// yamlNode returns the value at the path of mapping keys in a decoded
+// YAML document, or nil.
+func yamlNode(n *yaml.Node, keys ...string) *yaml.Node {
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	for _, k := range keys {
+		if n.Kind != yaml.MappingNode {
+			return nil
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == k {
+				next = n.Content[i+1]
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		n = next
+	}
+	return n
 }

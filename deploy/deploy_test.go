@@ -195,3 +195,49 @@ func byteSize(t *testing.T, s string) int64 {
 	t.Fatalf("%q is not a byte size", s)
 	return 0
 }
+
+// dataDir is a folder a config has the service write to.
+type dataDir struct {
+	key string // the config key, for messages: "state.dir"
+	dir string // as the config gives it (or the default)
+}
+
+// The defaults of the folders the service writes to, relative to its
+// working directory (config.Default).
+const (
+	defaultNATSStoreDir = "./data/nats"
+	defaultStateDir     = "./data/state"
+)
+
+// dataDirs returns the folders cfg has the service write to, with the
+// defaults of the keys it leaves out: the embedded NATS server's
+// store_dir (when nats.url is empty), each local connection's local.dir,
+// and the local state store's state.dir.
+func dataDirs(cfg yamlMap) []dataDir {
+	var dirs []dataDir
+	if cfg.str("nats.url") == "" {
+		dir := cfg.str("nats.embedded.store_dir")
+		if dir == "" {
+			dir = defaultNATSStoreDir
+		}
+		dirs = append(dirs, dataDir{"nats.embedded.store_dir", dir})
+	}
+	for i, c := range cfg.list("connections") {
+		if cm, ok := c.(map[string]any); ok {
+			if dir := yamlMap(cm).str("local.dir"); dir != "" {
+				dirs = append(dirs, dataDir{"connections[" + strconv.Itoa(i) + "].local.dir", dir})
+			}
+		}
+	}
+	dir := cfg.str("state.dir")
+	if dir == "" {
+		dir = defaultStateDir
+	}
+	return append(dirs, dataDir{"state.dir", dir})
+}
+
+// under reports whether the absolute path p is dir or inside it.
+func under(p, dir string) bool {
+	p, dir = filepath.Clean(p), filepath.Clean(dir)
+	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}

@@ -131,11 +131,15 @@ func TestDockerfile(t *testing.T) {
 	base := strings.Fields(final[0].args)[0]
 	var user, entrypoint string
 	var cmd []string
+	workdir := "/"
+	owned := map[string]string{} // folder → the --chown of the COPY that made it
 	exposed, certs, healthcheck := false, false, false
 	for _, in := range final {
 		switch in.cmd {
 		case "USER":
 			user = in.args
+		case "WORKDIR":
+			workdir = path.Join(workdir, in.args)
 		case "ENTRYPOINT":
 			entrypoint = strings.Join(jsonArgs(t, in), " ")
 		case "CMD":
@@ -144,6 +148,12 @@ func TestDockerfile(t *testing.T) {
 			exposed = exposed || slices.Contains(strings.Fields(in.args), "8080")
 		case "COPY":
 			certs = certs || strings.Contains(in.args, "ca-certificates")
+			f := strings.Fields(in.args)
+			for _, flag := range f[:len(f)-1] {
+				if chown, ok := strings.CutPrefix(flag, "--chown="); ok {
+					owned[path.Join(workdir, f[len(f)-1])] = chown
+				}
+			}
 		case "HEALTHCHECK":
 			healthcheck = true
 		}
@@ -172,6 +182,26 @@ func TestDockerfile(t *testing.T) {
 	}
 	if healthcheck {
 		t.Errorf("HEALTHCHECK cannot run in a shell-less image; Kubernetes probes check health")
+	}
+	// The embedded default's folders, relative to the working directory,
+	// land in a folder the user owns (as do the folders the service
+	// creates in it: the local state store's ./data/state).
+	uid := func(owner string) string {
+		u, _, _ := strings.Cut(owner, ":")
+		if u == "nonroot" {
+			return "65532"
+		}
+		return u
+	}
+	for _, d := range dataDirs(yamlMap{}) {
+		abs := path.Join(workdir, d.dir)
+		ok := false
+		for dir, owner := range owned {
+			ok = ok || (under(abs, dir) && uid(owner) == uid(user))
+		}
+		if !ok {
+			t.Errorf("%s %s lands in %s, in no folder the image gives to USER %s (COPY --chown: %v)", d.key, d.dir, abs, user, owned)
+		}
 	}
 }
 

@@ -66,7 +66,8 @@ type podSpec struct {
 		ConfigMap *struct {
 			Name string `yaml:"name"`
 		} `yaml:"configMap"`
-		EmptyDir any `yaml:"emptyDir"`
+		EmptyDir              any `yaml:"emptyDir"`
+		PersistentVolumeClaim any `yaml:"persistentVolumeClaim"`
 	} `yaml:"volumes"`
 }
 
@@ -512,6 +513,61 @@ func TestKubernetes(t *testing.T) {
 		}
 		if refs == 0 {
 			t.Errorf("no env from secretKeyRef")
+		}
+	})
+
+	// The root file system is read-only: every folder the config has the
+	// service write to (the local state store above all) is a mounted,
+	// writable volume of the pod's own, an emptyDir (or, in a
+	// StatefulSet, a volumeClaimTemplate), never a PersistentVolumeClaim
+	// every replica would share (the process locks the state store).
+	t.Run("DataDirs", func(t *testing.T) {
+		cfg := parseYAMLMap(t, "ConfigMap config.yaml", configMapConfig(t))
+		dirs := dataDirs(cfg)
+		if cfg.str("state.dir") == "" {
+			t.Errorf("the ConfigMap's config does not set state.dir: the default %s is on the read-only root", defaultStateDir)
+		}
+		claims := map[string]bool{}
+		for _, v := range m.workload.VolumeClaimTemplates {
+			claims[v.Metadata.Name] = true
+		}
+		for _, d := range dirs {
+			if !filepath.IsAbs(d.dir) {
+				t.Errorf("%s %s is relative: the working directory / is on the read-only root", d.key, d.dir)
+				continue
+			}
+			var mount *volumeMount
+			for i, vm := range c.VolumeMounts {
+				if under(d.dir, vm.MountPath) && (mount == nil || len(vm.MountPath) > len(mount.MountPath)) {
+					mount = &c.VolumeMounts[i]
+				}
+			}
+			if mount == nil {
+				t.Errorf("%s %s: no volume mounted there (mounts %+v); the root file system is read-only", d.key, d.dir, c.VolumeMounts)
+				continue
+			}
+			if mount.ReadOnly {
+				t.Errorf("%s %s: volume %s is mounted read-only", d.key, d.dir, mount.Name)
+			}
+			if mount.MountPath == "/tmp" {
+				t.Errorf("%s %s: in /tmp, the small scratch volume; give it a volume of its own", d.key, d.dir)
+			}
+			ok := claims[mount.Name]
+			for _, v := range m.pod.Volumes {
+				if v.Name != mount.Name {
+					continue
+				}
+				switch {
+				case v.EmptyDir != nil:
+					ok = true
+				case v.PersistentVolumeClaim != nil:
+					t.Errorf("%s %s: volume %s is a PersistentVolumeClaim all replicas would share; use an emptyDir or a StatefulSet's volumeClaimTemplates", d.key, d.dir, v.Name)
+					ok = true // reported
+				}
+			}
+			if !ok {
+				t.Errorf("%s %s: volume %s is neither an emptyDir nor a volumeClaimTemplate", d.key, d.dir, mount.Name)
+			}
 		}
 	})
 

@@ -128,31 +128,17 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatalf("the unit's notes install no deploy/config/*.yaml as %s", configPath)
 	}
 	cfg := parseYAMLMap(t, m[1], []byte(readFile(t, m[1])))
-	var dirs []string
-	if cfg.str("nats.url") == "" {
-		dir := cfg.str("nats.embedded.store_dir")
-		if dir == "" {
-			dir = "./data/nats" // the default
-		}
-		dirs = append(dirs, dir)
+	dirs := dataDirs(cfg)
+	if len(dirs) < 2 {
+		t.Errorf("%s writes no local data but the state store: the systemd example should be the single-host one", m[1])
 	}
-	for _, c := range cfg.list("connections") {
-		if cm, ok := c.(map[string]any); ok {
-			if dir := yamlMap(cm).str("local.dir"); dir != "" {
-				dirs = append(dirs, dir)
-			}
+	for _, d := range dirs {
+		abs := d.dir
+		if !filepath.IsAbs(abs) {
+			abs = filepath.Join(workDir, abs)
 		}
-	}
-	if len(dirs) == 0 {
-		t.Errorf("%s writes no local data: the systemd example should be the single-host one", m[1])
-	}
-	for _, dir := range dirs {
-		abs := dir
-		if !filepath.IsAbs(dir) {
-			abs = filepath.Join(workDir, dir)
-		}
-		if !slices.ContainsFunc(writable, func(w string) bool { return abs == w || strings.HasPrefix(abs, w+"/") }) {
-			t.Errorf("%s: %s is %s, not under the unit's writable paths %v", m[1], dir, abs, writable)
+		if !slices.ContainsFunc(writable, func(w string) bool { return under(abs, w) }) {
+			t.Errorf("%s: %s %s is %s, not under the unit's writable paths %v", m[1], d.key, d.dir, abs, writable)
 		}
 	}
 

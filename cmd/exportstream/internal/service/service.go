@@ -171,7 +171,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Registerer:    s.reg,
 		// Export record retention (config records).
 		RecordsKeepLast: cfg.Records.KeepLast, RecordsMaxAge: cfg.Records.MaxAge,
-		StateDir:        cfg.State.Dir,
+		StateDir: cfg.State.Dir,
 	})
 	if err != nil {
 		return err
