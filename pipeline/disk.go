@@ -317,16 +317,29 @@ type DiskTx struct {
 	names map[string]uint32
 	next  uint32
 	added []string // projects numbered in this transaction
-	// memo is the last entity Current looked up, for the Offer that
-	// usually follows.
-	memo struct {
-		project string
-		kind    events.Kind
-		id      int64
-		key     []byte
-		sn      *snap
-		ok      bool
+	// memo holds what the transaction knows to be stored for the
+	// entities it looked up or offered (the key, and the snapshot or nil):
+	// the Offer that follows a Current reads nothing again.
+	memo map[memoKey]memoEntry
+}
+
+type memoKey struct {
+	project string
+	kind    events.Kind
+	id      int64
+}
+
+type memoEntry struct {
+	key []byte
+	sn  *snap
+}
+
+// remember records what is stored for the entity in the transaction.
+func (tx *DiskTx) remember(project string, k events.Kind, id int64, key []byte, sn *snap) {
+	if tx.memo == nil {
+		tx.memo = map[memoKey]memoEntry{}
 	}
+	tx.memo[memoKey{project, k, id}] = memoEntry{key, sn}
 }
 
 // NoteRev records that every key-value entry up to rev has been applied,
@@ -368,10 +381,12 @@ func (tx *DiskTx) Current(project string, k events.Kind, id int64) (*snap, error
 	if p == nil || err != nil {
 		return nil, err
 	}
+	if m, ok := tx.memo[memoKey{project, k, id}]; ok {
+		return m.sn, nil
+	}
 	key, sn, err := tx.d.lookup(tx.b, p, project, k, id)
 	if err == nil {
-		m := &tx.memo
-		m.project, m.kind, m.id, m.key, m.sn, m.ok = project, k, id, key, sn, true
+		tx.remember(project, k, id, key, sn)
 	}
 	return sn, err
 }
@@ -476,12 +491,11 @@ func (tx *DiskTx) Offer(project string, sn *snap) (old *snap, stored bool, err e
 		return nil, false, err
 	}
 	var oldKey []byte
-	if m := &tx.memo; m.ok && m.project == project && m.kind == sn.kind && m.id == sn.id {
+	if m, ok := tx.memo[memoKey{project, sn.kind, sn.id}]; ok {
 		oldKey, old = m.key, m.sn
 	} else if oldKey, old, err = tx.d.lookup(tx.b, p, project, sn.kind, sn.id); err != nil {
 		return nil, false, err
 	}
-	tx.memo.ok = false
 	if old != nil && old.version >= sn.version {
 		if old.version == sn.version && sn.rev > old.rev {
 			old.rev = sn.rev
@@ -492,6 +506,7 @@ func (tx *DiskTx) Offer(project string, sn *snap) (old *snap, stored bool, err e
 		return old, false, nil
 	}
 	key := snapKey(p, sn)
+	tx.remember(project, sn.kind, sn.id, key, sn)
 	if oldKey != nil && !bytes.Equal(oldKey, key) {
 		if err := tx.b.Delete(oldKey, nil); err != nil {
 			return nil, false, err

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,6 +31,7 @@ type Store struct {
 	log    *slog.Logger
 	watch  jetstream.KeyWatcher
 	loaded int // entries read from the bucket at open
+	ours   ownWrites
 }
 
 // watchBatch is how many watched entries are applied to the disk store in
@@ -130,35 +133,39 @@ func (s *Store) take(entries []jetstream.KeyValueEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	err := s.state.Update(func(tx *DiskTx) error {
-		for _, e := range entries {
-			tx.NoteRev(e.Revision())
-			project, kind, id, ok := parseStateKey(e.Key())
-			if !ok {
-				s.log.Warn("state bucket holds a foreign key; ignored", "key", e.Key())
-				continue
-			}
-			rev, ok, err := tx.StoredRev(project, kind, id)
-			if err != nil {
-				return err
-			}
-			if ok && rev >= e.Revision() {
-				continue
-			}
-			sn, err := decodeSnap(project, kind, e.Value())
-			if err != nil {
-				s.log.Error("state bucket holds an undecodable snapshot; ignored", "key", e.Key(), "err", err)
-				continue
-			}
-			sn.rev = e.Revision()
-			if _, _, err := tx.Offer(project, sn); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.state.Update(func(tx *DiskTx) error { return s.takeTx(tx, entries) }); err != nil {
 		return fmt.Errorf("local state store: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) takeTx(tx *DiskTx, entries []jetstream.KeyValueEntry) error {
+	for _, e := range entries {
+		tx.NoteRev(e.Revision())
+		if s.ours.passes(e.Revision()) {
+			continue
+		}
+		project, kind, id, ok := parseStateKey(e.Key())
+		if !ok {
+			s.log.Warn("state bucket holds a foreign key; ignored", "key", e.Key())
+			continue
+		}
+		rev, ok, err := tx.StoredRev(project, kind, id)
+		if err != nil {
+			return err
+		}
+		if ok && rev >= e.Revision() {
+			continue
+		}
+		sn, err := decodeSnap(project, kind, e.Value())
+		if err != nil {
+			s.log.Error("state bucket holds an undecodable snapshot; ignored", "key", e.Key(), "err", err)
+			continue
+		}
+		sn.rev = e.Revision()
+		if _, _, err := tx.Offer(project, sn); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -241,55 +248,79 @@ func (a *applied) countStale(ev *events.Event) {
 }
 
 type write struct {
-	key    string
-	old    *snap // what the write replaces: the compare-and-swap on expect guarantees it
-	sn     *snap
-	expect uint64
-	fut    jetstream.PubAckFuture
+	key     string
+	project string
+	old     *snap // what the write replaces: the compare-and-swap on expect guarantees it
+	sn      *snap
+	expect  uint64
+	fut     jetstream.PubAckFuture
 }
 
 // Apply stores the newest snapshot each event carries, durably, and
 // returns the changes it made, the highest state revision written, and the
 // projects of events whose exact version was already stored. Stale events
 // (not newer than what is stored) change nothing.
+//
+// The whole batch is one write transaction of the local store: what it
+// reads there (the stored versions) stays true until its writes, which
+// the bucket acknowledged, are committed together; the watch waits
+// meanwhile, and then passes over these writes (ours).
 func (s *Store) Apply(ctx context.Context, evs []*events.Event) (applied, error) {
 	var res applied
+	var revs []uint64
+	err := s.state.Update(func(tx *DiskTx) error {
+		var err error
+		revs, err = s.apply(ctx, tx, evs, &res)
+		return err
+	})
+	if err != nil {
+		return applied{}, err
+	}
+	s.ours.add(revs)
+	return res, nil
+}
+
+func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res *applied) ([]uint64, error) {
+	var revs []uint64
 	pendingEvs := evs
 	for attempt := 0; len(pendingEvs) > 0; attempt++ {
 		if attempt == 5 {
-			return res, fmt.Errorf("state writes kept conflicting with another replica")
+			return nil, fmt.Errorf("state writes kept conflicting with another replica")
 		}
 		writes, order := map[string]*write{}, []string{}
 		for _, ev := range pendingEvs {
 			key := stateKey(ev.Project, ev.Kind, ev.EntityID)
-			cur, err := s.state.Current(ev.Project, ev.Kind, ev.EntityID)
-			if err != nil {
-				return res, fmt.Errorf("local state store: %w", err)
-			}
-			base := cur
 			w := writes[key]
+			var cur, base *snap
 			if w != nil {
 				if ev.Version <= w.sn.version {
 					res.countStale(ev)
 					continue
 				}
 				base = w.sn
-			} else if cur != nil && cur.version >= ev.Version {
-				if attempt == 0 && cur.version == ev.Version {
-					if res.again == nil {
-						res.again = map[string]bool{}
-					}
-					res.again[ev.Project] = true
+			} else {
+				var err error
+				if cur, err = tx.Current(ev.Project, ev.Kind, ev.EntityID); err != nil {
+					return nil, fmt.Errorf("local state store: %w", err)
 				}
-				res.countStale(ev)
-				continue
+				base = cur
+				if cur != nil && cur.version >= ev.Version {
+					if attempt == 0 && cur.version == ev.Version {
+						if res.again == nil {
+							res.again = map[string]bool{}
+						}
+						res.again[ev.Project] = true
+					}
+					res.countStale(ev)
+					continue
+				}
 			}
 			sn, err := snapFromEvent(ev, base)
 			if err != nil {
-				return res, fmt.Errorf("event %s: %w", ev.ID, err)
+				return nil, fmt.Errorf("event %s: %w", ev.ID, err)
 			}
 			if w == nil {
-				w = &write{key: key, old: cur}
+				w = &write{key: key, project: ev.Project, old: cur}
 				if cur != nil {
 					w.expect = cur.rev
 				}
@@ -310,21 +341,23 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) (applied, error)
 				Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(w.expect, 10)}}}
 			fut, err := s.js.PublishMsgAsync(msg, stallWait)
 			if err != nil {
-				return res, fmt.Errorf("state write %s: %w", key, err)
+				return nil, fmt.Errorf("state write %s: %w", key, err)
 			}
 			w.fut = fut
 		}
-		var retry []*events.Event
 		conflicted := map[string]bool{}
 		var firstErr error
-		var acked []*write
 		for _, key := range order {
 			w := writes[key]
 			select {
 			case ack := <-w.fut.Ok():
 				w.sn.rev = ack.Sequence
 				res.rev = max(res.rev, ack.Sequence)
-				acked = append(acked, w)
+				revs = append(revs, ack.Sequence)
+				if _, _, err := tx.Offer(w.project, w.sn); err != nil {
+					return nil, fmt.Errorf("local state store: %w", err)
+				}
+				res.changes = append(res.changes, change{project: w.project, kind: w.sn.kind, old: w.old, new: w.sn})
 			case err := <-w.fut.Err():
 				var apiErr *jetstream.APIError
 				if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
@@ -336,47 +369,33 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) (applied, error)
 					firstErr = fmt.Errorf("state write %s: %w", key, err)
 				}
 			case <-ctx.Done():
-				return res, ctx.Err()
+				return nil, ctx.Err()
 			}
-		}
-		// What the bucket acknowledged goes into the local store in one
-		// transaction. The watch may have offered some of it first; the
-		// changes are ours either way.
-		err := s.state.Update(func(tx *DiskTx) error {
-			for _, w := range acked {
-				project, _, _, _ := parseStateKey(w.key)
-				if _, _, err := tx.Offer(project, w.sn); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return res, fmt.Errorf("local state store: %w", err)
-		}
-		for _, w := range acked {
-			project, _, _, _ := parseStateKey(w.key)
-			res.changes = append(res.changes, change{project: project, kind: w.sn.kind, old: w.old, new: w.sn})
 		}
 		if firstErr != nil {
-			return res, firstErr
+			// What was acknowledged reaches the local store through the
+			// watch (this transaction is dropped, and none of it is ours).
+			return nil, firstErr
 		}
 		if len(conflicted) == 0 {
 			break
 		}
 		// Another replica wrote these keys: load what it wrote, then
 		// decide again for the events that touched them.
+		var got []jetstream.KeyValueEntry
 		for key := range conflicted {
 			e, err := s.kv.Get(ctx, key)
 			if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-				return res, fmt.Errorf("state read %s: %w", key, err)
+				return nil, fmt.Errorf("state read %s: %w", key, err)
 			}
 			if e != nil {
-				if err := s.take([]jetstream.KeyValueEntry{e}); err != nil {
-					return res, err
-				}
+				got = append(got, e)
 			}
 		}
+		if err := s.takeTx(tx, got); err != nil {
+			return nil, fmt.Errorf("local state store: %w", err)
+		}
+		var retry []*events.Event
 		for _, ev := range pendingEvs {
 			if conflicted[stateKey(ev.Project, ev.Kind, ev.EntityID)] {
 				retry = append(retry, ev)
@@ -384,5 +403,54 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) (applied, error)
 		}
 		pendingEvs = retry
 	}
-	return res, nil
+	return revs, nil
+}
+
+// ownWrites are the revisions of this replica's state writes that the
+// watch has not passed yet, ascending: the watch skips them without
+// reading the store (Apply committed them already). The watch delivers
+// revisions in order, so any below the one it delivers is gone.
+type ownWrites struct {
+	mu   sync.Mutex
+	revs []uint64
+}
+
+// ownWritesMax bounds the list (a watch that stopped leaves it full):
+// beyond it the oldest are dropped, and their echoes are checked against
+// the store as any entry is.
+const ownWritesMax = 1 << 16
+
+func (o *ownWrites) add(revs []uint64) {
+	if len(revs) == 0 {
+		return
+	}
+	slices.Sort(revs)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if n := len(o.revs); n > 0 && revs[0] < o.revs[n-1] {
+		// Out of order with the list (cannot happen with one Apply at a
+		// time): keep it sorted.
+		o.revs = append(o.revs, revs...)
+		slices.Sort(o.revs)
+	} else {
+		o.revs = append(o.revs, revs...)
+	}
+	if over := len(o.revs) - ownWritesMax; over > 0 {
+		o.revs = append(o.revs[:0], o.revs[over:]...)
+	}
+}
+
+// passes reports whether rev is one of ours, dropping it and every
+// lower one.
+func (o *ownWrites) passes(rev uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	i, found := slices.BinarySearch(o.revs, rev)
+	if found {
+		i++
+	}
+	if i > 0 {
+		o.revs = append(o.revs[:0], o.revs[i:]...)
+	}
+	return found
 }

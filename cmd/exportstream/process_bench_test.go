@@ -97,6 +97,7 @@ func startProcess(b *testing.B, logPath, bin string, args ...string) *exec.Cmd {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Dir = filepath.Dir(logPath) // relative folders (state.dir's ./data/state) land beside the log
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -259,7 +260,7 @@ log:
 	if dir := os.Getenv("EXPORTSTREAM_BENCH_PROFILE"); dir != "" {
 		go func() {
 			defer close(profiled)
-			addr := serviceHTTPAddr(logPath)
+			addr := serviceHTTPAddr(logPath, 30*time.Second)
 			if addr == "" {
 				return
 			}
@@ -327,19 +328,47 @@ log:
 	regen := time.Since(editAt)
 	b.StopTimer()
 	rss := peakRSS(svc.Process.Pid)
+
+	// Restarts: a clean stop, then a start on the same local state store
+	// (it resumes from the revision it recorded), then one with the store
+	// deleted (rebuilt from the state bucket): the time to "running".
+	restart := func(name string) (time.Duration, float64) {
+		if err := syscall.Kill(svc.Process.Pid, syscall.SIGTERM); err != nil {
+			b.Fatal(err)
+		}
+		_ = svc.Wait()
+		if name == "rebuild" {
+			if err := os.RemoveAll(filepath.Join(dir, "data", "state")); err != nil {
+				b.Fatal(err)
+			}
+		}
+		log := filepath.Join(dir, "service-"+name+".log")
+		t0 := time.Now()
+		svc = startProcess(b, log, svcBin, "run", "--config", cfgPath)
+		if serviceHTTPAddr(log, 20*time.Minute) == "" {
+			b.Fatalf("%s: the service did not start", name)
+		}
+		return time.Since(t0), peakRSS(svc.Process.Pid)
+	}
+	resumed, resumedRSS := restart("resume")
+	rebuilt, rebuiltRSS := restart("rebuild")
 	b.ReportMetric(float64(total)/bare.Seconds(), "bare-events/s")
 	b.ReportMetric(float64(total)/drained.Seconds(), "service-events/s")
 	b.ReportMetric(100*bare.Seconds()/drained.Seconds(), "%-of-bare")
 	b.ReportMetric(firstExport.Seconds(), "s-first-export")
 	b.ReportMetric(regen.Seconds(), "s-regen-after-edit(quiet-1s)")
 	b.ReportMetric(rss, "MB-peak-RSS")
+	b.ReportMetric(resumed.Seconds(), "s-restart-ready")
+	b.ReportMetric(resumedRSS, "MB-restart-RSS")
+	b.ReportMetric(rebuilt.Seconds(), "s-rebuild-ready")
+	b.ReportMetric(rebuiltRSS, "MB-rebuild-RSS")
 	b.StartTimer()
 }
 
 // serviceHTTPAddr waits for the service's "exportstream running" log line
-// and returns its HTTP address.
-func serviceHTTPAddr(logPath string) string {
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+// (within wait) and returns its HTTP address.
+func serviceHTTPAddr(logPath string, wait time.Duration) string {
+	for end := time.Now().Add(wait); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		raw, _ := os.ReadFile(logPath)
 		for _, line := range strings.Split(string(raw), "\n") {
 			if !strings.Contains(line, `"msg":"exportstream running"`) {
