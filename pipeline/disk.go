@@ -103,7 +103,7 @@ var (
 // from which Pebble also reserves the memtables' room (so the cache must
 // be well above two memtables, or it caches nothing).
 const (
-	diskCacheSize    = 64 << 20
+	diskCacheSize    = 32 << 20
 	diskMemTableSize = 8 << 20
 	diskBlockSize    = 32 << 10
 )
