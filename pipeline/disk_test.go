@@ -663,8 +663,10 @@ func TestDiskReadStopsEarly(t *testing.T) {
 	}
 }
 
-// TestDiskFormat refuses a store of another layout.
-func TestDiskFormat(t *testing.T) {
+// otherLayoutStore returns the folder of a closed store marked with
+// another layout version.
+func otherLayoutStore(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	d := openDisk(t, dir)
 	if err := d.db.Set(keyFormat, []byte("0"), nil); err != nil {
@@ -673,6 +675,12 @@ func TestDiskFormat(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+// TestDiskFormat refuses a store of another layout.
+func TestDiskFormat(t *testing.T) {
+	dir := otherLayoutStore(t)
 	if _, err := OpenDiskState(dir); !errors.Is(err, ErrDiskFormat) {
 		t.Fatalf("open: %v, want ErrDiskFormat", err)
 	}

@@ -229,15 +229,7 @@ func TestOpenStateDir(t *testing.T) {
 		}
 	})
 	t.Run("another layout", func(t *testing.T) {
-		dir := t.TempDir()
-		d := openDisk(t, dir)
-		if err := d.db.Set(keyFormat, []byte("0"), nil); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Close(); err != nil {
-			t.Fatal(err)
-		}
-		d, err := OpenStateDir(dir, log)
+		d, err := OpenStateDir(otherLayoutStore(t), log)
 		if err != nil {
 			t.Fatalf("store of another layout not emptied: %v", err)
 		}
