@@ -109,6 +109,8 @@ func (c *Config) problems() []issue {
 	}
 	if c.State.Dir == "" {
 		ch.add("state.dir", "must name a folder (the local state store; leave the key out for the default, %s)", DefaultStateDir)
+	} else {
+		c.stateOverlaps(ch)
 	}
 	ch.hostPort("http.listen", c.HTTP.Listen)
 	ch.httpURL("http.public_url", c.HTTP.PublicURL)
@@ -685,4 +687,44 @@ func thisUser() string {
 		return fmt.Sprintf("this user (uid %d)", uid)
 	}
 	return "this user"
+}
+
+// stateOverlaps reports a state.dir that is, holds or sits inside a folder
+// the service writes other data to (the embedded server's store, a local
+// bucket): the local state store is emptied when it cannot be opened, so
+// it needs a folder of its own.
+func (c *Config) stateOverlaps(ch *checker) {
+	type other struct{ key, dir string }
+	var others []other
+	if c.NATS.URL == "" && c.NATS.Embedded.StoreDir != "" {
+		others = append(others, other{"nats.embedded.store_dir", c.NATS.Embedded.StoreDir})
+	}
+	for i, conn := range c.Connections {
+		if conn.Local != nil && conn.Local.Dir != "" {
+			others = append(others, other{fmt.Sprintf("connections[%d].local.dir", i), conn.Local.Dir})
+		}
+	}
+	state, err := filepath.Abs(c.State.Dir)
+	if err != nil {
+		return
+	}
+	for _, o := range others {
+		dir, err := filepath.Abs(o.dir)
+		if err != nil {
+			continue
+		}
+		var how string
+		switch {
+		case dir == state:
+			how = "is"
+		case strings.HasPrefix(state, dir+string(filepath.Separator)):
+			how = "is inside"
+		case strings.HasPrefix(dir, state+string(filepath.Separator)):
+			how = "holds"
+		default:
+			continue
+		}
+		ch.addAbout("state.dir", o.key, "%s %s %s (%s): the local state store needs a folder of its own (it is emptied when it cannot be opened)",
+			c.State.Dir, how, o.key, o.dir)
+	}
 }
