@@ -55,16 +55,8 @@ func diskApply(t testing.TB, d *DiskState, ev *events.Event) {
 // diskApplyAll is applyAll for a DiskState.
 func diskApplyAll(t testing.TB, d *DiskState, lines []line) int {
 	t.Helper()
-	bad := 0
-	for _, l := range lines {
-		ev, err := events.Decode(l.subject, l.body, 1<<20)
-		if err != nil {
-			if !events.IsBadInput(err) {
-				t.Fatalf("decode: %v", err)
-			}
-			bad++
-			continue
-		}
+	evs, bad := decodeLines(t, lines)
+	for _, ev := range evs {
 		diskApply(t, d, ev)
 	}
 	return bad
@@ -75,20 +67,10 @@ func diskApplyAll(t testing.TB, d *DiskState, lines []line) int {
 // writes.
 func diskApplyBatches(t testing.TB, d *DiskState, lines []line, n int) int {
 	t.Helper()
-	bad := 0
-	for len(lines) > 0 {
-		batch := lines[:min(n, len(lines))]
-		lines = lines[len(batch):]
+	evs, bad := decodeLines(t, lines)
+	for batch := range slices.Chunk(evs, n) {
 		err := d.Update(func(tx *DiskTx) error {
-			for _, l := range batch {
-				ev, err := events.Decode(l.subject, l.body, 1<<20)
-				if err != nil {
-					if !events.IsBadInput(err) {
-						t.Fatalf("decode: %v", err)
-					}
-					bad++
-					continue
-				}
+			for _, ev := range batch {
 				if err := txApply(tx, ev); err != nil {
 					return err
 				}

@@ -82,9 +82,26 @@ type harness struct {
 
 func startHarness(t *testing.T, js jetstream.JetStream, defs []*Definition, buckets map[string]connectors.Bucket) *harness {
 	t.Helper()
+	return startHarnessWith(t, js, Options{Definitions: defs, Buckets: buckets}, nil)
+}
+
+// startHarnessWith is startHarness with more options (StatePrefix "T",
+// Owner "test" and a logger unless set); prep, when not nil, is called on
+// the pipeline before it runs.
+func startHarnessWith(t *testing.T, js jetstream.JetStream, opts Options, prep func(*Pipeline)) *harness {
+	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.StatePrefix == "" {
+		opts.StatePrefix = "T"
+	}
+	if opts.Owner == "" {
+		opts.Owner = "test"
+	}
+	if opts.Logger == nil {
+		opts.Logger = log
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cons, err := events.NewConsumer(ctx, js, events.ConsumerConfig{
@@ -94,9 +111,12 @@ func startHarness(t *testing.T, js jetstream.JetStream, defs []*Definition, buck
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := openTest(t, ctx, js, Options{Definitions: defs, Buckets: buckets, StatePrefix: "T", Owner: "test", Logger: log})
+	p, err := openTest(t, ctx, js, opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prep != nil {
+		prep(p)
 	}
 	h := &harness{t: t, js: js, p: p, cancel: cancel, done: make(chan struct{})}
 	var wg sync.WaitGroup

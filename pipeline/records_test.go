@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"runtime"
 	"slices"
 	"strconv"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/connectors/local"
-	"github.com/exportstream/exportstream/events"
 	"github.com/exportstream/exportstream/events/eventstest"
 )
 
@@ -385,26 +383,10 @@ func TestRecordsBoundedWhileExporting(t *testing.T) {
 	}
 	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
 	d.Connection, d.Quiet, d.MaxDelay = "disk", 5*time.Millisecond, time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	log := slog.New(slog.DiscardHandler)
-	cons, err := events.NewConsumer(ctx, js, events.ConsumerConfig{
-		Stream: "EV", Subjects: []string{"diffgram.events.>"}, CreateStream: true,
-		Consumer: "c", DeadLetter: "EV_DLQ", MaxEventBytes: 1 << 20, AckWait: 10 * time.Second,
-	}, log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := openTest(t, ctx, js, Options{Definitions: []*Definition{d}, Buckets: map[string]connectors.Bucket{"disk": b},
-		StatePrefix: "T", Owner: "test", Logger: log, RecordsKeepLast: keepLast, RecordsMaxAge: 720 * time.Hour,
-		ExportsStream: "EXPORTS"}) // a stream for the completion events: publishing them without one waits for retries
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.index.every, p.index.grace = 20*time.Millisecond, 50*time.Millisecond
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = p.Run(ctx) })
-	wg.Go(func() { _ = cons.Run(ctx, p.Handle) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	p := startHarnessWith(t, js, Options{Definitions: []*Definition{d}, Buckets: map[string]connectors.Bucket{"disk": b},
+		RecordsKeepLast: keepLast, RecordsMaxAge: 720 * time.Hour,
+		ExportsStream: "EXPORTS", // a stream for the completion events: publishing them without one waits for retries
+	}, func(p *Pipeline) { p.index.every, p.index.grace = 20*time.Millisecond, 50*time.Millisecond }).p
 	publishLines(t, js, readLines(t, scenario))
 	waitFor(t, "the first export", 30*time.Second, func() bool { return p.LatestRecord(d.Name) != nil })
 

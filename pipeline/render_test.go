@@ -86,10 +86,11 @@ func orderedExample(t testing.TB) (string, *pipelinetest.Expected) {
 	return dir, exp
 }
 
-// applyAll decodes and applies lines in memory; it returns how many were
-// bad input.
-func applyAll(t testing.TB, s *State, lines []line) int {
-	bad := 0
+// decodeLines decodes lines in order and returns the good events and how
+// many were bad input; any other decoding error fails t.
+func decodeLines(t testing.TB, lines []line) ([]*events.Event, int) {
+	t.Helper()
+	evs, bad := make([]*events.Event, 0, len(lines)), 0
 	for _, l := range lines {
 		ev, err := events.Decode(l.subject, l.body, 1<<20)
 		if err != nil {
@@ -99,6 +100,16 @@ func applyAll(t testing.TB, s *State, lines []line) int {
 			bad++
 			continue
 		}
+		evs = append(evs, ev)
+	}
+	return evs, bad
+}
+
+// applyAll decodes and applies lines in memory; it returns how many were
+// bad input.
+func applyAll(t testing.TB, s *State, lines []line) int {
+	evs, bad := decodeLines(t, lines)
+	for _, ev := range evs {
 		if _, err := s.applyLocal(ev); err != nil {
 			t.Fatalf("apply %s: %v", ev.ID, err)
 		}
