@@ -210,12 +210,6 @@ func (pl *plan) render(w io.Writer, id int64, at time.Time) (Result, error) {
 	}, nil
 }
 
-// contentHash returns the hash render reports as ContentHash (measured
-// when the plan was built: no object bytes were written for it).
-func (pl *plan) contentHash() (string, error) {
-	return pl.content, pl.check()
-}
-
 // applyLocal stores an event's snapshot in memory only (no key-value
 // write), for tests, benchmarks and replay. It reports the change, or nil
 // when the event was stale.

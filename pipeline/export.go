@@ -161,22 +161,16 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	// Decide "unchanged" before uploading anything: the plan's content
 	// hash comes from its measure pass (the upload below renders the same
 	// bytes from the same view). A manual request always writes.
-	if trigger != TriggerManual && st != nil && st.ContentHash != "" && st.Fingerprint == d.fingerprint() {
-		sum, err := pl.contentHash()
-		if err != nil {
-			return retry, false, err
+	if trigger != TriggerManual && st != nil && st.Fingerprint == d.fingerprint() && pl.content == st.ContentHash {
+		if retry != nil {
+			// An earlier attempt of this export failed; the content it
+			// was to write is the last export's after all.
+			_ = p.records.Delete(context.WithoutCancel(ctx), "export."+strconv.FormatInt(retry.ID, 10))
+			_ = p.records.Delete(context.WithoutCancel(ctx), "pending."+d.Name)
 		}
-		if sum == st.ContentHash {
-			if retry != nil {
-				// An earlier attempt of this export failed; the content it
-				// was to write is the last export's after all.
-				_ = p.records.Delete(context.WithoutCancel(ctx), "export."+strconv.FormatInt(retry.ID, 10))
-				_ = p.records.Delete(context.WithoutCancel(ctx), "pending."+d.Name)
-			}
-			p.m.skipped.WithLabelValues(d.Name).Inc()
-			p.log.Debug("export unchanged; nothing uploaded", "definition", d.Name, "last_export_id", st.LastID)
-			return nil, true, nil
-		}
+		p.m.skipped.WithLabelValues(d.Name).Inc()
+		p.log.Debug("export unchanged; nothing uploaded", "definition", d.Name, "last_export_id", st.LastID)
+		return nil, true, nil
 	}
 	var id int64
 	var at time.Time
@@ -275,8 +269,7 @@ func (p *Pipeline) skip(ctx context.Context, d *Definition, st *definitionState,
 func (p *Pipeline) plan(d *Definition) *plan {
 	v := p.state.View()
 	pl := buildPlan(v, d)
-	pl.release = v.Close
-	pl.err = func() error { return v.err }
+	pl.disk = v
 	return pl
 }
 

@@ -44,30 +44,28 @@ type plan struct {
 	// progress, when set, is told how many files are rendered so far
 	// (at each flush of the write buffer).
 	progress func(done, total int)
-	// release ends the view the plan reads and reports the first error a
-	// read met (nil: nothing to release); err reports that error so far.
-	release func() error
-	err     func() error
+	// disk is the disk store's view the plan reads, which the plan
+	// releases (nil: the in-memory state's, which needs no release).
+	disk *diskView
 }
 
-// close releases the plan's view. Reading errors are reported by check
-// before anything is committed; close reports them too.
+// close releases the plan's view and reports the first error a read met.
 func (pl *plan) close() error {
-	if pl.release == nil {
+	if pl.disk == nil {
 		return nil
 	}
-	r := pl.release
-	pl.release = nil
-	return r()
+	v := pl.disk
+	pl.disk = nil
+	return v.Close()
 }
 
 // check reports the first error the plan's reads met: when it is not nil,
 // what was rendered lacks entities and must not be committed.
 func (pl *plan) check() error {
-	if pl.err == nil {
+	if pl.disk == nil {
 		return nil
 	}
-	return pl.err()
+	return pl.disk.err
 }
 
 type planFile struct {

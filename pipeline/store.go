@@ -60,8 +60,8 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, repli
 	}
 	var identity string
 	var last uint64
-	if js, ok := st.(*jetstream.KeyValueBucketStatus); ok {
-		info := js.StreamInfo()
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		info := bs.StreamInfo()
 		identity = bucket + "@" + info.Created.UTC().Format(time.RFC3339Nano)
 		last = info.State.LastSeq
 	}
