@@ -11,12 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/exportstream/exportstream/events"
 )
@@ -73,7 +72,8 @@ import (
 // see a Pebble snapshot and never block writes for longer than it takes
 // to take one.
 type DiskState struct {
-	db *pebble.DB
+	db   *pebble.DB
+	lock *pebble.Lock // the folder's, held from open to close
 
 	wmu sync.Mutex // serializes write transactions
 
@@ -88,6 +88,10 @@ type DiskState struct {
 // ErrDiskFormat is returned by OpenDiskState when the folder holds a store
 // of another layout (or no layout mark): delete the folder and rebuild.
 var ErrDiskFormat = errors.New("disk state: unknown store layout")
+
+// ErrDiskInUse is returned by OpenDiskState when another process (or
+// another DiskState of this one) has the folder's store open.
+var ErrDiskInUse = errors.New("disk state: the folder is in use by another process")
 
 // diskFormat is the layout version this code reads and writes.
 const diskFormat = "1"
@@ -111,6 +115,12 @@ const (
 // OpenDiskState opens the store in dir, creating it if needed. If dir
 // holds a store of another layout, ErrDiskFormat is returned.
 func OpenDiskState(dir string) (*DiskState, error) {
+	// The folder's lock first, so that "another process has it open" is
+	// told apart from a store that cannot be opened.
+	lock, err := pebble.LockDirectory(dir, vfs.Default)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrDiskInUse, dir, err)
+	}
 	cache := pebble.NewCache(diskCacheSize)
 	defer cache.Unref()
 	opts := &pebble.Options{
@@ -118,6 +128,7 @@ func OpenDiskState(dir string) (*DiskState, error) {
 		MemTableSize:       diskMemTableSize,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             quietLogger{},
+		Lock:               lock,
 	}
 	// Bloom filters: most lookups on apply are of entities not stored
 	// yet. 32 KiB blocks: an export reads ranges, not single keys (4 KiB
@@ -127,12 +138,14 @@ func OpenDiskState(dir string) (*DiskState, error) {
 	opts.Levels[0].BlockSize = diskBlockSize
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("disk state %s: %w", dir, err)
 	}
-	d := &DiskState{db: db, names: map[string]uint32{}, next: 1}
+	d := &DiskState{db: db, lock: lock, names: map[string]uint32{}, next: 1}
 	d.cond = sync.NewCond(&d.mu)
 	if err := d.load(); err != nil {
 		db.Close()
+		lock.Close()
 		return nil, fmt.Errorf("disk state %s: %w", dir, err)
 	}
 	return d, nil
@@ -158,19 +171,14 @@ func (d *DiskState) load() error {
 	case string(format) != diskFormat:
 		return fmt.Errorf("%w (found %q, want %q)", ErrDiskFormat, format, diskFormat)
 	}
-	rev, err := d.get(d.db, keyRev)
-	if err != nil {
-		return err
-	}
-	if len(rev) == 8 {
-		d.rev = binary.BigEndian.Uint64(rev)
-	}
-	seq, err := d.get(d.db, keySeq)
-	if err != nil {
-		return err
-	}
-	if len(seq) == 8 {
-		d.seq = binary.BigEndian.Uint64(seq)
+	for key, into := range map[string]*uint64{string(keyRev): &d.rev, string(keySeq): &d.seq} {
+		v, err := d.get(d.db, []byte(key))
+		if err != nil {
+			return err
+		}
+		if len(v) == 8 {
+			*into = binary.BigEndian.Uint64(v)
+		}
 	}
 	it, err = d.db.NewIter(&pebble.IterOptions{LowerBound: []byte("n"), UpperBound: []byte("o")})
 	if err != nil {
@@ -206,7 +214,7 @@ func (d *DiskState) get(r pebble.Reader, key []byte) ([]byte, error) {
 func (d *DiskState) Close() error {
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
-	return errors.Join(d.db.LogData(nil, pebble.Sync), d.db.Close())
+	return errors.Join(d.db.LogData(nil, pebble.Sync), d.db.Close(), d.lock.Close())
 }
 
 // Sync makes every write so far durable (the write-ahead log synced).
@@ -941,7 +949,7 @@ func OpenStateDir(dir string, log *slog.Logger) (*DiskState, error) {
 	if err == nil {
 		return d, nil
 	}
-	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) || strings.Contains(err.Error(), "lock") {
+	if errors.Is(err, ErrDiskInUse) {
 		return nil, fmt.Errorf("state.dir %s is in use by another process (each replica needs a state.dir of its own): %w", dir, err)
 	}
 	opts, _ := filepath.Glob(filepath.Join(dir, "OPTIONS-*"))
