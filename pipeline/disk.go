@@ -54,6 +54,8 @@ import (
 //	p P I <lineage>            where the lineage's instance is: <file>
 //	p P S <sequence>           where the sequence is: <file>
 //	p P J <job> <task>         index: job → task (no value)
+//	p P F <file>               the file's mark: what selects it for an
+//	                           export (see encodeMark)
 //	m seq                      the number of the last write transaction
 //	r P <file> m               the transaction that last changed the file's
 //	                           entry (the file, its instances, sequences)
@@ -94,7 +96,7 @@ var ErrDiskFormat = errors.New("disk state: unknown store layout")
 var ErrDiskInUse = errors.New("disk state: the folder is in use by another process")
 
 // diskFormat is the layout version this code reads and writes.
-const diskFormat = "1"
+const diskFormat = "2"
 
 var (
 	keyFormat = []byte("mformat")
@@ -569,11 +571,58 @@ func indexKeys(p []byte, sn *snap) []diskIndex {
 			{appendID(appendID(append(slices.Clip(p), 'J'), v.JobID), sn.id), nil},
 		}
 	case *events.File:
+		ix := []diskIndex{{appendID(append(slices.Clip(p), 'F'), sn.id), encodeMark(markOf(v))}}
 		if v.ParentID != nil {
-			return []diskIndex{{fileSubKey(p, *v.ParentID, 'c', sn.id), nil}}
+			ix = append(ix, diskIndex{fileSubKey(p, *v.ParentID, 'c', sn.id), nil})
 		}
+		return ix
 	}
 	return nil
+}
+
+// encodeMark is a file's mark: a flags byte (1 removed, 2 complete,
+// 4 has a parent), the parent's id if any, then the directory ids.
+func encodeMark(m fileMark) []byte {
+	var flags byte
+	if m.removed {
+		flags |= 1
+	}
+	if m.complete {
+		flags |= 2
+	}
+	b := make([]byte, 1, 1+8+8*len(m.dirs))
+	if m.parent != nil {
+		flags |= 4
+		b = appendID(b, *m.parent)
+	}
+	b[0] = flags
+	for _, d := range m.dirs {
+		b = appendID(b, d)
+	}
+	return b
+}
+
+func decodeMark(id int64, v []byte) (fileMark, error) {
+	m := fileMark{id: id}
+	if len(v) < 1 || (len(v)-1)%8 != 0 {
+		return m, fmt.Errorf("file mark of %d: %d bytes", id, len(v))
+	}
+	flags, v := v[0], v[1:]
+	m.removed, m.complete = flags&1 != 0, flags&2 != 0
+	if flags&4 != 0 {
+		if len(v) < 8 {
+			return m, fmt.Errorf("file mark of %d: no parent", id)
+		}
+		parent := readID(v)
+		m.parent, v = &parent, v[8:]
+	}
+	if len(v) > 0 {
+		m.dirs = make([]int64, 0, len(v)/8)
+		for ; len(v) > 0; v = v[8:] {
+			m.dirs = append(m.dirs, readID(v))
+		}
+	}
+	return m, nil
 }
 
 // kindCode is the key letter of each kind stored by id.
@@ -925,6 +974,40 @@ func (dp *diskProject) JobTasks(job int64) iter.Seq[*snap] {
 
 func (dp *diskProject) Children(file int64) iter.Seq[*snap] {
 	return dp.indexed(events.KindFile, dp.filePrefix(file, 'c'))
+}
+
+func (dp *diskProject) FileMarks() iter.Seq[fileMark] {
+	return func(yield func(fileMark) bool) {
+		for it := range dp.scan(append(slices.Clip(dp.p), 'F')) {
+			key := it.Key()
+			if m, ok := dp.mark(readID(key[len(key)-8:]), it); ok && !yield(m) {
+				return
+			}
+		}
+	}
+}
+
+func (dp *diskProject) FileMark(id int64) (fileMark, bool) {
+	it := dp.v.iter()
+	defer dp.v.done(it)
+	key := appendID(append(slices.Clip(dp.p), 'F'), id)
+	if it == nil || !seekExact(it, key) {
+		return fileMark{}, false
+	}
+	return dp.mark(id, it)
+}
+
+// mark decodes the iterator's value as the file's mark.
+func (dp *diskProject) mark(id int64, it *pebble.Iterator) (fileMark, bool) {
+	val, err := it.ValueAndErr()
+	if err == nil {
+		var m fileMark
+		if m, err = decodeMark(id, val); err == nil {
+			return m, true
+		}
+	}
+	dp.v.fail(fmt.Errorf("disk state: %w", err))
+	return fileMark{}, false
 }
 
 // quietLogger drops Pebble's informational messages and passes its errors

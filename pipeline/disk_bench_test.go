@@ -37,7 +37,7 @@ func dirSize(dir string) int64 {
 // the in-memory state, and reports for each: the Go heap in use with the
 // state loaded (after a GC, the events dropped), the apply rate, the
 // time of a full export of the project (buildPlan, which counts and
-// hashes, then render into io.Discard, so without the bucket): the first,
+// hashes, the file selection alone as ms-select, then render into io.Discard, so without the bucket): the first,
 // the next ones (both states have their rendered entries kept by then: on
 // the instances in memory, per file in the store on disk) and the plan
 // alone, and the heap in use while that export is rendered. The
@@ -50,13 +50,15 @@ func BenchmarkDiskState(b *testing.B) {
 	measure := func(b *testing.B, read func(func(View)) error, report func()) {
 		var plHeap uint64
 		var size int64
-		var first, rest, plans time.Duration
+		var first, rest, plans, selects time.Duration
 		n := 0
 		for b.Loop() {
 			var took, plan time.Duration
 			err := read(func(v View) {
 				t0 := time.Now()
-				pl := buildPlan(v, d)
+				pl := selectFiles(v, d)
+				selects += time.Since(t0)
+				pl.measure()
 				plan = time.Since(t0)
 				if n == 0 {
 					plHeap = heapInuse()
@@ -87,6 +89,7 @@ func BenchmarkDiskState(b *testing.B) {
 		}
 		report()
 		b.ReportMetric(float64(plans.Milliseconds())/float64(n), "ms-plan")
+		b.ReportMetric(float64(selects.Milliseconds())/float64(n), "ms-select")
 		b.ReportMetric(float64(plHeap)/1e6, "MB-heap-plan")
 		b.ReportMetric(float64(size)/1e6, "MB/export")
 	}

@@ -25,11 +25,16 @@ import (
 // children's, are not kept: they are rendered each time.
 
 // fragMod is the key code of a file's last-change mark; fragPlain and
-// fragRemoved those of its entry without and with removed instances.
+// fragRemoved those of its entry without and with removed instances;
+// sumPlain and sumRemoved those of the entry's summary (its stamp,
+// instance count, child flag and SHA-256: what the measure pass reads,
+// without the entry).
 const (
 	fragMod     = 'm'
 	fragPlain   = '0'
 	fragRemoved = '1'
+	sumPlain    = 'a'
+	sumRemoved  = 'b'
 )
 
 // fragKey is "r P <file> <code>" (p is the project's "p P" prefix).
@@ -71,8 +76,12 @@ type entryCacher interface {
 	// of instances it shows, and whether the file is a compound file's
 	// child. frag is valid until the next call.
 	cachedEntry(file int64, removed bool) (frag []byte, n int, child, ok bool)
-	// storeEntry keeps an entry rendered from the view.
-	storeEntry(file int64, removed bool, frag []byte, n int, child bool)
+	// cachedSum is cachedEntry's summary: the entry's SHA-256 in place
+	// of the entry.
+	cachedSum(file int64, removed bool) (sum [32]byte, n int, child, ok bool)
+	// storeEntry keeps an entry rendered from the view, and its summary
+	// (sum is the entry's SHA-256).
+	storeEntry(file int64, removed bool, frag []byte, sum [32]byte, n int, child bool)
 	// endPass makes the entries stored so far readable by the next pass.
 	endPass()
 }
@@ -116,18 +125,39 @@ func seekExact(it *pebble.Iterator, key []byte) bool {
 }
 
 func (dp *diskProject) cachedEntry(file int64, removed bool) ([]byte, int, bool, bool) {
+	val, ok := dp.cached(file, entryCode(removed))
+	if !ok {
+		return nil, 0, false, false
+	}
+	return val[17:], int(binary.BigEndian.Uint64(val[8:])), val[16] == 1, true
+}
+
+func (dp *diskProject) cachedSum(file int64, removed bool) (sum [32]byte, n int, child, ok bool) {
+	val, ok := dp.cached(file, sumCode(removed))
+	if !ok || len(val) != 17+32 {
+		return sum, 0, false, false
+	}
+	copy(sum[:], val[17:])
+	return sum, int(binary.BigEndian.Uint64(val[8:])), val[16] == 1, true
+}
+
+// cached returns the value kept under the file's code when it is valid
+// for the view: its stamp (the value's first 8 bytes, then the instance
+// count and the child flag) is no earlier than the file's last change
+// and no later than the view.
+func (dp *diskProject) cached(file int64, code byte) ([]byte, bool) {
 	v, c := dp.v, &dp.v.cache
 	var err error
 	if c.mod == nil {
 		if c.mod, err = v.s.NewIter(&pebble.IterOptions{LowerBound: []byte("r"), UpperBound: []byte("s")}); err != nil {
 			v.fail(err)
-			return nil, 0, false, false
+			return nil, false
 		}
 	}
 	if c.live == nil {
 		if c.live, err = v.d.db.NewIter(&pebble.IterOptions{LowerBound: []byte("r"), UpperBound: []byte("s")}); err != nil {
 			v.fail(err)
-			return nil, 0, false, false
+			return nil, false
 		}
 	}
 	var mod uint64
@@ -136,22 +166,22 @@ func (dp *diskProject) cachedEntry(file int64, removed bool) ([]byte, int, bool,
 			mod = binary.BigEndian.Uint64(c.mod.Value())
 		}
 	}
-	if !seekExact(c.live, fragKey(dp.p, file, entryCode(removed))) {
-		return nil, 0, false, false
+	if !seekExact(c.live, fragKey(dp.p, file, code)) {
+		return nil, false
 	}
 	val, err := c.live.ValueAndErr()
 	if err != nil {
 		v.fail(err)
-		return nil, 0, false, false
+		return nil, false
 	}
 	if len(val) < 17 {
-		return nil, 0, false, false
+		return nil, false
 	}
 	stamp := binary.BigEndian.Uint64(val)
 	if stamp < mod || stamp > v.seq {
-		return nil, 0, false, false
+		return nil, false
 	}
-	return val[17:], int(binary.BigEndian.Uint64(val[8:])), val[16] == 1, true
+	return val, true
 }
 
 func entryCode(removed bool) byte {
@@ -161,22 +191,36 @@ func entryCode(removed bool) byte {
 	return fragPlain
 }
 
-func (dp *diskProject) storeEntry(file int64, removed bool, frag []byte, n int, child bool) {
+func sumCode(removed bool) byte {
+	if removed {
+		return sumRemoved
+	}
+	return sumPlain
+}
+
+func (dp *diskProject) storeEntry(file int64, removed bool, frag []byte, sum [32]byte, n int, child bool) {
+	dp.keep(file, entryCode(removed), frag, n, child)
+	dp.keep(file, sumCode(removed), sum[:], n, child)
+}
+
+// keep stores val under the file's code, stamped with the view's
+// transaction, with the instance count and the child flag.
+func (dp *diskProject) keep(file int64, code byte, val []byte, n int, child bool) {
 	v, c := dp.v, &dp.v.cache
 	if c.batch == nil {
 		c.batch = v.d.db.NewBatch()
 	}
-	key := fragKey(dp.p, file, entryCode(removed))
-	op := c.batch.SetDeferred(len(key), 17+len(frag))
+	key := fragKey(dp.p, file, code)
+	op := c.batch.SetDeferred(len(key), 17+len(val))
 	copy(op.Key, key)
-	val := binary.BigEndian.AppendUint64(op.Value[:0], v.seq)
-	val = binary.BigEndian.AppendUint64(val, uint64(n))
+	b := binary.BigEndian.AppendUint64(op.Value[:0], v.seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(n))
 	if child {
-		val = append(val, 1)
+		b = append(b, 1)
 	} else {
-		val = append(val, 0)
+		b = append(b, 0)
 	}
-	copy(op.Value[17:], frag)
+	copy(op.Value[17:], val)
 	if err := op.Finish(); err != nil {
 		v.fail(err)
 		return

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -128,18 +129,18 @@ func selectFiles(v View, d *Definition) *plan {
 		}
 	}
 	var ids []int64
-	keep := func(f *events.File) bool { return true }
+	keep := func(m fileMark) bool { return true }
 	switch d.Completion {
 	case CompletionComplete:
-		keep = (*events.File).Complete
+		keep = func(m fileMark) bool { return m.complete }
 	case CompletionIncomplete:
-		keep = func(f *events.File) bool { return !f.Complete() }
+		keep = func(m fileMark) bool { return !m.complete }
 	}
 	switch d.Source.Kind {
 	case SourceProject:
-		for fs := range pv.Files() {
-			if f := fs.val.(*events.File); !f.Removed() && keep(f) {
-				ids = append(ids, fs.id)
+		for m := range pv.FileMarks() {
+			if !m.removed && keep(m) {
+				ids = append(ids, m.id)
 			}
 		}
 	case SourceDirectory:
@@ -147,19 +148,18 @@ func selectFiles(v View, d *Definition) *plan {
 		if pl.dir == nil {
 			break
 		}
-		for fs := range pv.Files() {
-			f := fs.val.(*events.File)
-			if f.Removed() || !keep(f) {
+		for m := range pv.FileMarks() {
+			if m.removed || !keep(m) {
 				continue
 			}
-			linked := slices.Contains(f.DirectoryIDs, pl.dir.id)
-			if !linked && f.ParentID != nil {
-				if par := pv.File(*f.ParentID); par != nil && !par.val.(*events.File).Removed() {
-					linked = slices.Contains(par.val.(*events.File).DirectoryIDs, pl.dir.id)
+			linked := slices.Contains(m.dirs, pl.dir.id)
+			if !linked && m.parent != nil {
+				if par, ok := pv.FileMark(*m.parent); ok && !par.removed {
+					linked = slices.Contains(par.dirs, pl.dir.id)
 				}
 			}
 			if linked {
-				ids = append(ids, fs.id)
+				ids = append(ids, m.id)
 			}
 		}
 	case SourceJob:
@@ -182,7 +182,7 @@ func selectFiles(v View, d *Definition) *plan {
 		if d.Completion == CompletionComplete && !done || d.Completion == CompletionIncomplete && done {
 			break
 		}
-		if f := pv.File(t.FileID); f != nil && !f.val.(*events.File).Removed() {
+		if m, ok := pv.FileMark(t.FileID); ok && !m.removed {
 			ids = append(ids, t.FileID)
 		}
 	}
@@ -255,8 +255,7 @@ func jobFiles(pv ProjectView, jobID int64, completion string) []int64 {
 			continue
 		}
 		seen[t.FileID] = true
-		f := pv.File(t.FileID)
-		if f == nil || f.val.(*events.File).Removed() {
+		if m, ok := pv.FileMark(t.FileID); !ok || m.removed {
 			continue
 		}
 		done := t.Status == "complete"
@@ -909,79 +908,110 @@ func isTimeField(k string) bool {
 // it has a valid one (the disk store), else rendered (and kept), and
 // returns the number of instances it adds to counted's tally.
 func (pl *plan) appendFile(b []byte, id int64, counted map[int64]bool) ([]byte, int) {
+	b, n, _ := pl.entry(b, id, counted, nil)
+	return b, n
+}
+
+// entry is appendFile; when it renders and keeps the entry, it also sets
+// *sum (if sum is not nil) to the entry's SHA-256 and reports true.
+func (pl *plan) entry(b []byte, id int64, counted map[int64]bool, sum *[32]byte) ([]byte, int, bool) {
 	removed := pl.def.IncludeRemovedInstances
 	c, _ := pl.pv.(entryCacher)
 	if c != nil {
 		if frag, n, child, ok := c.cachedEntry(id, removed); ok {
-			return append(b, frag...), tally(id, n, child, counted)
+			return append(b, frag...), tally(id, n, child, counted), false
 		}
 	}
 	pf := planFileOf(pl.pv, id, removed, true)
 	start := len(b)
 	b = pl.appendEntry(b, &pf)
 	child := pf.file.ParentID != nil
+	summed := false
 	if c != nil && pf.file.Type != "compound" {
-		c.storeEntry(id, removed, b[start:], pf.own(), child)
+		s := sha256.Sum256(b[start:])
+		c.storeEntry(id, removed, b[start:], s, pf.own(), child)
+		if sum != nil {
+			*sum, summed = s, true
+		}
 	}
 	n := tally(id, pf.own(), child, counted)
 	for i := range pf.children {
 		n += tally(pf.children[i].file.ID, pf.children[i].own(), true, counted)
 	}
-	return b, n
-}
-
-// walk renders the file entries and the closing brace, handing them to
-// emit in pieces of about bufSize bytes with the number of files done; it
-// adds the instances shown to counted's tally and returns that count.
-func (pl *plan) walk(counted map[int64]bool, emit func(b []byte, done int) error) (int, error) {
-	const bufSize = 256 << 10
-	b := make([]byte, 0, bufSize+64<<10)
-	total := 0
-	for i, id := range pl.ids {
-		b = append(b, ',')
-		b = appendIDKey(b, id)
-		var n int
-		b, n = pl.appendFile(b, id, counted)
-		total += n
-		if len(b) >= bufSize {
-			if err := emit(b, i+1); err != nil {
-				return total, err
-			}
-			b = b[:0]
-		}
-	}
-	if c, ok := pl.pv.(entryCacher); ok {
-		c.endPass()
-	}
-	b = append(b, '}')
-	return total, emit(b, len(pl.ids))
+	return b, n, summed
 }
 
 // measure counts the instances the export shows and computes its content
-// hash: SHA-256 of the file entries and closing brace (as written), then
-// the header with the export id and time zeroed. One pass, before
-// anything is uploaded: an unchanged export is known without writing.
+// hash: SHA-256 over each file in export order (its id, 8 bytes
+// big-endian, then the SHA-256 of its entry as written, the value after
+// its key), then over the header with the export id and time zeroed.
+// One pass, before anything is uploaded, so that an unchanged export is
+// known without writing; it reads the kept summaries of unchanged
+// entries, not the entries.
 func (pl *plan) measure() {
 	h := sha256.New()
-	n, _ := pl.walk(map[int64]bool{}, func(b []byte, _ int) error {
-		h.Write(b)
-		return nil
-	})
-	pl.nInst = n
+	counted := map[int64]bool{}
+	removed := pl.def.IncludeRemovedInstances
+	c, _ := pl.pv.(entryCacher)
+	var buf []byte
+	var rec [8 + sha256.Size]byte
+	for _, id := range pl.ids {
+		var sum [32]byte
+		n, ok := 0, false
+		if c != nil {
+			var kept int
+			var child bool
+			if sum, kept, child, ok = c.cachedSum(id, removed); ok {
+				n = tally(id, kept, child, counted)
+			}
+		}
+		if !ok {
+			var summed bool
+			buf, n, summed = pl.entry(buf[:0], id, counted, &sum)
+			if !summed {
+				sum = sha256.Sum256(buf)
+			}
+		}
+		pl.nInst += n
+		binary.BigEndian.PutUint64(rec[:8], uint64(id))
+		copy(rec[8:], sum[:])
+		h.Write(rec[:])
+	}
+	if c != nil {
+		c.endPass()
+	}
 	h.Write(pl.header(0, time.Time{}, true))
 	pl.content = hex.EncodeToString(h.Sum(nil))
 }
 
-// renderBody streams the file entries and the closing brace to w.
+// renderBody streams the file entries and the closing brace to w, in
+// pieces of about 256 KiB, telling progress the files done after each.
 func (pl *plan) renderBody(w io.Writer) error {
-	_, err := pl.walk(nil, func(b []byte, done int) error {
+	const bufSize = 256 << 10
+	b := make([]byte, 0, bufSize+64<<10)
+	flush := func(done int) error {
 		if _, err := w.Write(b); err != nil {
 			return err
 		}
 		if pl.progress != nil {
 			pl.progress(done, len(pl.ids))
 		}
+		b = b[:0]
 		return nil
-	})
-	return err
+	}
+	for i, id := range pl.ids {
+		b = append(b, ',')
+		b = appendIDKey(b, id)
+		b, _ = pl.appendFile(b, id, nil)
+		if len(b) >= bufSize {
+			if err := flush(i + 1); err != nil {
+				return err
+			}
+		}
+	}
+	if c, ok := pl.pv.(entryCacher); ok {
+		c.endPass()
+	}
+	b = append(b, '}')
+	return flush(len(pl.ids))
 }

@@ -2,17 +2,87 @@ package pipeline
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/exportstream/exportstream/events"
 	"github.com/exportstream/exportstream/pipeline/pipelinetest"
 )
+
+// contentHashOf computes content_sha256 from an export document as
+// docs/contract-decisions.md defines it: SHA-256 over each file entry in
+// document order (its id as 8 bytes big-endian, then the SHA-256 of its
+// value as written), then over the header (everything before the first
+// file entry) with export_info's id and created_time blanked.
+func contentHashOf(doc []byte) (string, error) {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	if _, err := dec.Token(); err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	header := -1
+	for dec.More() {
+		end := dec.InputOffset() // after the value before
+		tok, err := dec.Token()
+		if err != nil {
+			return "", err
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return "", err
+		}
+		id, err := strconv.ParseInt(tok.(string), 10, 64)
+		if err != nil {
+			if header >= 0 {
+				return "", fmt.Errorf("key %q after the file entries", tok)
+			}
+			continue
+		}
+		if header < 0 {
+			header = int(end)
+		}
+		var rec [8]byte
+		binary.BigEndian.PutUint64(rec[:], uint64(id))
+		sum := sha256.Sum256(raw)
+		h.Write(rec[:])
+		h.Write(sum[:])
+	}
+	if header < 0 {
+		return "", errors.New("no file entries")
+	}
+	head := doc[:header]
+	i := bytes.Index(head, []byte(`"export_info":{"id":`))
+	if i < 0 {
+		return "", errors.New("no export_info")
+	}
+	info := head[i:]
+	idEnd := bytes.IndexByte(info, ',')
+	ct := regexp.MustCompile(`"created_time":"[^"]*"`).FindIndex(info)
+	if idEnd < 0 || ct == nil {
+		return "", errors.New("export_info without id or created_time")
+	}
+	var canon []byte
+	canon = append(canon, head[:i]...)
+	canon = append(canon, `"export_info":{"id":0`...)
+	canon = append(canon, info[idEnd:ct[0]]...)
+	canon = append(canon, `"created_time":""`...)
+	canon = append(canon, info[ct[1]:]...)
+	h.Write(canon)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
 
 // definitionFor turns an expected definition into a pipeline Definition.
 func definitionFor(t testing.TB, name, project string, d pipelinetest.Definition) *Definition {
@@ -160,6 +230,9 @@ func TestRenderExamples(t *testing.T) {
 				}
 				if sum := s.buildPlan(def).content; sum != res.ContentHash {
 					t.Errorf("%s: the plan's content hash %s; render's %s", name, sum, res.ContentHash)
+				}
+				if sum, err := contentHashOf(buf.Bytes()); err != nil || sum != res.ContentHash {
+					t.Errorf("%s: content hash from the document %s (%v); render's %s", name, sum, err, res.ContentHash)
 				}
 				for _, e := range pipelinetest.Check(buf.Bytes(), exp, d) {
 					t.Errorf("%s: %s", name, e)

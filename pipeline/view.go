@@ -58,6 +58,23 @@ type ProjectView interface {
 	JobTasks(job int64) iter.Seq[*snap]
 	// Children are a compound file's child files.
 	Children(file int64) iter.Seq[*snap]
+	// FileMarks are the project's files as Files lists them, with only
+	// what selects them for an export (no snapshot decoded); FileMark is
+	// one file's, ok false when there is no such file.
+	FileMarks() iter.Seq[fileMark]
+	FileMark(id int64) (m fileMark, ok bool)
+}
+
+// fileMark is what an export's file selection reads of a file.
+type fileMark struct {
+	id                int64
+	removed, complete bool
+	parent            *int64
+	dirs              []int64
+}
+
+func markOf(f *events.File) fileMark {
+	return fileMark{id: f.ID, removed: f.Removed(), complete: f.Complete(), parent: f.ParentID, dirs: f.DirectoryIDs}
 }
 
 // Read calls fn with a consistent view of the state: the in-memory state
@@ -125,6 +142,23 @@ func (m memProject) Sequences(f int64) iter.Seq[*snap] { return inSet(m.p.seqs, 
 func (m memProject) FileTasks(f int64) iter.Seq[*snap] { return inSet(m.p.tasks, m.p.fileTasks[f]) }
 func (m memProject) JobTasks(j int64) iter.Seq[*snap]  { return inSet(m.p.tasks, m.p.jobTasks[j]) }
 func (m memProject) Children(f int64) iter.Seq[*snap]  { return inSet(m.p.files, m.p.children[f]) }
+
+func (m memProject) FileMarks() iter.Seq[fileMark] {
+	return func(yield func(fileMark) bool) {
+		for f := range m.Files() {
+			if !yield(markOf(f.val.(*events.File))) {
+				return
+			}
+		}
+	}
+}
+
+func (m memProject) FileMark(id int64) (fileMark, bool) {
+	if f := m.p.files[id]; f != nil {
+		return markOf(f.val.(*events.File)), true
+	}
+	return fileMark{}, false
+}
 
 // findDir returns the source's directory (by id, else the first by id
 // with the nickname), or nil.

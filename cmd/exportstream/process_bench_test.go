@@ -111,6 +111,24 @@ func startProcess(b *testing.B, logPath, bin string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// cpuSeconds reads a process's user+system CPU time in seconds.
+func cpuSeconds(pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// The fields after the command name (which may hold spaces) start
+	// after its closing parenthesis; utime and stime are the 14th and
+	// 15th fields of the line.
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	if len(f) < 13 {
+		return -1
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
 // peakRSS reads a process's VmHWM in MB.
 func peakRSS(pid int) float64 {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -198,7 +216,7 @@ func runProcessBench(b *testing.B, natsBin, svcBin string, files int) {
 	dir := b.TempDir()
 	port := freeLoopbackPort(b)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	startProcess(b, filepath.Join(dir, "nats.log"), natsBin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "nats"))
+	natsProc := startProcess(b, filepath.Join(dir, "nats.log"), natsBin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "nats"))
 	var nc *nats.Conn
 	var err error
 	for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -245,6 +263,7 @@ log:
 		b.Fatal(err)
 	}
 	logPath := filepath.Join(dir, "service.log")
+	natsCPU0 := cpuSeconds(natsProc.Process.Pid)
 	start := time.Now()
 	svc := startProcess(b, logPath, svcBin, "run", "--config", cfgPath)
 	cons, err := js.Consumer(ctx, "DIFFGRAM_EVENTS", "exportstream")
@@ -276,10 +295,13 @@ log:
 		close(profiled)
 	}
 	var drained time.Duration
+	var natsCPU, svcCPU float64
 	for end := time.Now().Add(20 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
 		info, err := cons.Info(ctx)
 		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream >= uint64(total) {
 			drained = time.Since(start)
+			natsCPU = cpuSeconds(natsProc.Process.Pid) - natsCPU0
+			svcCPU = cpuSeconds(svc.Process.Pid)
 			break
 		}
 		if time.Now().After(end) {
@@ -355,6 +377,10 @@ log:
 	b.ReportMetric(float64(total)/bare.Seconds(), "bare-events/s")
 	b.ReportMetric(float64(total)/drained.Seconds(), "service-events/s")
 	b.ReportMetric(100*bare.Seconds()/drained.Seconds(), "%-of-bare")
+	// CPU per wall second while draining (2.0 = both cores of this
+	// machine): who is busy, the service or the server.
+	b.ReportMetric(svcCPU/drained.Seconds(), "svc-cpu/s-drain")
+	b.ReportMetric(natsCPU/drained.Seconds(), "nats-cpu/s-drain")
 	b.ReportMetric(firstExport.Seconds(), "s-first-export")
 	b.ReportMetric(regen.Seconds(), "s-regen-after-edit(quiet-1s)")
 	b.ReportMetric(rss, "MB-peak-RSS")
