@@ -165,6 +165,9 @@ const (
 	MaxEventDepthLimit = 10000
 )
 
+// defaultConnection names Default's one connection.
+const defaultConnection = "local-disk"
+
 // Connection types.
 const (
 	TypeLocal = "local"
@@ -419,7 +422,7 @@ func Default() *Config {
 			AckWait:          30 * time.Second,
 		},
 		Connections: []Connection{{
-			Name:  "local-disk",
+			Name:  defaultConnection,
 			Type:  TypeLocal,
 			Local: &Local{Dir: "./data/bucket"},
 		}},

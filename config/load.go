@@ -114,14 +114,14 @@ func parseYAML(data []byte) (*yaml.Node, *Problem) {
 		if errors.Is(err, io.EOF) {
 			return nil, nil
 		}
-		return nil, syntaxProblem(err)
+		return nil, syntaxProblem(err, data)
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case err == nil:
 		return nil, &Problem{Line: extra.Line, Message: fmt.Sprintf("line %d: a second YAML document; the file must hold exactly one", extra.Line)}
 	case !errors.Is(err, io.EOF):
-		return nil, syntaxProblem(err)
+		return nil, syntaxProblem(err, data)
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
 		return nil, nil
@@ -129,13 +129,47 @@ func parseYAML(data []byte) (*yaml.Node, *Problem) {
 	return doc.Content[0], nil
 }
 
-func syntaxProblem(err error) *Problem {
+// syntaxProblem turns the parser's error about data into a Problem, in
+// the user's words where the parser's are obscure: a tab in indentation.
+func syntaxProblem(err error, data []byte) *Problem {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	p := &Problem{Message: msg}
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		p.Line, _ = strconv.Atoi(m[1])
 	}
+	if line := tabLine(msg, p.Line, data); line > 0 {
+		p.Line = line
+		p.Message = fmt.Sprintf("line %d: tabs are not allowed in YAML indentation: indent with spaces", line)
+	}
 	return p
+}
+
+// tabLine returns the line of the tab the parser's message msg, reported
+// at line (0: unknown, the first line), is about, or 0 if it is not about
+// a tab in indentation. The parser reports a tab where a token cannot
+// start at the tab's line, and a tab that breaks the indentation at (or
+// before) the line before it.
+func tabLine(msg string, line int, data []byte) int {
+	var tabbed []int // lines whose indentation holds a tab
+	for i, l := range strings.Split(string(data), "\n") {
+		indent := l[:len(l)-len(strings.TrimLeft(l, " \t"))]
+		if strings.Contains(indent, "\t") {
+			tabbed = append(tabbed, i+1)
+		}
+	}
+	line = max(line, 1)
+	switch {
+	case strings.Contains(msg, "found character that cannot start any token"):
+		if slices.Contains(tabbed, line) {
+			return line
+		}
+	case strings.Contains(msg, "found a tab character"):
+		// The first tab-indented line at or after the reported one.
+		if i, _ := slices.BinarySearch(tabbed, line); i < len(tabbed) {
+			return tabbed[i]
+		}
+	}
+	return 0
 }
 
 // YAML tags the decoder knows.
@@ -156,7 +190,15 @@ var (
 	durationType = reflect.TypeFor[time.Duration]()
 	exportType   = reflect.TypeFor[Export]()
 	s3Type       = reflect.TypeFor[S3]()
+	sourceType   = reflect.TypeFor[Source]()
 )
+
+// sourceKinds lists the keys of a source, for messages: "directory,
+// directory_id, job, job_id, task_id, project".
+func sourceKinds() string {
+	_, names := fieldNames(sourceType)
+	return strings.Join(names, ", ")
+}
 
 // Limits that keep a hostile file (merge keys that refer to themselves,
 // aliases fanning out exponentially) from taking long to decode.
@@ -449,6 +491,14 @@ func fieldNames(t reflect.Type) (map[string]int, []string) {
 
 func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.MappingNode {
+		if v.Type() == sourceType {
+			example := "directory: Luckfrill"
+			if n.Kind == yaml.ScalarNode && n.ShortTag() == strTag && n.Value != "" {
+				example = "directory: " + strconv.Quote(n.Value)
+			}
+			d.add(n, path, "expected a mapping with one of the source kinds (%s), got %s: e.g. {%s}", sourceKinds(), describe(n), example)
+			return
+		}
 		d.add(n, path, "expected a mapping, got %s", describe(n))
 		return
 	}
@@ -477,6 +527,9 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 			msg := "unknown key"
 			if s := suggest(k.Value, names); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			}
+			if v.Type() == sourceType {
+				msg += "; the source kinds are: " + sourceKinds() + " (exactly one)"
 			}
 			d.add(k, kp, "%s", msg)
 			continue

@@ -1,18 +1,13 @@
 package config
 
 import (
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -52,14 +47,15 @@ var (
 //     signed_url_expiry 0 or 1s..7 days.
 //   - exports: name [a-z0-9]+(-[a-z0-9]+)* and unique; project [a-z0-9-]+;
 //     exactly one source, ids > 0; completion one of complete, all,
-//     incomplete; connection names a connection; path relative, without
+//     incomplete; connection names a connection (a missing or unknown one
+//     is reported with the likely typo and the connections there are); path relative, without
 //     "." or ".." segments or "//", ending in "/" (or empty: the bucket
 //     root), and no two exports share connection and path; coalesce.quiet
 //     >= 0, coalesce.max_delay > 0 and >= quiet; keep_last >= 0.
 //   - records.keep_last >= 0 and records.max_age >= 0 (0: that rule is
 //     off).
 //   - state.dir is set. Validate does not look at the file system; see
-//     CheckStateDir.
+//     CheckFolders.
 //   - http.listen is host:port, http.public_url empty or an http(s) URL,
 //     http.token set when http.listen is not a loopback address; log.level is debug, info, warn or error;
 //     log.format is json or text.
@@ -323,9 +319,10 @@ func (ch *checker) required(path, s string) {
 	}
 }
 
-// connections checks the connections and returns the set of their names.
-func (ch *checker) connections(cs []Connection) map[string]bool {
-	names := map[string]bool{}
+// connections checks the connections and returns their names, in file
+// order without repeats.
+func (ch *checker) connections(cs []Connection) []string {
+	var names []string
 	first := map[string]int{}
 	for i, c := range cs {
 		p := fmt.Sprintf("connections[%d]", i)
@@ -340,8 +337,8 @@ func (ch *checker) connections(cs []Connection) map[string]bool {
 				ch.add(p+".name", "duplicate name %q (also connections[%d])", c.Name, j)
 			} else {
 				first[c.Name] = i
+				names = append(names, c.Name)
 			}
-			names[c.Name] = true
 		}
 
 		blocks := []struct {
@@ -445,7 +442,11 @@ func (ch *checker) connections(cs []Connection) map[string]bool {
 	return names
 }
 
-func (ch *checker) exports(es []Export, conns map[string]bool) {
+func (ch *checker) exports(es []Export, connNames []string) {
+	conns := map[string]bool{}
+	for _, n := range connNames {
+		conns[n] = true
+	}
 	firstName := map[string]int{}
 	type target struct{ conn, path string }
 	firstTarget := map[target]int{}
@@ -474,9 +475,9 @@ func (ch *checker) exports(es []Export, conns map[string]bool) {
 		ch.oneOf(p+".completion", e.Completion, CompletionComplete, CompletionAll, CompletionIncomplete)
 		switch {
 		case e.Connection == "":
-			ch.add(p+".connection", "required")
+			ch.add(p+".connection", "required (%s)", connectionList(connNames))
 		case !conns[e.Connection]:
-			ch.add(p+".connection", "no connection named %q", e.Connection)
+			ch.add(p+".connection", "no connection named %q (%s)", e.Connection, connectionHint(e.Connection, connNames))
 		}
 		ch.exportPath(p+".path", e.Path)
 		// An export with a bad name or connection is already reported;
@@ -503,6 +504,33 @@ func (ch *checker) exports(es []Export, conns map[string]bool) {
 			ch.add(cp+".max_delay", "%s is less than quiet (%s)", e.Coalesce.MaxDelay, e.Coalesce.Quiet)
 		}
 	}
+}
+
+// connectionHint says what an export naming the missing connection name
+// could name instead: the likely typo, the connection names, and that a
+// file's connections replace the default local-disk connection.
+func connectionHint(name string, names []string) string {
+	hint := ""
+	if s := suggest(name, names); s != "" {
+		hint = fmt.Sprintf("did you mean %q? ", s)
+	}
+	hint += connectionList(names)
+	if name == defaultConnection && len(names) > 0 {
+		hint += "; a connections list replaces the default " + defaultConnection + " connection"
+	}
+	return hint
+}
+
+// connectionList names the connections an export can write to.
+func connectionList(names []string) string {
+	const most = 20
+	switch {
+	case len(names) == 0:
+		return "there are no connections: add one under connections"
+	case len(names) > most:
+		return fmt.Sprintf("the connections are: %s and %d more", strings.Join(names[:most], ", "), len(names)-most)
+	}
+	return "the connections are: " + strings.Join(names, ", ")
 }
 
 func (ch *checker) source(p string, s Source) {
@@ -564,129 +592,6 @@ func (ch *checker) exportPath(p, path string) {
 			return
 		}
 	}
-}
-
-// CheckStateDir reports whether the service can keep its local state store
-// (state.dir) in dir, and leaves nothing behind. An existing dir must be a
-// directory this user can list and create files in: a temporary file is
-// created in it and removed again. A missing dir is not created; its
-// nearest existing parent must be a directory this user can create
-// folders in (a temporary folder is created in it and removed again), so
-// that the service's own MkdirAll succeeds. A relative dir is relative to
-// the working directory, as for the service.
-//
-// The error starts with "state.dir <dir>: " ("state.dir: must name a
-// folder" for an empty dir) and says what is wrong and what to do, e.g. "state.dir ./x/state: x is a file, not a folder, so
-// the folder cannot be created in it: choose another folder or move x
-// away".
-func CheckStateDir(dir string) error {
-	if dir == "" {
-		return errors.New("state.dir: must name a folder")
-	}
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("state.dir %s: %s", dir, fmt.Sprintf(format, args...))
-	}
-	target := filepath.Clean(dir)
-	for p := target; ; {
-		fi, err := os.Stat(p)
-		switch {
-		case err == nil && p == target:
-			if !fi.IsDir() {
-				return fail("is a file, not a folder: choose another folder or move the file away")
-			}
-			return checkStoreDir(p, fail)
-		case err == nil:
-			if !fi.IsDir() {
-				return fail("%s is a file, not a folder, so the folder cannot be created in it: choose another folder or move %s away", p, p)
-			}
-			return checkParentDir(p, fail)
-		case errors.Is(err, fs.ErrNotExist):
-			if _, lerr := os.Lstat(p); lerr == nil {
-				link, _ := os.Readlink(p)
-				return fail("%sis a symbolic link to %s, which does not exist: create its target, remove the link or choose another folder", named(p, target), link)
-			}
-		case errors.Is(err, syscall.ENOTDIR):
-			// A file on the way up; reported when the walk reaches it.
-		case errors.Is(err, fs.ErrPermission):
-			return fail("%scannot be reached by %s, as a folder above it does not let this user in: choose another folder or fix the permissions of the folders above it", named(p, target), thisUser())
-		default:
-			return fail("cannot be checked: %v", err)
-		}
-		parent := filepath.Dir(p)
-		if parent == p {
-			return fail("no part of the path exists: choose another folder")
-		}
-		p = parent
-	}
-}
-
-// checkStoreDir checks that the existing folder p can be listed and
-// written, by creating and removing a temporary file in it.
-func checkStoreDir(p string, fail func(string, ...any) error) error {
-	d, err := os.Open(p)
-	if err == nil {
-		_, err = d.Readdirnames(1)
-		d.Close()
-		if errors.Is(err, io.EOF) {
-			err = nil
-		}
-	}
-	if err != nil {
-		if errors.Is(err, fs.ErrPermission) {
-			return fail("not readable by %s: choose another folder or fix its permissions", thisUser())
-		}
-		return fail("cannot be read: %v", err)
-	}
-	f, err := os.CreateTemp(p, ".exportstream-check-*")
-	switch {
-	case errors.Is(err, fs.ErrPermission):
-		return fail("not writable by %s: choose another folder or fix its permissions", thisUser())
-	case errors.Is(err, syscall.EROFS):
-		return fail("on a read-only file system: choose a folder on a writable disk")
-	case err != nil:
-		return fail("cannot create a file in it: %v", err)
-	}
-	f.Close()
-	if err := os.Remove(f.Name()); err != nil {
-		return fail("a test file was created but cannot be removed (%v): remove %s by hand and fix the folder's permissions", err, f.Name())
-	}
-	return nil
-}
-
-// checkParentDir checks that a folder can be created in the existing
-// folder p (the nearest existing parent of the missing store folder), by
-// creating and removing a temporary folder in it.
-func checkParentDir(p string, fail func(string, ...any) error) error {
-	tmp, err := os.MkdirTemp(p, ".exportstream-check-*")
-	switch {
-	case errors.Is(err, fs.ErrPermission):
-		return fail("does not exist and cannot be created: %s is not writable by %s: create the folder, choose another one or fix the permissions of %s", p, thisUser(), p)
-	case errors.Is(err, syscall.EROFS):
-		return fail("does not exist and cannot be created: %s is on a read-only file system: choose a folder on a writable disk", p)
-	case err != nil:
-		return fail("does not exist and cannot be created in %s: %v", p, err)
-	}
-	if err := os.Remove(tmp); err != nil {
-		return fail("a test folder was created but cannot be removed (%v): remove %s by hand and fix the permissions of %s", err, tmp, p)
-	}
-	return nil
-}
-
-// named is "p " for a message about p, or "" when p is the store folder
-// itself (the message already starts with it).
-func named(p, target string) string {
-	if p == target {
-		return ""
-	}
-	return p + " "
-}
-
-// thisUser names the user the process runs as, for error messages.
-func thisUser() string {
-	if uid := os.Geteuid(); uid >= 0 {
-		return fmt.Sprintf("this user (uid %d)", uid)
-	}
-	return "this user"
 }
 
 // stateOverlaps reports a state.dir that is, holds or sits inside a folder
