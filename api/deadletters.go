@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -112,11 +113,28 @@ type redriveFailure struct {
 	Error    string `json:"error"`
 }
 
+// noDeadLetters says that the dead-letter stream holds none of seqs.
+func noDeadLetters(seqs []uint64) string {
+	var nums []string
+	for i, seq := range seqs {
+		if !slices.Contains(seqs[:i], seq) {
+			nums = append(nums, strconv.FormatUint(seq, 10))
+		}
+	}
+	what := "no dead letter with sequence "
+	if len(nums) > 1 {
+		what = "no dead letters with sequences "
+	}
+	return what + strings.Join(nums, ", ") + "; list them with GET /api/v1/deadletters"
+}
+
 // redrive re-publishes the chosen dead letters on their original subjects
 // (body and headers as received, without the dead-letter headers and
 // without Nats-Msg-Id, which the stream would take for a duplicate), then
 // removes them from the dead-letter stream. A redriven event that is
-// still bad comes back with a new sequence.
+// still bad comes back with a new sequence. A sequence the stream does
+// not hold fails with "no dead letter with sequence N"; when none of the
+// sequences is there the answer is that 404.
 func (s *Server) redrive(w http.ResponseWriter, r *http.Request) {
 	var req redriveRequest
 	if err := decodeBody(r, &req); err != nil {
@@ -128,6 +146,11 @@ func (s *Server) redrive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stream, err := s.o.JetStream.Stream(r.Context(), s.o.DeadLetterStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		// Nothing was ever dead-lettered.
+		s.writeError(w, http.StatusNotFound, "not_found", noDeadLetters(req.Sequences))
+		return
+	}
 	if err != nil {
 		s.internal(w, r, fmt.Errorf("dead-letter stream %s: %w", s.o.DeadLetterStream, err))
 		return
@@ -136,8 +159,14 @@ func (s *Server) redrive(w http.ResponseWriter, r *http.Request) {
 		Redriven []redriven       `json:"redriven"`
 		Failed   []redriveFailure `json:"failed"`
 	}{Redriven: []redriven{}, Failed: []redriveFailure{}}
+	var missing []uint64
 	for _, seq := range req.Sequences {
 		m, err := stream.GetMsg(r.Context(), seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			missing = append(missing, seq)
+			out.Failed = append(out.Failed, redriveFailure{seq, noDeadLetters([]uint64{seq})})
+			continue
+		}
 		if err != nil {
 			out.Failed = append(out.Failed, redriveFailure{seq, err.Error()})
 			continue
@@ -169,6 +198,10 @@ func (s *Server) redrive(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Redriven = append(out.Redriven, redriven{Sequence: seq, Subject: subject, StreamSequence: ack.Sequence})
 		s.o.Logger.Info("dead letter redriven", "seq", seq, "subject", subject, "stream_seq", ack.Sequence)
+	}
+	if len(missing) == len(req.Sequences) {
+		s.writeError(w, http.StatusNotFound, "not_found", noDeadLetters(missing))
+		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }

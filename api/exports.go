@@ -44,8 +44,11 @@ func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 	}
 	switch f.Status {
 	case "", pipeline.StatusPending, pipeline.StatusGenerating, pipeline.StatusUploading, pipeline.StatusComplete, pipeline.StatusFailed, pipeline.StatusSkipped:
+	case statusDeleted, statusExisting:
+		writeJSON(w, http.StatusOK, s.listRetained(f))
+		return
 	default:
-		s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("status=%q is not one of pending, generating, uploading, complete, failed, skipped", f.Status))
+		s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("status=%q is not one of pending, generating, uploading, complete, failed, skipped, deleted, existing", f.Status))
 		return
 	}
 	pg := s.o.Pipeline.Records(f)
@@ -57,6 +60,55 @@ func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 		page.NextBefore = pg.Records[len(pg.Records)-1].ID
 	}
 	writeJSON(w, http.StatusOK, page)
+}
+
+// The list's filters on what retention did: complete exports whose
+// objects it deleted since (deleted_time set), or whose objects are still
+// in the bucket.
+const (
+	statusDeleted  = "deleted"
+	statusExisting = "existing"
+)
+
+// listRetained answers a list filtered on status deleted or existing: the
+// complete records that match the rest of f, read page by page, keeping
+// those retention deleted (or did not); Total and NextBefore as for any
+// other filter.
+func (s *Server) listRetained(f pipeline.RecordFilter) listPage {
+	wantDeleted := f.Status == statusDeleted
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	scan := f
+	scan.Status, scan.Before, scan.Limit = pipeline.StatusComplete, 0, 1000
+	page := listPage{Exports: []pipeline.Record{}}
+	more := false
+	for {
+		pg := s.o.Pipeline.Records(scan)
+		for _, r := range pg.Records {
+			if (r.DeletedTime != nil) != wantDeleted {
+				continue
+			}
+			page.Total++
+			if f.Before > 0 && r.ID >= f.Before {
+				continue
+			}
+			if len(page.Exports) < limit {
+				page.Exports = append(page.Exports, r)
+			} else {
+				more = true
+			}
+		}
+		if !pg.More || len(pg.Records) == 0 {
+			break
+		}
+		scan.Before = pg.Records[len(pg.Records)-1].ID
+	}
+	if more {
+		page.NextBefore = page.Exports[len(page.Exports)-1].ID
+	}
+	return page
 }
 
 // record looks up the {id} of the request's path, answering 400 or 404

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -246,11 +247,17 @@ func (p *Pipeline) publishCompleted(ctx context.Context, r *Record) error {
 	return nil
 }
 
+// progressLogAfter is how long an export renders before its progress is
+// logged: a quick one logs "export written" alone.
+const progressLogAfter = 5 * time.Second
+
 // progressFunc returns the render progress callback of export r: it
-// moves the record's percent_complete (0..90 while rendering) and logs a
-// line at every 10 %.
+// moves the record's percent_complete (0..90 while rendering) at every
+// 10 %, and logs a line then once the export has been rendering for
+// progressLogAfter.
 func (p *Pipeline) progressFunc(ctx context.Context, r *Record) func(done, total int) {
 	last := 0
+	logProgress := progressLogger(p.log, r)
 	return func(done, total int) {
 		if total <= 0 {
 			return
@@ -262,8 +269,21 @@ func (p *Pipeline) progressFunc(ctx context.Context, r *Record) func(done, total
 		last = tenth
 		r.PercentComplete = tenth * 9
 		_ = p.putRecord(ctx, r)
-		p.log.Info("export progress", "definition", r.Name, "export_id", r.ID, "percent", tenth*10,
-			"files_done", done, "files", total)
+		logProgress(tenth*10, done, total)
+	}
+}
+
+// progressLogger returns the progress log of export r, which starts now:
+// a call logs a line only once progressLogAfter has passed.
+func progressLogger(log *slog.Logger, r *Record) func(percent, done, total int) {
+	start := time.Now()
+	return func(percent, done, total int) {
+		elapsed := time.Since(start)
+		if elapsed < progressLogAfter {
+			return
+		}
+		log.Info("export progress", "definition", r.Name, "export_id", r.ID, "percent", percent,
+			"files_done", done, "files", total, "elapsed", elapsed.Round(time.Second).String())
 	}
 }
 

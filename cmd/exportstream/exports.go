@@ -27,7 +27,12 @@ const exportsUsage = `exportstream exports: the service's exports, through its H
 
 Usage:
   exportstream exports list [--definition N] [--project P] [--status S] [--limit N] [--before ID] [--all]
-        the export records, newest first; --all follows the pages to the end
+        the export records, newest first: id, definition, status, progress, files, instances, bytes,
+        created time and a note (why an export failed or was skipped; when retention deleted it).
+        The object keys: exports get ID, or --output json. --all follows the pages to the end.
+        --status: pending, generating, uploading, complete, failed or skipped; also deleted
+        (complete, then deleted from the bucket by retention, keep_last) or existing (complete
+        and still in the bucket: the exports that can be downloaded)
   exportstream exports get ID
         one record, every field
   exportstream exports generate --definition N [--wait] [--return record|data|url] [--out FILE]
@@ -71,10 +76,16 @@ type apiError struct {
 	Status  int
 	Code    string
 	Message string
+	// Hint, when set, says what to do about it.
+	Hint string
 }
 
 func (e *apiError) Error() string {
-	return fmt.Sprintf("%s (%s, HTTP %d)", e.Message, e.Code, e.Status)
+	msg := fmt.Sprintf("%s (%s, HTTP %d)", e.Message, e.Code, e.Status)
+	if e.Hint != "" {
+		msg += "; " + e.Hint
+	}
+	return msg
 }
 
 // cmdExports runs `exportstream exports SUBCOMMAND` and returns the exit
@@ -168,6 +179,7 @@ func (c *exportsClient) parseArgs(fs *flag.FlagSet, args []string, want int, wha
 type exportsClient struct {
 	base        string // the server's URL, without a trailing slash
 	token       string // never printed
+	tokenFrom   string // where token came from: "--token", "$EXPORTSTREAM_TOKEN" or ""
 	output      string
 	timeout     time.Duration
 	waitTimeout time.Duration
@@ -189,8 +201,10 @@ func (c *exportsClient) setUp() error {
 		return usagef("--server: want http://HOST:PORT or https://HOST[/PATH], the service's address")
 	}
 	c.base = strings.TrimSuffix(c.base, "/")
-	if c.token == "" {
-		c.token = os.Getenv("EXPORTSTREAM_TOKEN")
+	if c.token != "" {
+		c.tokenFrom = "--token"
+	} else if c.token = os.Getenv("EXPORTSTREAM_TOKEN"); c.token != "" {
+		c.tokenFrom = "$EXPORTSTREAM_TOKEN"
 	}
 	if c.output != "table" && c.output != "json" {
 		return usagef("--output %q: want table or json", c.output)
@@ -245,9 +259,26 @@ func (c *exportsClient) call(ctx context.Context, method, path string, body any,
 	resp.Body = &idleBody{ReadCloser: resp.Body, timer: timer, idle: c.timeout, fired: &fired, cancel: cancel}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
-		return nil, answerError(method, path, resp)
+		err := answerError(method, path, resp)
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Status == http.StatusUnauthorized {
+			ae.Hint = c.tokenHint()
+		}
+		return nil, err
 	}
 	return resp, nil
+}
+
+// tokenHint says what to do when the API refuses the request's token,
+// naming where it came from.
+func (c *exportsClient) tokenHint() string {
+	switch c.tokenFrom {
+	case "":
+		return "the service wants its token (its http.token): set $EXPORTSTREAM_TOKEN, or pass --token"
+	case "--token":
+		return "the token given with --token is not the service's http.token"
+	}
+	return "the token in " + c.tokenFrom + " is not the service's http.token: correct it, or pass the right one with --token"
 }
 
 // idleBody ends the call when a read waits longer than idle.
@@ -337,7 +368,8 @@ type listPage struct {
 func exportsList(ctx context.Context, c *exportsClient, fs *flag.FlagSet, args []string) error {
 	definition := fs.String("definition", "", "only this definition's exports (adhoc: the ad-hoc ones)")
 	project := fs.String("project", "", "only this project's exports")
-	status := fs.String("status", "", "only exports in this status: pending, generating, uploading, complete, failed or skipped")
+	status := fs.String("status", "", "only exports in this status: pending, generating, uploading, complete, failed or skipped; "+
+		"also deleted (complete, then deleted from the bucket by retention) or existing (complete and still in the bucket)")
 	limit := fs.Int("limit", 0, "records per page (default: the server's)")
 	before := fs.Int64("before", 0, "only exports older than this id (the next_before of the previous page)")
 	all := fs.Bool("all", false, "follow the pages to the end")
@@ -416,20 +448,29 @@ func (c *exportsClient) printList(records []json.RawMessage) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tDEFINITION\tSTATUS\t%\tFILES\tINSTANCES\tBYTES\tCREATED\tKEY OR REASON")
+	fmt.Fprintln(tw, "ID\tDEFINITION\tSTATUS\t%\tFILES\tINSTANCES\tBYTES\tCREATED\tNOTE")
 	for _, raw := range records {
 		var r pipeline.Record
 		if err := decode(raw, &r); err != nil {
 			return err
 		}
-		last := dash(r.Key)
-		if r.Status == pipeline.StatusSkipped || r.Status == pipeline.StatusFailed {
-			last = r.StatusText // why nothing (or nothing good) was written
-		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", r.ID, dash(r.Name), r.Status, r.PercentComplete,
-			r.FileListLength, r.InstanceCount, r.Bytes, r.CreatedTime.UTC().Format(time.RFC3339), last)
+			r.FileListLength, r.InstanceCount, r.Bytes, r.CreatedTime.UTC().Format(time.RFC3339), listNote(&r))
 	}
 	return tw.Flush()
+}
+
+// listNote is the NOTE column of exports list: why a failed or skipped
+// attempt wrote nothing (good), when retention deleted an export, or "-".
+// The object key, long, is left to exports get and --output json.
+func listNote(r *pipeline.Record) string {
+	switch {
+	case r.Status == pipeline.StatusSkipped || r.Status == pipeline.StatusFailed:
+		return dash(r.StatusText)
+	case r.DeletedTime != nil:
+		return "deleted by retention at " + r.DeletedTime.UTC().Format(time.RFC3339)
+	}
+	return "-"
 }
 
 func dash(s string) string {

@@ -33,6 +33,7 @@ type exportsWorld struct {
 	bucketDir string
 	fast      string // a definition that exports 100ms after a request
 	slow      string // a definition that waits 2s after a request before it exports
+	kept      string // a definition whose bucket keeps its newest export only (keep_last 1)
 }
 
 // startExportsWorld runs the service in-process (embedded NATS, a local
@@ -51,6 +52,13 @@ func startExportsWorld(t *testing.T) *exportsWorld {
 	cfg.HTTP.Token = exportsToken
 	cfg.Exports[1].Coalesce = config.Coalesce{Quiet: 2 * time.Second, MaxDelay: 5 * time.Second}
 	w.fast, w.slow = cfg.Exports[0].Name, cfg.Exports[1].Name
+	for i := 2; i < len(cfg.Exports); i++ {
+		if !exp.Definitions[cfg.Exports[i].Name].NoExport {
+			cfg.Exports[i].KeepLast = 1
+			w.kept = cfg.Exports[i].Name
+			break
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
@@ -282,15 +290,23 @@ func TestExportsCLI(t *testing.T) {
 
 		table := w.mustCLI(t, "list")
 		lines := strings.Split(strings.TrimSpace(table), "\n")
-		if got := strings.Fields(lines[0]); !slices.Equal(got, []string{"ID", "DEFINITION", "STATUS", "%", "FILES", "INSTANCES", "BYTES", "CREATED", "KEY", "OR", "REASON"}) {
+		if got := strings.Fields(lines[0]); !slices.Equal(got, []string{"ID", "DEFINITION", "STATUS", "%", "FILES", "INSTANCES", "BYTES", "CREATED", "NOTE"}) {
 			t.Errorf("table header %q", lines[0])
 		}
 		if len(lines)-1 != all.Total {
 			t.Fatalf("table has %d rows, want %d:\n%s", len(lines)-1, all.Total, table)
 		}
+		// The object keys are long: the table leaves them to get and
+		// --output json, and the columns before the note stay narrow.
+		if at := strings.Index(lines[0], "NOTE"); at > 100 {
+			t.Errorf("the note starts at column %d:\n%s", at, table)
+		}
 		for i, r := range all.Exports {
+			if r.Key != "" && strings.Contains(lines[i+1], r.Key) {
+				t.Errorf("row %d shows the object key %s", i, r.Key)
+			}
 			f := strings.Fields(lines[i+1])
-			last := strings.Fields(r.Key) // a skipped (or failed) attempt shows its reason instead
+			last := []string{"-"} // a skipped (or failed) attempt shows its reason
 			if r.Status == pipeline.StatusSkipped || r.Status == pipeline.StatusFailed {
 				last = strings.Fields(r.StatusText)
 			}
@@ -634,17 +650,29 @@ func TestExportsCLI(t *testing.T) {
 
 	t.Run("errors", func(t *testing.T) {
 		// A wrong token: the API's 401, and neither token shown.
+		// The message names where the token comes from.
 		const wrong = "n0t-the-t0ken-b3a7"
 		code, out, errOut := cliRun(t, "exports", "list", "--server", w.server, "--token", wrong)
-		if code != 1 || out != "" || errOut != "exportstream: missing or wrong bearer token (Authorization: Bearer <http.token>) (unauthorized, HTTP 401)\n" {
+		if code != 1 || out != "" || !strings.HasPrefix(errOut, "exportstream: missing or wrong bearer token") ||
+			!strings.Contains(errOut, "(unauthorized, HTTP 401)") || !strings.Contains(errOut, "--token") ||
+			strings.Count(errOut, "\n") != 1 {
 			t.Errorf("wrong token: exit %d, %q, %q", code, out, errOut)
 		}
 		if strings.Contains(out+errOut, wrong) {
 			t.Errorf("the wrong token is shown")
 		}
 		code, _, errOut = cliRun(t, "exports", "get", "1", "--server", w.server)
-		if code != 1 || !strings.Contains(errOut, "(unauthorized, HTTP 401)") {
+		if code != 1 || !strings.Contains(errOut, "(unauthorized, HTTP 401)") || !strings.Contains(errOut, "$EXPORTSTREAM_TOKEN") ||
+			!strings.Contains(errOut, "--token") {
 			t.Errorf("no token: exit %d, %q", code, errOut)
+		}
+		t.Setenv("EXPORTSTREAM_TOKEN", wrong)
+		code, _, errOut = cliRun(t, "exports", "get", "1", "--server", w.server)
+		if code != 1 || !strings.Contains(errOut, "(unauthorized, HTTP 401)") || !strings.Contains(errOut, "the token in $EXPORTSTREAM_TOKEN") {
+			t.Errorf("a wrong $EXPORTSTREAM_TOKEN: exit %d, %q", code, errOut)
+		}
+		if strings.Contains(errOut, wrong) {
+			t.Errorf("the wrong token is shown")
 		}
 
 		// An unknown export.
@@ -682,6 +710,110 @@ func TestExportsCLI(t *testing.T) {
 			t.Errorf("--token over $EXPORTSTREAM_TOKEN: exit %d, %q", code, errOut)
 		}
 	})
+}
+
+// TestExportsListDeleted: exports list --status deleted lists the
+// exports retention (keep_last) deleted from the bucket, --status existing
+// those still there, in pages, as JSON and as a table that says when each
+// was deleted.
+func TestExportsListDeleted(t *testing.T) {
+	w := startExportsWorld(t)
+	if w.kept == "" {
+		t.Fatal("no definition with keep_last 1")
+	}
+	for range 2 {
+		w.mustCLI(t, "generate", "--definition", w.kept, "--wait")
+	}
+	// What the records and the bucket say: the newest export of w.kept is
+	// there, the older ones are marked deleted and gone.
+	inBucket := func(key string) bool {
+		_, err := os.Stat(filepath.Join(w.bucketDir, filepath.FromSlash(key)))
+		return err == nil
+	}
+	var deleted, existing []int64
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var complete listJSON
+		if err := json.Unmarshal(w.apiGet(t, "/api/v1/exports?status=complete&definition="+w.kept), &complete); err != nil {
+			t.Fatal(err)
+		}
+		deleted, existing = nil, nil
+		for _, r := range complete.Exports {
+			if r.DeletedTime != nil && !inBucket(r.Key) {
+				deleted = append(deleted, r.ID)
+			} else if r.DeletedTime == nil && inBucket(r.Key) {
+				existing = append(existing, r.ID)
+			}
+		}
+		if len(deleted) >= 2 && len(existing) == 1 && len(deleted)+len(existing) == len(complete.Exports) {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("retention did not delete the older exports of %s: %d deleted, %d there, of %d complete",
+				w.kept, len(deleted), len(existing), len(complete.Exports))
+		}
+	}
+	ids := func(l listJSON) []int64 {
+		var out []int64
+		for _, r := range l.Exports {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		status string
+		want   []int64
+	}{{"deleted", deleted}, {"existing", existing}} {
+		var got listJSON
+		if err := json.Unmarshal([]byte(w.mustCLI(t, "list", "--definition", w.kept, "--status", c.status, "--output", "json")), &got); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(ids(got), c.want) || got.Total != len(c.want) || got.NextBefore != 0 {
+			t.Errorf("--status %s: %v (total %d, next_before %d), want %v", c.status, ids(got), got.Total, got.NextBefore, c.want)
+		}
+		// Page by page.
+		var paged listJSON
+		if err := json.Unmarshal([]byte(w.mustCLI(t, "list", "--definition", w.kept, "--status", c.status, "--limit", "1", "--all", "--output", "json")), &paged); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(ids(paged), c.want) || paged.Total != len(c.want) {
+			t.Errorf("--status %s --limit 1 --all: %v (total %d), want %v", c.status, ids(paged), paged.Total, c.want)
+		}
+		if len(c.want) > 1 {
+			var first listJSON
+			json.Unmarshal([]byte(w.mustCLI(t, "list", "--definition", w.kept, "--status", c.status, "--limit", "1", "--output", "json")), &first)
+			if !slices.Equal(ids(first), c.want[:1]) || first.NextBefore != c.want[0] || first.Total != len(c.want) {
+				t.Errorf("--status %s --limit 1: %v, next_before %d, total %d; want %v, %d, %d",
+					c.status, ids(first), first.NextBefore, first.Total, c.want[:1], c.want[0], len(c.want))
+			}
+		}
+	}
+	// The table says when each was deleted.
+	table := w.mustCLI(t, "list", "--definition", w.kept, "--status", "deleted")
+	rows := strings.Split(strings.TrimSpace(table), "\n")[1:]
+	if len(rows) != len(deleted) {
+		t.Fatalf("--status deleted table: %d rows, want %d:\n%s", len(rows), len(deleted), table)
+	}
+	for _, row := range rows {
+		if !strings.Contains(row, "deleted by retention at ") {
+			t.Errorf("row %q does not say it was deleted", row)
+		}
+	}
+	// Across definitions: every existing export is complete, not deleted.
+	var all listJSON
+	json.Unmarshal([]byte(w.mustCLI(t, "list", "--status", "existing", "--all", "--output", "json")), &all)
+	if len(all.Exports) < len(w.exp.Definitions)-1 {
+		t.Errorf("--status existing lists %d exports", len(all.Exports))
+	}
+	for _, r := range all.Exports {
+		if r.Status != pipeline.StatusComplete || r.DeletedTime != nil || !inBucket(r.Key) {
+			t.Errorf("--status existing lists export %d: %s, deleted %v", r.ID, r.Status, r.DeletedTime)
+		}
+	}
+	// Any other status is refused, naming the ones there are.
+	code, _, errOut := w.cli(t, "list", "--status", "gone")
+	if code != 1 || !strings.Contains(errOut, "(bad_request, HTTP 400)") || !strings.Contains(errOut, "deleted") || !strings.Contains(errOut, "existing") {
+		t.Errorf("--status gone: exit %d, %q", code, errOut)
+	}
 }
 
 // TestExportsUsage: mistakes in the command line exit 2 before any

@@ -2,14 +2,20 @@
 // bucket current as annotation events arrive on NATS JetStream.
 //
 //	exportstream run [--config FILE]            the service (no config: embedded default)
-//	exportstream demo [--rate N]                the service plus a simulated annotation team
-//	exportstream check-config --config FILE [--probe]
+//	exportstream demo [--config FILE] [--rate N] [--files N]
+//	                                            the service plus a simulated annotation team
+//	exportstream check-config --config FILE [--print] [--probe [--timeout D]]
 //	                                            report every problem in a config; exit 1 if any;
 //	                                            --probe also writes and deletes an object in every bucket
-//	exportstream publish [--nats URL] FILE...   publish events from SUBJECT<TAB>BODY files
+//	exportstream publish [--nats URL] [--creds FILE] FILE...
+//	                                            publish events from SUBJECT<TAB>BODY files
 //	exportstream exports list|get|generate|url|data [--server URL] [--output table|json] ...
 //	                                            list, inspect, generate and download exports through
 //	                                            the service's HTTP API, for scripts and people
+//	exportstream version                        version and VCS revision of the build
+//
+// `exportstream --help` lists every flag of every command; `exportstream
+// help COMMAND` shows one command's flags with their defaults.
 package main
 
 import (
@@ -21,6 +27,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -31,23 +38,55 @@ import (
 	"github.com/exportstream/exportstream/pipeline"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
+// version is set at build time with -ldflags "-X main.version=..."; when
+// it is not, the build information says which version this is.
 var version = "dev"
 
+// usage lists every command with every flag; TestUsageNamesEveryFlag
+// checks it against the commands' flag sets.
 const usage = `exportstream: annotation events in, Diffgram exports out.
 
 Usage:
-  exportstream run [--config FILE]             run the service (no --config: embedded NATS, ./data/bucket)
-  exportstream demo [--rate N] [--config FILE] the service plus a simulated annotation team
-  exportstream check-config --config FILE [--probe] [--print]
-                                               report every problem in FILE; exit 1 if any
-                                               --probe: write, read and delete a probe object in every connection
-  exportstream publish [--nats URL] FILE...    publish events from SUBJECT<TAB>BODY files
-  exportstream exports list|get|generate|url|data [--server URL] [--token TOKEN] [--output table|json]
-                                               list, inspect, generate and download exports through the
-                                               service's HTTP API; see: exportstream exports help
-  exportstream version
+  exportstream run [--config FILE]
+        run the service (no --config: embedded NATS, exports under ./data/bucket)
+  exportstream demo [--config FILE] [--rate N] [--files N]
+        the service plus a simulated annotation team: --rate events per second (default 20),
+        --files files uploaded (default 60)
+  exportstream check-config --config FILE [--print] [--probe [--timeout D]]
+        report every problem in FILE; exit 1 if any
+        --print: show the config the service would run with (secrets hidden)
+        --probe: write, read and delete a probe object in every connection, each within
+        --timeout (default 20s)
+  exportstream publish [--nats URL] [--creds FILE] FILE...
+        publish events from SUBJECT<TAB>BODY files to JetStream
+        --nats: the server (default nats://127.0.0.1:4222); --creds: a NATS credentials file
+  exportstream exports list|get|generate|url|data [--server URL] [--token TOKEN] [--output table|json] ...
+        list, inspect, generate and download exports through the service's HTTP API;
+        every subcommand and flag: exportstream exports help
+  exportstream version (or --version)
+        the version, VCS revision and Go release this binary was built from
+
+Each command's flags with their defaults: exportstream help COMMAND (or exportstream COMMAND -h).
 `
+
+// command is one of exportstream's commands: it runs with the arguments
+// after its name and returns the exit status.
+type command func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+
+// commands are the commands that take flags, by name.
+var commands = map[string]command{
+	"run": func(ctx context.Context, args []string, _, stderr io.Writer) int {
+		return exitStatus(cmdRun(ctx, args, stderr), stderr)
+	},
+	"demo": func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+		return exitStatus(cmdDemo(ctx, args, stdout, stderr), stderr)
+	},
+	"check-config": cmdCheckConfig,
+	"publish": func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+		return exitStatus(cmdPublish(ctx, args, stdout, stderr), stderr)
+	},
+	"exports": cmdExports,
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -58,39 +97,104 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	pipeline.Version = version
+	bi, _ := debug.ReadBuildInfo()
+	pipeline.Version = buildVersion(version, bi)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var err error
+	if cmd, ok := commands[args[0]]; ok {
+		return cmd(ctx, args[1:], stdout, stderr)
+	}
 	switch args[0] {
-	case "run":
-		err = cmdRun(ctx, args[1:], stderr)
-	case "demo":
-		err = cmdDemo(ctx, args[1:], stdout, stderr)
-	case "check-config":
-		return cmdCheckConfig(ctx, args[1:], stdout, stderr)
-	case "publish":
-		err = cmdPublish(ctx, args[1:], stdout, stderr)
-	case "exports":
-		return cmdExports(ctx, args[1:], stdout, stderr)
-	case "version":
-		fmt.Fprintln(stdout, "exportstream", version)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, versionLine(version, bi))
 		return 0
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 {
+			// A command's own flag set says the rest.
+			if cmd, ok := commands[args[1]]; ok && args[1] != "exports" {
+				cmd(ctx, []string{"-h"}, stdout, stdout)
+				return 0
+			}
+			if args[1] == "exports" {
+				return cmdExports(ctx, []string{"help"}, stdout, stderr)
+			}
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
-	default:
-		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
+	}
+	fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+// exitStatus prints a command's error and returns the exit status: 0
+// when it succeeded or showed its help, 2 for a bad flag (the flag
+// package has said what), 1 otherwise.
+func exitStatus(err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(*parseError)):
 		return 2
 	}
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 2
-		}
-		fmt.Fprintln(stderr, "exportstream:", err)
-		return 1
+	fmt.Fprintln(stderr, "exportstream:", err)
+	return 1
+}
+
+// parseFailed returns the error of a flag set's Parse: flag.ErrHelp as
+// it is, any other as a parseError.
+func parseFailed(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
 	}
-	return 0
+	return &parseError{err}
+}
+
+// parseError is an error of the flag package, which it has already
+// printed with the command's flags.
+type parseError struct{ err error }
+
+func (e *parseError) Error() string { return e.err.Error() }
+func (e *parseError) Unwrap() error { return e.err }
+
+// buildVersion is the version this binary reports: stamped when it was
+// set at build time (not "dev"), else the main module's version in the
+// build information (a tag, or the pseudo-version go build derives from
+// the VCS), else "dev".
+func buildVersion(stamped string, bi *debug.BuildInfo) string {
+	if stamped != "" && stamped != "dev" {
+		return stamped
+	}
+	if bi != nil && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// versionLine is what `exportstream version` prints: the version, the
+// VCS revision and commit time the build information records (and
+// whether the working tree had changes), and the Go release.
+func versionLine(stamped string, bi *debug.BuildInfo) string {
+	v := "exportstream " + buildVersion(stamped, bi)
+	if bi == nil {
+		return v + " (no build information in this binary)"
+	}
+	settings := map[string]string{}
+	for _, s := range bi.Settings {
+		settings[s.Key] = s.Value
+	}
+	var about []string
+	if rev := settings["vcs.revision"]; rev != "" {
+		about = append(about, "revision "+rev)
+		if at := settings["vcs.time"]; at != "" {
+			about = append(about, "committed "+at)
+		}
+		if settings["vcs.modified"] == "true" {
+			about = append(about, "with uncommitted changes")
+		}
+	} else {
+		about = append(about, "no VCS revision recorded: built by go run or go test, outside a checkout, or with -buildvcs=false")
+	}
+	return v + " (" + strings.Join(about, ", ") + "; " + bi.GoVersion + ")"
 }
 
 // loadConfig loads FILE, or the embedded default when path is empty.
@@ -118,7 +222,11 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "config file (default: the embedded default)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return parseFailed(err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "run: unexpected argument %q (the config is --config FILE)\n", fs.Arg(0))
+		return &parseError{errors.New("unexpected argument")}
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
@@ -135,6 +243,9 @@ func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	probe := fs.Bool("probe", false, "connect to every connection and write, read and delete a probe object")
 	timeout := fs.Duration("timeout", 20*time.Second, "with --probe: how long each connection may take")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if *path == "" {
@@ -155,9 +266,10 @@ func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	stdout = service.RedactWriter(stdout, cfg.SecretValues())
 	stderr = service.RedactWriter(stderr, cfg.SecretValues())
 	problems := service.ProviderProblems(cfg.Connections)
-	// Whether the local state store's folder is usable only the disk can
-	// tell (relative to the working directory, as for run).
-	if err := config.CheckStateDir(cfg.State.Dir); err != nil {
+	// Whether the folders the service writes to (local buckets, the
+	// state store, the embedded server's store) are usable only the disk
+	// can tell (relative to the working directory, as for run).
+	for _, err := range cfg.CheckFolders() {
 		problems = append(problems, err.Error())
 	}
 	if len(problems) > 0 {
@@ -172,14 +284,14 @@ func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		return 0
 	}
 	failed := 0
-	for _, r := range service.Probe(ctx, cfg, *timeout) {
+	for i, r := range service.Probe(ctx, cfg, *timeout) {
 		if r.OK() {
 			fmt.Fprintf(stdout, "connection %s (%s): OK\n", r.Connection, r.Type)
 			continue
 		}
 		failed++
 		fmt.Fprintf(stdout, "connection %s (%s): %s\n    %s failed: %s\n    %s\n", r.Connection, r.Type, strings.ToUpper(r.Outcome),
-			r.Step, r.Err, probeAdvice[r.Outcome])
+			r.Step, r.Err, probeAdviceFor(cfg, i, r.Outcome))
 	}
 	if failed > 0 {
 		fmt.Fprintf(stderr, "%s: %d of %d connection(s) failed the probe\n", *path, failed, len(cfg.Connections))

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/exportstream/exportstream/cmd/exportstream/internal/service"
 	"github.com/exportstream/exportstream/events"
 )
 
@@ -20,14 +21,15 @@ func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	url := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL")
 	creds := fs.String("creds", "", "NATS credentials file")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return parseFailed(err)
 	}
 	if fs.NArg() == 0 {
 		return fmt.Errorf("publish: name at least one file (SUBJECT<TAB>BODY a line)")
 	}
 	pub, closeConn, err := connectPublisher(events.ConnectOptions{URL: *url, Name: "exportstream-publish", CredentialsFile: *creds})
 	if err != nil {
-		return err
+		return service.NATSConnectError(*url, err,
+			"start one (`exportstream demo` runs one and prints its URL), or pass --nats URL")
 	}
 	defer closeConn()
 	start, n := time.Now(), 0

@@ -83,7 +83,13 @@ func (s *Service) Bucket(name string) connectors.Bucket {
 // Run starts everything and blocks until ctx is done or a part fails.
 // Shutdown order: stop consuming, stop the pipeline, close NATS, stop the
 // embedded server.
-func (s *Service) Run(ctx context.Context) error {
+func (s *Service) Run(ctx context.Context) (err error) {
+	defer func() {
+		// Last, once everything is shut down: a clean stop says so, and why.
+		if err == nil && ctx.Err() != nil {
+			s.log.Info("exportstream stopped", "reason", context.Cause(ctx).Error())
+		}
+	}()
 	cfg := s.cfg
 	var ns *server.Server
 	url := cfg.NATS.URL
@@ -110,7 +116,8 @@ func (s *Service) Run(ctx context.Context) error {
 		CAFile: cfg.NATS.TLS.CAFile, CertFile: cfg.NATS.TLS.CertFile, KeyFile: cfg.NATS.TLS.KeyFile,
 	}, func(msg string, err error) { s.log.Warn(msg, "err", err) })
 	if err != nil {
-		return err
+		return NATSConnectError(url, err, "start it, or correct nats.url in the config "+
+			"(leave nats.url out to have the service run its own NATS server)")
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
