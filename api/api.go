@@ -11,6 +11,8 @@
 //	GET  /api/v1/exports/{id}/data       the export document, streamed from the bucket
 //	GET  /api/v1/exports/{id}/url        a signed download URL and its expiry
 //	GET  /api/v1/definitions             the definitions, each with its latest export
+//	GET  /api/v1/status                  how current the exports are: the newest event applied, the
+//	                                     consumer's backlog, per definition up to date or events pending
 //	GET  /api/v1/deadletters             dead-letter count and the newest entries with their reasons
 //	POST /api/v1/deadletters/redrive     re-publish chosen entries: {"sequences": [..]}
 //
@@ -46,6 +48,9 @@ type Options struct {
 	// JetStream and DeadLetterStream are where the dead letters are.
 	JetStream        jetstream.JetStream
 	DeadLetterStream string
+	// Consumer, when set, returns the event consumer's state (its
+	// backlog, for GET /api/v1/status).
+	Consumer func(context.Context) (*jetstream.ConsumerInfo, error)
 	// Token, when not empty, is required as a bearer token on /api/.
 	Token string
 	// SignedURLExpiry is the download links' lifetime per connection
@@ -84,6 +89,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	api("GET /api/v1/exports/{id}/data", s.exportData)
 	api("GET /api/v1/exports/{id}/url", s.exportURL)
 	api("GET /api/v1/definitions", s.listDefinitions)
+	api("GET /api/v1/status", s.status)
 	api("GET /api/v1/deadletters", s.listDeadLetters)
 	api("POST /api/v1/deadletters/redrive", s.redrive)
 	api("/api/", func(w http.ResponseWriter, r *http.Request) {

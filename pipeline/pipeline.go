@@ -107,6 +107,8 @@ type Pipeline struct {
 	adhoc    sync.WaitGroup     // ad-hoc exports running
 	ctx      atomic.Pointer[context.Context]
 
+	fresh freshness // what LastApplied and Freshness report (freshness.go)
+
 	m metrics
 }
 
@@ -287,7 +289,12 @@ func (p *Pipeline) initMetrics() {
 // Handle is the event consumer's handler: it stores the batch's snapshots
 // and the dirty marks of the definitions they touch, durably, and returns
 // nil only then.
-func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) error {
+func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) (err error) {
+	defer func() {
+		if err == nil {
+			p.fresh.applied(batch)
+		}
+	}()
 	// An event may come again after an attempt that stored its state but
 	// died before its dirty marks. It is then redelivered, or, when the
 	// embedded server died with the process before it saved the
@@ -347,6 +354,7 @@ func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) error {
 			return ctx.Err()
 		}
 	}
+	p.fresh.mark(p.byName, touched, changes, rev)
 	// This replica knows its own marks: no need to wait for the watch
 	// (which serves the other replicas' marks and start-up).
 	for _, name := range touched {

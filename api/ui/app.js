@@ -1,7 +1,10 @@
-// The export page: export definitions with their latest export, exports on
+// The export page: how current the exports are, export definitions with
+// their latest export and a chart of their exports over time, exports on
 // demand (by definition or ad hoc) followed live, downloads by signed URL,
-// and the dead letters. Plain JavaScript against the JSON API under
-// /api/v1; no build step, nothing loaded from elsewhere.
+// the history page by page, and the dead letters, which can be redriven.
+// Plain JavaScript against the JSON API under /api/v1; no build step,
+// nothing loaded from elsewhere. Charts are SVG built here (the page's
+// security policy allows no inline script or style).
 //
 // Every value from the API is untrusted text: it reaches the page through
 // textContent and attributes only, never as HTML.
@@ -11,8 +14,11 @@
   const POLL_MS = 500; // an export in progress
   const AUTO_REFRESH_MS = 5000; // definitions, dead letters, open histories
   const HISTORY_LIMIT = 20;
+  const CHART_LIMIT = 30; // exports per chart, the newest
   const DEADLETTER_LIMIT = 10;
+  const NOTICE_MS = 10000; // a notice clears itself after this
   const TOKEN_KEY = "exportstream.token";
+  const SVG_NS = "http://www.w3.org/2000/svg";
 
   const $ = (id) => document.getElementById(id);
 
@@ -126,20 +132,40 @@
     }
   }
 
+  let noticeTimer = 0;
+
+  // notice shows a passing message (or clears it, given nothing); it
+  // clears itself after NOTICE_MS.
   function notice(...parts) {
     const box = $("notice");
-    box.replaceChildren(...parts);
-    box.hidden = parts.length === 0;
+    clearTimeout(noticeTimer);
+    if (parts.length === 0) {
+      box.replaceChildren();
+      box.hidden = true;
+      return;
+    }
+    box.replaceChildren(el("span", { class: "notice-text" }, ...parts),
+      el("button", { type: "button", class: "link", "aria-label": "Dismiss the notice", dataset: { action: "dismiss-notice" } }, "Dismiss"));
+    box.hidden = false;
+    noticeTimer = setTimeout(() => notice(), NOTICE_MS);
   }
+
+  $("notice").addEventListener("click", (ev) => {
+    if (ev.target instanceof HTMLElement && ev.target.dataset.action === "dismiss-notice") notice();
+  });
 
   // ---- the token ----
 
   let needToken = false;
 
+  // askForToken shows the token form alone: nothing of the page's data
+  // (empty until a token is accepted) stands behind it.
   function askForToken(apiMessage) {
     const first = !needToken;
     needToken = true;
     $("auth").hidden = false;
+    $("content").hidden = true;
+    $("loading").hidden = true;
     $("forget-token").hidden = true;
     let hint = $("auth-hint");
     if (!hint) {
@@ -158,7 +184,7 @@
     $("token").value = "";
     needToken = false;
     $("auth").hidden = true;
-    $("forget-token").hidden = false;
+    $("loading").hidden = false;
     refreshAll("auth");
   });
 
@@ -191,12 +217,51 @@
     return rec.completed_time || rec.created_time || "";
   }
 
+  // The service's clock minus this one's (GET /api/v1/status says its
+  // time), so that "x ago" is right when the two disagree.
+  let clockSkew = 0;
+
+  const TIME_FORMAT = {
+    year: "numeric", month: "short", day: "numeric",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+  };
+
+  // formatTime is a time in the browser's time zone, which it names.
+  function formatTime(d) {
+    return d.toLocaleString(undefined, TIME_FORMAT);
+  }
+
+  // formatAgo says how long ago a time was: "12 s ago", "5 min ago",
+  // "3 h ago", "2 d ago" ("in 4 s" ahead of the clock).
+  function formatAgo(d) {
+    const ms = Date.now() + clockSkew - d.getTime();
+    const s = Math.round(Math.abs(ms) / 1000);
+    let text;
+    if (s < 60) text = `${s} s`;
+    else if (s < 3600) text = `${Math.floor(s / 60)} min`;
+    else if (s < 86400) text = `${Math.floor(s / 3600)} h`;
+    else text = `${Math.floor(s / 86400)} d`;
+    return ms < -1000 ? `in ${text}` : `${text} ago`;
+  }
+
+  // timeElement shows a time with its zone, and how long ago it was
+  // (kept current by updateAgo).
   function timeElement(iso) {
     if (!iso) return el("span", { class: "muted", text: "–" });
     const d = new Date(iso);
     if (isNaN(d)) return el("span", { text: iso });
-    return el("time", { datetime: iso, title: d.toISOString() }, d.toLocaleString());
+    return el("span", { class: "when" },
+      el("time", { datetime: iso, title: d.toISOString() }, formatTime(d)), " ",
+      el("span", { class: "ago", dataset: { agoOf: iso } }, formatAgo(d)));
   }
+
+  function updateAgo() {
+    for (const e of document.querySelectorAll("[data-ago-of]")) {
+      const d = new Date(e.dataset.agoOf);
+      if (!isNaN(d)) e.textContent = formatAgo(d);
+    }
+  }
+  setInterval(updateAgo, 1000);
 
   function describeSource(kind, ref) {
     switch (kind) {
@@ -229,7 +294,9 @@
       parts.push(el("progress", { max: "100", value: String(pct), "aria-label": `Export ${rec.id}: ${pct}% done` }));
     }
     if (rec.deleted_time) {
-      parts.push(el("div", { class: "status-text muted", text: "removed from the bucket by retention" }));
+      const at = new Date(rec.deleted_time);
+      parts.push(" ", el("span", { class: "badge status-deleted", dataset: { field: "deleted" }, title: isNaN(at) ? "" : `deleted ${formatTime(at)}` }, "deleted"));
+      parts.push(el("div", { class: "status-text muted" }, "removed from the bucket by retention (keep_last)"));
     }
     if (rec.status === "failed" && rec.status_text) {
       parts.push(el("div", { class: "status-text error-text", dataset: { field: "status-text" }, text: rec.status_text }));
@@ -321,7 +388,7 @@
       notice(
         `Downloading export ${rec.id} (${downloadName(rec)}). `,
         el("a", { href: u.href, "data-testid": "download-link", dataset: { exportId: String(rec.id) }, download: u.origin === location.origin ? downloadName(rec) : null }, "Download link"),
-        expires && !isNaN(expires) ? ` valid until ${expires.toLocaleString()}.` : "",
+        expires && !isNaN(expires) ? ` valid until ${formatTime(expires)}.` : "",
       );
       clearError("download");
     } catch (err) {
@@ -355,12 +422,14 @@
       name: el("div", { class: "def-name" }),
       meta: el("div", { class: "def-meta" }),
       skipped: el("div", { class: "status-text warn-text", dataset: { field: "skipped-reason" }, hidden: true }),
-      id: el("td", { dataset: { field: "id" } }),
-      status: el("td", { class: "status-cell" }),
-      files: el("td", { class: "num", dataset: { field: "files" } }),
-      instances: el("td", { class: "num", dataset: { field: "instances" } }),
-      bytes: el("td", { class: "num", dataset: { field: "bytes" } }),
-      time: el("td", { dataset: { field: "time" } }),
+      freshness: el("div", { class: "freshness", dataset: { field: "freshness" } }),
+      id: el("td", { dataset: { field: "id", label: "Latest export" } }),
+      status: el("td", { class: "status-cell", dataset: { label: "Status" } }),
+      files: el("td", { class: "num", dataset: { field: "files", label: "Files" } }),
+      instances: el("td", { class: "num", dataset: { field: "instances", label: "Instances" } }),
+      bytes: el("td", { class: "num", dataset: { field: "bytes", label: "Size" } }),
+      time: el("td", { dataset: { field: "time", label: "Time" } }),
+      chart: el("td", { class: "chart-cell", dataset: { field: "chart", label: "Over time" } }),
     };
     const buttons = {
       generate: el("button", { type: "button", dataset: { action: "generate" }, "aria-describedby": headerID }, "Generate"),
@@ -369,13 +438,20 @@
         "aria-expanded": "false", "aria-controls": historyID }, "History"),
     };
     const tr = el("tr", { class: "definition", dataset: { definition: d.name } },
-      el("th", { scope: "row", id: headerID }, cells.name, cells.meta, cells.skipped),
-      cells.id, cells.status, cells.files, cells.instances, cells.bytes, cells.time,
+      el("th", { scope: "row", id: headerID }, cells.name, cells.meta, cells.freshness, cells.skipped),
+      cells.id, cells.status, cells.files, cells.instances, cells.bytes, cells.time, cells.chart,
       el("td", { class: "actions" }, buttons.generate, buttons.download, buttons.history));
     const historyBody = el("div", { class: "history", "data-testid": "history" });
     const historyTr = el("tr", { class: "history-row", id: historyID, dataset: { historyFor: d.name }, hidden: true },
-      el("td", { colspan: "8" }, historyBody));
-    const row = { name: d.name, tr, historyTr, historyBody, cells, buttons, open: false, historySig: "" };
+      el("td", { colspan: "9" }, historyBody));
+    const row = {
+      name: d.name, tr, historyTr, historyBody, cells, buttons, open: false, historySig: "",
+      // The history page shown: before is the API's cursor (0: the
+      // newest), offset how many newer records come before it; back
+      // holds the pages before it, for "Newer".
+      page: { before: 0, offset: 0 }, back: [],
+      chartKey: null, // the newest export the chart shows
+    };
     buttons.generate.addEventListener("click", () => generate(row));
     buttons.download.addEventListener("click", () => {
       const rec = currentRecord(row.name);
@@ -400,7 +476,7 @@
     const skippedSince = Boolean(d.skipped && d.latest);
     row.cells.skipped.hidden = !skippedSince;
     row.cells.skipped.textContent = skippedSince
-      ? `Export ${d.skipped.id} wrote nothing (${new Date(recordTime(d.skipped)).toLocaleString()}): ${d.skipped.status_text}`
+      ? `Export ${d.skipped.id} wrote nothing (${formatTime(new Date(recordTime(d.skipped)))}): ${d.skipped.status_text}`
       : "";
 
     const rec = currentRecord(row.name);
@@ -423,6 +499,7 @@
     row.buttons.generate.disabled = busy || row.requesting === true;
     row.buttons.generate.textContent = busy ? "Generating…" : "Generate";
     row.buttons.download.disabled = !downloadable(rec);
+    updateFreshness(row);
   }
 
   function renderDefinitions() {
@@ -468,6 +545,8 @@
     const data = await api("GET", "/api/v1/definitions");
     definitions = Array.isArray(data && data.definitions) ? data.definitions : [];
     renderDefinitions();
+    showContent();
+    await Promise.all([...rows.values()].map(loadChart));
   }
 
   async function generate(row) {
@@ -495,6 +574,182 @@
     }
   }
 
+  // ---- how current the exports are ----
+
+  let status = null; // the newest answer of GET /api/v1/status
+  const freshnessByName = new Map();
+
+  async function refreshStatus() {
+    const st = await api("GET", "/api/v1/status");
+    status = st && typeof st === "object" ? st : {};
+    const server = new Date(status.time);
+    if (!isNaN(server)) {
+      const skew = server.getTime() - Date.now();
+      clockSkew = Math.abs(skew) > 2000 ? skew : 0; // ignore the request's own delay
+    }
+    freshnessByName.clear();
+    for (const f of Array.isArray(status.definitions) ? status.definitions : []) freshnessByName.set(f.name, f);
+    renderEvents();
+    for (const row of rows.values()) updateFreshness(row);
+  }
+
+  function backlogOf() {
+    const ev = status && status.events;
+    return ev && typeof ev.backlog === "number" ? ev.backlog : null;
+  }
+
+  function renderEvents() {
+    const ev = (status && status.events) || {};
+    const last = $("events-last");
+    if (ev.last_applied_sequence) {
+      last.replaceChildren(
+        el("span", { class: "seq", dataset: { field: "sequence", value: String(ev.last_applied_sequence) } }, `#${ev.last_applied_sequence}`),
+        " ", timeElement(ev.last_applied_time));
+      last.title = `${formatCount(ev.applied_since_start)} events applied since the service started` +
+        (ev.stream ? `, from stream ${ev.stream}` : "");
+    } else if (ev.acked_through) {
+      last.replaceChildren("every event up to ",
+        el("span", { class: "seq", dataset: { field: "sequence", value: String(ev.acked_through) } }, `#${ev.acked_through}`),
+        el("span", { class: "muted" }, " (none since the service started)"));
+      last.title = "";
+    } else {
+      last.replaceChildren(el("span", { class: "muted" }, "none yet"));
+      last.title = "";
+    }
+    const backlog = $("events-backlog");
+    const n = backlogOf();
+    backlog.dataset.value = n === null ? "" : String(n);
+    if (n === null) {
+      backlog.replaceChildren(el("span", { class: "muted" }, "unknown"),
+        ev.consumer_error ? el("div", { class: "status-text error-text" }, ev.consumer_error) : "");
+    } else if (n === 0) {
+      backlog.replaceChildren(el("span", { class: "fresh fresh-current" }, "none"), " ",
+        el("span", { class: "muted" }, "every event in the stream is applied"));
+    } else {
+      backlog.replaceChildren(el("span", { class: "fresh fresh-pending" }, `${formatCount(n)} event${n === 1 ? "" : "s"} to apply`), " ",
+        el("span", { class: "muted" }, `${formatCount(ev.waiting)} waiting, ${formatCount(ev.in_flight)} being applied`));
+    }
+    const defs = Array.isArray(status && status.definitions) ? status.definitions : [];
+    const current = defs.filter((f) => f.up_to_date).length;
+    const summary = $("events-summary");
+    summary.dataset.upToDate = String(current);
+    summary.dataset.total = String(defs.length);
+    if (defs.length === 0) summary.textContent = "no definitions";
+    else if (current === defs.length) summary.textContent = defs.length === 1 ? "up to date" : `all ${defs.length} up to date`;
+    else summary.textContent = `${current} of ${defs.length} up to date, ${defs.length - current} with events pending`;
+  }
+
+  // updateFreshness says under a definition's name whether its export
+  // holds every event applied, or how many wait for it.
+  function updateFreshness(row) {
+    const box = row.cells.freshness;
+    const f = freshnessByName.get(row.name);
+    if (!f) {
+      box.replaceChildren();
+      box.dataset.state = "";
+      return;
+    }
+    box.dataset.pending = String(f.pending_events || 0);
+    if (f.up_to_date) {
+      const backlog = backlogOf();
+      box.dataset.state = "current";
+      box.title = backlog ? `${formatCount(backlog)} events in the stream are not applied yet; they may change this export` : "";
+      box.replaceChildren(el("span", { class: "fresh fresh-current" }, backlog ? "up to date with the events applied" : "up to date"));
+      return;
+    }
+    box.dataset.state = "pending";
+    box.dataset.newestEvent = String(f.newest_event || 0);
+    const n = f.pending_events || 0;
+    box.title = "Events were applied since its newest export; the next export (after the quiet period) will hold them." +
+      (n ? " Counted as the changes of its project in the batches that touched it." : " Applied by another replica, or before a restart.");
+    const parts = [el("span", { class: "fresh fresh-pending" }, n ? `${formatCount(n)} event${n === 1 ? "" : "s"} pending` : "events pending")];
+    if (f.newest_event) parts.push(" ", el("span", { class: "muted" }, `newest #${f.newest_event}`));
+    if (f.marked_time) parts.push(" ", timeElement(f.marked_time));
+    box.replaceChildren(...parts);
+  }
+
+  // ---- charts: each definition's exports over time ----
+
+  const SERIES = [
+    { key: "file_list_length", name: "files", format: formatCount },
+    { key: "instance_count", name: "instances", format: formatCount },
+    { key: "bytes", name: "size", format: formatBytes },
+  ];
+  const CHART_W = 190;
+  const CHART_ROW = 18;
+  const CHART_LABEL = 52;
+
+  function svg(tag, attrs, ...children) {
+    const e = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v !== undefined && v !== null) e.setAttribute(k, String(v));
+    }
+    for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    return e;
+  }
+
+  // loadChart draws the definition's complete exports, the newest
+  // CHART_LIMIT, when its newest export changed since the last drawing.
+  async function loadChart(row) {
+    const d = definitions.find((x) => x.name === row.name);
+    const key = d && d.latest ? d.latest.id : 0;
+    if (row.chartKey === key || row.chartLoading === key) return;
+    if (!key) {
+      row.chartKey = key;
+      row.cells.chart.replaceChildren(el("span", { class: "muted", text: "no exports yet" }));
+      return;
+    }
+    row.chartLoading = key;
+    try {
+      const page = await api("GET", `/api/v1/exports?definition=${encodeURIComponent(row.name)}&status=complete&limit=${CHART_LIMIT}`);
+      const recs = (Array.isArray(page && page.exports) ? page.exports : []).slice().reverse(); // oldest first
+      row.chartKey = key;
+      row.cells.chart.replaceChildren(recs.length ? drawChart(row.name, recs, page.total) : el("span", { class: "muted", text: "no exports yet" }));
+    } finally {
+      row.chartLoading = null;
+    }
+  }
+
+  // drawChart is an SVG of files, instances and size, one line each
+  // (each on its own scale), by time of the exports (recs, oldest first).
+  function drawChart(name, recs, total) {
+    const height = CHART_ROW * SERIES.length;
+    const times = recs.map((r) => new Date(recordTime(r)).getTime());
+    const t0 = Math.min(...times);
+    const t1 = Math.max(...times);
+    const byTime = times.every((t) => !isNaN(t)) && t1 > t0;
+    const left = CHART_LABEL + 3;
+    const width = CHART_W - left - 4;
+    const x = (i) => left + width * (recs.length === 1 ? 1 : byTime ? (times[i] - t0) / (t1 - t0) : i / (recs.length - 1));
+    const first = new Date(recordTime(recs[0]));
+    const last = new Date(recordTime(recs[recs.length - 1]));
+    const about = `${name}: ${recs.length === 1 ? "1 export" : `the newest ${recs.length} exports`}` +
+      (total > recs.length ? ` of ${total}` : "") +
+      (isNaN(first) || isNaN(last) ? "" : `, ${formatTime(first)} to ${formatTime(last)}`);
+    const chart = svg("svg", {
+      class: "chart", viewBox: `0 0 ${CHART_W} ${height}`, width: CHART_W, height, role: "img",
+      "aria-label": about, "data-exports": recs.length,
+    }, svg("title", {}, about));
+    SERIES.forEach((s, k) => {
+      const vals = recs.map((r) => (typeof r[s.key] === "number" ? r[s.key] : 0));
+      const lo = Math.min(...vals);
+      const hi = Math.max(...vals);
+      const top = k * CHART_ROW + 3;
+      const bottom = (k + 1) * CHART_ROW - 3;
+      const y = (v) => (hi === lo ? (top + bottom) / 2 : bottom - ((v - lo) / (hi - lo)) * (bottom - top));
+      const points = vals.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+      const change = `${s.name}: ${s.format(vals[0])} → ${s.format(vals[vals.length - 1])}` +
+        (hi !== lo ? ` (lowest ${s.format(lo)}, highest ${s.format(hi)})` : "");
+      chart.append(svg("g", { class: `series series-${s.name}`, "data-series": s.name, "data-values": vals.join(",") },
+        svg("title", {}, change),
+        svg("text", { class: "chart-label", x: 0, y: bottom - 1 }, s.name),
+        svg("line", { class: "chart-base", x1: left, x2: left + width, y1: bottom + 1.5, y2: bottom + 1.5 }),
+        svg("polyline", { class: "chart-line", points }),
+        svg("circle", { class: "chart-dot", cx: x(vals.length - 1).toFixed(1), cy: y(vals[vals.length - 1]).toFixed(1), r: 2.2 })));
+    });
+    return chart;
+  }
+
   // ---- history ----
 
   function toggleHistory(row) {
@@ -503,21 +758,49 @@
     row.buttons.history.textContent = row.open ? "Hide history" : "History";
     row.historyTr.hidden = !row.open;
     if (row.open) {
+      // Opening starts at the newest exports.
+      if (row.page.before) {
+        row.page = { before: 0, offset: 0 };
+        row.back = [];
+        row.historySig = "";
+      }
       if (!row.historySig) row.historyBody.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
       loadHistory(row);
     }
   }
 
+  // historyPage moves the open history to the older (next) or newer page.
+  function historyPage(row, older, nextBefore, shown) {
+    if (older) {
+      row.back.push(row.page);
+      row.page = { before: nextBefore, offset: row.page.offset + shown };
+    } else {
+      row.page = row.back.pop() || { before: 0, offset: 0 };
+    }
+    row.focusPager = older ? "history-older" : "history-newer";
+    loadHistory(row);
+  }
+
   async function loadHistory(row) {
+    const at = row.page;
     let page;
     try {
-      page = await api("GET", `/api/v1/exports?definition=${encodeURIComponent(row.name)}&limit=${HISTORY_LIMIT}`);
+      page = await api("GET", `/api/v1/exports?definition=${encodeURIComponent(row.name)}&limit=${HISTORY_LIMIT}` +
+        (at.before ? `&before=${encodeURIComponent(at.before)}` : ""));
     } catch (err) {
       showError(err, "history");
       return;
     }
+    if (row.page !== at) return; // paged meanwhile
     const exports = Array.isArray(page && page.exports) ? page.exports : [];
-    const sig = JSON.stringify([page.total, exports.map((r) => [r.id, r.status, r.percent_complete, r.deleted_time])]);
+    if (exports.length === 0 && at.before) {
+      // This page's exports are gone (records retention): start again.
+      row.page = { before: 0, offset: 0 };
+      row.back = [];
+      return loadHistory(row);
+    }
+    const sig = JSON.stringify([at.before, page.total, page.next_before || 0,
+      exports.map((r) => [r.id, r.status, r.percent_complete, r.deleted_time])]);
     if (sig === row.historySig) return; // nothing new: leave it as the user sees it
     row.historySig = sig;
     if (exports.length === 0) {
@@ -525,31 +808,52 @@
       return;
     }
     const tbody = el("tbody");
+    let deleted = 0;
     for (const r of exports) {
-      const status = el("td");
+      const status = el("td", { dataset: { label: "Status" } });
       fillStatus(status, r);
+      if (r.deleted_time) deleted++;
       const dl = el("button", { type: "button", class: "small", dataset: { action: "download", exportId: String(r.id) },
         disabled: !downloadable(r), "aria-label": `Download export ${r.id}` }, "Download");
       dl.addEventListener("click", () => download(r, dl));
-      tbody.append(el("tr", { dataset: { exportId: String(r.id), status: r.status } },
-        el("td", { dataset: { field: "id" } }, String(r.id)),
+      tbody.append(el("tr", { class: r.deleted_time ? "deleted" : null, dataset: { exportId: String(r.id), status: r.status, deleted: r.deleted_time ? "true" : null } },
+        el("td", { dataset: { field: "id", label: "Export" } }, String(r.id)),
         status,
-        el("td", { dataset: { field: "trigger" } }, r.trigger || "–"),
-        el("td", { class: "num", dataset: { field: "files", value: String(r.file_list_length) } }, formatCount(r.file_list_length)),
-        el("td", { class: "num", dataset: { field: "instances", value: String(r.instance_count) } }, formatCount(r.instance_count)),
-        el("td", { class: "num", dataset: { field: "bytes", value: String(r.bytes) }, title: `${formatCount(r.bytes)} bytes` }, formatBytes(r.bytes)),
-        el("td", { dataset: { field: "time" } }, timeElement(recordTime(r))),
+        el("td", { dataset: { field: "trigger", label: "Trigger" } }, r.trigger || "–"),
+        el("td", { class: "num", dataset: { field: "files", value: String(r.file_list_length), label: "Files" } }, formatCount(r.file_list_length)),
+        el("td", { class: "num", dataset: { field: "instances", value: String(r.instance_count), label: "Instances" } }, formatCount(r.instance_count)),
+        el("td", { class: "num", dataset: { field: "bytes", value: String(r.bytes), label: "Size" }, title: `${formatCount(r.bytes)} bytes` }, formatBytes(r.bytes)),
+        el("td", { dataset: { field: "time", label: "Time" } }, timeElement(recordTime(r))),
         el("td", { class: "actions" }, dl)));
     }
+    const from = at.offset + 1;
+    const to = at.offset + exports.length;
+    const newer = el("button", { type: "button", class: "small secondary", dataset: { action: "history-newer" },
+      disabled: row.back.length === 0, "aria-label": `Newer exports of ${row.name}` }, "‹ Newer");
+    const older = el("button", { type: "button", class: "small secondary", dataset: { action: "history-older" },
+      disabled: !page.next_before, "aria-label": `Older exports of ${row.name}` }, "Older ›");
+    newer.addEventListener("click", () => historyPage(row, false));
+    older.addEventListener("click", () => historyPage(row, true, page.next_before, exports.length));
     row.historyBody.replaceChildren(
-      el("p", { class: "history-title" }, `Exports of ${row.name}, newest first: ${exports.length} of ${page.total}`),
-      el("table", { class: "history-table" },
+      el("div", { class: "history-head" },
+        el("p", { class: "history-title" }, `Exports of ${row.name}, newest first: `,
+          el("span", { dataset: { field: "range", from: String(from), to: String(to), total: String(page.total) } },
+            `${from}–${to} of ${page.total}`),
+          deleted ? el("span", { class: "muted" }, ` (${deleted} on this page deleted by retention)`) : ""),
+        el("div", { class: "pager" }, newer, older)),
+      el("table", { class: "history-table cards" },
         el("thead", {}, el("tr", {},
           el("th", { scope: "col" }, "Export"), el("th", { scope: "col" }, "Status"), el("th", { scope: "col" }, "Trigger"),
           el("th", { scope: "col", class: "num" }, "Files"), el("th", { scope: "col", class: "num" }, "Instances"),
           el("th", { scope: "col", class: "num" }, "Size"), el("th", { scope: "col" }, "Time"),
           el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Actions")))),
         tbody));
+    if (row.focusPager) {
+      const want = row.historyBody.querySelector(`[data-action=${row.focusPager}]`);
+      const other = row.historyBody.querySelector(`[data-action=${row.focusPager === "history-older" ? "history-newer" : "history-older"}]`);
+      (want && !want.disabled ? want : other).focus();
+      row.focusPager = "";
+    }
   }
 
   // ---- the ad-hoc form ----
@@ -604,7 +908,7 @@
     return {
       project: $("adhoc-project").value.trim(),
       source,
-      completion: $("adhoc-complete-only").checked ? "complete" : "all",
+      completion: $("adhoc-completion").value,
       include_removed_instances: $("adhoc-include-removed").checked,
       connection: $("adhoc-connection").value,
     };
@@ -683,12 +987,52 @@
         timeElement(e.time), " ",
         el("code", { class: "dl-subject" }, e.original_subject || "(no subject)")),
       el("div", { class: "dl-reason", dataset: { field: "reason" } }, e.reason || "(no reason recorded)"),
-      el("details", {},
-        el("summary", {}, `Event body, ${formatCount(e.bytes)} bytes${e.body_truncated ? " (first 4 KiB)" : ""}`),
-        el("pre", { class: "dl-body" }, e.body || "")))));
+      el("div", { class: "dl-foot" },
+        el("details", {},
+          el("summary", {}, `Event body, ${formatCount(e.bytes)} bytes${e.body_truncated ? " (first 4 KiB)" : ""}`),
+          el("pre", { class: "dl-body" }, e.body || "")),
+        el("button", { type: "button", class: "small secondary", dataset: { action: "redrive", sequence: String(e.sequence) },
+          "aria-label": `Redrive dead letter ${e.sequence}: publish the event again` }, "Redrive")))));
   }
 
+  // Redrive: the dead letter's event is published again on its original
+  // subject and leaves the dead letters (a still bad one comes back under
+  // a new number).
+  $("deadletter-list").addEventListener("click", async (ev) => {
+    const b = ev.target instanceof Element ? ev.target.closest("button[data-action=redrive]") : null;
+    if (!b) return;
+    const seq = Number(b.dataset.sequence);
+    b.disabled = true;
+    try {
+      const res = await api("POST", "/api/v1/deadletters/redrive", { sequences: [seq] });
+      const failed = (Array.isArray(res && res.failed) ? res.failed : []).find((f) => f.sequence === seq);
+      if (failed) throw new Error(`Dead letter ${seq} was not redriven: ${failed.error}`);
+      const done = (Array.isArray(res && res.redriven) ? res.redriven : []).find((r) => r.sequence === seq);
+      if (!done) throw new Error(`Dead letter ${seq}: the service did not say what became of it`);
+      clearError("redrive");
+      notice(el("span", { dataset: { field: "redriven", sequence: String(seq), streamSequence: String(done.stream_sequence) } },
+        `Dead letter #${seq} published again on ${done.subject} as event #${done.stream_sequence}.`));
+      deadLetterSig = "";
+      await Promise.allSettled([refreshDeadLetters(), refreshStatus()]);
+    } catch (err) {
+      showError(err, "redrive");
+      b.disabled = false;
+      // It may be gone already (redriven elsewhere): show the list as it is.
+      deadLetterSig = "";
+      refreshDeadLetters().catch((e) => showError(e, "refresh"));
+    }
+  });
+
   // ---- refreshing ----
+
+  // showContent shows the page's data once there is some (not while the
+  // token is asked for).
+  function showContent() {
+    if (needToken) return;
+    $("content").hidden = false;
+    $("loading").hidden = true;
+    if (memoryToken) $("forget-token").hidden = false;
+  }
 
   let refreshing = null;
 
@@ -699,6 +1043,7 @@
     refreshing = (async () => {
       const results = await Promise.allSettled([
         refreshDefinitions(),
+        refreshStatus(),
         refreshDeadLetters(),
         ...[...rows.values()].filter((r) => r.open).map(loadHistory),
       ]);
@@ -708,9 +1053,9 @@
       } else {
         clearError("refresh");
         if (source === "auth") clearError();
-        $("updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
+        $("updated").textContent = `Updated ${new Date().toLocaleTimeString(undefined, { timeZoneName: "short" })}`;
       }
-      if (!needToken && memoryToken) $("forget-token").hidden = false;
+      showContent();
     })().finally(() => {
       refreshing = null;
     });

@@ -6,9 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -18,8 +21,10 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
+	"github.com/exportstream/exportstream/config"
 	"github.com/exportstream/exportstream/pipeline"
 )
 
@@ -342,18 +347,202 @@ func wantRecordShown(t *testing.T, row pageRow, rec *pipeline.Record) {
 	}
 }
 
+// pageTimeZone is the time zone the browser runs in: not UTC, and with a
+// half-hour offset and no daylight saving time, so the page's times can
+// be checked exactly.
+const pageTimeZone = "Asia/Kolkata"
+
+var pageZone = time.FixedZone("IST", 5*3600+30*60)
+
+// shownTime is what the page shows of a time: the clock time in the
+// browser's zone with the zone's name, and how long ago it was.
+type shownTime struct {
+	Datetime string `json:"datetime"`
+	Text     string `json:"text"`
+	Ago      string `json:"ago"`
+}
+
+// readTime reads the first time under sel.
+func readTime(p *pageSession, sel string) shownTime {
+	p.t.Helper()
+	return eval[shownTime](p, fmt.Sprintf(`(() => {
+		const e = document.querySelector(%s);
+		const t = e?.querySelector("time");
+		return {datetime: t?.getAttribute("datetime") ?? "", text: (t?.textContent ?? "").replace(/[\u202f\u00a0]/g, " "),
+			ago: e?.querySelector(".ago")?.textContent ?? ""};
+	})()`, jsString(sel)))
+}
+
+var agoPattern = regexp.MustCompile(`^(\d+) (s|min|h|d) ago$`)
+
+// wantTimeShown checks that the page shows at in the browser's zone, with
+// its name, and how long ago it was.
+func wantTimeShown(t *testing.T, what string, shown shownTime, at time.Time) {
+	t.Helper()
+	local := at.In(pageZone)
+	wantText := local.Format("Jan 2, 2006, 03:04:05 PM") + " GMT+5:30"
+	if shown.Text != wantText {
+		t.Errorf("%s: the page shows %q, want %q (%s)", what, shown.Text, wantText, pageTimeZone)
+	}
+	m := agoPattern.FindStringSubmatch(shown.Ago)
+	if m == nil {
+		t.Errorf("%s: %q does not say how long ago", what, shown.Ago)
+		return
+	}
+	n, _ := strconv.Atoi(m[1])
+	unit := map[string]time.Duration{"s": time.Second, "min": time.Minute, "h": time.Hour, "d": 24 * time.Hour}[m[2]]
+	ago := time.Since(at)
+	if shownAgo := time.Duration(n) * unit; shownAgo > ago+2*time.Second || shownAgo+unit+2*time.Second < ago {
+		t.Errorf("%s: the page says %q, it was %v ago", what, shown.Ago, ago.Round(time.Second))
+	}
+}
+
+// nothingVisible is true when the page shows no table and no data panel.
+const nothingVisible = `[...document.querySelectorAll("table, #content, [data-testid=events], [data-testid=deadletter-list]")].every(e => !e.checkVisibility())`
+
+// readChart reads a definition's chart: its series' values, oldest first.
+func readChart(p *pageSession, name string) map[string]string {
+	p.t.Helper()
+	return eval[map[string]string](p, fmt.Sprintf(`Object.fromEntries([...document.querySelectorAll(%s)].map(g => [g.dataset.series, g.dataset.values]))`,
+		jsString(rowSel(name)+` [data-field=chart] svg.chart g[data-series]`)))
+}
+
+// wantChart waits until a definition's chart shows its complete exports as
+// the API lists them (the newest 30, oldest first), each series one
+// point per export.
+func wantChart(t *testing.T, p *pageSession, c apiClient, name string) int {
+	t.Helper()
+	var recs struct {
+		Exports []pipeline.Record
+		Total   int
+	}
+	c.json("GET", "/api/v1/exports?status=complete&limit=30&definition="+name, nil, http.StatusOK, &recs)
+	if len(recs.Exports) == 0 {
+		t.Fatalf("definition %s has no complete export", name)
+	}
+	slices.Reverse(recs.Exports)
+	join := func(f func(r pipeline.Record) int64) string {
+		var s []string
+		for _, r := range recs.Exports {
+			s = append(s, strconv.FormatInt(f(r), 10))
+		}
+		return strings.Join(s, ",")
+	}
+	want := map[string]string{
+		"files":     join(func(r pipeline.Record) int64 { return int64(r.FileListLength) }),
+		"instances": join(func(r pipeline.Record) int64 { return int64(r.InstanceCount) }),
+		"size":      join(func(r pipeline.Record) int64 { return r.Bytes }),
+	}
+	p.waitFor("the chart of "+name, fmt.Sprintf(`document.querySelector(%s)?.dataset.exports === %q`,
+		jsString(rowSel(name)+` svg.chart`), strconv.Itoa(len(recs.Exports))), 15*time.Second)
+	if got := readChart(p, name); !maps.Equal(got, want) {
+		t.Errorf("the chart of %s shows %v, the API's exports are %v", name, got, want)
+	}
+	// One point per export in each line, the last one marked.
+	points := eval[[]int](p, fmt.Sprintf(`[...document.querySelectorAll(%s)].map(l => l.getAttribute("points").trim().split(/\s+/).length)`,
+		jsString(rowSel(name)+` svg.chart polyline`)))
+	if len(points) != 3 || slices.ContainsFunc(points, func(n int) bool { return n != len(recs.Exports) }) {
+		t.Errorf("the chart of %s draws %v points per line, want 3 lines of %d", name, points, len(recs.Exports))
+	}
+	return len(recs.Exports)
+}
+
+// historyShown is what an open history shows.
+type historyShown struct {
+	IDs      []string `json:"ids"`
+	Deleted  []string `json:"deleted"`
+	Range    string   `json:"range"`
+	Newer    bool     `json:"newer"` // the Newer button is enabled
+	Older    bool     `json:"older"`
+	Disabled []string `json:"disabledDownloads"`
+}
+
+func readHistory(p *pageSession, name string) historyShown {
+	p.t.Helper()
+	return eval[historyShown](p, fmt.Sprintf(`(() => {
+		const h = document.querySelector(%s);
+		const rows = [...h.querySelectorAll("tbody tr[data-export-id]")];
+		return {
+			ids: rows.map(tr => tr.dataset.exportId),
+			deleted: rows.filter(tr => tr.dataset.deleted === "true" && tr.classList.contains("deleted") &&
+				tr.querySelector("[data-field=deleted]")?.textContent === "deleted").map(tr => tr.dataset.exportId),
+			range: h.querySelector("[data-field=range]")?.textContent ?? "",
+			newer: !h.querySelector("[data-action=history-newer]").disabled,
+			older: !h.querySelector("[data-action=history-older]").disabled,
+			disabledDownloads: rows.filter(tr => tr.querySelector("button[data-action=download]").disabled).map(tr => tr.dataset.exportId),
+		};
+	})()`, jsString(`tr[data-history-for=`+strconv.Quote(name)+`]`)))
+}
+
+// wantHistoryPage checks an open history page against the API's page
+// (both read again until they agree: retention may mark an export deleted
+// in between) and returns the API's cursor of the next page.
+func wantHistoryPage(t *testing.T, p *pageSession, c apiClient, name, query string, from int) (nextBefore int64) {
+	t.Helper()
+	var want, got historyShown
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var page struct {
+			Exports    []pipeline.Record
+			Total      int
+			NextBefore int64 `json:"next_before"`
+		}
+		c.json("GET", "/api/v1/exports?limit=20&definition="+name+query, nil, http.StatusOK, &page)
+		want = historyShown{Range: fmt.Sprintf("%d–%d of %d", from, from+len(page.Exports)-1, page.Total),
+			Newer: from > 1, Older: page.NextBefore != 0, IDs: []string{}, Deleted: []string{}, Disabled: []string{}}
+		for _, r := range page.Exports {
+			id := strconv.FormatInt(r.ID, 10)
+			want.IDs = append(want.IDs, id)
+			if r.DeletedTime != nil {
+				want.Deleted = append(want.Deleted, id)
+			}
+			if r.DeletedTime != nil || r.Status != pipeline.StatusComplete {
+				want.Disabled = append(want.Disabled, id)
+			}
+		}
+		nextBefore = page.NextBefore
+		got = readHistory(p, name)
+		if reflect.DeepEqual(got, want) {
+			return nextBefore
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("history of %s: the page shows %+v, the API %+v", name, got, want)
+			return nextBefore
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // TestPage drives the export page in headless Chromium against the real
-// service (token required): it asks for the token, shows every
-// definition's latest export, generates one and follows it to complete,
-// downloads it byte for byte, expands a history, runs an ad-hoc export
-// and shows the dead letters. Screenshots go to the artifacts folder.
+// service (token required): it asks for the token with nothing behind
+// it, says how current the exports are, shows every definition's latest
+// export and a chart of its exports, generates one and follows it to
+// complete, downloads it byte for byte (and the banner clears), pages
+// through a history with deleted exports marked, runs ad-hoc exports
+// (all files, incomplete files), shows and redrives the dead letters,
+// follows a new event, and fits a phone's width. Times show in the
+// browser's zone with how long ago. Screenshots go to the artifacts
+// folder.
 func TestPage(t *testing.T) {
 	execPath := chromium(t)
-	svc, c, exp, _ := startAPIService(t)
+	var keepLastOf string
+	svc, c, exp, cfg := startAPIService(t, addWaitingDefinition, func(cfg *config.Config) {
+		// The first definition keeps its newest 3 exports: older ones are
+		// deleted, and the history marks them.
+		keepLastOf = cfg.Exports[0].Name
+		cfg.Exports[0].KeepLast = 3
+	})
+	js := streamJS(t, svc)
 	start := time.Now()
 	p := openBrowser(t, execPath)
 	p.artifacts = artifactsDir(t)
 	t.Logf("browser up in %v", time.Since(start).Round(time.Millisecond))
+	if _, err := chromedp.Call(p.ctx, emulation.SetTimezoneOverride, emulation.SetTimezoneOverrideParams{TimezoneID: pageTimeZone}); err != nil {
+		t.Fatalf("time zone: %v", err)
+	}
+	if _, err := chromedp.Call(p.ctx, emulation.SetLocaleOverride, emulation.SetLocaleOverrideParams{Locale: "en-US"}); err != nil {
+		t.Fatalf("locale: %v", err)
+	}
 
 	type definition struct {
 		Name       string
@@ -363,29 +552,61 @@ func TestPage(t *testing.T) {
 	}
 	var defs struct{ Definitions []definition }
 	c.json("GET", "/api/v1/definitions", nil, http.StatusOK, &defs)
-	if len(defs.Definitions) != len(exp.Definitions) {
-		t.Fatalf("%d definitions, want %d", len(defs.Definitions), len(exp.Definitions))
+	if len(defs.Definitions) != len(exp.Definitions)+1 {
+		t.Fatalf("%d definitions, want %d", len(defs.Definitions), len(exp.Definitions)+1)
 	}
 	var dl struct {
 		Count   int
-		Entries []struct{ Reason string }
+		Entries []struct {
+			Sequence        uint64
+			Reason          string
+			OriginalSubject string `json:"original_subject"`
+		}
 	}
 	c.json("GET", "/api/v1/deadletters?limit=10", nil, http.StatusOK, &dl)
 	if dl.Count != exp.Poison || exp.Poison == 0 {
 		t.Fatalf("API: %d dead letters, want %d (more than none)", dl.Count, exp.Poison)
 	}
+	var st apiStatus
+	waitStatus := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			c.json("GET", "/api/v1/status", nil, http.StatusOK, &st)
+			if ok() {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("API status: %s: %+v", what, st)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitStatus("nothing left to apply", func() bool { return st.Events.Backlog != nil && *st.Events.Backlog == 0 })
 
-	// The page asks for the token, and then shows every definition with
-	// its latest export, and the dead letters.
+	// The page asks for the token, with nothing behind the question.
 	p.do("open the page", chromedp.Navigate(c.base+"/"))
 	p.waitFor("the token field", `!document.getElementById("auth").hidden`, 10*time.Second)
+	if !eval[bool](p, nothingVisible) {
+		t.Error("tables or panels show behind the token form")
+	}
+	p.screenshot("sign-in")
 	p.do("give the token",
 		chromedp.SendKeys(chromedp.CSS(`[data-testid=token-input]`), testToken),
 		chromedp.Click(chromedp.CSS(`[data-testid=token-submit]`)))
+	exported := 0
+	for _, d := range defs.Definitions {
+		if d.Latest != nil || d.Skipped != nil {
+			exported++
+		}
+	}
 	p.waitFor("every definition's row",
-		fmt.Sprintf(`document.querySelectorAll("tr[data-definition] [data-field=status].badge").length === %d`, len(defs.Definitions)),
-		10*time.Second)
+		fmt.Sprintf(`document.querySelectorAll("tr[data-definition]").length === %d && document.querySelectorAll("tr[data-definition] [data-field=status].badge").length === %d`,
+			len(defs.Definitions), exported), 10*time.Second)
 	p.waitFor("the dead-letter count", `document.getElementById("deadletter-count").dataset.count !== undefined`, 10*time.Second)
+	if !eval[bool](p, `document.getElementById("definitions").checkVisibility() && document.getElementById("auth").hidden`) {
+		t.Error("the definitions do not show after the token was accepted")
+	}
 	rows := eval[[]pageRow](p, readRows)
 	if len(rows) != len(defs.Definitions) {
 		t.Fatalf("the page shows %d definitions, want %d", len(rows), len(defs.Definitions))
@@ -393,6 +614,12 @@ func TestPage(t *testing.T) {
 	for i, d := range defs.Definitions {
 		if rows[i].Name != d.Name {
 			t.Errorf("row %d is %q, want %q", i, rows[i].Name, d.Name)
+			continue
+		}
+		if d.Name == waitingDefinition {
+			if d.Latest != nil || d.Skipped != nil || rows[i].Status != "no export yet" {
+				t.Errorf("definition %s: latest %+v, the page shows %q; want no export yet", d.Name, d.Latest, rows[i].Status)
+			}
 			continue
 		}
 		if exp.Definitions[d.Name].NoExport {
@@ -418,11 +645,92 @@ func TestPage(t *testing.T) {
 	if !eval[bool](p, `document.getElementById("auth").hidden`) {
 		t.Error("the token form stays after the token was accepted")
 	}
+
+	// How current the exports are: as the API says.
+	type freshnessShown struct {
+		Name    string `json:"name"`
+		State   string `json:"state"`
+		Pending string `json:"pending"`
+		Newest  string `json:"newest"`
+		Text    string `json:"text"`
+	}
+	readFreshness := func() []freshnessShown {
+		t.Helper()
+		return eval[[]freshnessShown](p, `[...document.querySelectorAll("tr[data-definition]")].map(tr => {
+			const f = tr.querySelector("[data-field=freshness]");
+			return {name: tr.dataset.definition, state: f.dataset.state, pending: f.dataset.pending ?? "",
+				newest: f.dataset.newestEvent ?? "", text: f.querySelector(".fresh")?.textContent ?? ""};
+		})`)
+	}
+	wantFreshness := func() {
+		t.Helper()
+		byName := map[string]freshnessShown{}
+		for _, f := range readFreshness() {
+			byName[f.Name] = f
+		}
+		for _, f := range st.Definitions {
+			got := byName[f.Name]
+			want := freshnessShown{Name: f.Name, State: "current", Pending: "0", Text: "up to date"}
+			if !f.UpToDate {
+				want = freshnessShown{Name: f.Name, State: "pending", Pending: strconv.Itoa(f.PendingEvents),
+					Newest: strconv.FormatUint(f.NewestEvent, 10), Text: fmt.Sprintf("%d events pending", f.PendingEvents)}
+			}
+			if got != want {
+				t.Errorf("definition %s: the page shows %+v, want %+v", f.Name, got, want)
+			}
+		}
+	}
+	c.json("GET", "/api/v1/status", nil, http.StatusOK, &st)
+	lastSeq := strconv.FormatUint(st.Events.LastAppliedSequence, 10)
+	p.waitFor("the last event applied", fmt.Sprintf(`document.querySelector("#events-last [data-field=sequence]")?.dataset.value === %q`, lastSeq), 10*time.Second)
+	if got := eval[string](p, `document.querySelector("#events-last [data-field=sequence]").textContent`); got != "#"+lastSeq {
+		t.Errorf("the page shows last event %q, the API #%s", got, lastSeq)
+	}
+	wantTimeShown(t, "the last event applied", readTime(p, "#events-last"), *st.Events.LastAppliedTime)
+	if got := eval[string](p, `document.getElementById("events-backlog").dataset.value`); got != "0" {
+		t.Errorf("the page shows a backlog of %q, the API none", got)
+	}
+	_, waitingBefore, _, _ := st.freshness(waitingDefinition)
+	if waitingBefore < 1 {
+		t.Fatalf("API: %s has %d events pending, want some", waitingDefinition, waitingBefore)
+	}
+	wantFreshness()
+	if got, want := eval[string](p, `document.getElementById("events-summary").textContent`),
+		fmt.Sprintf("%d of %d up to date, 1 with events pending", len(defs.Definitions)-1, len(defs.Definitions)); got != want {
+		t.Errorf("the page sums up %q, want %q", got, want)
+	}
+
+	// Times: in the browser's zone, with its name and how long ago.
+	for i, d := range defs.Definitions {
+		if d.Latest != nil {
+			at := d.Latest.CreatedTime
+			if d.Latest.CompletedTime != nil {
+				at = *d.Latest.CompletedTime
+			}
+			wantTimeShown(t, "definition "+d.Name, readTime(p, rowSel(d.Name)+` [data-field=time]`), at)
+			if rows[i].Time == "" {
+				t.Errorf("definition %s shows no time", d.Name)
+			}
+		}
+	}
+
+	// Charts: each exported definition's complete exports.
+	for _, d := range defs.Definitions {
+		if d.Latest != nil {
+			wantChart(t, p, c, d.Name)
+		}
+	}
+	if n := eval[int](p, `document.querySelectorAll("[style]").length`); n != 0 {
+		t.Errorf("%d elements carry a style attribute, which the page's policy refuses", n)
+	}
 	p.screenshot("loaded")
 
 	// Generate: a new export of the first definition, followed until it
 	// is complete.
 	target := defs.Definitions[0]
+	if target.Name != keepLastOf {
+		t.Fatalf("the first definition is %s, keep_last was set on %s", target.Name, keepLastOf)
+	}
 	prev := target.Latest.ID
 	genStart := time.Now()
 	// Record every status the row shows, to see it follow the export.
@@ -460,10 +768,15 @@ func TestPage(t *testing.T) {
 	if eval[bool](p, `document.querySelector(`+jsString(rowSel(target.Name)+` button[data-action=generate]`)+`).disabled`) {
 		t.Error("Generate stays disabled after the export completed")
 	}
+	// The chart takes the new export in.
+	if n := wantChart(t, p, c, target.Name); n < 2 {
+		t.Errorf("the chart of %s shows %d exports after one more", target.Name, n)
+	}
 	p.screenshot("generated")
 
 	// Download: the browser saves the export; it is the bucket's object.
 	got, url := p.download(rowSel(target.Name) + ` button[data-action=download]`)
+	downloaded := time.Now()
 	want := bucketBytes(t, svc, rec.Key)
 	if !bytes.Equal(got, want) {
 		t.Errorf("downloaded %d bytes from %s, which differ from the bucket's %d bytes of %s", len(got), url, len(want), rec.Key)
@@ -502,33 +815,76 @@ func TestPage(t *testing.T) {
 		t.Errorf("History button aria-expanded=%q", expanded)
 	}
 
-	// Ad hoc: the whole project, every file (complete-only off).
+	// More exports than a page holds: page through them; those that
+	// retention deleted are marked and cannot be downloaded.
+	for hist.Total <= 20 {
+		var r pipeline.Record
+		c.json("POST", "/api/v1/exports", map[string]any{"definition": target.Name, "wait": true}, http.StatusOK, &r)
+		c.json("GET", "/api/v1/exports?limit=1&definition="+target.Name, nil, http.StatusOK, &hist)
+	}
+	next := wantHistoryPage(t, p, c, target.Name, "", 1)
+	if next == 0 {
+		t.Fatalf("%d exports of %s and no next page", hist.Total, target.Name)
+	}
+	if got := readHistory(p, target.Name); len(got.Deleted) == 0 {
+		t.Errorf("no export marked deleted on the first page of %s (keep_last 3)", target.Name)
+	}
+	p.screenshot("history-page-1")
+	p.do("click Older", chromedp.Click(chromedp.CSS(histSel+` button[data-action=history-older]`)))
+	wantHistoryPage(t, p, c, target.Name, "&before="+strconv.FormatInt(next, 10), 21)
+	if focused := eval[string](p, `document.activeElement?.dataset.action ?? ""`); focused != "history-newer" && focused != "history-older" {
+		t.Errorf("after paging the focus is on %q, not on the pager", focused)
+	}
+	p.screenshot("history-page-2")
+	p.do("click Newer", chromedp.Click(chromedp.CSS(histSel+` button[data-action=history-newer]`)))
+	wantHistoryPage(t, p, c, target.Name, "", 1)
+
+	// The download banner went away on its own.
+	p.waitFor("the download banner to clear", `document.getElementById("notice").hidden && !document.querySelector("[data-testid=download-link]")`,
+		time.Until(downloaded.Add(20*time.Second)))
+
+	// Ad hoc: the whole project, every file.
 	connection := target.Connection
-	p.do("fill the ad-hoc form",
-		chromedp.SetValue(chromedp.CSS(`[data-testid=adhoc-project]`), exp.Project),
-		selectOption(`[data-testid=adhoc-source-kind]`, "project"),
-		selectOption(`[data-testid=adhoc-connection]`, connection),
-		chromedp.Click(chromedp.CSS(`[data-testid=adhoc-complete-only]`)))
-	if !eval[bool](p, `document.querySelector("[data-testid=adhoc-source-value]").disabled`) {
-		t.Error("the source value stays enabled for a whole-project source")
+	adhoc := func(completion string) pipeline.Record {
+		t.Helper()
+		before := eval[string](p, `document.querySelector("[data-testid=adhoc-result]").dataset.exportId ?? ""`)
+		p.do("fill the ad-hoc form: "+completion,
+			chromedp.SetValue(chromedp.CSS(`[data-testid=adhoc-project]`), exp.Project),
+			selectOption(`[data-testid=adhoc-source-kind]`, "project"),
+			selectOption(`[data-testid=adhoc-connection]`, connection),
+			selectOption(`[data-testid=adhoc-completion]`, completion))
+		if !eval[bool](p, `document.querySelector("[data-testid=adhoc-source-value]").disabled`) {
+			t.Error("the source value stays enabled for a whole-project source")
+		}
+		p.do("submit the ad-hoc form", chromedp.Click(chromedp.CSS(`[data-testid=adhoc-submit]`)))
+		p.waitFor("the ad-hoc export to complete", fmt.Sprintf(`(() => {
+			const box = document.querySelector("[data-testid=adhoc-result]");
+			return !box.hidden && box.dataset.exportId !== %q && box.querySelector("[data-field=status]")?.textContent === "complete";
+		})()`, before), 60*time.Second)
+		adhocID := eval[string](p, `document.querySelector("[data-testid=adhoc-result]").dataset.exportId`)
+		var r pipeline.Record
+		c.json("GET", "/api/v1/exports/"+adhocID, nil, http.StatusOK, &r)
+		if r.Name != pipeline.AdhocName || r.Completion != completion || r.Project != exp.Project ||
+			r.Source != "project" || r.Connection != connection || r.Status != pipeline.StatusComplete {
+			t.Errorf("ad-hoc export from the page: %+v, want a complete export of project %s, %s files, on %s", r, exp.Project, completion, connection)
+		}
+		if files := eval[string](p, `document.querySelector("[data-testid=adhoc-result] [data-field=files]").dataset.value`); files != strconv.Itoa(r.FileListLength) {
+			t.Errorf("the ad-hoc result shows %s files, the record has %d", files, r.FileListLength)
+		}
+		if shown := eval[string](p, `document.querySelector("[data-testid=adhoc-result] [data-field=completion]").textContent`); shown != completion+" files" {
+			t.Errorf("the ad-hoc result says %q, want %q", shown, completion+" files")
+		}
+		return r
 	}
-	if eval[bool](p, `document.querySelector("[data-testid=adhoc-complete-only]").checked`) {
-		t.Fatal("complete-only is still on after a click")
-	}
-	p.do("submit the ad-hoc form", chromedp.Click(chromedp.CSS(`[data-testid=adhoc-submit]`)))
-	p.waitFor("the ad-hoc export to complete", `(() => {
-		const box = document.querySelector("[data-testid=adhoc-result]");
-		return !box.hidden && box.querySelector("[data-field=status]")?.textContent === "complete";
-	})()`, 60*time.Second)
-	adhocID := eval[string](p, `document.querySelector("[data-testid=adhoc-result]").dataset.exportId`)
-	var adhoc pipeline.Record
-	c.json("GET", "/api/v1/exports/"+adhocID, nil, http.StatusOK, &adhoc)
-	if adhoc.Name != pipeline.AdhocName || adhoc.Completion != "all" || adhoc.Project != exp.Project ||
-		adhoc.Source != "project" || adhoc.Connection != connection || adhoc.Status != pipeline.StatusComplete {
-		t.Errorf("ad-hoc export from the page: %+v, want a complete export of project %s, all files, on %s", adhoc, exp.Project, connection)
-	}
-	if files := eval[string](p, `document.querySelector("[data-testid=adhoc-result] [data-field=files]").dataset.value`); files != strconv.Itoa(adhoc.FileListLength) {
-		t.Errorf("the ad-hoc result shows %s files, the record has %d", files, adhoc.FileListLength)
+	all := adhoc("all")
+	incomplete := adhoc("incomplete")
+	// Incomplete and complete files are all of them.
+	var complete pipeline.Record
+	c.json("POST", "/api/v1/exports", map[string]any{"project": exp.Project, "source": map[string]any{"project": true},
+		"completion": "complete", "connection": connection, "wait": true}, http.StatusOK, &complete)
+	if incomplete.FileListLength+complete.FileListLength != all.FileListLength || incomplete.FileListLength == 0 {
+		t.Errorf("ad hoc: %d incomplete files + %d complete ones, want all %d (and some incomplete)",
+			incomplete.FileListLength, complete.FileListLength, all.FileListLength)
 	}
 
 	// An ad-hoc source that matches no file: nothing is written, and the
@@ -556,6 +912,133 @@ func TestPage(t *testing.T) {
 		t.Errorf("the page shows dead-letter reasons %q, the API %q", reasons, wantReasons)
 	}
 	p.screenshot("history-adhoc")
+
+	// Redrive the newest dead letter: its event is published again on its
+	// subject, leaves the dead letters, and (still bad) comes back under
+	// a new number.
+	first := dl.Entries[0]
+	p.do("click Redrive", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#deadletter-list li[data-sequence="%d"] button[data-action=redrive]`, first.Sequence))))
+	redrivenSel := fmt.Sprintf(`#notice [data-field=redriven][data-sequence="%d"]`, first.Sequence)
+	p.waitFor("the redrive notice", fmt.Sprintf(`document.querySelector(%s) !== null`, jsString(redrivenSel)), 10*time.Second)
+	newSeq, err := strconv.ParseUint(eval[string](p, `document.querySelector(`+jsString(redrivenSel)+`).dataset.streamSequence`), 10, 64)
+	if err != nil {
+		t.Fatalf("the redrive notice names no event: %v", err)
+	}
+	stream, err := js.Stream(t.Context(), cfg.NATS.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.GetMsg(t.Context(), newSeq)
+	if err != nil {
+		t.Fatalf("event #%d, redriven from the page: %v", newSeq, err)
+	}
+	if m.Subject != first.OriginalSubject || m.Header.Get("Exportstream-Redriven-From") != strconv.FormatUint(first.Sequence, 10) {
+		t.Errorf("event #%d: subject %s, redriven from %q; want %s, from %d", newSeq, m.Subject, m.Header.Get("Exportstream-Redriven-From"),
+			first.OriginalSubject, first.Sequence)
+	}
+	if text := eval[string](p, `document.getElementById("notice").textContent`); !strings.Contains(text, fmt.Sprintf("#%d", newSeq)) ||
+		!strings.Contains(text, first.OriginalSubject) {
+		t.Errorf("the redrive notice says %q, want the new event #%d on %s", text, newSeq, first.OriginalSubject)
+	}
+	// Dead-lettered again, under a new number, with the same reason.
+	var back struct {
+		Count   int
+		Entries []struct {
+			Sequence         uint64
+			Reason           string
+			OriginalSequence string `json:"original_sequence"`
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c.json("GET", "/api/v1/deadletters?limit=10", nil, http.StatusOK, &back)
+		if len(back.Entries) > 0 && back.Entries[0].OriginalSequence == strconv.FormatUint(newSeq, 10) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the redriven event #%d did not come back as a dead letter: %+v", newSeq, back)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if back.Count != dl.Count || back.Entries[0].Reason != first.Reason {
+		t.Errorf("after the redrive: %d dead letters, the newest %+v; want %d, reason %q", back.Count, back.Entries[0], dl.Count, first.Reason)
+	}
+	p.waitFor("the dead letters after the redrive", fmt.Sprintf(`(() => {
+		const seqs = [...document.querySelectorAll("#deadletter-list li[data-sequence]")].map(li => li.dataset.sequence);
+		return !seqs.includes("%d") && seqs[0] === "%d" && document.getElementById("deadletter-count").textContent === "%d";
+	})()`, first.Sequence, back.Entries[0].Sequence, back.Count), 15*time.Second)
+
+	// A dead letter redriven elsewhere meanwhile: the page says the
+	// redrive failed and shows the list as it is.
+	p.do("stop the auto-refresh", chromedp.Click(chromedp.CSS(`[data-testid=auto-refresh]`)))
+	other := back.Entries[1].Sequence
+	var res struct {
+		Redriven []struct{ Sequence uint64 }
+	}
+	c.json("POST", "/api/v1/deadletters/redrive", map[string]any{"sequences": []uint64{other}}, http.StatusOK, &res)
+	if len(res.Redriven) != 1 || res.Redriven[0].Sequence != other {
+		t.Fatalf("API redrive of %d: %+v", other, res)
+	}
+	otherSel := fmt.Sprintf(`#deadletter-list li[data-sequence="%d"]`, other)
+	p.do("click Redrive on a dead letter that is gone", chromedp.Click(chromedp.CSS(otherSel+` button[data-action=redrive]`)))
+	p.waitFor("the failed redrive", fmt.Sprintf(`!document.getElementById("message").hidden &&
+		document.getElementById("message").textContent.includes("%d") && document.querySelector(%s) === null`, other, jsString(otherSel)), 10*time.Second)
+	p.do("restart the auto-refresh", chromedp.Click(chromedp.CSS(`[data-testid=auto-refresh]`)))
+
+	// A new event: the page follows it; the definition never exported
+	// counts one more.
+	seq := publishLabelChange(t, js, 1)
+	waitStatus("the new event applied", func() bool {
+		upToDate, pending, newest, _ := st.freshness(waitingDefinition)
+		return st.Events.LastAppliedSequence == seq && !upToDate && pending == waitingBefore+1 && newest == seq
+	})
+	p.waitFor("the new event on the page", fmt.Sprintf(`document.querySelector("#events-last [data-field=sequence]")?.dataset.value === "%d" &&
+		document.querySelector(%s).dataset.pending === "%d"`, seq, jsString(rowSel(waitingDefinition)+` [data-field=freshness]`), waitingBefore+1), 15*time.Second)
+	waitStatus("every exported definition up to date", func() bool {
+		for _, f := range st.Definitions {
+			if !f.UpToDate && f.Name != waitingDefinition {
+				return false
+			}
+		}
+		return true
+	})
+	p.waitFor("the page to say so", fmt.Sprintf(`document.querySelectorAll("[data-field=freshness][data-state=current]").length === %d`, len(defs.Definitions)-1), 15*time.Second)
+	c.json("GET", "/api/v1/status", nil, http.StatusOK, &st)
+	wantFreshness()
+
+	// A phone's width: no sideways scrolling, every button within reach.
+	p.do("narrow the window", chromedp.EmulateViewport(420, 900))
+	p.waitFor("the narrow layout", `window.innerWidth === 420`, 5*time.Second)
+	type overflow struct {
+		ScrollWidth int      `json:"scrollWidth"`
+		Outside     []string `json:"outside"`
+	}
+	narrow := eval[overflow](p, `(() => {
+		const w = window.innerWidth;
+		const outside = [...document.querySelectorAll("button, select, input")].filter(b => b.checkVisibility()).filter(b => {
+			const r = b.getBoundingClientRect();
+			return r.left < 0 || r.right > w;
+		}).map(b => (b.closest("[data-definition]")?.dataset.definition ?? "") + " " + (b.dataset.action || b.id || b.textContent));
+		return {scrollWidth: document.documentElement.scrollWidth, outside};
+	})()`)
+	if narrow.ScrollWidth > 420 || len(narrow.Outside) > 0 {
+		t.Errorf("at 420 px the page is %d px wide; outside the window: %q", narrow.ScrollWidth, narrow.Outside)
+	}
+	p.screenshot("narrow")
+	p.do("click Generate, narrow", chromedp.Click(chromedp.CSS(rowSel(target.Name)+` button[data-action=generate]`)))
+	p.waitFor("Generate to answer at 420 px", `!document.getElementById("notice").hidden`, 10*time.Second)
+	p.do("widen the window", chromedp.ResetViewport())
+
+	// Forgetting the token hides everything again.
+	p.do("forget the token", chromedp.Click(chromedp.CSS(`[data-testid=forget-token]`)))
+	p.waitFor("the token field again", `!document.getElementById("auth").hidden`, 5*time.Second)
+	if !eval[bool](p, nothingVisible) {
+		t.Error("tables or panels show behind the token form after Forget token")
+	}
+	p.do("give the token again",
+		chromedp.SendKeys(chromedp.CSS(`[data-testid=token-input]`), testToken),
+		chromedp.Click(chromedp.CSS(`[data-testid=token-submit]`)))
+	p.waitFor("the page again", `document.getElementById("definitions").checkVisibility()`, 10*time.Second)
 
 	// A reload in the same tab keeps the token: no question asked.
 	p.do("reload", chromedp.Reload())

@@ -195,7 +195,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		expiry[c.Name] = c.SignedURLExpiry
 	}
 	apiServer := api.New(api.Options{
-		Pipeline: pipe, JetStream: js, DeadLetterStream: cfg.NATS.DeadLetterStream,
+		Pipeline: pipe, JetStream: js, DeadLetterStream: cfg.NATS.DeadLetterStream, Consumer: cons.Info,
 		Token: cfg.HTTP.Token.Reveal(), SignedURLExpiry: expiry, Logger: s.log.With("part", "api"),
 		Redact: RedactString(cfg.SecretValues()),
 	})
