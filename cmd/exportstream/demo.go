@@ -5,8 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/exportstream/exportstream/cmd/exportstream/internal/service"
@@ -39,7 +42,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	rate := fs.Float64("rate", 20, "simulated events per second")
 	files := fs.Int("files", 60, "files the simulated team uploads")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return parseFailed(err)
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
@@ -65,24 +68,126 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return nil
 		case <-svc.Ready():
 		}
-		pub, closeConn, err := connectPublisher(events.ConnectOptions{URL: svc.NATSURL(), Name: "exportstream-demo"})
+		conn := events.ConnectOptions{URL: svc.NATSURL(), Name: "exportstream-demo"}
+		pub, closeConn, err := connectPublisher(conn)
 		if err != nil {
 			return err
 		}
 		defer closeConn()
-		dir := "(see connections)"
-		for _, c := range cfg.Connections {
-			if c.Local != nil {
-				dir = c.Local.Dir
-			}
-		}
-		fmt.Fprintf(stdout, "exportstream demo: a simulated team annotates project %q at %.0f events/s.\n"+
-			"Exports appear under %s/exports/<definition>/ (latest.json points at the newest).\n"+
-			"NATS: %s   HTTP: http://%s/metrics   Stop with Ctrl-C.\n",
-			project, *rate, dir, svc.NATSURL(), svc.HTTPAddr())
 		sim := simulate.New(simulate.Options{Project: project, Rate: *rate, Files: *files, Logger: log.With("part", "simulator")},
 			simulate.Publisher(pub))
+		// The stream may hold an earlier run's events (the same ./data):
+		// the team carries on from them, so that its events are newer than
+		// what is stored instead of starting again at version 1.
+		found, err := restoreSimulator(gctx, conn, cfg.NATS.Stream, project, sim, log)
+		if err != nil {
+			if gctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		fmt.Fprint(stdout, demoBanner(cfg, svc.HTTPAddr(), svc.NATSURL(), project, *rate, found))
 		return sim.Run(gctx)
 	})
 	return g.Wait()
+}
+
+// demoBanner is what the demo prints once the service is up, at httpAddr
+// and natsURL: what the team does (carries on or starts afresh), then
+// where to look, the page first.
+func demoBanner(cfg *config.Config, httpAddr, natsURL, project string, rate float64, found simulate.Restored) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "exportstream demo: a simulated team annotates project %q at %g events/s.\n", project, rate)
+	where := "stream " + cfg.NATS.Stream
+	if cfg.NATS.URL == "" {
+		where += " (" + cfg.NATS.Embedded.StoreDir + ")"
+	}
+	if found.Events > 0 {
+		fmt.Fprintf(&b, "It carries on from the %d events of the project already in %s: %d files, %d of them not removed;\n"+
+			"versions and ids go on from there (the next file is %d).\n",
+			found.Events, where, found.Files, found.Live, found.NextFile)
+	} else {
+		fmt.Fprintf(&b, "It starts the project afresh: %s holds no events of it.\n", where)
+	}
+	base := "http://" + httpAddr
+	fmt.Fprintf(&b, "\n  Page:     %s/\n  API:      %s/api/v1/\n  Metrics:  %s/metrics\n  NATS:     %s\n\n",
+		base, base, base, natsURL)
+	dir := ""
+	for _, c := range cfg.Connections {
+		if c.Local != nil && len(cfg.Exports) > 0 && c.Name == cfg.Exports[0].Connection {
+			dir = c.Local.Dir
+		}
+	}
+	if dir != "" {
+		fmt.Fprintf(&b, "Exports appear under %s/exports/<definition>/ (latest.json points at the newest). ", dir)
+	}
+	b.WriteString("Stop with Ctrl-C.\n")
+	return b.String()
+}
+
+// restoreSimulator reads the events of project already in the event
+// stream and restores sim from them (see simulate.Simulator.Restore).
+func restoreSimulator(ctx context.Context, conn events.ConnectOptions, stream, project string, sim *simulate.Simulator, log *slog.Logger) (simulate.Restored, error) {
+	nc, err := events.Connect(conn, nil)
+	if err != nil {
+		return simulate.Restored{}, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return simulate.Restored{}, err
+	}
+	subject := "diffgram.events." + project + ".>"
+	cons, err := js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		Description:       "exportstream demo: the simulated team reads what it did before",
+		FilterSubject:     subject,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return simulate.Restored{}, fmt.Errorf("demo: read %s from stream %s: %w", subject, stream, err)
+	}
+	defer js.DeleteConsumer(context.WithoutCancel(ctx), stream, cons.CachedInfo().Name)
+	total := cons.CachedInfo().NumPending
+	if total > 0 {
+		log.Info("the simulated team reads what it did before", "part", "simulator", "stream", stream, "events", total)
+	}
+	var readErr error
+	bodies := func(yield func([]byte) bool) {
+		for got := uint64(0); got < total; {
+			// Ask for no more than is there: a fetch waits until it has
+			// its batch or its time is up.
+			batch, err := cons.Fetch(int(min(1000, total-got)), jetstream.FetchMaxWait(5*time.Second))
+			if err != nil {
+				readErr = err
+				return
+			}
+			n := 0
+			for m := range batch.Messages() {
+				n++
+				got++
+				if !yield(m.Data()) {
+					return
+				}
+			}
+			if err := batch.Error(); err != nil {
+				readErr = err
+				return
+			}
+			if n == 0 {
+				readErr = fmt.Errorf("got %d of its %d events", got, total)
+				return
+			}
+		}
+	}
+	found, err := sim.Restore(bodies)
+	if readErr == nil && ctx.Err() != nil {
+		readErr = ctx.Err()
+	}
+	if readErr != nil {
+		return simulate.Restored{}, fmt.Errorf("demo: read %s from stream %s: %w", subject, stream, readErr)
+	}
+	return found, err
 }

@@ -19,6 +19,9 @@
 //   - Event ids are UUID-shaped, unique, and double as the Nats-Msg-Id.
 //   - With Options.Seed set, the stream (ids, times and bodies) is the same
 //     on every run.
+//   - After Restore with the events an earlier run published, the stream
+//     carries on from that world: versions and ids continue, no file
+//     changes type, and the setup is not sent again.
 //
 // A Simulator is not safe for concurrent use: call Next, Run and Setup from
 // one goroutine at a time.
@@ -120,6 +123,9 @@ type Simulator struct {
 	emitted    int64 // events returned by Next (setup included)
 	liveRoots  int   // root files not removed
 	kindsQueue []string
+
+	restored     bool     // Restore was called
+	restoredInfo Restored // what it found
 }
 
 // New returns a Simulator for opts that publishes with pub (Run only; Next
@@ -190,6 +196,7 @@ func limited(rate float64) bool { return rate > 0 && !math.IsInf(rate, 1) }
 // occlusion (3) and weather (4), and the job "Night Review" (12) whose
 // completion directory is Archive. They are also the first events Next
 // returns and Run publishes; Setup itself consumes nothing from the stream.
+// After Restore it returns only those of entities Restore did not find.
 func (s *Simulator) Setup() []Event {
 	out := make([]Event, len(s.setup))
 	for i, ev := range s.setup {
@@ -229,8 +236,14 @@ func (s *Simulator) Run(ctx context.Context) error {
 	if s.pub == nil {
 		return errors.New("simulate: Run needs a Publisher")
 	}
-	s.log.Info("simulator started", "project", s.opts.Project, "rate", s.opts.Rate,
-		"files", s.opts.Files, "seed", s.opts.Seed)
+	if r := s.restoredInfo; r.Events > 0 {
+		s.log.Info("simulator started", "project", s.opts.Project, "rate", s.opts.Rate,
+			"files", s.opts.Files, "seed", s.opts.Seed, "carries_on", true, "events_found", r.Events,
+			"root_files", r.Files, "next_file_id", r.NextFile, "next_instance_id", r.NextInstance)
+	} else {
+		s.log.Info("simulator started", "project", s.opts.Project, "rate", s.opts.Rate,
+			"files", s.opts.Files, "seed", s.opts.Seed, "carries_on", false)
+	}
 	start := s.emitted
 	defer func() {
 		s.log.Info("simulator stopped", "project", s.opts.Project, "events", s.emitted-start)
