@@ -79,8 +79,9 @@ type DiskState struct {
 
 	wmu sync.Mutex // serializes write transactions
 
-	mu    sync.Mutex // guards the fields below; held while a batch commits
-	rev   uint64
+	mu    sync.Mutex        // guards the fields below; held while a batch commits
+	rev   uint64            // every key-value entry up to it is reflected
+	saved uint64            // the revision recorded in the store (≤ rev)
 	seq   uint64            // the last committed write transaction's number
 	names map[string]uint32 // project name → number; replaced, never mutated
 	next  uint32            // next project number
@@ -105,12 +106,15 @@ var (
 	keyBound  = []byte("mbound")
 )
 
-// Pebble's memory, outside the Go heap (cgo-allocated): the block cache,
-// from which Pebble also reserves the memtables' room (so the cache must
-// be well above two memtables, or it caches nothing).
+// Pebble's memory: the block cache, from which Pebble also reserves the
+// memtables' room (so the cache must be well above two memtables, or it
+// caches nothing: 16 MB with 8 MB memtables drained 3x slower). It is Go
+// memory in the binary built without cgo (the production build), malloc'd
+// with cgo. 16 MB with 4 MB memtables keeps the 100k-file service within
+// the 150 MB budget (docs/performance.md has the figures).
 const (
-	diskCacheSize    = 32 << 20
-	diskMemTableSize = 8 << 20
+	diskCacheSize    = 16 << 20
+	diskMemTableSize = 4 << 20
 	diskBlockSize    = 32 << 10
 )
 
@@ -182,6 +186,7 @@ func (d *DiskState) load() error {
 			*into = binary.BigEndian.Uint64(v)
 		}
 	}
+	d.saved = d.rev
 	it, err = d.db.NewIter(&pebble.IterOptions{LowerBound: []byte("n"), UpperBound: []byte("o")})
 	if err != nil {
 		return err
@@ -214,13 +219,19 @@ func (d *DiskState) get(r pebble.Reader, key []byte) ([]byte, error) {
 // Close closes the store, syncing it first. The DiskState must not be used
 // after.
 func (d *DiskState) Close() error {
+	// The revision the watch passed last, if no transaction recorded it.
+	saveErr := d.Update(func(*DiskTx) error { return nil })
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
-	return errors.Join(d.db.LogData(nil, pebble.Sync), d.db.Close(), d.lock.Close())
+	return errors.Join(saveErr, d.db.LogData(nil, pebble.Sync), d.db.Close(), d.lock.Close())
 }
 
-// Sync makes every write so far durable (the write-ahead log synced).
+// Sync makes every write so far durable (the write-ahead log synced),
+// with the revision the watch has passed.
 func (d *DiskState) Sync() error {
+	if err := d.Update(func(*DiskTx) error { return nil }); err != nil {
+		return err
+	}
 	return d.db.LogData(nil, pebble.Sync)
 }
 
@@ -247,10 +258,25 @@ func (d *DiskState) WaitRev(rev uint64, done <-chan struct{}) bool {
 // the same batch.
 func (d *DiskState) Offer(project string, sn *snap) (old *snap, stored bool, err error) {
 	err = d.Update(func(tx *DiskTx) error {
+		tx.NoteRev(sn.rev)
 		old, stored, err = tx.Offer(project, sn)
 		return err
 	})
 	return old, stored, err
+}
+
+// NoteWatched records that every key-value entry up to rev is reflected
+// in the store, when the entries after Rev are ones the store holds
+// already (this replica's own writes, committed by their transactions,
+// passed by the watch): no write now, the next transaction (or Sync)
+// records it.
+func (d *DiskState) NoteWatched(rev uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if rev > d.rev {
+		d.rev = rev
+		d.cond.Broadcast()
+	}
 }
 
 // NoteRev records that every key-value entry up to rev has been applied.
@@ -282,20 +308,16 @@ func (d *DiskState) Update(fn func(tx *DiskTx) error) error {
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
 	d.mu.Lock()
-	tx := &DiskTx{d: d, b: d.db.NewIndexedBatch(), rev: d.rev, seq: d.seq + 1, names: d.names}
-	rev0 := d.rev
+	tx := &DiskTx{d: d, b: d.db.NewIndexedBatch(), seq: d.seq + 1, names: d.names}
 	d.mu.Unlock()
 	defer tx.b.Close()
 	if err := fn(tx); err != nil {
 		return err
 	}
-	if tx.rev > rev0 {
-		// With the writes it covers, never ahead of them.
-		if err := tx.b.Set(keyRev, binary.BigEndian.AppendUint64(nil, tx.rev), nil); err != nil {
-			return err
-		}
-	}
-	if tx.b.Empty() {
+	d.mu.Lock()
+	nothing := tx.b.Empty() && max(tx.rev, d.rev) <= d.saved
+	d.mu.Unlock()
+	if nothing {
 		return nil
 	}
 	if err := tx.b.Set(keySeq, binary.BigEndian.AppendUint64(nil, tx.seq), nil); err != nil {
@@ -303,6 +325,15 @@ func (d *DiskState) Update(fn func(tx *DiskTx) error) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// The revision, with the writes it covers and never ahead of them:
+	// the transaction's entries, or the revision the watch passed
+	// meanwhile over writes committed before (NoteWatched).
+	rev := max(tx.rev, d.rev)
+	if rev > d.saved {
+		if err := tx.b.Set(keyRev, binary.BigEndian.AppendUint64(nil, rev), nil); err != nil {
+			return err
+		}
+	}
 	if err := tx.b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("disk state: commit: %w", err)
 	}
@@ -311,8 +342,9 @@ func (d *DiskState) Update(fn func(tx *DiskTx) error) error {
 		d.next = tx.next
 	}
 	d.seq = tx.seq
-	if tx.rev > d.rev {
-		d.rev = tx.rev
+	d.saved = max(d.saved, rev)
+	if rev > d.rev {
+		d.rev = rev
 		d.cond.Broadcast()
 	}
 	return nil
@@ -489,13 +521,12 @@ func (d *DiskState) Reset(bound string) error {
 		return fmt.Errorf("disk state: reset: %w", err)
 	}
 	d.seq++
-	d.rev, d.names, d.next = 0, map[string]uint32{}, 1
+	d.rev, d.saved, d.names, d.next = 0, 0, map[string]uint32{}, 1
 	return nil
 }
 
 // Offer is DiskState.Offer inside the transaction.
 func (tx *DiskTx) Offer(project string, sn *snap) (old *snap, stored bool, err error) {
-	tx.NoteRev(sn.rev)
 	p, err := tx.prefix(project, true)
 	if err != nil {
 		return nil, false, err

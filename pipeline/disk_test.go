@@ -40,6 +40,7 @@ func txApply(tx *DiskTx, ev *events.Event) error {
 	if err != nil {
 		return fmt.Errorf("event %s: %w", ev.ID, err)
 	}
+	tx.NoteRev(sn.rev)
 	_, _, err = tx.Offer(ev.Project, sn)
 	return err
 }

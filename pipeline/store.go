@@ -125,25 +125,31 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, repli
 	}
 }
 
-// take applies key-value entries to the disk store in one write
-// transaction. Entries the store holds already (this replica's own
-// writes, coming back through the watch) are passed over without being
-// decoded.
+// take applies key-value entries of the watch to the disk store in one
+// write transaction, and records that every entry up to the last one is
+// reflected. Entries the store holds already (this replica's own writes,
+// coming back through the watch) are passed over without being decoded.
 func (s *Store) take(entries []jetstream.KeyValueEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	if err := s.state.Update(func(tx *DiskTx) error { return s.takeTx(tx, entries) }); err != nil {
+	if err := s.state.Update(func(tx *DiskTx) error { return s.takeTx(tx, entries, true) }); err != nil {
 		return fmt.Errorf("local state store: %w", err)
 	}
 	return nil
 }
 
-func (s *Store) takeTx(tx *DiskTx, entries []jetstream.KeyValueEntry) error {
+// takeTx stores the entries the store does not hold yet. With watched,
+// they are the watch's, in order, and the transaction records their
+// revisions as reflected; entries read on their own (a conflict's) are
+// not: the watch has not passed the revisions before them.
+func (s *Store) takeTx(tx *DiskTx, entries []jetstream.KeyValueEntry, watched bool) error {
 	for _, e := range entries {
-		tx.NoteRev(e.Revision())
-		if s.ours.passes(e.Revision()) {
-			continue
+		if watched {
+			tx.NoteRev(e.Revision())
+			if s.ours.passes(e.Revision(), closedChan) {
+				continue
+			}
 		}
 		project, kind, id, ok := parseStateKey(e.Key())
 		if !ok {
@@ -168,6 +174,26 @@ func (s *Store) takeTx(tx *DiskTx, entries []jetstream.KeyValueEntry) error {
 		}
 	}
 	return nil
+}
+
+// closedChan makes ownWrites.passes not wait (inside a transaction: the
+// Apply it would wait for waits for the transaction's lock).
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// pass records the watch's entries when every one is this replica's own
+// committed write (waiting for those still pending), without a
+// transaction, and reports whether it did.
+func (s *Store) pass(ctx context.Context, entries []jetstream.KeyValueEntry) bool {
+	for _, e := range entries {
+		if !s.ours.passes(e.Revision(), ctx.Done()) {
+			// Not ours (or stopping): take reads the store for it, and
+			// passes over the ones before it again (they are dropped from
+			// the list now, and found stored).
+			return false
+		}
+	}
+	s.state.NoteWatched(entries[len(entries)-1].Revision())
+	return true
 }
 
 // Run follows the state bucket (other replicas' writes) until ctx is done,
@@ -216,6 +242,9 @@ func (s *Store) Run(ctx context.Context) error {
 				default:
 					break more
 				}
+			}
+			if s.pass(ctx, batch) {
+				continue
 			}
 			if err := s.take(batch); err != nil {
 				return err
@@ -268,24 +297,25 @@ type write struct {
 func (s *Store) Apply(ctx context.Context, evs []*events.Event) (applied, error) {
 	var res applied
 	var revs []uint64
+	// The watch waits for the fate of the writes it sees meanwhile:
+	// committed with this transaction, or (an error dropped it) to be
+	// applied from the watch like anyone's.
+	s.ours.begin()
 	err := s.state.Update(func(tx *DiskTx) error {
-		var err error
-		revs, err = s.apply(ctx, tx, evs, &res)
-		return err
+		return s.apply(ctx, tx, evs, &res, &revs)
 	})
+	s.ours.end(revs, err == nil)
 	if err != nil {
 		return applied{}, err
 	}
-	s.ours.add(revs)
 	return res, nil
 }
 
-func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res *applied) ([]uint64, error) {
-	var revs []uint64
+func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res *applied, revs *[]uint64) error {
 	pendingEvs := evs
 	for attempt := 0; len(pendingEvs) > 0; attempt++ {
 		if attempt == 5 {
-			return nil, fmt.Errorf("state writes kept conflicting with another replica")
+			return fmt.Errorf("state writes kept conflicting with another replica")
 		}
 		writes, order := map[string]*write{}, []string{}
 		for _, ev := range pendingEvs {
@@ -301,7 +331,7 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 			} else {
 				var err error
 				if cur, err = tx.Current(ev.Project, ev.Kind, ev.EntityID); err != nil {
-					return nil, fmt.Errorf("local state store: %w", err)
+					return fmt.Errorf("local state store: %w", err)
 				}
 				base = cur
 				if cur != nil && cur.version >= ev.Version {
@@ -317,7 +347,7 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 			}
 			sn, err := snapFromEvent(ev, base)
 			if err != nil {
-				return nil, fmt.Errorf("event %s: %w", ev.ID, err)
+				return fmt.Errorf("event %s: %w", ev.ID, err)
 			}
 			if w == nil {
 				w = &write{key: key, project: ev.Project, old: cur}
@@ -341,7 +371,7 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 				Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(w.expect, 10)}}}
 			fut, err := s.js.PublishMsgAsync(msg, stallWait)
 			if err != nil {
-				return nil, fmt.Errorf("state write %s: %w", key, err)
+				return fmt.Errorf("state write %s: %w", key, err)
 			}
 			w.fut = fut
 		}
@@ -353,9 +383,9 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 			case ack := <-w.fut.Ok():
 				w.sn.rev = ack.Sequence
 				res.rev = max(res.rev, ack.Sequence)
-				revs = append(revs, ack.Sequence)
+				*revs = append(*revs, ack.Sequence)
 				if _, _, err := tx.Offer(w.project, w.sn); err != nil {
-					return nil, fmt.Errorf("local state store: %w", err)
+					return fmt.Errorf("local state store: %w", err)
 				}
 				res.changes = append(res.changes, change{project: w.project, kind: w.sn.kind, old: w.old, new: w.sn})
 			case err := <-w.fut.Err():
@@ -369,13 +399,13 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 					firstErr = fmt.Errorf("state write %s: %w", key, err)
 				}
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return ctx.Err()
 			}
 		}
 		if firstErr != nil {
 			// What was acknowledged reaches the local store through the
 			// watch (this transaction is dropped, and none of it is ours).
-			return nil, firstErr
+			return firstErr
 		}
 		if len(conflicted) == 0 {
 			break
@@ -386,14 +416,14 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 		for key := range conflicted {
 			e, err := s.kv.Get(ctx, key)
 			if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-				return nil, fmt.Errorf("state read %s: %w", key, err)
+				return fmt.Errorf("state read %s: %w", key, err)
 			}
 			if e != nil {
 				got = append(got, e)
 			}
 		}
-		if err := s.takeTx(tx, got); err != nil {
-			return nil, fmt.Errorf("local state store: %w", err)
+		if err := s.takeTx(tx, got, false); err != nil {
+			return fmt.Errorf("local state store: %w", err)
 		}
 		var retry []*events.Event
 		for _, ev := range pendingEvs {
@@ -403,16 +433,21 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 		}
 		pendingEvs = retry
 	}
-	return revs, nil
+	return nil
 }
 
 // ownWrites are the revisions of this replica's state writes that the
-// watch has not passed yet, ascending: the watch skips them without
-// reading the store (Apply committed them already). The watch delivers
-// revisions in order, so any below the one it delivers is gone.
+// watch has not passed yet, ascending, kept once the transaction that
+// stored them committed: the watch passes them without reading the store.
+// While an Apply runs, the watch waits for it to end before it decides
+// about a revision it does not know (the echo of a write can arrive
+// before its acknowledgement). The watch delivers revisions in order, so
+// any kept below the one it delivers is gone.
 type ownWrites struct {
-	mu   sync.Mutex
-	revs []uint64
+	mu      sync.Mutex
+	revs    []uint64
+	active  int           // Apply calls running
+	settled chan struct{} // closed (and replaced) when one ends
 }
 
 // ownWritesMax bounds the list (a watch that stopped leaves it full):
@@ -420,13 +455,27 @@ type ownWrites struct {
 // the store as any entry is.
 const ownWritesMax = 1 << 16
 
-func (o *ownWrites) add(revs []uint64) {
-	if len(revs) == 0 {
+// begin records that an Apply runs.
+func (o *ownWrites) begin() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.active++
+}
+
+// end records that an Apply ended, keeping its writes' revisions if its
+// transaction committed.
+func (o *ownWrites) end(revs []uint64, committed bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.active--
+	if o.settled != nil {
+		close(o.settled)
+		o.settled = nil
+	}
+	if !committed || len(revs) == 0 {
 		return
 	}
 	slices.Sort(revs)
-	o.mu.Lock()
-	defer o.mu.Unlock()
 	if n := len(o.revs); n > 0 && revs[0] < o.revs[n-1] {
 		// Out of order with the list (cannot happen with one Apply at a
 		// time): keep it sorted.
@@ -440,17 +489,34 @@ func (o *ownWrites) add(revs []uint64) {
 	}
 }
 
-// passes reports whether rev is one of ours, dropping it and every
-// lower one.
-func (o *ownWrites) passes(rev uint64) bool {
+// passes reports whether rev is one of ours, committed, dropping it and
+// every lower one. A revision it does not know while an Apply runs is
+// waited for, until the Apply ends or done is closed.
+func (o *ownWrites) passes(rev uint64, done <-chan struct{}) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	i, found := slices.BinarySearch(o.revs, rev)
-	if found {
-		i++
+	for {
+		i, found := slices.BinarySearch(o.revs, rev)
+		if found || o.active == 0 {
+			if found {
+				i++
+			}
+			if i > 0 {
+				o.revs = append(o.revs[:0], o.revs[i:]...)
+			}
+			return found
+		}
+		if o.settled == nil {
+			o.settled = make(chan struct{})
+		}
+		ch := o.settled
+		o.mu.Unlock()
+		select {
+		case <-ch:
+			o.mu.Lock()
+		case <-done:
+			o.mu.Lock()
+			return false
+		}
 	}
-	if i > 0 {
-		o.revs = append(o.revs[:0], o.revs[i:]...)
-	}
-	return found
 }

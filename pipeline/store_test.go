@@ -1,12 +1,14 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/exportstream/exportstream/events"
 	"github.com/exportstream/exportstream/events/eventstest"
@@ -92,6 +94,77 @@ func storeEvents(t *testing.T, from, n int, v int64) []*events.Event {
 	return evs
 }
 
+// watchUntil runs the store's watch until its disk store reflects rev,
+// then stops it.
+func watchUntil(t *testing.T, s *Store, rev uint64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	wait, stop := context.WithTimeout(ctx, 10*time.Second)
+	defer stop()
+	ok := s.state.WaitRev(rev, wait.Done())
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !ok {
+		t.Fatalf("the store did not reach revision %d (at %d)", rev, s.state.Rev())
+	}
+}
+
+// The revision the store records is the watch's: a replica's own writes
+// never carry it past another replica's write it has not seen, so that a
+// restart never resumes after it and an export that waits for a revision
+// has everything up to it.
+func TestStoreRevisionFollowsTheWatch(t *testing.T) {
+	ns := eventstest.StartServer(t)
+	_, js := eventstest.Connect(t, ns)
+	log := slog.New(slog.DiscardHandler)
+	dir := t.TempDir()
+	d := openDisk(t, dir)
+	a, err := OpenStore(t.Context(), js, "RF_STATE", 1, d, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenStore(t.Context(), js, "RF_STATE", 1, openDisk(t, t.TempDir()), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.watch.Stop()
+	// b writes revisions 1-3, then a writes 4-5 without its watch running.
+	if _, err := b.Apply(t.Context(), storeEvents(t, 1, 3, 1)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Apply(t.Context(), storeEvents(t, 10, 2, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.rev != 5 {
+		t.Fatalf("a wrote up to revision %d, want 5", res.rev)
+	}
+	if d.Rev() != 0 {
+		t.Fatalf("a's store claims revision %d before its watch passed b's writes", d.Rev())
+	}
+	// Restarted now, a would load b's writes.
+	watchUntil(t, a, 5)
+	for id, want := range map[int64]int64{1: 1, 3: 1, 10: 1, 11: 1} {
+		if got := fileVersion(t, d, id); got != want {
+			t.Errorf("file %d: version %d, want %d", id, got, want)
+		}
+	}
+	// The revision the watch passed is recorded, also when the last
+	// entries were a's own (no transaction wrote them).
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d = openDisk(t, dir)
+	defer d.Close()
+	if d.Rev() != 5 {
+		t.Errorf("reopened at revision %d, want 5", d.Rev())
+	}
+}
+
 // fileVersion returns the version of file id in the store (0: none).
 func fileVersion(t *testing.T, d *DiskState, id int64) int64 {
 	t.Helper()
@@ -122,11 +195,8 @@ func TestStoreResumesFromItsRevision(t *testing.T) {
 	if _, err := a.Apply(t.Context(), storeEvents(t, 1, 50, 1)); err != nil {
 		t.Fatal(err)
 	}
+	watchUntil(t, a, 50)
 	rev := d.Rev()
-	if rev != 50 {
-		t.Fatalf("store at revision %d after 50 writes", rev)
-	}
-	a.watch.Stop()
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
