@@ -281,6 +281,9 @@ func buildService(t testing.TB) string {
 	}
 	bin := filepath.Join(t.TempDir(), "exportstream")
 	cmd := exec.CommandContext(t.Context(), goCmd, "build", "-o", bin, ".")
+	// As deploy/Dockerfile builds it: without cgo, so Pebble's block
+	// cache and memtables are Go memory.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

@@ -83,6 +83,7 @@ func buildRevision(b *testing.B, rev string) string {
 	bin := filepath.Join(b.TempDir(), "exportstream-"+rev)
 	cmd := exec.CommandContext(b.Context(), "go", "build", "-o", bin, "./cmd/exportstream")
 	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as buildService
 	if out, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("go build at %s: %v\n%s", rev, err, out)
 	}
@@ -295,13 +296,14 @@ log:
 		close(profiled)
 	}
 	var drained time.Duration
-	var natsCPU, svcCPU float64
+	var natsCPU, svcCPU, drainRSS float64
 	for end := time.Now().Add(20 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
 		info, err := cons.Info(ctx)
 		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream >= uint64(total) {
 			drained = time.Since(start)
 			natsCPU = cpuSeconds(natsProc.Process.Pid) - natsCPU0
 			svcCPU = cpuSeconds(svc.Process.Pid)
+			drainRSS = peakRSS(svc.Process.Pid)
 			break
 		}
 		if time.Now().After(end) {
@@ -309,6 +311,16 @@ log:
 		}
 	}
 	<-profiled
+	if dir := os.Getenv("EXPORTSTREAM_BENCH_PROFILE"); dir != "" {
+		// The heap after the drain.
+		if addr := serviceHTTPAddr(logPath, time.Second); addr != "" {
+			if resp, err := http.Get("http://" + addr + "/debug/pprof/heap"); err == nil {
+				raw, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("heap-%d-%s.pprof", files, filepath.Base(svcBin))), raw, 0o644)
+			}
+		}
+	}
 	latest := filepath.Join(bucket, "exports", "all", "latest.json")
 	exportID := func() string {
 		raw, err := os.ReadFile(latest)
@@ -350,6 +362,23 @@ log:
 	regen := time.Since(editAt)
 	b.StopTimer()
 	rss := peakRSS(svc.Process.Pid)
+	if dir := os.Getenv("EXPORTSTREAM_BENCH_PROFILE"); dir != "" {
+		// Where the memory is after the exports: the process's mappings
+		// and the Go runtime's own account.
+		tag := fmt.Sprintf("%d-%s", files, filepath.Base(svcBin))
+		if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", svc.Process.Pid)); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, "smaps-"+tag+".txt"), raw, 0o644)
+		}
+		if addr := serviceHTTPAddr(logPath, time.Second); addr != "" {
+			for name, q := range map[string]string{"memstats-" + tag + ".txt": "?debug=1", "heap-export-" + tag + ".pprof": ""} {
+				if resp, err := http.Get("http://" + addr + "/debug/pprof/heap" + q); err == nil {
+					raw, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					_ = os.WriteFile(filepath.Join(dir, name), raw, 0o644)
+				}
+			}
+		}
+	}
 
 	// Restarts: a clean stop, then a start on the same local state store
 	// (it resumes from the revision it recorded), then one with the store
@@ -384,6 +413,7 @@ log:
 	b.ReportMetric(firstExport.Seconds(), "s-first-export")
 	b.ReportMetric(regen.Seconds(), "s-regen-after-edit(quiet-1s)")
 	b.ReportMetric(rss, "MB-peak-RSS")
+	b.ReportMetric(drainRSS, "MB-peak-RSS-drain")
 	b.ReportMetric(resumed.Seconds(), "s-restart-ready")
 	b.ReportMetric(resumedRSS, "MB-restart-RSS")
 	b.ReportMetric(rebuilt.Seconds(), "s-rebuild-ready")
