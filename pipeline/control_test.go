@@ -20,9 +20,12 @@ func TestGenerate(t *testing.T) {
 		t.Fatal(err)
 	}
 	h, d, exp := luckfrill(t, b)
+	// The first export of the whole example (an earlier one may show
+	// every file before every instance arrived).
 	waitFor(t, "the first export", 30*time.Second, func() bool {
 		m := latestRecord(t, b, d.Path)
-		return m != nil && m.FileListLength == exp.Definitions[d.Name].FileListLength
+		want := exp.Definitions[d.Name]
+		return m != nil && m.FileListLength == want.FileListLength && m.InstanceCount == want.InstanceCount
 	})
 	first := latestRecord(t, b, d.Path)
 
