@@ -130,6 +130,17 @@ func cpuSeconds(pid int) float64 {
 	return (ut + st) / 100 // USER_HZ is 100 on Linux
 }
 
+// exited reports whether the process has ended (a zombie not waited for
+// yet, or gone).
+func exited(pid int) bool {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	return len(f) == 0 || f[0] == "Z" || f[0] == "X"
+}
+
 // peakRSS reads a process's VmHWM in MB.
 func peakRSS(pid int) float64 {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -308,6 +319,10 @@ log:
 		}
 		if time.Now().After(end) {
 			b.Fatalf("the service did not drain the backlog: %+v %v", info, err)
+		}
+		if exited(svc.Process.Pid) {
+			raw, _ := os.ReadFile(logPath)
+			b.Fatalf("the service exited while draining:\n%s", raw)
 		}
 	}
 	<-profiled
