@@ -12,26 +12,31 @@
 //	GET  /api/v1/exports/{id}/url        a signed download URL and its expiry
 //	GET  /api/v1/definitions             the definitions, each with its latest export
 //	GET  /api/v1/status                  how current the exports are: the newest event applied, the
-//	                                     consumer's backlog, per definition up to date or events pending
+//	                                     consumer's backlog, per definition up to date or events pending;
+//	                                     the replica's readiness and each connection's health
 //	GET  /api/v1/deadletters             dead-letter count and the newest entries with their reasons
 //	POST /api/v1/deadletters/redrive     re-publish chosen entries: {"sequences": [..]}
 //
 // Errors are JSON {"error": {"code", "message"}} with a fitting status:
 // 400 bad_request, 401 unauthorized, 404 not_found, 409 not_ready (an
-// export asked for its data or URL before it is complete), 500
-// export_failed / internal, 503 unavailable. With a token configured,
-// every /api/ request needs "Authorization: Bearer <token>"; the page
+// export asked for its data or URL before it is complete), 429
+// too_many_requests (more ad-hoc exports than http.max_adhoc_exports; with
+// Retry-After), 500 export_failed / internal, 503 unavailable. With a
+// token configured, every /api/ request needs "Authorization: Bearer
+// <token>" (the scheme in any case); the page
 // itself is public and asks for the token. Secrets never appear in an
 // answer: records hold none, and provider errors pass through the
-// service's secret filter before they are logged; answers carry only
-// their text.
+// service's secret filter before they are logged; answers (but signed
+// URLs) pass it too.
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -51,6 +56,9 @@ type Options struct {
 	// Consumer, when set, returns the event consumer's state (its
 	// backlog, for GET /api/v1/status).
 	Consumer func(context.Context) (*jetstream.ConsumerInfo, error)
+	// Health, when set, returns the replica's readiness and its
+	// connections' health, for GET /api/v1/status.
+	Health func() Health
 	// Token, when not empty, is required as a bearer token on /api/.
 	Token string
 	// SignedURLExpiry is the download links' lifetime per connection
@@ -59,7 +67,8 @@ type Options struct {
 	// MaxWait bounds how long a POST with "wait": true waits (default
 	// 15 minutes).
 	MaxWait time.Duration
-	// Redact, when set, blanks secrets in error messages.
+	// Redact, when set, blanks secrets in every JSON answer but signed
+	// URLs (raw and JSON-escaped: it is applied to the encoded answer).
 	Redact func(string) string
 	Logger *slog.Logger
 }
@@ -99,11 +108,12 @@ func (s *Server) Register(mux *http.ServeMux) {
 }
 
 // Auth wraps h with the bearer-token check, when a token is configured
-// (401 JSON error otherwise).
+// (401 JSON error otherwise). The scheme is case-insensitive (RFC 7235:
+// "bearer", "BEARER"); the token is compared exactly.
 func (s *Server) Auth(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.o.Token != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			got, ok := bearerToken(r.Header.Get("Authorization"))
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.o.Token)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="exportstream"`)
 				s.writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <http.token>)")
@@ -112,6 +122,18 @@ func (s *Server) Auth(h http.HandlerFunc) http.Handler {
 		}
 		h(w, r)
 	})
+}
+
+// bearerToken returns the token of an Authorization header value
+// "Bearer <token>", the scheme in any case, with one or more spaces
+// before the token (RFC 7235, RFC 6750).
+func bearerToken(h string) (string, bool) {
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimLeft(token, " ")
+	return token, token != ""
 }
 
 // apiError is the body of every error answer.
@@ -123,17 +145,40 @@ type apiError struct {
 }
 
 // writeError answers with an error; the message passes the secret
-// filter first (a provider's error text may quote a request).
+// filter (a provider's error text may quote a request).
 func (s *Server) writeError(w http.ResponseWriter, status int, code, msg string) {
-	if s.o.Redact != nil {
-		msg = s.o.Redact(msg)
-	}
 	var e apiError
 	e.Error.Code, e.Error.Message = code, msg
-	writeJSON(w, status, e)
+	s.writeJSON(w, status, e)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// writeJSON answers with v as JSON, passed through the secret filter
+// (Options.Redact): a record's status_text, a dead letter's reason or a
+// health check's error may quote a provider's error, which may hold a
+// URL with a password. Signed URLs must not be filtered (a session token
+// is part of an S3 presigned URL): answer them with writeJSONUnfiltered.
+func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
+	if s.o.Redact == nil {
+		writeJSONUnfiltered(w, status, v)
+		return
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		var e apiError
+		e.Error.Code, e.Error.Message = "internal", "the answer cannot be encoded"
+		writeJSONUnfiltered(w, http.StatusInternalServerError, e)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, s.o.Redact(buf.String()))
+}
+
+// writeJSONUnfiltered answers with v as JSON as it is.
+func writeJSONUnfiltered(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

@@ -53,7 +53,7 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 	out := deadLetters{Stream: s.o.DeadLetterStream, Entries: []deadLetter{}}
 	stream, err := s.o.JetStream.Stream(r.Context(), s.o.DeadLetterStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		writeJSON(w, http.StatusOK, out) // nothing dead-lettered yet
+		s.writeJSON(w, http.StatusOK, out) // nothing dead-lettered yet
 		return
 	}
 	if err != nil {
@@ -77,7 +77,7 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Entries = append(out.Entries, viewDeadLetter(m))
 	}
-	writeJSON(w, http.StatusOK, out)
+	s.writeJSON(w, http.StatusOK, out)
 }
 
 func viewDeadLetter(m *jetstream.RawStreamMsg) deadLetter {
@@ -203,5 +203,5 @@ func (s *Server) redrive(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusNotFound, "not_found", noDeadLetters(missing))
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	s.writeJSON(w, http.StatusOK, out)
 }

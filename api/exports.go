@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/exportstream/exportstream/config"
 	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/pipeline"
 )
@@ -45,7 +46,7 @@ func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 	switch f.Status {
 	case "", pipeline.StatusPending, pipeline.StatusGenerating, pipeline.StatusUploading, pipeline.StatusComplete, pipeline.StatusFailed, pipeline.StatusSkipped:
 	case statusDeleted, statusExisting:
-		writeJSON(w, http.StatusOK, s.listRetained(f))
+		s.writeJSON(w, http.StatusOK, s.listRetained(f))
 		return
 	default:
 		s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("status=%q is not one of pending, generating, uploading, complete, failed, skipped, deleted, existing", f.Status))
@@ -59,7 +60,7 @@ func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 	if pg.More {
 		page.NextBefore = pg.Records[len(pg.Records)-1].ID
 	}
-	writeJSON(w, http.StatusOK, page)
+	s.writeJSON(w, http.StatusOK, page)
 }
 
 // The list's filters on what retention did: complete exports whose
@@ -129,7 +130,7 @@ func (s *Server) record(w http.ResponseWriter, r *http.Request) (*pipeline.Recor
 
 func (s *Server) getExport(w http.ResponseWriter, r *http.Request) {
 	if rec, ok := s.record(w, r); ok {
-		writeJSON(w, http.StatusOK, rec)
+		s.writeJSON(w, http.StatusOK, rec)
 	}
 }
 
@@ -204,7 +205,7 @@ func (s *Server) exportURL(w http.ResponseWriter, r *http.Request) {
 		s.signError(w, r, rec, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, u)
+	writeJSONUnfiltered(w, http.StatusOK, u) // the secret filter must not touch the signed URL
 }
 
 func (s *Server) sign(ctx context.Context, rec *pipeline.Record) (*signedURL, error) {
@@ -316,6 +317,12 @@ func (s *Server) createExport(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 			return
 		}
+		if errors.Is(err, pipeline.ErrTooManyAdhoc) {
+			w.Header().Set("Retry-After", strconv.Itoa(adhocRetryAfter))
+			s.writeError(w, http.StatusTooManyRequests, "too_many_requests",
+				fmt.Sprintf("%v (http.max_adhoc_exports); ask again in %d s", err, adhocRetryAfter))
+			return
+		}
 		var empty *pipeline.EmptySourceError
 		if errors.As(err, &empty) {
 			s.writeError(w, http.StatusUnprocessableEntity, "empty_source",
@@ -329,7 +336,7 @@ func (s *Server) createExport(w http.ResponseWriter, r *http.Request) {
 	}
 	if !req.Wait {
 		w.Header().Set("Location", "/api/v1/exports/"+strconv.FormatInt(rec.ID, 10))
-		writeJSON(w, http.StatusAccepted, rec)
+		s.writeJSON(w, http.StatusAccepted, rec)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.o.MaxWait)
@@ -356,19 +363,33 @@ func (s *Server) createExport(w http.ResponseWriter, r *http.Request) {
 			s.signError(w, r, done, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, struct {
+		// Unfiltered: the secret filter must not touch the signed URL.
+		rec := *done
+		if s.o.Redact != nil {
+			rec.StatusText = s.o.Redact(rec.StatusText)
+		}
+		writeJSONUnfiltered(w, http.StatusOK, struct {
 			*signedURL
 			Export *pipeline.Record `json:"export"`
-		}{u, done})
+		}{u, &rec})
 	default:
-		writeJSON(w, http.StatusOK, done)
+		s.writeJSON(w, http.StatusOK, done)
 	}
 }
 
-// adhocDefinition checks an ad-hoc request; msg says what is wrong.
+// adhocRetryAfter is the Retry-After (seconds) of an ad-hoc request
+// refused because too many run.
+const adhocRetryAfter = 5
+
+// adhocDefinition checks an ad-hoc request; msg says what is wrong. The
+// project is checked as the config checks exports[].project: it becomes
+// a token of the completion event's subject.
 func adhocDefinition(req *createRequest) (pipeline.Definition, string) {
 	if req.Project == "" || req.Source == nil || req.Connection == "" {
 		return pipeline.Definition{}, `give "definition", or an ad-hoc "project", "source" and "connection"`
+	}
+	if err := config.CheckProject(req.Project); err != nil {
+		return pipeline.Definition{}, "project: " + err.Error()
 	}
 	src, err := req.Source.source()
 	if err != nil {
@@ -419,5 +440,5 @@ func (s *Server) listDefinitions(w http.ResponseWriter, r *http.Request) {
 			Latest: s.o.Pipeline.LatestRecord(d.Name), Skipped: s.o.Pipeline.SkippedRecord(d.Name),
 		})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"definitions": out})
+	s.writeJSON(w, http.StatusOK, map[string]any{"definitions": out})
 }

@@ -13,6 +13,31 @@ type statusView struct {
 	Events eventsView `json:"events"`
 	// Definitions are in the order of GET /api/v1/definitions.
 	Definitions []freshnessView `json:"definitions"`
+	// Ready, Checks and Connections: what /readyz?verbose says (when the
+	// service gives Options.Health).
+	Ready       *bool   `json:"ready,omitempty"`
+	Checks      []Check `json:"checks,omitempty"`
+	Connections []Check `json:"connections,omitempty"`
+}
+
+// Health is this replica's readiness and the health of each of its
+// connections, as /readyz reports them.
+type Health struct {
+	// Ready: every check in Checks passes, so the replica can do its
+	// work (NATS connected, consumer bound, state writes succeed).
+	Ready  bool
+	Checks []Check
+	// Connections are one check per connection (its latest write), by
+	// name; they do not make the replica unready: a bucket that is down
+	// delays its own exports only.
+	Connections []Check
+}
+
+// Check is one named check: ok, or what is wrong.
+type Check struct {
+	Name  string `json:"name"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
 }
 
 // eventsView is how far the event consumer got.
@@ -77,6 +102,10 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 			out.Events.Backlog, out.Events.Waiting, out.Events.InFlight = &backlog, &waiting, &inFlight
 		}
 	}
+	if s.o.Health != nil {
+		h := s.o.Health()
+		out.Ready, out.Checks, out.Connections = &h.Ready, h.Checks, h.Connections
+	}
 	for _, d := range s.o.Pipeline.Definitions() {
 		f, err := s.o.Pipeline.Freshness(r.Context(), d.Name)
 		if err != nil {
@@ -90,5 +119,5 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Definitions = append(out.Definitions, v)
 	}
-	writeJSON(w, http.StatusOK, out)
+	s.writeJSON(w, http.StatusOK, out)
 }

@@ -35,6 +35,8 @@ type Config struct {
 	// Records says how long the export records (the history the API,
 	// the CLI and the page show) are kept in the records bucket.
 	Records Records `yaml:"records"`
+	// Retry says how failed exports are retried.
+	Retry Retry `yaml:"retry"`
 	// State is the service's local state store.
 	State State `yaml:"state"`
 	// HTTP configures the HTTP listener.
@@ -89,7 +91,8 @@ type NATS struct {
 	// buckets the service creates.
 	Replicas int `yaml:"replicas"`
 	// StatePrefix names the key-value buckets the service keeps its state
-	// in: <prefix>_STATE, <prefix>_DIRTY, <prefix>_EXPORTS, <prefix>_LEASES.
+	// in: <prefix>_STATE, <prefix>_DIRTY, <prefix>_EXPORTS, <prefix>_LEASES,
+	// <prefix>_REPLICAS.
 	StatePrefix string `yaml:"state_prefix"`
 	// MaxEventBytes: a larger event body is bad input.
 	MaxEventBytes int `yaml:"max_event_bytes"`
@@ -356,6 +359,24 @@ const (
 	DefaultRecordsMaxAge   = 30 * 24 * time.Hour
 )
 
+// Retry says how failed work is retried: a failed export attempt of a
+// definition, and an event batch whose state write failed, are tried
+// again after 0.5 s (0.25 s for batches) doubling up to MaxBackoff. An
+// export is also retried at once when the NATS connection comes back or
+// its bucket answers again.
+type Retry struct {
+	// MaxBackoff caps the wait between attempts; default
+	// DefaultMaxBackoff, MinMaxBackoff..MaxMaxBackoff.
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+}
+
+// Retry defaults and limits.
+const (
+	DefaultMaxBackoff = 5 * time.Second
+	MinMaxBackoff     = 100 * time.Millisecond
+	MaxMaxBackoff     = time.Hour
+)
+
 // State is the local state store: a key-value store on disk (Pebble)
 // where the service keeps a cache of the <prefix>_STATE bucket. It is
 // only a cache: a missing or deleted store is rebuilt from the bucket at
@@ -385,7 +406,19 @@ type HTTP struct {
 	// <token>"). Required when Listen is not a loopback address; empty on
 	// loopback: no authentication.
 	Token Secret `yaml:"token"`
+	// MaxAdhocExports bounds the ad-hoc exports (POST /api/v1/exports
+	// with a project and source) running at once on this replica; a
+	// request beyond it is refused (429, Retry-After). Identical requests
+	// made while one runs share its export and do not count again.
+	// Default DefaultMaxAdhocExports, 1..MaxAdhocExportsLimit.
+	MaxAdhocExports int `yaml:"max_adhoc_exports"`
 }
+
+// Ad-hoc export limits.
+const (
+	DefaultMaxAdhocExports = 4
+	MaxAdhocExportsLimit   = 256
+)
 
 // Log configures logging.
 type Log struct {
@@ -399,8 +432,10 @@ type Log struct {
 // base every file is decoded onto: an embedded NATS server on
 // 127.0.0.1:4222 storing under ./data/nats, one connection "local-disk" of
 // type local writing to ./data/bucket, no exports, export records kept
-// for 30 days and at most 1000 per definition, the local state store in
-// ./data/state, HTTP on 127.0.0.1:8080, JSON logs at level info, the host
+// for 30 days and at most 1000 per definition, retries backing off to at
+// most 5 s, the local state store in
+// ./data/state, HTTP on 127.0.0.1:8080 with at most 4 ad-hoc exports at
+// once, JSON logs at level info, the host
 // name as deployment. Each call returns a new Config; Default is valid if
 // the host name is known and fits [A-Za-z0-9._-]+.
 func Default() *Config {
@@ -427,8 +462,9 @@ func Default() *Config {
 			Local: &Local{Dir: "./data/bucket"},
 		}},
 		Records:    Records{KeepLast: DefaultRecordsKeepLast, MaxAge: DefaultRecordsMaxAge},
+		Retry:      Retry{MaxBackoff: DefaultMaxBackoff},
 		State:      State{Dir: DefaultStateDir},
-		HTTP:       HTTP{Listen: "127.0.0.1:8080"},
+		HTTP:       HTTP{Listen: "127.0.0.1:8080", MaxAdhocExports: DefaultMaxAdhocExports},
 		Log:        Log{Level: "info", Format: "json"},
 		Deployment: hostname(),
 	}

@@ -321,6 +321,30 @@ func TestRecordsDefaults(t *testing.T) {
 	}
 }
 
+// TestMaxAdhocExportsDefault: at most 4 ad-hoc exports at once, in
+// Default and in a file that leaves the key out; a value is kept.
+func TestMaxAdhocExportsDefault(t *testing.T) {
+	if got := Default().HTTP.MaxAdhocExports; got != 4 || DefaultMaxAdhocExports != 4 {
+		t.Errorf("Default().HTTP.MaxAdhocExports = %d (DefaultMaxAdhocExports %d), want 4", got, DefaultMaxAdhocExports)
+	}
+	for data, want := range map[string]int{
+		"http:\n":                                  4,
+		"http: {listen: 127.0.0.1:9090}\n":         4,
+		"http: {max_adhoc_exports: 12}\n":          12,
+		"http: {max_adhoc_exports: }\n":            4,
+		"http:\n  max_adhoc_exports: 1\nlog: {}\n": 1,
+	} {
+		cfg, err := Parse([]byte(data), nil)
+		if err != nil {
+			t.Errorf("Parse(%q): %v", data, err)
+			continue
+		}
+		if cfg.HTTP.MaxAdhocExports != want {
+			t.Errorf("Parse(%q): max_adhoc_exports %d, want %d", data, cfg.HTTP.MaxAdhocExports, want)
+		}
+	}
+}
+
 // TestStateDefaults: the local state store defaults to ./data/state, in
 // Default and in a file that leaves state.dir out or empty (null); a value
 // is kept, and an explicit empty string is a problem.
@@ -511,6 +535,12 @@ func TestNewKeysValidate(t *testing.T) {
 			[]Problem{{Path: "nats.max_event_depth", Message: "must be between 1 and 10000 (got -3)"}}},
 		{"depth 10001", func(c *Config) { c.NATS.MaxEventDepth = 10001 },
 			[]Problem{{Path: "nats.max_event_depth", Message: "must be between 1 and 10000 (got 10001)"}}},
+		{"max_adhoc_exports 1", func(c *Config) { c.HTTP.MaxAdhocExports = 1 }, nil},
+		{"max_adhoc_exports 256", func(c *Config) { c.HTTP.MaxAdhocExports = 256 }, nil},
+		{"max_adhoc_exports 0", func(c *Config) { c.HTTP.MaxAdhocExports = 0 },
+			[]Problem{{Path: "http.max_adhoc_exports", Message: "must be between 1 and 256 (got 0; leave the key out for the default, 4)"}}},
+		{"max_adhoc_exports 257", func(c *Config) { c.HTTP.MaxAdhocExports = 257 },
+			[]Problem{{Path: "http.max_adhoc_exports", Message: "must be between 1 and 256 (got 257; leave the key out for the default, 4)"}}},
 		{"deployment with dots", func(c *Config) { c.Deployment = "prod.eu-1_a" }, nil},
 		{"deployment empty", func(c *Config) { c.Deployment = "" },
 			[]Problem{{Path: "deployment", Message: "required (it defaults to the host name, which is unknown here)"}}},

@@ -90,7 +90,9 @@ func (c Connection) Format(f fmt.State, verb rune) {
 
 // SecretValues returns every secret value in the configuration, plus the
 // secret parts of composite ones (an Azure connection string's AccountKey
-// and SharedAccessSignature, a SAS token's sig), longest first, without
+// and SharedAccessSignature, a SAS token's sig) and the passwords and
+// tokens in the user information of URLs (nats.url, endpoints: see
+// urlSecrets), longest first, without
 // empty or very short values. Output filters use it to blank secrets that
 // reach a log line or error by a path Secret cannot guard, such as an
 // SDK's error message.
@@ -129,6 +131,11 @@ func (c *Config) SecretValues() []string {
 			}
 		case reflect.String:
 			if v.Type() != reflect.TypeFor[Secret]() {
+				// A URL may carry a password or token in its user
+				// information (nats://user:password@host).
+				for _, sec := range urlSecrets(v.String()) {
+					add(sec)
+				}
 				return
 			}
 			s := v.String()
@@ -149,5 +156,45 @@ func (c *Config) SecretValues() []string {
 		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+// urlSecrets returns the secrets in the user information of the URLs in
+// s (a comma separated list, as nats.url is): the password of
+// scheme://user:password@host, or the whole user information of
+// scheme://token@host, each as written and percent-decoded. The user
+// name beside a password is not a secret. Text without "@" in a URL's
+// authority holds none.
+func urlSecrets(s string) []string {
+	if !strings.Contains(s, "@") {
+		return nil
+	}
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if _, rest, ok := strings.Cut(part, "://"); ok {
+			part = rest
+		}
+		authority := part
+		if i := strings.IndexAny(part, "/?#"); i >= 0 {
+			authority = part[:i]
+		}
+		at := strings.LastIndexByte(authority, '@')
+		if at < 0 {
+			continue
+		}
+		info := authority[:at]
+		secret := info
+		if _, pw, ok := strings.Cut(info, ":"); ok {
+			secret = pw
+		}
+		if secret == "" {
+			continue
+		}
+		out = append(out, secret)
+		if dec, err := url.PathUnescape(secret); err == nil && dec != secret {
+			out = append(out, dec)
+		}
+	}
 	return out
 }

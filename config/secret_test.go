@@ -197,3 +197,28 @@ func TestURLPasswordsRedacted(t *testing.T) {
 		t.Errorf("Validate: %v", err)
 	}
 }
+
+// The passwords and tokens in URLs' user information are secrets the
+// output filters blank (as written and percent-decoded); user names,
+// hosts and text without user information are not.
+func TestSecretValuesFromURLs(t *testing.T) {
+	cfg := Default()
+	cfg.NATS.URL = "nats://alice:pa%40ss-word@n1:4222, nats://n2:4222,tls://tok3n-value@n3:4222"
+	cfg.HTTP.PublicURL = "https://exports.example.com/a@b"
+	cfg.Connections = append(cfg.Connections, Connection{Name: "s3", Type: "s3",
+		S3: &S3{Bucket: "b", Endpoint: "http://key:s3-pass@minio:9000/", PartSize: DefaultPartSize}})
+	got := map[string]bool{}
+	for _, s := range cfg.SecretValues() {
+		got[s] = true
+	}
+	for _, want := range []string{"pa%40ss-word", "pa@ss-word", "tok3n-value", "s3-pass"} {
+		if !got[want] {
+			t.Errorf("SecretValues lacks %q: %q", want, cfg.SecretValues())
+		}
+	}
+	for _, not := range []string{"alice", "key", "n1:4222", "n2:4222", "exports.example.com/a", "a"} {
+		if got[not] {
+			t.Errorf("SecretValues holds %q, which is no secret: %q", not, cfg.SecretValues())
+		}
+	}
+}

@@ -19,6 +19,19 @@ var (
 	deploymentRE     = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 )
 
+// CheckProject returns nil if p is a valid Diffgram project string id, as
+// exports[].project must be ([a-z0-9-]+), and otherwise an error saying
+// what a project id may hold. The project names a token of NATS subjects
+// (diffgram.events.<project>.…, diffgram.exports.<project>.…), so
+// wildcards, dots and spaces are never valid; the API checks ad-hoc
+// exports with it too.
+func CheckProject(p string) error {
+	if !projectRE.MatchString(p) {
+		return fmt.Errorf("%q is not a valid project (lowercase letters, digits and \"-\")", p)
+	}
+	return nil
+}
+
 // Validate checks the configuration as a whole and returns nil, or an
 // *Errors listing every problem, each with its YAML path (Line is 0), in
 // the order of the keys in Config. It does not fill defaults: a Config
@@ -54,10 +67,12 @@ var (
 //     >= 0, coalesce.max_delay > 0 and >= quiet; keep_last >= 0.
 //   - records.keep_last >= 0 and records.max_age >= 0 (0: that rule is
 //     off).
+//   - retry.max_backoff is MinMaxBackoff..MaxMaxBackoff.
 //   - state.dir is set. Validate does not look at the file system; see
 //     CheckFolders.
 //   - http.listen is host:port, http.public_url empty or an http(s) URL,
-//     http.token set when http.listen is not a loopback address; log.level is debug, info, warn or error;
+//     http.token set when http.listen is not a loopback address,
+//     http.max_adhoc_exports 1..MaxAdhocExportsLimit; log.level is debug, info, warn or error;
 //     log.format is json or text.
 //   - deployment is set, [A-Za-z0-9._-]+ (a URI path segment) and not "."
 //     or "..".
@@ -103,6 +118,9 @@ func (c *Config) problems() []issue {
 	if c.Records.MaxAge < 0 {
 		ch.add("records.max_age", "must not be negative (got %s; 0 keeps records of any age)", c.Records.MaxAge)
 	}
+	if b := c.Retry.MaxBackoff; b < MinMaxBackoff || b > MaxMaxBackoff {
+		ch.add("retry.max_backoff", "must be between %s and %s (got %s; leave the key out for the default, %s)", MinMaxBackoff, MaxMaxBackoff, b, DefaultMaxBackoff)
+	}
 	if c.State.Dir == "" {
 		ch.add("state.dir", "must name a folder (the local state store; leave the key out for the default, %s)", DefaultStateDir)
 	} else {
@@ -110,6 +128,9 @@ func (c *Config) problems() []issue {
 	}
 	ch.hostPort("http.listen", c.HTTP.Listen)
 	ch.httpURL("http.public_url", c.HTTP.PublicURL)
+	if n := c.HTTP.MaxAdhocExports; n < 1 || n > MaxAdhocExportsLimit {
+		ch.add("http.max_adhoc_exports", "must be between 1 and %d (got %d; leave the key out for the default, %d)", MaxAdhocExportsLimit, n, DefaultMaxAdhocExports)
+	}
 	if c.HTTP.Token == "" && !loopbackListen(c.HTTP.Listen) {
 		ch.addAbout("http.token", "http.listen", "required when http.listen (%s) is not a loopback address: the API would be open to the network", c.HTTP.Listen)
 	}
@@ -468,8 +489,10 @@ func (ch *checker) exports(es []Export, connNames []string) {
 		switch {
 		case e.Project == "":
 			ch.add(p+".project", "required")
-		case !projectRE.MatchString(e.Project):
-			ch.add(p+".project", "%q is not a valid project (lowercase letters, digits and \"-\")", e.Project)
+		default:
+			if err := CheckProject(e.Project); err != nil {
+				ch.add(p+".project", "%v", err)
+			}
 		}
 		ch.source(p+".source", e.Source)
 		ch.oneOf(p+".completion", e.Completion, CompletionComplete, CompletionAll, CompletionIncomplete)

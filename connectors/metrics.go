@@ -17,9 +17,14 @@ import (
 //	exportstream_bucket_errors_total{connection, op}
 //	exportstream_bucket_last_write_ok{connection}   1 or 0
 //
-// op is write (a Writer's Close), read, attributes, list, delete or sign.
-// Expected outcomes are not errors: ErrNotFound, and ErrExists or
-// ErrPrecondition from a conditional write.
+// op is write, read, attributes, list, delete, sign or abort. A write is
+// one object: it counts once, when NewWriter fails, when a Write fails (a
+// full disk, a part upload that failed: the caller then aborts, and
+// nothing else would tell), or at Close; a write the caller aborts for a
+// reason of its own, before anything failed, is not counted as a write.
+// abort counts Aborts, and as errors those that failed (a multipart
+// upload that could not be cancelled). Expected outcomes are not errors: ErrNotFound, ErrExists or
+// ErrPrecondition from a conditional write, and a cancelled context.
 type Metrics struct {
 	ops, errs *prometheus.CounterVec
 	lastWrite *prometheus.GaugeVec
@@ -111,12 +116,30 @@ func (x *Instrumented) wrote(err error) {
 type instrumentedWriter struct {
 	Writer
 	x    *Instrumented
-	once sync.Once
+	once sync.Once // the write's outcome is recorded once
+}
+
+// Write records a failed Write as the write's outcome: the caller aborts
+// after it and never reaches Close.
+func (w *instrumentedWriter) Write(p []byte) (int, error) {
+	n, err := w.Writer.Write(p)
+	if err != nil {
+		w.once.Do(func() { w.x.wrote(err) })
+	}
+	return n, err
 }
 
 func (w *instrumentedWriter) Close() error {
 	err := w.Writer.Close()
 	w.once.Do(func() { w.x.wrote(err) })
+	return err
+}
+
+// Abort counts as op abort (an error when the abort failed); the write
+// itself counts only if a Write failed before.
+func (w *instrumentedWriter) Abort() error {
+	err := w.Writer.Abort()
+	w.x.count("abort", err)
 	return err
 }
 

@@ -36,6 +36,7 @@ var metrics = []string{
 	// buckets
 	"exportstream_bucket_operations_total",
 	"exportstream_bucket_errors_total",
+	"exportstream_bucket_last_write_ok",
 	// process
 	"process_resident_memory_bytes",
 	"go_goroutines",

@@ -48,6 +48,9 @@ type ConsumerConfig struct {
 	// AckWait is how long the server waits for an ack before redelivering
 	// to another replica (a crashed or stuck one).
 	AckWait time.Duration
+	// MaxBackoff caps the pause after consecutive failed batches (250 ms
+	// doubling); 0: 30 s.
+	MaxBackoff time.Duration
 }
 
 // Handler makes the effect of a batch of good events durable. It returns
@@ -84,6 +87,9 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 	}
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Second
 	}
 	if _, err := js.Stream(ctx, cfg.Stream); err != nil {
 		if !errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -245,7 +251,7 @@ func (c *Consumer) Run(ctx context.Context, handle Handler) error {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(backoff(failures)):
+			case <-time.After(backoff(failures, c.cfg.MaxBackoff)):
 			}
 		}
 	}
@@ -259,13 +265,14 @@ type delivery struct {
 	err  error
 }
 
-// backoff is the delay after n consecutive failures: 250ms doubling to 30s.
-func backoff(n int) time.Duration {
+// backoff is the delay after n consecutive failures: 250ms doubling to
+// maxWait.
+func backoff(n int, maxWait time.Duration) time.Duration {
 	d := 250 * time.Millisecond
-	for i := 1; i < n && d < 30*time.Second; i++ {
+	for i := 1; i < n && d < maxWait; i++ {
 		d *= 2
 	}
-	return min(d, 30*time.Second)
+	return min(d, maxWait)
 }
 
 // process handles one batch and reports whether the handler succeeded.

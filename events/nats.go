@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -76,7 +77,7 @@ func Connect(o ConnectOptions, onEvent func(msg string, err error)) (*nats.Conn,
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			if onEvent != nil {
-				onEvent("NATS reconnected to "+nc.ConnectedUrlRedacted(), nil)
+				onEvent("NATS reconnected to "+withoutUserInfo(nc.ConnectedUrl()), nil)
 			}
 		}),
 	}
@@ -100,4 +101,15 @@ func Connect(o ConnectOptions, onEvent func(msg string, err error)) (*nats.Conn,
 		return nil, fmt.Errorf("connect to NATS: %w", err)
 	}
 	return nc, nil
+}
+
+// withoutUserInfo returns URL u without its user information, which may
+// hold a password or a token (nats.go's own redaction keeps a token).
+func withoutUserInfo(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(the server URL cannot be shown)"
+	}
+	p.User = nil
+	return p.String()
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -110,32 +111,93 @@ func (p *Pipeline) takeManual(name string) *Record {
 	return r
 }
 
+// ErrTooManyAdhoc is returned (wrapped) by GenerateAdhoc when
+// Options.MaxAdhoc ad-hoc exports already run on this replica: ask again
+// later.
+var ErrTooManyAdhoc = errors.New("too many ad-hoc exports running")
+
+// DefaultMaxAdhoc is Options.MaxAdhoc when it is not set.
+const DefaultMaxAdhoc = 4
+
+// adhocStartTimeout bounds the start of an ad-hoc export (its export id,
+// pending record and plan), which other identical requests wait for.
+const adhocStartTimeout = 15 * time.Second
+
 // GenerateAdhoc starts an export of an ad-hoc source (d's project,
 // source, completion, removed-instances choice and connection; its name
 // and path are set here) and returns its record at once (status
 // pending). The export runs in the background on this replica; follow it
-// with WaitRecord. It renders the state as it is at the call. When the
-// source matches no file, nothing is written and the error is an
-// *EmptySourceError. It writes the data object and its manifest under
+// with WaitRecord. It renders the state as it is at the call (for a
+// request served by a running export, at that export's call). When the
+// source matches no file, nothing is written and the error is
+// an *EmptySourceError. It writes the data object and its manifest under
 // AdhocPath, and no latest.json.
+//
+// A request identical to one whose export is still starting or running
+// on this replica (same project, source, completion, removed-instances
+// choice and connection) is served by that export: it returns the same
+// record (or the same error) and starts nothing. Beyond Options.MaxAdhoc
+// different ad-hoc exports at once, the error wraps ErrTooManyAdhoc. The
+// caller checks d.Project (a NATS subject token of the completion event).
 func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, error) {
 	bucket := p.opts.Buckets[d.Connection]
 	if bucket == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownConnection, d.Connection)
 	}
 	d.Name, d.Path = AdhocName, AdhocPath
-	r, err := p.newRequest(ctx, &d)
+	key := adhocKey{project: d.Project, source: d.Source, completion: d.Completion,
+		includeRemoved: d.IncludeRemovedInstances, connection: d.Connection}
+	limit := p.opts.MaxAdhoc
+	if limit <= 0 {
+		limit = DefaultMaxAdhoc
+	}
+	run, first, err := p.adhocRuns.join(key, limit)
 	if err != nil {
 		return nil, err
 	}
-	pl := p.plan(&d)
+	if !first {
+		select {
+		case <-run.ready:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+		return run.result()
+	}
+	// The start is shared: a caller that goes away must not fail the
+	// others waiting for it.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), adhocStartTimeout)
+	defer cancel()
+	r, err := p.startAdhoc(sctx, &d, bucket, func() { p.adhocRuns.leave(key) })
+	if r != nil {
+		c := *r
+		run.rec = &c
+	}
+	run.err = err
+	close(run.ready)
+	if err != nil {
+		p.adhocRuns.leave(key)
+	}
+	return run.result()
+}
+
+// startAdhoc allocates the export id and the pending record of ad-hoc
+// export d, plans it and starts it in the background, which calls done
+// when it ends. It returns the pending record, or the error (an
+// *EmptySourceError when the source matches no file) and then never
+// calls done.
+func (p *Pipeline) startAdhoc(ctx context.Context, d *Definition, bucket connectors.Bucket, done func()) (*Record, error) {
+	r, err := p.newRequest(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	pl := p.plan(d)
 	if err := pl.check(); err != nil {
 		_ = pl.close()
 		return nil, p.failed(ctx, r, fmt.Errorf("read the local state store: %w", err))
 	}
 	if pl.empty != "" {
 		_ = pl.close()
-		r.skipped(&d, pl)
+		r.skipped(d, pl)
 		if err := p.putRecord(ctx, r); err != nil {
 			return nil, fmt.Errorf("export record: %w", err)
 		}
@@ -145,12 +207,79 @@ func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, er
 	}
 	c := *r
 	p.adhoc.Go(func() {
+		defer done()
 		ctx := p.runCtx()
 		defer pl.close()
-		if err := p.runAdhoc(ctx, &d, bucket, r, pl); err != nil {
+		if err := p.runAdhoc(ctx, d, bucket, r, pl); err != nil {
 			p.log.Error("ad-hoc export failed", "export_id", r.ID, "err", err)
 		}
 	})
+	return &c, nil
+}
+
+// adhocKey identifies an ad-hoc request: identical requests share one
+// export while it runs.
+type adhocKey struct {
+	project, completion, connection string
+	source                          Source
+	includeRemoved                  bool
+}
+
+// adhocRuns are the ad-hoc exports starting or running on this replica,
+// by request.
+type adhocRuns struct {
+	mu   sync.Mutex
+	runs map[adhocKey]*adhocRun
+}
+
+// adhocRun is one ad-hoc export in flight. ready is closed once its
+// pending record (or the error that ended its start) is set; neither
+// changes after.
+type adhocRun struct {
+	ready chan struct{}
+	rec   *Record
+	err   error
+}
+
+// join returns the run of an identical request in flight (first false),
+// or registers a new one for the caller to start (first true), unless
+// limit runs are in flight already.
+func (a *adhocRuns) join(key adhocKey, limit int) (run *adhocRun, first bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if run := a.runs[key]; run != nil {
+		return run, false, nil
+	}
+	if len(a.runs) >= limit {
+		return nil, false, fmt.Errorf("%w: %d of at most %d are running on this replica", ErrTooManyAdhoc, len(a.runs), limit)
+	}
+	if a.runs == nil {
+		a.runs = map[adhocKey]*adhocRun{}
+	}
+	run = &adhocRun{ready: make(chan struct{})}
+	a.runs[key] = run
+	return run, true, nil
+}
+
+// leave removes the run of key: an identical request starts a new export.
+func (a *adhocRuns) leave(key adhocKey) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.runs, key)
+}
+
+// result is what each request the run serves gets: a copy of the pending
+// record, or the error (an *EmptySourceError with its own copy).
+func (r *adhocRun) result() (*Record, error) {
+	var empty *EmptySourceError
+	if errors.As(r.err, &empty) {
+		c := *empty.Record
+		return nil, &EmptySourceError{Record: &c}
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	c := *r.rec
 	return &c, nil
 }
 

@@ -23,9 +23,12 @@ import (
 // earlier attempt whose data object is committed: the attempt goes on
 // from there. It returns the record to resume with after a failure.
 func (p *Pipeline) exportOnce(ctx context.Context, d *Definition, trigger string, resume *Record) (*Record, error) {
-	l, err := acquire(ctx, p.leases, d.Name, p.opts.Owner, p.opts.OwnerDead)
+	l, err := acquire(ctx, p.leases, d.Name, p.live)
 	if err != nil {
 		return resume, err
+	}
+	if l.from != "" {
+		p.log.Info("lease taken over from a replica whose heartbeat stopped", "definition", d.Name, "from", l.from)
 	}
 	lctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup

@@ -41,7 +41,7 @@ type Options struct {
 	// Buckets by connection name; every definition's connection is here.
 	Buckets map[string]connectors.Bucket
 	// StatePrefix names the key-value buckets: <prefix>_STATE, _DIRTY,
-	// _EXPORTS and _LEASES.
+	// _EXPORTS, _LEASES and _REPLICAS.
 	StatePrefix string
 	Replicas    int
 	// ExportsStream, when not empty, is created (if missing) to keep the
@@ -50,12 +50,23 @@ type Options struct {
 	// Deployment names this deployment in the completion events' source,
 	// "exportstream/<Deployment>"; empty: the host name.
 	Deployment string
-	// Owner names this replica in leases (host name and process id).
+	// Owner names this replica in leases, for humans (for example host
+	// name and process id; empty: those). Open appends a random id, so
+	// that two replicas never share an identity (see Pipeline.Owner),
+	// whatever their host names and process ids.
 	Owner string
-	// OwnerDead, when not nil, reports whether another lease owner is
-	// known to be gone (a crashed process on this host), so its leases
-	// are taken over without waiting for them to expire.
-	OwnerDead func(owner string) bool
+	// LivenessTTL is how long this replica's heartbeat key lives in the
+	// <prefix>_REPLICAS bucket after each heartbeat (every LivenessTTL/4):
+	// a replica that stops heartbeating (killed, cut off from NATS) has
+	// its leases taken over that long after its last heartbeat, instead
+	// of after the lease TTL. 0: DefaultLivenessTTL. All replicas must
+	// use the same value (it is the bucket's TTL).
+	LivenessTTL time.Duration
+	// MaxBackoff caps the wait between a definition's failed export
+	// attempts (0.5 s doubling up to it). 0: DefaultMaxBackoff. A retry
+	// also starts at once when the NATS connection comes back, or when the
+	// definition's bucket answers again after failing.
+	MaxBackoff time.Duration
 	// UploadsPerConnection bounds concurrent exports per connection
 	// (default 2); Uploads overrides it per connection name. Each
 	// connection has its own slots, so a slow or unreachable bucket
@@ -79,6 +90,11 @@ type Options struct {
 	// of the state bucket: see OpenStateDir). Empty: a temporary folder,
 	// removed by Close.
 	StateDir string
+
+	// MaxAdhoc bounds the ad-hoc exports running at once on this replica
+	// (GenerateAdhoc; default DefaultMaxAdhoc). Identical requests share
+	// one export and count once.
+	MaxAdhoc int
 }
 
 // Pipeline is the state plus the exporter. Create it with Open, feed it
@@ -93,6 +109,7 @@ type Pipeline struct {
 	dirty   jetstream.KeyValue
 	records jetstream.KeyValue
 	leases  jetstream.KeyValue
+	live    *liveness // this replica's heartbeat and lease identity (liveness.go)
 	defs    []*Definition
 	byName  map[string]*Definition
 	kicks   map[string]chan string
@@ -108,6 +125,12 @@ type Pipeline struct {
 	ctx      atomic.Pointer[context.Context]
 
 	fresh freshness // what LastApplied and Freshness report (freshness.go)
+
+	health    writeHealth // what WriteHealth reports (health.go)
+	adhocRuns adhocRuns   // the ad-hoc exports in flight, by request (control.go)
+
+	wakeMu sync.Mutex
+	wake   chan struct{} // closed (and replaced) to end every retry wait at once: see retryNow
 
 	m metrics
 }
@@ -143,9 +166,19 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	if opts.Deployment == "" {
 		opts.Deployment, _ = os.Hostname()
 	}
+	if opts.Owner == "" {
+		host, _ := os.Hostname()
+		opts.Owner = host + "/" + strconv.Itoa(os.Getpid())
+	}
+	if opts.LivenessTTL <= 0 {
+		opts.LivenessTTL = DefaultLivenessTTL
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = DefaultMaxBackoff
+	}
 	p := &Pipeline{js: js, opts: opts, log: opts.Logger,
 		byName: map[string]*Definition{}, kicks: map[string]chan string{}, slots: map[string]chan struct{}{},
-		manual: map[string]*Record{}, index: newRecordIndex()}
+		manual: map[string]*Record{}, index: newRecordIndex(), wake: make(chan struct{})}
 	for _, d := range opts.Definitions {
 		if _, ok := opts.Buckets[d.Connection]; !ok {
 			return nil, fmt.Errorf("export %s: no bucket for connection %q", d.Name, d.Connection)
@@ -179,6 +212,16 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 		return nil, err
 	}
 	if p.leases, err = kv("LEASES", "exportstream: one exporting replica per definition", 1); err != nil {
+		return nil, err
+	}
+	replicas, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: opts.StatePrefix + "_REPLICAS", Description: "exportstream: live replicas (heartbeats; leases name them)",
+		History: 1, TTL: opts.LivenessTTL, Storage: jetstream.FileStorage, Replicas: max(opts.Replicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("key-value bucket %s_REPLICAS: %w", opts.StatePrefix, err)
+	}
+	if p.live, err = newLiveness(replicas, opts.Owner, opts.LivenessTTL, p.log); err != nil {
 		return nil, err
 	}
 	if opts.ExportsStream != "" {
@@ -290,9 +333,13 @@ func (p *Pipeline) initMetrics() {
 // and the dirty marks of the definitions they touch, durably, and returns
 // nil only then.
 func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) (err error) {
+	wrote := false // a batch of stale events writes nothing, and proves nothing
 	defer func() {
 		if err == nil {
 			p.fresh.applied(batch)
+		}
+		if wrote || err != nil && ctx.Err() == nil {
+			p.health.noteState(err)
 		}
 	}()
 	// An event may come again after an attempt that stored its state but
@@ -306,6 +353,7 @@ func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) (err error
 	if err != nil {
 		return err
 	}
+	wrote = len(res.changes) > 0
 	changes, rev, replayed := res.changes, res.rev, res.again
 	for _, ev := range batch {
 		if ev.Redelivered {
@@ -403,12 +451,25 @@ func (p *Pipeline) touched(changes []change, all map[string]bool) []string {
 // Run runs the state watch, the dirty-mark watch and one export loop per
 // definition until ctx is done. At start, every definition with a dirty
 // mark, no export yet, or changed settings is exported (trigger startup).
+// This replica's liveness heartbeat runs from before the first export
+// until after the last one; it is deleted when Run returns.
 func (p *Pipeline) Run(ctx context.Context) error {
+	p.live.beatLogged(ctx)
+	hbCtx, hbStop := context.WithCancel(context.WithoutCancel(ctx))
+	var hb sync.WaitGroup
+	hb.Go(func() { p.live.run(hbCtx) })
+	defer func() {
+		hbStop()
+		hb.Wait()
+		p.live.remove(context.WithoutCancel(ctx))
+	}()
+
 	g, ctx := errgroup.WithContext(ctx)
 	p.ctx.Store(&ctx)
 	g.Go(func() error { return p.store.Run(ctx) })
 	g.Go(func() error { return p.watchDirty(ctx) })
 	g.Go(func() error { return p.watchRecords(ctx) })
+	g.Go(func() error { p.retryOnReconnect(ctx); return nil })
 	for _, d := range p.defs {
 		g.Go(func() error { return p.runDefinition(ctx, d) })
 	}
@@ -416,6 +477,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	p.adhoc.Wait()
 	return err
 }
+
+// Owner is this replica's identity in leases: Options.Owner (host name
+// and process id by default) and a random id drawn by Open.
+func (p *Pipeline) Owner() string { return p.live.owner }
 
 // runCtx is Run's context (Background before Run), for work Run's
 // callers start, such as ad-hoc exports, that must stop with it.
@@ -534,7 +599,8 @@ func (p *Pipeline) runDefinition(ctx context.Context, d *Definition) error {
 		if !ok {
 			return nil
 		}
-		for attempt := 1; ; attempt++ {
+		failures := 0
+		for {
 			var err error
 			resume, err = p.exportOnce(ctx, d, trig, resume)
 			if err == nil {
@@ -543,18 +609,26 @@ func (p *Pipeline) runDefinition(ctx context.Context, d *Definition) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			wait := backoffDelay(attempt)
 			if errors.Is(err, errBusy) {
-				wait = time.Second
 				p.log.Debug("definition busy on another replica", "definition", d.Name)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(time.Second):
+				}
 			} else {
+				failures++
+				wait := backoffDelay(failures, p.opts.MaxBackoff)
 				p.m.failures.WithLabelValues(d.Name).Inc()
-				p.log.Error("export failed; retrying", "definition", d.Name, "attempt", attempt, "retry_in", wait, "err", err)
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(wait):
+				p.log.Error("export failed; retrying", "definition", d.Name, "attempt", failures, "retry_in", wait, "err", err)
+				if why := p.waitRetry(ctx, d, wait); why != "" {
+					// What failed is back: start the back-off over.
+					p.log.Info("retrying the export now: "+why, "definition", d.Name)
+					failures = 0
+				}
+				if ctx.Err() != nil {
+					return nil
+				}
 			}
 			// Kicks that arrived meanwhile are covered by the retry.
 			select {
@@ -600,12 +674,17 @@ func strongerTrigger(a, b string) string {
 	return a
 }
 
-func backoffDelay(attempt int) time.Duration {
+// DefaultMaxBackoff is Options.MaxBackoff when it is not set.
+const DefaultMaxBackoff = 5 * time.Second
+
+// backoffDelay is the wait after the n-th failed attempt in a row: 0.5 s
+// doubling, at most maxWait.
+func backoffDelay(n int, maxWait time.Duration) time.Duration {
 	d := 500 * time.Millisecond
-	for i := 1; i < attempt && d < time.Minute; i++ {
+	for i := 1; i < n && d < maxWait; i++ {
 		d *= 2
 	}
-	return min(d, time.Minute)
+	return min(d, maxWait)
 }
 
 // nextID allocates an export id: unique across replicas and growing, from
@@ -643,6 +722,9 @@ func (p *Pipeline) putRecord(ctx context.Context, r *Record) error {
 		return err
 	}
 	rev, err := p.records.Put(ctx, "export."+strconv.FormatInt(r.ID, 10), b)
+	if err == nil || ctx.Err() == nil {
+		p.health.noteRecord(err)
+	}
 	if err == nil {
 		c := *r
 		p.index.put(&c, rev)

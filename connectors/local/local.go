@@ -193,20 +193,55 @@ func (b *Bucket) NewReader(ctx context.Context, key string) (io.ReadCloser, erro
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("local: read %q: %w", key, err)
 	}
-	f, err := os.Open(p)
+	f, _, err := b.openObject(key, p)
 	if err != nil {
-		return nil, fmt.Errorf("local: read %q: %w", key, mapErr(err))
+		return nil, fmt.Errorf("local: read %q: %w", key, err)
+	}
+	return f, nil
+}
+
+// openObject opens the regular file of key (at p, from path) for reading.
+// Symbolic links are not objects (List skips them): a key whose file, or
+// any folder on the way to it inside the bucket's folder, is a symbolic
+// link is not found, so that a link placed in the folder never serves a
+// file from elsewhere. The file is opened through an os.Root on the
+// folder, so a link swapped in meanwhile cannot lead outside it either.
+// Errors wrap connectors.ErrNotFound for a missing key or a link.
+func (b *Bucket) openObject(key, p string) (*os.File, fs.FileInfo, error) {
+	root, err := os.OpenRoot(b.dir)
+	if err != nil {
+		return nil, nil, mapErr(err)
+	}
+	defer root.Close()
+	rel, err := filepath.Rel(b.dir, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	elems := strings.Split(key, "/")
+	for i := range elems {
+		fi, err := root.Lstat(filepath.Join(elems[:i+1]...))
+		if err != nil {
+			return nil, nil, mapErr(err)
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return nil, nil, fmt.Errorf("%w: %s is a symbolic link", connectors.ErrNotFound, strings.Join(elems[:i+1], "/"))
+		}
+	}
+	f, err := root.Open(rel)
+	if err != nil {
+		return nil, nil, mapErr(err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("local: read %q: %w", key, mapErr(err))
+		return nil, nil, mapErr(err)
 	}
-	if !fi.Mode().IsRegular() {
+	// The file opened is the one checked, not a link put there since.
+	if last, err := root.Lstat(rel); err != nil || !fi.Mode().IsRegular() || !os.SameFile(fi, last) {
 		f.Close()
-		return nil, fmt.Errorf("local: read %q: %w", key, connectors.ErrNotFound)
+		return nil, nil, fmt.Errorf("%w: not a regular file", connectors.ErrNotFound)
 	}
-	return f, nil
+	return f, fi, nil
 }
 
 // Attributes stats key. If key does not exist, the error wraps

@@ -1,7 +1,9 @@
 package local_test
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -95,4 +97,67 @@ func TestConformancePrefixed(t *testing.T) {
 		}
 		return connectors.Prefixed(b, "run-1/")
 	}, connectorstest.Options{MaxHeapGrowth: 8 << 20, StreamSize: 64 << 20})
+}
+
+// TestSymlinksAreNotObjects: a symbolic link inside the bucket's folder,
+// to a file outside it, to a folder outside it, or to another object
+// inside it, is no object: its signed link answers 404 and never the
+// content, and NewReader does not find it. A regular object beside them
+// is still served.
+func TestSymlinksAreNotObjects(t *testing.T) {
+	b := signingBucket(t)
+	outside := t.TempDir()
+	secret := []byte("root:x:0:0:secret outside the bucket\n")
+	if err := os.WriteFile(filepath.Join(outside, "passwd"), secret, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w, err := b.NewWriter(t.Context(), "exports/real.json", connectors.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte(`{"real": true}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	links := map[string]string{
+		"exports/passwd":        filepath.Join(outside, "passwd"),
+		"exports/etc":           outside,
+		"exports/inside.json":   filepath.Join(b.Dir(), "exports", "real.json"),
+		"exports/relative.json": "real.json",
+	}
+	for link, target := range links {
+		if err := os.Symlink(target, filepath.Join(b.Dir(), filepath.FromSlash(link))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(key string) (int, []byte) {
+		u, err := b.SignedURL(t.Context(), key, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, body
+	}
+	for _, key := range []string{"exports/passwd", "exports/etc/passwd", "exports/inside.json", "exports/relative.json"} {
+		status, body := get(key)
+		if status != http.StatusNotFound || bytes.Contains(body, secret) || bytes.Contains(body, []byte("real")) {
+			t.Errorf("signed link to the symbolic link %s: %d %q, want 404 without the content", key, status, body)
+		}
+		if r, err := b.NewReader(t.Context(), key); !errors.Is(err, connectors.ErrNotFound) {
+			if r != nil {
+				r.Close()
+			}
+			t.Errorf("NewReader(%s) through a symbolic link: %v, want ErrNotFound", key, err)
+		}
+	}
+	if status, body := get("exports/real.json"); status != http.StatusOK || string(body) != `{"real": true}` {
+		t.Errorf("signed link to a regular object: %d %q", status, body)
+	}
 }

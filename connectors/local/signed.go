@@ -10,7 +10,6 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -26,8 +25,10 @@ import (
 //
 // signature is HMAC-SHA256 under SignKey of "<key>\n<expires>". Handler
 // answers 403 for a wrong signature or an expired link, 404 for a missing
-// object, and serves the object (with ranges and its content type)
-// otherwise. Nothing else in the folder is reachable through it.
+// object or a symbolic link (the file, or a folder on the way to it), and
+// serves the object (with ranges and its content type) otherwise.
+// Nothing else in the folder, and nothing outside it, is reachable
+// through it.
 
 // sign returns the hex HMAC of key and expires.
 func (b *Bucket) sign(key string, expires int64) string {
@@ -94,9 +95,10 @@ func (b *Bucket) Handler() http.Handler {
 			http.Error(w, "invalid key", http.StatusBadRequest)
 			return
 		}
-		f, err := os.Open(p)
+		// Never through a symbolic link (openObject).
+		f, fi, err := b.openObject(key, p)
 		if err != nil {
-			if errors.Is(mapErr(err), connectors.ErrNotFound) {
+			if errors.Is(err, connectors.ErrNotFound) {
 				http.Error(w, "object not found", http.StatusNotFound)
 				return
 			}
@@ -104,11 +106,6 @@ func (b *Bucket) Handler() http.Handler {
 			return
 		}
 		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil || !fi.Mode().IsRegular() {
-			http.Error(w, "object not found", http.StatusNotFound)
-			return
-		}
 		w.Header().Set("Content-Type", contentType(p, key))
 		w.Header().Set("ETag", `"`+etag(fi)+`"`)
 		w.Header().Set("Cache-Control", "private, no-store")

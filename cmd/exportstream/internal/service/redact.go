@@ -54,12 +54,23 @@ func (r *redactWriter) Write(p []byte) (int, error) {
 }
 
 // RedactString returns a function that blanks every occurrence of the
-// secrets in a string with "<secret>", as RedactWriter does for a stream.
+// secrets in a string with "<secret>", raw or as they appear inside a JSON
+// string, as RedactWriter does for a stream (so it also filters an
+// encoded JSON answer).
 func RedactString(secrets []string) func(string) string {
+	var pats []string
+	for _, s := range secrets {
+		pats = append(pats, s)
+		if j, err := json.Marshal(s); err == nil {
+			if esc := string(j[1 : len(j)-1]); esc != s {
+				pats = append(pats, esc)
+			}
+		}
+	}
 	return func(s string) string {
-		for _, sec := range secrets {
-			if strings.Contains(s, sec) {
-				s = strings.ReplaceAll(s, sec, "<secret>")
+		for _, pat := range pats {
+			if strings.Contains(s, pat) {
+				s = strings.ReplaceAll(s, pat, "<secret>")
 			}
 		}
 		return s

@@ -7,18 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -48,13 +43,16 @@ type Service struct {
 	isReady  atomic.Bool
 	pipe     atomic.Pointer[pipeline.Pipeline]
 	js       atomic.Value // jetstream.JetStream
+
+	redact      func(string) string    // blanks the config's secrets (health.go, the API)
+	consumerErr atomic.Pointer[errBox] // the latest consumer info error (watchConsumer)
 }
 
 // New returns a service for cfg (already validated).
 func New(cfg *config.Config, log *slog.Logger) *Service {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Service{cfg: cfg, log: log, reg: reg, ready: make(chan struct{})}
+	return &Service{cfg: cfg, log: log, reg: reg, ready: make(chan struct{}), redact: RedactString(cfg.SecretValues())}
 }
 
 // Ready is closed once the service consumes events.
@@ -158,7 +156,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		Stream: cfg.NATS.Stream, Subjects: cfg.NATS.Subjects, CreateStream: cfg.NATS.CreateStream,
 		Replicas: cfg.NATS.Replicas, Consumer: cfg.NATS.Consumer, DeadLetter: cfg.NATS.DeadLetterStream,
 		MaxEventBytes: cfg.NATS.MaxEventBytes, MaxEventDepth: cfg.NATS.MaxEventDepth,
-		MaxAckPending: cfg.NATS.MaxAckPending, AckWait: cfg.NATS.AckWait,
+		MaxAckPending: cfg.NATS.MaxAckPending, AckWait: cfg.NATS.AckWait, MaxBackoff: cfg.Retry.MaxBackoff,
 	}, s.log.With("part", "consumer"), s.reg)
 	if err != nil {
 		return err
@@ -172,13 +170,14 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		Replicas:      cfg.NATS.Replicas,
 		ExportsStream: exportsStream(cfg),
 		Deployment:    cfg.Deployment,
-		Owner:         host + "/" + strconv.Itoa(os.Getpid()),
-		OwnerDead:     deadOnThisHost(host),
+		Owner:         host + "/" + strconv.Itoa(os.Getpid()), // for humans: the pipeline adds a random id per start
 		Logger:        s.log.With("part", "pipeline"),
 		Registerer:    s.reg,
 		// Export record retention (config records).
 		RecordsKeepLast: cfg.Records.KeepLast, RecordsMaxAge: cfg.Records.MaxAge,
-		StateDir: cfg.State.Dir,
+		StateDir:   cfg.State.Dir,
+		MaxBackoff: cfg.Retry.MaxBackoff,
+		MaxAdhoc:   cfg.HTTP.MaxAdhocExports,
 	})
 	if err != nil {
 		return err
@@ -197,7 +196,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	apiServer := api.New(api.Options{
 		Pipeline: pipe, JetStream: js, DeadLetterStream: cfg.NATS.DeadLetterStream, Consumer: cons.Info,
 		Token: cfg.HTTP.Token.Reveal(), SignedURLExpiry: expiry, Logger: s.log.With("part", "api"),
-		Redact: RedactString(cfg.SecretValues()),
+		Redact: s.redact, Health: func() api.Health { return s.health(nc, counted) },
 	})
 	srv := &http.Server{Handler: s.routes(nc, buckets, counted, apiServer), ReadHeaderTimeout: 10 * time.Second}
 
@@ -219,27 +218,10 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	})
 	s.isReady.Store(true)
 	close(s.ready)
-	s.log.Info("exportstream running", "nats", url, "http", ln.Addr().String(), "exports", len(cfg.Exports))
+	s.log.Info("exportstream running", "nats", RedactNATSURL(url), "http", ln.Addr().String(), "exports", len(cfg.Exports))
 	err = g.Wait()
 	s.isReady.Store(false)
 	return err
-}
-
-// deadOnThisHost reports owners ("host/pid") on this host whose process
-// no longer runs: a replica restarted after a crash takes its own leases
-// back at once. Owners on other hosts are never judged.
-func deadOnThisHost(host string) func(owner string) bool {
-	return func(owner string) bool {
-		h, pidStr, ok := strings.Cut(owner, "/")
-		if !ok || h != host {
-			return false
-		}
-		pid, err := strconv.Atoi(pidStr)
-		if err != nil || pid <= 0 || pid == os.Getpid() {
-			return false
-		}
-		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
-	}
 }
 
 func exportsStream(cfg *config.Config) string {
@@ -262,46 +244,7 @@ func (s *Service) routes(nc *nats.Conn, buckets, counted Buckets, apiServer *api
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		// One line per check, "ok" or what is wrong; 503 unless all are ok.
-		var lines []string
-		ok := true
-		check := func(name string, err error) {
-			if err != nil {
-				ok = false
-				lines = append(lines, name+": "+err.Error())
-				return
-			}
-			lines = append(lines, name+": ok")
-		}
-		switch {
-		case !nc.IsConnected():
-			check("nats", errors.New("not connected"))
-		default:
-			check("nats", nil)
-		}
-		if !s.isReady.Load() {
-			check("consumer", errors.New("not bound"))
-		} else {
-			check("consumer", nil)
-		}
-		for _, name := range slices.Sorted(maps.Keys(counted)) {
-			if x, isCounted := counted[name].(*connectors.Instrumented); isCounted {
-				at, err := x.LastWrite()
-				if err != nil {
-					err = fmt.Errorf("last write at %s failed: %w", at.UTC().Format(time.RFC3339), err)
-				}
-				check("connection "+name, err)
-			}
-		}
-		status := http.StatusOK
-		if !ok {
-			status = http.StatusServiceUnavailable
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(status)
-		io.WriteString(w, strings.Join(lines, "\n")+"\n")
-	})
+	mux.HandleFunc("GET /readyz", s.serveReadyz(nc, counted))
 	return mux
 }
 
@@ -320,7 +263,11 @@ func (s *Service) watchConsumer(ctx context.Context, cons *events.Consumer) {
 	defer tick.Stop()
 	for {
 		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if info, err := cons.Info(ictx); err == nil {
+		info, err := cons.Info(ictx)
+		if ctx.Err() == nil {
+			s.consumerErr.Store(&errBox{err})
+		}
+		if err == nil {
 			pending.Set(float64(info.NumPending))
 			ackPending.Set(float64(info.NumAckPending))
 		}

@@ -54,6 +54,12 @@ func startService(t *testing.T, cfg *config.Config) *Service {
 	if testing.Verbose() {
 		logw = os.Stderr
 	}
+	return startServiceLogging(t, cfg, logw)
+}
+
+// startServiceLogging runs the service until the test ends, logging to
+// logw (JSON, level info).
+func startServiceLogging(t *testing.T, cfg *config.Config, logw io.Writer) *Service {
 	svc := New(cfg, slog.New(slog.NewJSONHandler(logw, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -494,11 +500,15 @@ func TestConnectionOutage(t *testing.T) {
 	if n := failures(t, svc, ""); n != failures(t, svc, "-az") {
 		t.Errorf("export failures outside the stopped connection")
 	}
-	// Not ready while a connection's writes fail, and it says which.
-	status, body := get(t, "http://"+svc.HTTPAddr()+"/readyz")
-	if status != http.StatusServiceUnavailable || !strings.Contains(body, "connection az: last write at") ||
-		!strings.Contains(body, "connection disk: ok") {
-		t.Errorf("/readyz during the outage: %d %q", status, body)
+	// Still ready (the other connection, the API and the downloads
+	// work): the stopped connection is reported unhealthy on its own.
+	status, body := get(t, "http://"+svc.HTTPAddr()+"/readyz?verbose")
+	if status != http.StatusOK || !strings.Contains(body, "connection az: unhealthy: last write at") ||
+		!strings.Contains(body, "connection disk: ok") || !strings.Contains(body, "state: ok") {
+		t.Errorf("/readyz?verbose during the outage: %d %q", status, body)
+	}
+	if status, body := get(t, "http://"+svc.HTTPAddr()+"/readyz"); status != http.StatusOK || strings.Contains(body, "connection") {
+		t.Errorf("/readyz during the outage: %d %q, want 200 without the connections", status, body)
 	}
 
 	if err := srv.Start(); err != nil {
@@ -507,8 +517,8 @@ func TestConnectionOutage(t *testing.T) {
 	back := time.Now()
 	waitConverged(t, svc.Bucket("az"), exp)
 	t.Logf("caught up %v after the server came back", time.Since(back).Round(time.Millisecond))
-	if status, body := get(t, "http://"+svc.HTTPAddr()+"/readyz"); status != http.StatusOK {
-		t.Errorf("/readyz after the outage: %d %q", status, body)
+	if status, body := get(t, "http://"+svc.HTTPAddr()+"/readyz?verbose"); status != http.StatusOK || !strings.Contains(body, "connection az: ok") {
+		t.Errorf("/readyz?verbose after the outage: %d %q", status, body)
 	}
 	for name, d := range exp.Definitions {
 		want := 1
@@ -563,9 +573,11 @@ func TestMetrics(t *testing.T) {
 	publishScenario(t, js, scenarios[0])
 	waitConverged(t, svc.Bucket("disk"), exp)
 	var name string
-	for n := range exp.Definitions {
-		name = n
-		break
+	for n, d := range exp.Definitions {
+		if !d.NoExport { // one that exports, so that its export metrics exist
+			name = n
+			break
+		}
 	}
 	want := []string{
 		`exportstream_events_consumed_total{type="`,
@@ -605,8 +617,9 @@ func TestMetrics(t *testing.T) {
 			return
 		}
 	}
-	if status, body := get(t, "http://"+svc.HTTPAddr()+"/readyz"); status != http.StatusOK ||
-		!strings.Contains(body, "nats: ok") || !strings.Contains(body, "connection disk: ok") {
+	if status, body := get(t, "http://"+svc.HTTPAddr()+"/readyz?verbose"); status != http.StatusOK ||
+		!strings.Contains(body, "nats: ok") || !strings.Contains(body, "consumer: ok") || !strings.Contains(body, "state: ok") ||
+		!strings.Contains(body, "connection disk: ok") {
 		t.Errorf("/readyz: %d %q", status, body)
 	}
 }
