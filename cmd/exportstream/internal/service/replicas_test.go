@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,7 +17,6 @@ import (
 	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/events/eventstest"
 	"github.com/exportstream/exportstream/pipeline"
-	"github.com/exportstream/exportstream/pipeline/pipelinetest"
 )
 
 // writers follows the export records bucket and records, per definition,
@@ -76,20 +74,7 @@ func watchWriters(t *testing.T, js jetstream.JetStream, bucket string) *writers 
 // moments are written one at a time per definition: the export records
 // never show two exports of one definition in progress at once.
 func TestTwoReplicasOneHost(t *testing.T) {
-	scenarios, err := pipelinetest.Scenarios()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dir string
-	for _, s := range scenarios {
-		if filepath.Base(s) == "street-scenes-ordered" {
-			dir = s
-		}
-	}
-	exp, err := pipelinetest.LoadExpected(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, exp := exampleScenario(t, "street-scenes-ordered")
 	ns := eventstest.StartServer(t)
 	bucketDir := t.TempDir()
 	conn := config.Connection{Name: "disk", Type: "local", Local: &config.Local{Dir: bucketDir}}

@@ -649,25 +649,33 @@ func failures(t *testing.T, svc *Service, suffix string) float64 {
 	return sum
 }
 
+// exampleScenario returns the contract example's folder and expected
+// exports.
+func exampleScenario(t *testing.T, name string) (string, *pipelinetest.Expected) {
+	t.Helper()
+	scenarios, err := pipelinetest.Scenarios()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range scenarios {
+		if filepath.Base(s) == name {
+			exp, err := pipelinetest.LoadExpected(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s, exp
+		}
+	}
+	t.Fatalf("no contract example %s", name)
+	return "", nil
+}
+
 // TestTwoReplicas runs two services on one (non-embedded) NATS server,
 // sharing the consumer, the state and the export ids: the chaos example
 // converges to the expected exports, each bad event is dead-lettered once,
 // and export ids are unique.
 func TestTwoReplicas(t *testing.T) {
-	scenarios, err := pipelinetest.Scenarios()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dir string
-	for _, s := range scenarios {
-		if filepath.Base(s) == "street-scenes-chaos" {
-			dir = s
-		}
-	}
-	exp, err := pipelinetest.LoadExpected(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, exp := exampleScenario(t, "street-scenes-chaos")
 	ns := eventstest.StartServer(t)
 	bucketDir := t.TempDir()
 	conn := config.Connection{Name: "disk", Type: "local", Local: &config.Local{Dir: bucketDir}}
