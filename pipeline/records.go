@@ -22,6 +22,7 @@ import (
 	"time"
 	"unique"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 )
@@ -528,10 +529,13 @@ func (p *Pipeline) watchRecords(ctx context.Context) error {
 }
 
 // followRecords feeds the index from a watch on the records, opening the
-// watch again if it ends on its own; loaded is closed once the first
-// watch delivered every record.
+// watch again if it ends on its own or cannot be opened (a WARN per failed
+// attempt, backing off as failed exports do, up to Options.MaxBackoff)
+// until ctx is done; loaded is closed once the first watch delivered
+// every record. It never fails.
 func (p *Pipeline) followRecords(ctx context.Context, loaded chan struct{}) error {
 	first := true
+	failures := 0 // failed attempts in a row to open the watch
 	for {
 		// Records held at a revision up to the stream's last one must be
 		// among the watch's initial values, or they are gone.
@@ -543,11 +547,23 @@ func (p *Pipeline) followRecords(ctx context.Context, loaded chan struct{}) erro
 		}
 		w, err := p.records.Watch(ctx, "export.*")
 		if err != nil {
+			// Right after a NATS restart the server may not answer yet
+			// (context deadline exceeded, no responders, JetStream not
+			// ready): never fatal, try again, backing off up to MaxBackoff.
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("watch export records: %w", err)
+			failures++
+			wait := backoffDelay(failures, p.opts.MaxBackoff)
+			p.log.Warn("opening the export records watch failed; trying again", "attempt", failures, "retry_in", wait, "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			continue
 		}
+		failures = 0
 		seen := map[int64]bool{}
 		for e := range w.Updates() {
 			if e == nil { // the end of the initial values
@@ -690,9 +706,31 @@ func (p *Pipeline) purgeMarkers(ctx context.Context, stream jetstream.Stream) je
 
 // fetch reads record id from the bucket, holds it in the index if the
 // index keeps it in full, and takes it out of the index if the bucket no
-// longer has it (the error then wraps jetstream.ErrKeyNotFound).
+// longer has it (the error then wraps jetstream.ErrKeyNotFound). rev is
+// the revision the index holds the record at (0: none): the record
+// returned is never older than that.
+//
+// The records bucket is created with AllowDirect (the jetstream default),
+// so KeyValue.Get is a direct get that any replica of an R3 bucket may
+// answer, including one that lags behind the stream leader: it can return
+// an older, unfinished version of a record, or not find a record just
+// written. The direct get stays the first try (cheap, spread over the
+// replicas); when it answers older than rev, or not found while the index
+// holds the record, the record is read again from the stream leader
+// (leaderGet; in nats.go both KeyValue.GetRevision and
+// Stream.GetLastMsgForSubject are direct gets too while AllowDirect is
+// on), which has every acknowledged write. Only the leader's "not found"
+// takes the record out of the index.
 func (p *Pipeline) fetch(ctx context.Context, id int64, rev uint64) (*Record, error) {
+	var val []byte
+	var got uint64
 	e, err := p.records.Get(ctx, recordKey(id))
+	if err == nil {
+		val, got = e.Value(), e.Revision()
+	}
+	if rev != 0 && (err == nil && got < rev || errors.Is(err, jetstream.ErrKeyNotFound)) {
+		val, got, err = p.leaderGet(ctx, id, rev)
+	}
 	if errors.Is(err, jetstream.ErrKeyNotFound) && rev != 0 {
 		p.index.forget(id, rev)
 	}
@@ -700,12 +738,86 @@ func (p *Pipeline) fetch(ctx context.Context, id int64, rev uint64) (*Record, er
 		return nil, err
 	}
 	var r Record
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
+	if err := json.Unmarshal(val, &r); err != nil {
 		return nil, fmt.Errorf("export record %d: %w", id, err)
 	}
 	c := r
-	p.index.keep(&c, e.Revision())
+	p.index.keep(&c, got)
 	return &r, nil
+}
+
+// leaderGet reads record id from the records bucket's stream leader (the
+// non-direct STREAM.MSG.GET API), again while it answers older than rev
+// (a leader just elected may not have applied every write yet), until
+// ctx is done. A deleted record is jetstream.ErrKeyNotFound.
+func (p *Pipeline) leaderGet(ctx context.Context, id int64, rev uint64) (value []byte, revision uint64, err error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, loadTimeout)
+		defer cancel()
+	}
+	bucket := p.opts.StatePrefix + "_EXPORTS"
+	req, err := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + recordKey(id)})
+	if err != nil {
+		return nil, 0, err
+	}
+	subj := jsAPIPrefix(p.js) + "STREAM.MSG.GET.KV_" + bucket
+	for attempt := 1; ; attempt++ {
+		msg, err := p.js.Conn().RequestWithContext(ctx, subj, req)
+		if err != nil {
+			return nil, 0, fmt.Errorf("export record %d: %w", id, err)
+		}
+		var resp struct {
+			Error *struct {
+				Code        int    `json:"code"`
+				ErrCode     int    `json:"err_code"`
+				Description string `json:"description"`
+			} `json:"error"`
+			Message *struct {
+				Seq  uint64 `json:"seq"`
+				Hdrs []byte `json:"hdrs"`
+				Data []byte `json:"data"`
+			} `json:"message"`
+		}
+		if err := json.Unmarshal(msg.Data, &resp); err != nil {
+			return nil, 0, fmt.Errorf("export record %d: %w", id, err)
+		}
+		switch {
+		case resp.Error != nil && resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound):
+			return nil, 0, fmt.Errorf("export record %d: %w", id, jetstream.ErrKeyNotFound)
+		case resp.Error != nil:
+			return nil, 0, fmt.Errorf("export record %d: %s (%d)", id, resp.Error.Description, resp.Error.ErrCode)
+		case resp.Message == nil:
+			return nil, 0, fmt.Errorf("export record %d: %w", id, jetstream.ErrInvalidJetStreamResponse)
+		}
+		m := resp.Message
+		if len(m.Hdrs) > 0 {
+			if h, err := nats.DecodeHeadersMsg(m.Hdrs); err == nil && (h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != "") {
+				return nil, 0, fmt.Errorf("export record %d: %w", id, jetstream.ErrKeyNotFound)
+			}
+		}
+		if m.Seq >= rev {
+			return m.Data, m.Seq, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, fmt.Errorf("export record %d: the bucket answers revision %d, older than %d: %w", id, m.Seq, rev, context.Cause(ctx))
+		case <-time.After(min(backoffDelay(attempt, p.opts.MaxBackoff), time.Second)):
+		}
+	}
+}
+
+// jsAPIPrefix returns the JetStream API subject prefix js uses (ending in
+// a dot).
+func jsAPIPrefix(js jetstream.JetStream) string {
+	o := js.Options()
+	switch {
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	}
+	return jetstream.DefaultAPIPrefix
 }
 
 // fill returns the page's records, reading those the index does not hold
