@@ -507,14 +507,18 @@ func (p *Pipeline) kick(name, trigger string) {
 // current marks only kicks definitions that need an export anyway.
 func (p *Pipeline) watchDirty(ctx context.Context) error {
 	initial, first := true, true
+	failures := 0
 	for {
 		w, err := p.dirty.WatchAll(ctx, jetstream.IgnoreDeletes())
 		if err != nil {
-			if ctx.Err() != nil {
+			// Right after a NATS restart the server may not answer yet:
+			// never fatal, try again, backing off up to MaxBackoff.
+			if !waitToReopen(ctx, p.log, "dirty-mark", &failures, p.opts.MaxBackoff, err) {
 				return nil
 			}
-			return fmt.Errorf("watch dirty marks: %w", err)
+			continue
 		}
+		failures = 0
 		if err := p.followDirty(ctx, w, &initial, first); err != nil || ctx.Err() != nil {
 			w.Stop()
 			return err
@@ -549,6 +553,24 @@ func (p *Pipeline) followDirty(ctx context.Context, w jetstream.KeyWatcher, init
 			}
 			p.kick(e.Key(), trig)
 		}
+	}
+}
+
+// waitToReopen logs a watch that could not be opened and waits before the
+// next attempt (backing off up to maxWait); it reports false when ctx
+// ended.
+func waitToReopen(ctx context.Context, log *slog.Logger, what string, failures *int, maxWait time.Duration, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	*failures++
+	wait := backoffDelay(*failures, maxWait)
+	log.Warn("opening the "+what+" watch failed; trying again", "attempt", *failures, "retry_in", wait, "err", err)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(wait):
+		return true
 	}
 }
 

@@ -550,16 +550,8 @@ func (p *Pipeline) followRecords(ctx context.Context, loaded chan struct{}) erro
 			// Right after a NATS restart the server may not answer yet
 			// (context deadline exceeded, no responders, JetStream not
 			// ready): never fatal, try again, backing off up to MaxBackoff.
-			if ctx.Err() != nil {
+			if !waitToReopen(ctx, p.log, "export records", &failures, p.opts.MaxBackoff, err) {
 				return nil
-			}
-			failures++
-			wait := backoffDelay(failures, p.opts.MaxBackoff)
-			p.log.Warn("opening the export records watch failed; trying again", "attempt", failures, "retry_in", wait, "err", err)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(wait):
 			}
 			continue
 		}

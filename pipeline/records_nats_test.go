@@ -106,15 +106,21 @@ func TestRecordsWatchSurvivesNATSRestart(t *testing.T) {
 	loaded := make(chan struct{})
 	ended := make(chan error, 1)
 	go func() { ended <- p.followRecords(ctx, loaded) }()
+	// The dirty-mark watch takes the same way back.
+	dirtyEnded := make(chan error, 1)
+	go func() { dirtyEnded <- p.watchDirty(ctx) }()
 
 	// The first attempts fail while the server is down.
 	waitFor(t, "failed watch attempts logged", 30*time.Second, func() bool {
 		select {
 		case err := <-ended:
 			t.Fatalf("followRecords ended while NATS was down: %v", err)
+		case err := <-dirtyEnded:
+			t.Fatalf("watchDirty ended while NATS was down: %v", err)
 		default:
 		}
-		return len(logs.records(slog.LevelWarn, "opening the export records watch failed")) >= 2
+		return len(logs.records(slog.LevelWarn, "opening the export records watch failed")) >= 2 &&
+			len(logs.records(slog.LevelWarn, "opening the dirty-mark watch failed")) >= 2
 	})
 	eventstest.StartServerAt(t, dir, port)
 
@@ -144,6 +150,11 @@ func TestRecordsWatchSurvivesNATSRestart(t *testing.T) {
 			t.Errorf("WARN %q has no err attribute", w.Message)
 		}
 	}
+	select {
+	case err := <-dirtyEnded:
+		t.Fatalf("watchDirty ended after NATS came back: %v", err)
+	default:
+	}
 	cancel()
 	select {
 	case err := <-ended:
@@ -152,5 +163,13 @@ func TestRecordsWatchSurvivesNATSRestart(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Error("followRecords did not return after its context ended")
+	}
+	select {
+	case err := <-dirtyEnded:
+		if err != nil {
+			t.Errorf("watchDirty returned %v after its context ended, want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("watchDirty did not return after its context ended")
 	}
 }

@@ -215,14 +215,17 @@ func (s *Store) Run(ctx context.Context) error {
 				}
 				next := s.state.Rev() + 1
 				s.log.Warn("state watch ended; watching again", "from_revision", next)
-				w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.ResumeFromRevision(next))
-				if err != nil {
-					if ctx.Err() != nil {
+				for failures := 0; ; {
+					w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.ResumeFromRevision(next))
+					if err == nil {
+						s.watch = w
+						break
+					}
+					// NATS not back yet: never fatal, try again.
+					if !waitToReopen(ctx, s.log, "state", &failures, reopenMaxWait, err) {
 						return nil
 					}
-					return fmt.Errorf("watch state bucket %s again: %w", s.bucket, err)
 				}
-				s.watch = w
 				continue
 			}
 			if e == nil {
@@ -252,6 +255,10 @@ func (s *Store) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// reopenMaxWait caps the wait between attempts to open the state watch
+// again.
+const reopenMaxWait = 5 * time.Second
 
 // stallWait bounds how long a state write waits for room among the
 // outstanding async publishes.
