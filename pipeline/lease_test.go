@@ -389,10 +389,14 @@ func TestLeaseRaceIsBusy(t *testing.T) {
 		selves[i] = lv
 	}
 	const key = "def"
-	waitFor(t, "the leases bucket", 20*time.Second, func() bool {
-		_, err := leases[0].Put(t.Context(), key, []byte("{}"))
-		return err == nil
-	})
+	// Through every contender's node: each answers once it knows the
+	// bucket's leader.
+	for i := range contenders {
+		waitFor(t, "the leases bucket", 20*time.Second, func() bool {
+			_, err := leases[i].Put(t.Context(), key, []byte("{}"))
+			return err == nil
+		})
+	}
 	raced, won := 0, 0
 	for round := range rounds {
 		// The key exists and is deleted, as after an export.
