@@ -27,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -195,7 +196,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 		p.slots[name] = make(chan struct{}, n)
 	}
 	kv := func(suffix, desc string, history uint8) (jetstream.KeyValue, error) {
-		b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		b, err := createKV(ctx, js, jetstream.KeyValueConfig{
 			Bucket: opts.StatePrefix + "_" + suffix, Description: desc, History: history,
 			Storage: jetstream.FileStorage, Replicas: max(opts.Replicas, 1),
 		})
@@ -214,7 +215,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	if p.leases, err = kv("LEASES", "exportstream: one exporting replica per definition", 1); err != nil {
 		return nil, err
 	}
-	replicas, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	replicas, err := createKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket: opts.StatePrefix + "_REPLICAS", Description: "exportstream: live replicas (heartbeats; leases name them)",
 		History: 1, TTL: opts.LivenessTTL, Storage: jetstream.FileStorage, Replicas: max(opts.Replicas, 1),
 	})
@@ -552,6 +553,22 @@ func (p *Pipeline) followDirty(ctx context.Context, w jetstream.KeyWatcher, init
 				trig = TriggerStartup
 			}
 			p.kick(e.Key(), trig)
+		}
+	}
+}
+
+// createKV creates or updates a key-value bucket, asking again (up to
+// three times) when the server does not answer in time: a bucket of
+// several replicas answers once its stream has a leader, which a busy or
+// just-started cluster may take longer to elect than one request waits.
+// Creating is idempotent, so an attempt that did succeed unseen is
+// harmless.
+func createKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	for attempt := 1; ; attempt++ {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+		if err == nil || ctx.Err() != nil || attempt == 3 ||
+			!(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)) {
+			return kv, err
 		}
 	}
 }

@@ -44,7 +44,7 @@ const watchBatch = 1024
 // one that reflects another bucket (deleted and created again, or
 // another NATS) is emptied and loaded from the start.
 func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, state *DiskState, log *slog.Logger) (*Store, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := createKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "exportstream: newest snapshot of every entity",
 		History:     1,
