@@ -774,13 +774,8 @@ func (p *Pipeline) putRecord(ctx context.Context, r *Record) error {
 // Record returns the export record with the given id. If there is none,
 // an error wrapping jetstream.ErrKeyNotFound is returned.
 func (p *Pipeline) Record(ctx context.Context, id int64) (*Record, error) {
-	e, err := p.records.Get(ctx, "export."+strconv.FormatInt(id, 10))
-	if err != nil {
-		return nil, err
-	}
-	var r Record
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return nil, err
-	}
-	return &r, nil
+	// Never older than the revision the index knows (a lagging replica of
+	// an R3 bucket may answer a direct get with an older version: then a
+	// complete export would read as still generating).
+	return p.fetch(ctx, id, p.index.revOf(id))
 }
