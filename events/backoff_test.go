@@ -21,8 +21,8 @@ func TestBackoffCapped(t *testing.T) {
 		{3, 300 * time.Millisecond, 300 * time.Millisecond},
 		{60, 30 * time.Second, 30 * time.Second},
 	} {
-		if got := backoff(c.n, c.cap); got != c.want {
-			t.Errorf("backoff(%d, %v) = %v, want %v", c.n, c.cap, got, c.want)
+		if got := Backoff(c.n, 250*time.Millisecond, c.cap); got != c.want {
+			t.Errorf("Backoff(%d, 250ms, %v) = %v, want %v", c.n, c.cap, got, c.want)
 		}
 	}
 }

@@ -251,7 +251,7 @@ func (c *Consumer) Run(ctx context.Context, handle Handler) error {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(backoff(failures, c.cfg.MaxBackoff)):
+			case <-time.After(Backoff(failures, 250*time.Millisecond, c.cfg.MaxBackoff)):
 			}
 		}
 	}
@@ -265,10 +265,11 @@ type delivery struct {
 	err  error
 }
 
-// backoff is the delay after n consecutive failures: 250ms doubling to
-// maxWait.
-func backoff(n int, maxWait time.Duration) time.Duration {
-	d := 250 * time.Millisecond
+// Backoff is the delay after n consecutive failures: first, doubling,
+// at most maxWait. The consumer pauses 250 ms doubling after failed
+// batches; the pipeline uses it for export retries and watches.
+func Backoff(n int, first, maxWait time.Duration) time.Duration {
+	d := first
 	for i := 1; i < n && d < maxWait; i++ {
 		d *= 2
 	}

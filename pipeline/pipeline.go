@@ -719,11 +719,7 @@ const DefaultMaxBackoff = 5 * time.Second
 // backoffDelay is the wait after the n-th failed attempt in a row: 0.5 s
 // doubling, at most maxWait.
 func backoffDelay(n int, maxWait time.Duration) time.Duration {
-	d := 500 * time.Millisecond
-	for i := 1; i < n && d < maxWait; i++ {
-		d *= 2
-	}
-	return min(d, maxWait)
+	return events.Backoff(n, 500*time.Millisecond, maxWait)
 }
 
 // nextID allocates an export id: unique across replicas and growing, from
