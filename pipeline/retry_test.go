@@ -130,12 +130,10 @@ func TestRetryBackoffCapped(t *testing.T) {
 	t.Logf("%d failed attempts; exported %v after the bucket was back", len(fails), written.Time.Sub(back).Round(time.Millisecond))
 }
 
-// TestRetryWhenBucketAnswers: a definition waiting a long back-off after
-// failures retries as soon as its bucket answers again (a read probe that
-// had failed succeeds), before the retry it had scheduled.
-func TestRetryWhenBucketAnswers(t *testing.T) {
-	real, spy, d, rec, restore := outageRun(t, time.Minute)
-	// A failure followed by a wait of at least 8 s (the fifth).
+// longBackoff waits for a failed attempt whose back-off is at least 8 s
+// (the fifth) and returns when its retry is scheduled.
+func longBackoff(t *testing.T, rec *logRecorder) time.Time {
+	t.Helper()
 	var long slog.Record
 	waitFor(t, "a failed attempt with a long back-off", 60*time.Second, func() bool {
 		for _, f := range rec.records(slog.LevelError, "export failed; retrying") {
@@ -146,7 +144,15 @@ func TestRetryWhenBucketAnswers(t *testing.T) {
 		}
 		return false
 	})
-	scheduled := long.Time.Add(attr(long, "retry_in").Duration())
+	return long.Time.Add(attr(long, "retry_in").Duration())
+}
+
+// TestRetryWhenBucketAnswers: a definition waiting a long back-off after
+// failures retries as soon as its bucket answers again (a read probe that
+// had failed succeeds), before the retry it had scheduled.
+func TestRetryWhenBucketAnswers(t *testing.T) {
+	real, spy, d, rec, restore := outageRun(t, time.Minute)
+	scheduled := longBackoff(t, rec)
 	// The bucket is still down when the waiting definition probes it.
 	probed := spy.failed.Load()
 	waitFor(t, "a failed probe", 10*time.Second, func() bool { return spy.failed.Load() > probed })
@@ -197,17 +203,7 @@ func TestRetryWhenNATSReconnects(t *testing.T) {
 		MaxBackoff: time.Minute, Logger: slog.New(rec)}, nil)
 	publishLines(t, js, readLines(t, scenario))
 
-	var long slog.Record
-	waitFor(t, "a failed attempt with a long back-off", 60*time.Second, func() bool {
-		for _, f := range rec.records(slog.LevelError, "export failed; retrying") {
-			if attr(f, "retry_in").Duration() >= 8*time.Second {
-				long = f
-				return true
-			}
-		}
-		return false
-	})
-	scheduled := long.Time.Add(attr(long, "retry_in").Duration())
+	scheduled := longBackoff(t, rec)
 	// The bucket takes writes again, unseen (its reads never failed);
 	// then NATS restarts.
 	b.down.Store(false)
