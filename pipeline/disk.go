@@ -219,20 +219,18 @@ func (d *DiskState) get(r pebble.Reader, key []byte) ([]byte, error) {
 // Close closes the store, syncing it first. The DiskState must not be used
 // after.
 func (d *DiskState) Close() error {
-	// The revision the watch passed last, if no transaction recorded it.
-	saveErr := d.Update(func(*DiskTx) error { return nil })
+	syncErr := d.Sync()
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
-	return errors.Join(saveErr, d.db.LogData(nil, pebble.Sync), d.db.Close(), d.lock.Close())
+	return errors.Join(syncErr, d.db.Close(), d.lock.Close())
 }
 
 // Sync makes every write so far durable (the write-ahead log synced),
 // with the revision the watch has passed.
 func (d *DiskState) Sync() error {
-	if err := d.Update(func(*DiskTx) error { return nil }); err != nil {
-		return err
-	}
-	return d.db.LogData(nil, pebble.Sync)
+	// The revision the watch passed last, if no transaction recorded it.
+	saveErr := d.Update(func(*DiskTx) error { return nil })
+	return errors.Join(saveErr, d.db.LogData(nil, pebble.Sync))
 }
 
 // Rev is the highest key-value revision applied: every entry of the bucket
@@ -315,20 +313,17 @@ func (d *DiskState) Update(fn func(tx *DiskTx) error) error {
 		return err
 	}
 	d.mu.Lock()
-	nothing := tx.b.Empty() && max(tx.rev, d.rev) <= d.saved
-	d.mu.Unlock()
-	if nothing {
-		return nil
-	}
-	if err := tx.b.Set(keySeq, binary.BigEndian.AppendUint64(nil, tx.seq), nil); err != nil {
-		return err
-	}
-	d.mu.Lock()
 	defer d.mu.Unlock()
 	// The revision, with the writes it covers and never ahead of them:
 	// the transaction's entries, or the revision the watch passed
 	// meanwhile over writes committed before (NoteWatched).
 	rev := max(tx.rev, d.rev)
+	if tx.b.Empty() && rev <= d.saved {
+		return nil
+	}
+	if err := tx.b.Set(keySeq, binary.BigEndian.AppendUint64(nil, tx.seq), nil); err != nil {
+		return err
+	}
 	if rev > d.saved {
 		if err := tx.b.Set(keyRev, binary.BigEndian.AppendUint64(nil, rev), nil); err != nil {
 			return err
