@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -241,8 +242,14 @@ type createRequest struct {
 	Completion              string      `json:"completion"`
 	IncludeRemovedInstances bool        `json:"include_removed_instances"`
 	Connection              string      `json:"connection"`
-	Wait                    bool        `json:"wait"`
-	ReturnType              string      `json:"return_type"`
+	// Formats are an ad-hoc export's formats beside the Diffgram
+	// document (coco, yolo, jsonl; diffgram is always written).
+	Formats    []string `json:"formats"`
+	Wait       bool     `json:"wait"`
+	ReturnType string   `json:"return_type"`
+	// AsOf asks for the export as of a point in the event stream: a
+	// stream sequence (number or string) or an RFC 3339 time (asof.go).
+	AsOf json.RawMessage `json:"as_of"`
 }
 
 // sourceSpec is an ad-hoc export's source: exactly one field set, as in
@@ -294,10 +301,31 @@ func (s *Server) createExport(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("return_type %q is not data or url", req.ReturnType))
 		return
 	}
+	asOf, msg := asOfField(req.AsOf)
+	if msg != "" {
+		s.writeError(w, http.StatusBadRequest, "bad_request", msg)
+		return
+	}
 	var rec *pipeline.Record
 	var err error
-	if req.Definition != "" {
-		if req.Project != "" || req.Source != nil || req.Connection != "" || req.Completion != "" || req.IncludeRemovedInstances {
+	if !asOf.IsZero() {
+		// A point in time: for a definition or an ad-hoc source alike.
+		var d pipeline.Definition
+		if req.Definition != "" {
+			if req.Project != "" || req.Source != nil || req.Connection != "" || req.Completion != "" || req.IncludeRemovedInstances || len(req.Formats) > 0 {
+				s.writeError(w, http.StatusBadRequest, "bad_request", "give either a definition or an ad-hoc project, source and connection, not both")
+				return
+			}
+		} else if d, msg = adhocDefinition(&req); msg != "" {
+			s.writeError(w, http.StatusBadRequest, "bad_request", msg)
+			return
+		}
+		var ok bool
+		if rec, ok, err = s.generateAsOf(w, r, req.Definition, d, asOf); !ok && err == nil {
+			return
+		}
+	} else if req.Definition != "" {
+		if req.Project != "" || req.Source != nil || req.Connection != "" || req.Completion != "" || req.IncludeRemovedInstances || len(req.Formats) > 0 {
 			s.writeError(w, http.StatusBadRequest, "bad_request", "give either a definition or an ad-hoc project, source and connection, not both")
 			return
 		}
@@ -403,8 +431,12 @@ func adhocDefinition(req *createRequest) (pipeline.Definition, string) {
 	default:
 		return pipeline.Definition{}, fmt.Sprintf("completion %q is not complete, all or incomplete", completion)
 	}
+	if err := config.CheckFormats(req.Formats); err != nil {
+		return pipeline.Definition{}, "formats: " + err.Error()
+	}
 	return pipeline.Definition{Project: req.Project, Source: src, Completion: completion,
-		IncludeRemovedInstances: req.IncludeRemovedInstances, Connection: req.Connection}, ""
+		IncludeRemovedInstances: req.IncludeRemovedInstances, Connection: req.Connection,
+		Formats: pipeline.NormalizeFormats(req.Formats)}, ""
 }
 
 // definitionView is one entry of GET /api/v1/definitions.
@@ -420,10 +452,21 @@ type definitionView struct {
 	Quiet                   string           `json:"quiet"`
 	MaxDelay                string           `json:"max_delay"`
 	KeepLast                int              `json:"keep_last"`
+	Formats                 []string         `json:"formats"`
 	Latest                  *pipeline.Record `json:"latest"`
 	// Skipped is the newest attempt when it wrote nothing because the
 	// source matched no file; its status_text says why.
 	Skipped *pipeline.Record `json:"skipped,omitempty"`
+	// Media is the definition's media setting: its links are signed by
+	// that connection, valid that long (null: copied as received). The
+	// latest export's media_links_expire_at says when they expire.
+	Media *mediaView `json:"media"`
+}
+
+// mediaView is a definition's media setting.
+type mediaView struct {
+	Connection string `json:"connection"`
+	Expiry     string `json:"expiry"`
 }
 
 func (s *Server) listDefinitions(w http.ResponseWriter, r *http.Request) {
@@ -437,8 +480,12 @@ func (s *Server) listDefinitions(w http.ResponseWriter, r *http.Request) {
 			Name: d.Name, Project: d.Project, Source: string(d.Source.Kind), Ref: ref, Completion: d.Completion,
 			IncludeRemovedInstances: d.IncludeRemovedInstances, Connection: d.Connection, Path: d.Path,
 			Quiet: d.Quiet.String(), MaxDelay: d.MaxDelay.String(), KeepLast: d.KeepLast,
-			Latest: s.o.Pipeline.LatestRecord(d.Name), Skipped: s.o.Pipeline.SkippedRecord(d.Name),
+			Formats: pipeline.NormalizeFormats(d.Formats),
+			Latest:  s.o.Pipeline.LatestRecord(d.Name), Skipped: s.o.Pipeline.SkippedRecord(d.Name),
 		})
+		if m := d.Media; m != nil {
+			out[len(out)-1].Media = &mediaView{Connection: m.Connection, Expiry: m.Expiry.String()}
+		}
 	}
 	s.writeJSON(w, http.StatusOK, map[string]any{"definitions": out})
 }

@@ -302,7 +302,27 @@ type Export struct {
 	// the bucket and deletes the data objects and manifests of older ones
 	// that it wrote itself (never other objects under Path). 0 keeps all.
 	KeepLast int `yaml:"keep_last"`
+	// Formats are the formats written for each export: diffgram (always
+	// written, listed or not), coco, yolo, jsonl (EXPORTS.md, "Formats
+	// beside the Diffgram one"). Empty: [diffgram]. Kept as the file
+	// lists them; each name at most once.
+	Formats []string `yaml:"formats"`
+	// Media, when set, signs fresh media links from the files' blob_path
+	// (see Media); nil: links are copied as received.
+	Media *Media `yaml:"media"`
 }
+
+// Export formats (Export.Formats), in the order they are written.
+const (
+	FormatDiffgram = "diffgram"
+	FormatCOCO     = "coco"
+	FormatYOLO     = "yolo"
+	FormatJSONL    = "jsonl"
+)
+
+// formatNames are the format names an export may list, in the order they
+// are written.
+var formatNames = []string{FormatDiffgram, FormatCOCO, FormatYOLO, FormatJSONL}
 
 // Export completion values.
 const (

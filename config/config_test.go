@@ -131,6 +131,7 @@ func TestContractExample(t *testing.T) {
 		Connection: "local-disk",
 		Path:       "exports/luckfrill/",
 		Coalesce:   Coalesce{Quiet: 5 * time.Second, MaxDelay: 60 * time.Second},
+		Formats:    []string{"diffgram", "coco", "yolo"},
 	}}
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -739,6 +740,39 @@ func TestHostileMerges(t *testing.T) {
 		}
 		if err != nil && len(err.(*Errors).Problems) > maxProblems+2 {
 			t.Errorf("%s: %d problems, want at most %d", name, len(err.(*Errors).Problems), maxProblems+2)
+		}
+	}
+}
+
+// TestFormats: diffgram may be left out of formats (it is always
+// written), an empty list is the default, and CheckFormats (the API's
+// check of ad-hoc formats) agrees with Validate.
+func TestFormats(t *testing.T) {
+	for _, tc := range []struct {
+		formats []string
+		want    string // "": valid
+	}{
+		{nil, ""},
+		{[]string{}, ""},
+		{[]string{"coco"}, ""},
+		{[]string{"jsonl", "diffgram", "yolo", "coco"}, ""},
+		{[]string{"coco", "coco"}, `"coco" is listed twice`},
+		{[]string{"yolov8"}, `"yolov8" is not a format (did you mean "yolo"?); the formats are: diffgram, coco, yolo, jsonl (diffgram is always written)`},
+		{[]string{""}, `"" is not a format; the formats are: diffgram, coco, yolo, jsonl (diffgram is always written)`},
+	} {
+		err := CheckFormats(tc.formats)
+		if got := fmt.Sprint(err); tc.want == "" && err != nil || tc.want != "" && got != tc.want {
+			t.Errorf("CheckFormats(%q) = %v, want %q", tc.formats, err, tc.want)
+		}
+		c := Default()
+		c.Exports = []Export{defaultExport()}
+		e := &c.Exports[0]
+		e.Name, e.Project, e.Source, e.Connection, e.Path, e.Formats = "x", "p", Source{Project: true}, "local-disk", "x/", tc.formats
+		verr := c.Validate()
+		if (verr == nil) != (tc.want == "") {
+			t.Errorf("Validate with formats %q = %v, want valid %t", tc.formats, verr, tc.want == "")
+		} else if verr != nil && !strings.HasPrefix(verr.Error(), "exports[0].formats[") {
+			t.Errorf("Validate with formats %q = %v, want a problem at exports[0].formats[i]", tc.formats, verr)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,33 @@ func CheckProject(p string) error {
 		return fmt.Errorf("%q is not a valid project (lowercase letters, digits and \"-\")", p)
 	}
 	return nil
+}
+
+// CheckFormats returns nil if every name in formats is an export format
+// (diffgram, coco, yolo, jsonl) listed once, and otherwise an error
+// naming the first that is not (with the likely typo): the API checks
+// ad-hoc exports with it too. Diffgram is always written, listed or not.
+func CheckFormats(formats []string) error {
+	seen := map[string]bool{}
+	for _, f := range formats {
+		if !slices.Contains(formatNames, f) {
+			return fmt.Errorf("%s", formatProblem(f))
+		}
+		if seen[f] {
+			return fmt.Errorf("%q is listed twice", f)
+		}
+		seen[f] = true
+	}
+	return nil
+}
+
+// formatProblem says why f is not a format name.
+func formatProblem(f string) string {
+	msg := fmt.Sprintf("%q is not a format", f)
+	if s := suggest(f, formatNames); s != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	return msg + "; the formats are: " + strings.Join(formatNames, ", ") + " (diffgram is always written)"
 }
 
 // Validate checks the configuration as a whole and returns nil, or an
@@ -64,7 +92,13 @@ func CheckProject(p string) error {
 //     is reported with the likely typo and the connections there are); path relative, without
 //     "." or ".." segments or "//", ending in "/" (or empty: the bucket
 //     root), and no two exports share connection and path; coalesce.quiet
-//     >= 0, coalesce.max_delay > 0 and >= quiet; keep_last >= 0.
+//     >= 0, coalesce.max_delay > 0 and >= quiet; keep_last >= 0; formats
+//     each one of diffgram, coco, yolo, jsonl, listed once (diffgram is
+//     always written: a list without it implies it); media.connection
+//     names a connection that can sign links that outlive the process (a
+//     local one with sign_key, no SAS-token Azure one, no GCS emulator
+//     endpoint without credentials_file), media.expiry MinMediaExpiry..7
+//     days.
 //   - records.keep_last >= 0 and records.max_age >= 0 (0: that rule is
 //     off).
 //   - retry.max_backoff is MinMaxBackoff..MaxMaxBackoff.
@@ -112,6 +146,7 @@ func (c *Config) problems() []issue {
 	ch.nats(&c.NATS)
 	conns := ch.connections(c.Connections)
 	ch.exports(c.Exports, conns)
+	ch.media(c.Exports, c.Connections)
 	if c.Records.KeepLast < 0 {
 		ch.add("records.keep_last", "must not be negative (got %d; 0 keeps any number of records)", c.Records.KeepLast)
 	}
@@ -516,6 +551,7 @@ func (ch *checker) exports(es []Export, connNames []string) {
 		if e.KeepLast < 0 {
 			ch.add(p+".keep_last", "must not be negative (got %d; 0 keeps every export)", e.KeepLast)
 		}
+		ch.formats(p+".formats", e.Formats)
 		cp := p + ".coalesce"
 		if e.Coalesce.Quiet < 0 {
 			ch.add(cp+".quiet", "must not be negative (got %s)", e.Coalesce.Quiet)
@@ -526,6 +562,23 @@ func (ch *checker) exports(es []Export, connNames []string) {
 		case e.Coalesce.MaxDelay < e.Coalesce.Quiet:
 			ch.add(cp+".max_delay", "%s is less than quiet (%s)", e.Coalesce.MaxDelay, e.Coalesce.Quiet)
 		}
+	}
+}
+
+// formats checks an export's formats: each a known name, listed once.
+func (ch *checker) formats(p string, formats []string) {
+	first := map[string]int{}
+	for i, f := range formats {
+		fp := fmt.Sprintf("%s[%d]", p, i)
+		if !slices.Contains(formatNames, f) {
+			ch.add(fp, "%s", formatProblem(f))
+			continue
+		}
+		if j, dup := first[f]; dup {
+			ch.add(fp, "%q is listed twice (also %s[%d])", f, p, j)
+			continue
+		}
+		first[f] = i
 	}
 }
 

@@ -74,15 +74,29 @@ type Bucket interface {
 	// not an error.
 	Delete(ctx context.Context, key string) error
 
-	// SignedURL returns a URL that lets whoever holds it GET the object
-	// over plain HTTP(S), without credentials, until expiry has passed.
-	// It does not check that the object exists. A provider that cannot
-	// sign as configured returns an error wrapping ErrNotSupported that
-	// says what is missing.
-	SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error)
+	// Signer: every bucket signs GET links to its objects (download
+	// links of exports, media links in them).
+	Signer
 
 	// Close releases the bucket's resources.
 	Close() error
+}
+
+// MaxSignedURLExpiry is the longest validity every provider can sign a
+// link for: SigV4 (S3) and V4 (GCS) signed URLs, and Azure links signed
+// with a user delegation key, live at most 7 days. Local links and Azure
+// links signed with the account key may live longer.
+const MaxSignedURLExpiry = 7 * 24 * time.Hour
+
+// Signer signs links to objects. Safe for concurrent use.
+type Signer interface {
+	// SignedURL returns a URL that lets whoever holds it GET the object
+	// over plain HTTP(S), without credentials, until expiry has passed
+	// (counted from the call). It does not check that the object exists.
+	// Every provider accepts any expiry up to MaxSignedURLExpiry. A
+	// provider that cannot sign as configured returns an error wrapping
+	// ErrNotSupported that says what is missing.
+	SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error)
 }
 
 // Writer streams one object into a Bucket (see Bucket.NewWriter).

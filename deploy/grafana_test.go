@@ -33,6 +33,7 @@ var metrics = []string{
 	"exportstream_last_export_timestamp_seconds",
 	"exportstream_exports_deleted_total",
 	"exportstream_event_to_export_seconds_bucket",
+	"exportstream_media_links_expire_at_seconds",
 	// buckets
 	"exportstream_bucket_operations_total",
 	"exportstream_bucket_errors_total",

@@ -124,8 +124,8 @@ const DefaultMaxAdhoc = 4
 const adhocStartTimeout = 15 * time.Second
 
 // GenerateAdhoc starts an export of an ad-hoc source (d's project,
-// source, completion, removed-instances choice and connection; its name
-// and path are set here) and returns its record at once (status
+// source, completion, removed-instances choice, formats and connection;
+// its name and path are set here) and returns its record at once (status
 // pending). The export runs in the background on this replica; follow it
 // with WaitRecord. It renders the state as it is at the call (for a
 // request served by a running export, at that export's call). When the
@@ -135,7 +135,7 @@ const adhocStartTimeout = 15 * time.Second
 //
 // A request identical to one whose export is still starting or running
 // on this replica (same project, source, completion, removed-instances
-// choice and connection) is served by that export: it returns the same
+// choice, formats and connection) is served by that export: it returns the same
 // record (or the same error) and starts nothing. Beyond Options.MaxAdhoc
 // different ad-hoc exports at once, the error wraps ErrTooManyAdhoc. The
 // caller checks d.Project (a NATS subject token of the completion event).
@@ -146,7 +146,8 @@ func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, er
 	}
 	d.Name, d.Path = AdhocName, AdhocPath
 	key := adhocKey{project: d.Project, source: d.Source, completion: d.Completion,
-		includeRemoved: d.IncludeRemovedInstances, connection: d.Connection}
+		includeRemoved: d.IncludeRemovedInstances, connection: d.Connection,
+		formats: strings.Join(NormalizeFormats(d.Formats), ",")}
 	limit := p.opts.MaxAdhoc
 	if limit <= 0 {
 		limit = DefaultMaxAdhoc
@@ -223,6 +224,12 @@ type adhocKey struct {
 	project, completion, connection string
 	source                          Source
 	includeRemoved                  bool
+	formats                         string // NormalizeFormats, joined
+	// A point-in-time export's (asof.go): the definition it reproduces
+	// ("" for an ad-hoc source), and the point as asked for with the
+	// stream sequence it resolved to.
+	definition string
+	asOf       string
 }
 
 // adhocRuns are the ad-hoc exports starting or running on this replica,
@@ -295,21 +302,21 @@ func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connector
 	defer func() { <-slot }()
 	start := time.Now()
 	r.StateRevision = pl.rev
+	r.Watermark = max(r.Watermark, pl.watermark)
 	r.Ref = d.ref(pl)
 	stem := d.objectStem(r.ID, r.Ref, r.CreatedTime)
 	r.Key, r.ManifestKey = stem+".json", stem+".manifest.json"
 	r.FileListLength, r.InstanceCount, r.Status = len(pl.ids), pl.nInst, StatusGenerating
+	startFormats(d, r, stem)
+	if err := p.classes(ctx, d, pl); err != nil {
+		return p.failed(ctx, r, err)
+	}
 	if err := p.putRecord(ctx, r); err != nil {
 		return err
 	}
-	w, res, err := p.render(ctx, bucket, pl, r)
-	if err != nil {
+	if err := p.writeObjects(ctx, bucket, pl, r); err != nil {
 		return err
 	}
-	if err := w.Close(); err != nil {
-		return p.failed(ctx, r, fmt.Errorf("commit %s: %w", r.Key, err))
-	}
-	r.Bytes, r.SHA256, r.ContentHash = res.Bytes, res.SHA256, res.ContentHash
 	done, body, err := completed(r)
 	if err != nil {
 		return err

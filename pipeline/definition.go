@@ -49,6 +49,13 @@ type Definition struct {
 	// KeepLast, when > 0, is how many of its newest exports the
 	// definition keeps in the bucket; older ones it wrote are deleted.
 	KeepLast int
+	// Media, when set, signs fresh media links from the files'
+	// blob_path (media.go); nil: links are copied as received.
+	Media *Media
+	// Formats are the formats each export writes beside the Diffgram
+	// document: coco, yolo, jsonl (FormatCOCO, ...). Diffgram is always
+	// written, listed or not (NormalizeFormats).
+	Formats []string
 }
 
 var refUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]`)

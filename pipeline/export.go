@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -164,7 +165,10 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	// Decide "unchanged" before uploading anything: the plan's content
 	// hash comes from its measure pass (the upload below renders the same
 	// bytes from the same view). A manual request always writes.
-	if trigger != TriggerManual && st != nil && st.Fingerprint == d.fingerprint() && pl.content == st.ContentHash {
+	// Signed media links are not content (media.go): an export whose
+	// links are due is written again all the same.
+	if trigger != TriggerManual && st != nil && st.Fingerprint == d.fingerprint() && pl.content == st.ContentHash && sameFormats(d, st) &&
+		!d.linksStale(st, time.Now()) {
 		if retry != nil {
 			// An earlier attempt of this export failed; the content it
 			// was to write is the last export's after all.
@@ -192,7 +196,11 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 		Completion: d.Completion, IncludeRemoved: d.IncludeRemovedInstances,
 		Status: StatusGenerating, CreatedTime: at, FileListLength: len(pl.ids), InstanceCount: pl.nInst,
 		Connection: d.Connection, Key: stem + ".json", ManifestKey: stem + ".manifest.json",
-		Watermark: mark.Watermark, StateRevision: pl.rev, Trigger: trigger, FormatVersion: FormatVersion,
+		Watermark: max(mark.Watermark, pl.watermark), StateRevision: pl.rev, Trigger: trigger, FormatVersion: FormatVersion,
+	}
+	startFormats(d, rec, stem)
+	if err := p.classes(ctx, d, pl); err != nil {
+		return retry, false, err
 	}
 	if err := p.putRecord(ctx, rec); err != nil {
 		return rec, false, fmt.Errorf("export record: %w", err)
@@ -200,29 +208,21 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	if _, err := p.records.Put(ctx, "pending."+d.Name, []byte(strconv.FormatInt(id, 10))); err != nil {
 		return rec, false, fmt.Errorf("export record: %w", err)
 	}
-	w, res, err := p.render(ctx, bucket, pl, rec)
-	if err != nil {
+	// Every object is committed before the manifest names it (finish). A
+	// retry finding its own object is a success; anything else under a
+	// key is never overwritten.
+	if err := p.writeObjects(ctx, bucket, pl, rec); err != nil {
+		if errors.Is(err, errTaken) {
+			return nil, false, err // the next attempt starts a new export
+		}
 		return rec, false, err
-	}
-	rec.Bytes, rec.SHA256, rec.ContentHash = res.Bytes, res.SHA256, res.ContentHash
-	if err := w.Close(); err != nil {
-		if !errors.Is(err, connectors.ErrExists) {
-			return rec, false, p.failed(ctx, rec, fmt.Errorf("commit %s: %w", rec.Key, err))
-		}
-		// A retry finding its own object is a success; anything else
-		// under the key is never overwritten.
-		sum, herr := hashObject(ctx, bucket, rec.Key)
-		if herr != nil || sum != rec.SHA256 {
-			// This key is taken: the next attempt starts a new export.
-			return nil, false, p.failed(ctx, rec, fmt.Errorf("%s already exists with different content; not overwritten", rec.Key))
-		}
 	}
 	rec.Status, rec.PercentComplete = StatusUploading, 90
 	if err := p.putRecord(ctx, rec); err != nil {
 		return rec, false, fmt.Errorf("export record: %w", err)
 	}
 	p.m.duration.WithLabelValues(d.Name).Observe(time.Since(start).Seconds())
-	p.m.bytes.WithLabelValues(d.Name).Add(float64(res.Bytes))
+	p.m.bytes.WithLabelValues(d.Name).Add(float64(rec.Bytes))
 	return rec, false, nil
 }
 
@@ -248,7 +248,7 @@ func (p *Pipeline) skip(ctx context.Context, d *Definition, st *definitionState,
 			Connection: d.Connection, Trigger: trigger, FormatVersion: FormatVersion}
 	}
 	rec.skipped(d, pl)
-	rec.Watermark = mark.Watermark
+	rec.Watermark = max(mark.Watermark, pl.watermark)
 	if err := p.putRecord(ctx, rec); err != nil {
 		return fmt.Errorf("export record: %w", err)
 	}
@@ -270,9 +270,15 @@ func (p *Pipeline) skip(ctx context.Context, d *Definition, st *definitionState,
 // plan selects the definition's files from a view of the local state
 // store that stays open until the plan is closed.
 func (p *Pipeline) plan(d *Definition) *plan {
+	// The view and the watermark of the batches this replica applied
+	// before it, taken together (asof.go, Pipeline.watermark).
+	p.viewMu.Lock()
 	v := p.state.View()
+	seen := p.appliedSeq.Load()
+	p.viewMu.Unlock()
 	pl := buildPlan(v, d)
 	pl.disk = v
+	pl.watermark = seen
 	return pl
 }
 
@@ -286,7 +292,14 @@ func (p *Pipeline) render(ctx context.Context, bucket connectors.Bucket, pl *pla
 		return nil, Result{}, p.failed(ctx, rec, fmt.Errorf("open %s: %w", rec.Key, err))
 	}
 	pl.progress = p.progressFunc(ctx, rec)
+	if pl.links, err = p.newMediaLinks(ctx, pl.def, rec.CreatedTime); err != nil {
+		_ = w.Abort()
+		return nil, Result{}, p.failed(ctx, rec, err)
+	}
 	res, err := pl.render(w, rec.ID, rec.CreatedTime)
+	if err == nil {
+		err = pl.links.done(rec) // media_links_expire_at, links signed
+	}
 	if err != nil {
 		_ = w.Abort()
 		return nil, Result{}, p.failed(ctx, rec, fmt.Errorf("write %s: %w", rec.Key, err))
@@ -359,10 +372,11 @@ func (p *Pipeline) finish(ctx context.Context, d *Definition, bucket connectors.
 		kept = prev.Kept
 	}
 	if len(kept) == 0 || kept[len(kept)-1].ID != rec.ID {
-		kept = append(kept, keptExport{ID: rec.ID, Key: rec.Key, ManifestKey: rec.ManifestKey})
+		kept = append(kept, keptExport{ID: rec.ID, Key: rec.Key, ManifestKey: rec.ManifestKey, Extra: rec.extraKeys()})
 	}
 	kept = p.prune(ctx, d, bucket, kept)
-	st, _ := json.Marshal(definitionState{LastID: rec.ID, ContentHash: rec.ContentHash, Key: rec.Key, Fingerprint: d.fingerprint(), Kept: kept})
+	st, _ := json.Marshal(definitionState{LastID: rec.ID, ContentHash: rec.ContentHash, Key: rec.Key, Fingerprint: d.fingerprint(), Kept: kept,
+		Formats: NormalizeFormats(d.Formats), Media: d.mediaSetting(), LinksSignedAt: signedAt(rec)})
 	if _, err := p.records.Put(ctx, "definition."+d.Name, st); err != nil {
 		return fmt.Errorf("definition state: %w", err)
 	}
@@ -382,7 +396,8 @@ func (p *Pipeline) finish(ctx context.Context, d *Definition, bucket connectors.
 
 // prune applies the definition's keep_last to kept (its exports in the
 // bucket, oldest first) and returns what is left: it deletes the manifest,
-// then the data object, of every export but the newest KeepLast, and marks
+// then the other formats' objects, then the data object, of every export
+// but the newest KeepLast, and marks
 // their records deleted. Only keys this definition wrote (kept) are ever
 // deleted, so other objects under its path survive. An export whose
 // objects could not be deleted stays in the list and is tried again after
@@ -395,8 +410,10 @@ func (p *Pipeline) prune(ctx context.Context, d *Definition, bucket connectors.B
 	var failed []keptExport
 	for _, k := range old {
 		err := bucket.Delete(ctx, k.ManifestKey)
-		if err == nil {
-			err = bucket.Delete(ctx, k.Key)
+		for _, key := range append(slices.Clone(k.Extra), k.Key) {
+			if err == nil {
+				err = bucket.Delete(ctx, key)
+			}
 		}
 		if err != nil {
 			p.log.Warn("retention could not delete an old export; trying again after the next export",

@@ -23,6 +23,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,6 +97,13 @@ type Options struct {
 	// (GenerateAdhoc; default DefaultMaxAdhoc). Identical requests share
 	// one export and count once.
 	MaxAdhoc int
+
+	// EventsStream is the stream of annotation events the consumer reads,
+	// and EventLimits the consumer's decoding limits: point-in-time
+	// exports (GenerateAsOf, asof.go) replay that stream and drop the
+	// bad input the consumer dead-letters. Empty: they are refused.
+	EventsStream string
+	EventLimits  events.Limits
 }
 
 // Pipeline is the state plus the exporter. Create it with Open, feed it
@@ -129,6 +137,12 @@ type Pipeline struct {
 
 	health    writeHealth // what WriteHealth reports (health.go)
 	adhocRuns adhocRuns   // the ad-hoc exports in flight, by request (control.go)
+	replayMu  sync.Mutex  // held by the point-in-time export replaying (asof.go)
+	// viewMu orders a plan's view with this replica's applied batches
+	// (Handle holds it shared), so that the view's watermark is exact:
+	// appliedSeq, the highest stream sequence of the batches applied.
+	viewMu     sync.RWMutex
+	appliedSeq atomic.Uint64
 
 	wakeMu sync.Mutex
 	wake   chan struct{} // closed (and replaced) to end every retry wait at once: see retryNow
@@ -183,6 +197,9 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	for _, d := range opts.Definitions {
 		if _, ok := opts.Buckets[d.Connection]; !ok {
 			return nil, fmt.Errorf("export %s: no bucket for connection %q", d.Name, d.Connection)
+		}
+		if err := checkMedia(d, opts.Buckets); err != nil {
+			return nil, err
 		}
 		p.defs = append(p.defs, d)
 		p.byName[d.Name] = d
@@ -251,6 +268,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 		p.removeTemp()
 		return nil, err
 	}
+	p.sweepScratch() // asof.go
 	if p.store, err = OpenStore(ctx, js, opts.StatePrefix+"_STATE", opts.Replicas, p.state, p.log); err != nil {
 		_ = p.Close()
 		return nil, err
@@ -327,6 +345,7 @@ func (p *Pipeline) initMetrics() {
 			p.m.duration, p.m.lastGood, p.m.stale, p.m.applied, p.m.files, p.m.latency, p.m.stateChanges} {
 			_ = r.Register(c)
 		}
+		_ = r.Register(mediaCollector{p})
 	}
 }
 
@@ -350,7 +369,12 @@ func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) (err error
 	// is already stored. Either way, mark its project's definitions again
 	// (an export whose content is unchanged is skipped). Both cases are
 	// rare, so this costs little.
+	p.viewMu.RLock() // a plan's view is taken between batches (see Pipeline.plan)
 	res, err := p.store.Apply(ctx, batch)
+	if err == nil {
+		p.noteApplied(batch) // asof.go
+	}
+	p.viewMu.RUnlock()
 	if err != nil {
 		return err
 	}
@@ -473,6 +497,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	g.Go(func() error { p.retryOnReconnect(ctx); return nil })
 	for _, d := range p.defs {
 		g.Go(func() error { return p.runDefinition(ctx, d) })
+		g.Go(func() error { return p.refreshLinks(ctx, d) }) // media.go
 	}
 	err := g.Wait()
 	p.adhoc.Wait()
@@ -608,8 +633,14 @@ func (p *Pipeline) startupKicks(ctx context.Context) {
 }
 
 func (d *Definition) fingerprint() string {
-	return fmt.Sprintf("%s|%s|%s|%d|%s|%t|%s|%s|%s", d.Project, d.Source.Kind, d.Source.Name, d.Source.ID,
+	fp := fmt.Sprintf("%s|%s|%s|%d|%s|%t|%s|%s|%s", d.Project, d.Source.Kind, d.Source.Name, d.Source.ID,
 		d.Completion, d.IncludeRemovedInstances, d.Connection, d.Path, FormatVersion)
+	// Formats beside the Diffgram one (a Diffgram-only definition keeps
+	// the fingerprint it had before formats existed).
+	if f := NormalizeFormats(d.Formats); len(f) > 1 {
+		fp += "|" + strings.Join(f, ",")
+	}
+	return fp
 }
 
 func (p *Pipeline) definitionState(ctx context.Context, name string) (*definitionState, error) {

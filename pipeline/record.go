@@ -52,13 +52,34 @@ type Record struct {
 	ManifestKey     string     `json:"manifest_key"`
 	// Watermark is the highest event stream sequence known to be reflected.
 	Watermark uint64 `json:"watermark"`
-	// StateRevision is the state revision the export was rendered at.
+	// StateRevision is the state revision the export was rendered at (0
+	// for a point-in-time export, rendered from a replay of the stream).
 	StateRevision uint64 `json:"state_revision"`
+	// AsOf, on a point-in-time export (asof.go), is the point asked for
+	// as given (a stream sequence or an RFC 3339 time); Watermark is then
+	// the stream sequence it resolved to, which the export reflects.
+	AsOf string `json:"as_of,omitempty"`
+	// Definition, on a point-in-time export of a configured definition,
+	// names it: the export has its settings (Name is AdhocName).
+	Definition    string `json:"definition,omitempty"`
 	Trigger       string `json:"trigger"`
 	FormatVersion string `json:"export_format_version"`
 	// DeletedTime is when retention (keep_last) deleted the export's
 	// objects from the bucket; nil while they are there.
 	DeletedTime *time.Time `json:"deleted_time,omitempty"`
+	// MediaLinksExpireAt is the earliest expiry of the media links the
+	// export shows, signed or copied as received (EXPORTS.md, "Media
+	// links"); null when it shows no link with an expiry.
+	MediaLinksExpireAt *time.Time `json:"media_links_expire_at"`
+	// MediaLinksSigned counts the media links the export signed (a
+	// definition with media); they expire at created_time + its expiry.
+	MediaLinksSigned int `json:"media_links_signed,omitempty"`
+	// Formats are the export's objects by format name: the Diffgram
+	// document (Key, Bytes, SHA256 again) and each other format the
+	// export writes beside it (EXPORTS.md, "Formats beside the Diffgram
+	// one"). Each key is set when the export starts, its size and
+	// SHA-256 once the object is written.
+	Formats map[string]FormatObject `json:"formats,omitempty"`
 }
 
 // definitionState is kept per definition: what its newest export holds.
@@ -75,6 +96,15 @@ type definitionState struct {
 	// Skipped is set while the definition's newest attempt found its
 	// source empty: the record that says so and why.
 	Skipped *skippedAttempt `json:"skipped,omitempty"`
+	// Media is the media setting the newest export was written with
+	// (Definition.mediaSetting; "": links copied as received), and
+	// LinksSignedAt when its signed links were signed from (nil: it
+	// signed none): what tells when its links are due (media.go).
+	Media         string     `json:"media,omitempty"`
+	LinksSignedAt *time.Time `json:"links_signed_at,omitempty"`
+	// Formats are the formats the newest export wrote (NormalizeFormats;
+	// nil: diffgram only): an export asking for others is not unchanged.
+	Formats []string `json:"formats,omitempty"`
 }
 
 // skippedAttempt is a definition's newest attempt that wrote nothing.
@@ -89,6 +119,8 @@ type keptExport struct {
 	ID          int64  `json:"id"`
 	Key         string `json:"key"`
 	ManifestKey string `json:"manifest_key"`
+	// Extra are the objects of its other formats (coco, yolo, jsonl).
+	Extra []string `json:"extra_keys,omitempty"`
 }
 
 // dirtyMark is the durable note that a definition's export is stale.
@@ -106,4 +138,5 @@ func (r *Record) skipped(d *Definition, pl *plan) {
 	r.Ref, r.StateRevision = d.ref(pl), pl.rev
 	r.Status, r.StatusText, r.PercentComplete, r.CompletedTime = StatusSkipped, pl.empty, 100, &now
 	r.Key, r.ManifestKey, r.FileListLength, r.InstanceCount = "", "", 0, 0
+	r.Formats = nil
 }

@@ -39,15 +39,25 @@ type plan struct {
 	nInst   int
 	content string // the content hash (see measure)
 	rev     uint64 // the state revision the plan reflects
+	// watermark is the highest event stream sequence of the batches this
+	// replica had applied when the view was taken (Pipeline.plan; 0 for
+	// other views).
+	watermark uint64
 	// empty, when the source matches no file, says why: then nothing is
 	// written (EXPORTS.md, "No empty export").
 	empty string
 	// progress, when set, is told how many files are rendered so far
 	// (at each flush of the write buffer).
 	progress func(done, total int)
+	// links, when set, signs the media links the render pass writes and
+	// notes their earliest expiry (media.go).
+	links *mediaLinks
 	// disk is the disk store's view the plan reads, which the plan
 	// releases (nil: the in-memory state's, which needs no release).
 	disk *diskView
+	// classes is the YOLO class map: label_file_ids in class-id order
+	// (nil: the labels by id; see Pipeline.classes).
+	classes []int64
 }
 
 // close releases the plan's view and reports the first error a read met.
@@ -671,6 +681,14 @@ func fileFragment(f *snap) []byte {
 	if c := f.frag.Load(); c != nil {
 		return c[0]
 	}
+	b := renderHead(f, nil)
+	f.frag.Store(&[2][]byte{b})
+	return b
+}
+
+// renderHead renders fileFragment, with the media link as received, or
+// with link (a signed one: media.go) when it is not nil.
+func renderHead(f *snap, link *signedLink) []byte {
 	fs := events.Fields(f.raw)
 	file := f.val.(*events.File)
 	b := make([]byte, 0, len(f.raw)+64)
@@ -679,22 +697,26 @@ func fileFragment(f *snap) []byte {
 	for _, k := range []string{"original_filename", "blob_url", "created_time", "ann_is_complete", "type"} {
 		b = append(b, ',')
 		b = appendKey(b, k)
+		if k == "blob_url" && link != nil {
+			b = appendString(b, link.url)
+			continue
+		}
 		b = append(b, rawOrNull(fs, k)...)
 	}
 	b = append(b, '}')
 	if key, ok := mediaKey[file.Type]; ok {
 		b = append(b, ',')
 		b = appendKey(b, key)
-		b = appendMedia(b, key, rawOrNull(fs, key), rawOrNull(fs, "original_filename"))
+		b = appendMedia(b, key, rawOrNull(fs, key), rawOrNull(fs, "original_filename"), link)
 	}
-	f.frag.Store(&[2][]byte{b})
 	return b
 }
 
 // appendMedia appends a file's media block under key: geo_assets a list
 // ([] when absent), point_cloud an object ({} when absent), and the image,
-// video and text blocks normalised with mediaFields.
-func appendMedia(b []byte, key string, raw, filename json.RawMessage) []byte {
+// video and text blocks normalised with mediaFields; with link, the
+// block's link and expiry (mediaLinkFields) are link's.
+func appendMedia(b []byte, key string, raw, filename json.RawMessage, link *signedLink) []byte {
 	isObject := len(raw) > 0 && raw[0] == '{'
 	switch key {
 	case "geo_assets":
@@ -722,6 +744,16 @@ func appendMedia(b []byte, key string, raw, filename json.RawMessage) []byte {
 		v, ok := lookup(fs, k)
 		if k == "original_filename" && (!ok || string(v) == "null") {
 			v, ok = filename, true
+		}
+		if link != nil {
+			switch k {
+			case mediaLinkFields[key][0]:
+				b = appendString(b, link.url)
+				continue
+			case mediaLinkFields[key][1]:
+				b = appendInt(b, link.expires)
+				continue
+			}
 		}
 		if ok {
 			b = append(b, v...)
@@ -1002,7 +1034,13 @@ func (pl *plan) renderBody(w io.Writer) error {
 	for i, id := range pl.ids {
 		b = append(b, ',')
 		b = appendIDKey(b, id)
+		start := len(b)
 		b, _ = pl.appendFile(b, id, nil)
+		if pl.links != nil {
+			if b = pl.linkEntry(b, start, id); pl.links.err != nil {
+				return pl.links.err
+			}
+		}
 		if len(b) >= bufSize {
 			if err := flush(i + 1); err != nil {
 				return err

@@ -423,6 +423,7 @@
       meta: el("div", { class: "def-meta" }),
       skipped: el("div", { class: "status-text warn-text", dataset: { field: "skipped-reason" }, hidden: true }),
       freshness: el("div", { class: "freshness", dataset: { field: "freshness" } }),
+      links: el("div", { class: "links", dataset: { field: "media-links" }, hidden: true }),
       id: el("td", { dataset: { field: "id", label: "Latest export" } }),
       status: el("td", { class: "status-cell", dataset: { label: "Status" } }),
       files: el("td", { class: "num", dataset: { field: "files", label: "Files" } }),
@@ -438,7 +439,7 @@
         "aria-expanded": "false", "aria-controls": historyID }, "History"),
     };
     const tr = el("tr", { class: "definition", dataset: { definition: d.name } },
-      el("th", { scope: "row", id: headerID }, cells.name, cells.meta, cells.freshness, cells.skipped),
+      el("th", { scope: "row", id: headerID }, cells.name, cells.meta, cells.freshness, cells.links, cells.skipped),
       cells.id, cells.status, cells.files, cells.instances, cells.bytes, cells.time, cells.chart,
       el("td", { class: "actions" }, buttons.generate, buttons.download, buttons.history));
     const historyBody = el("div", { class: "history", "data-testid": "history" });
@@ -494,12 +495,38 @@
     row.cells.bytes.title = rec ? `${formatCount(rec.bytes)} bytes` : "";
     row.cells.time.replaceChildren(rec ? timeElement(recordTime(rec)) : el("span", { class: "muted", text: "–" }));
 
+    updateLinks(row, d);
+
     const mine = generated.get(row.name);
     const busy = Boolean(mine && !FINAL.has(mine.status));
     row.buttons.generate.disabled = busy || row.requesting === true;
     row.buttons.generate.textContent = busy ? "Generating…" : "Generate";
     row.buttons.download.disabled = !downloadable(rec);
     updateFreshness(row);
+  }
+
+  // updateLinks says under a definition's name how its media links are
+  // made (signed by its media connection, or copied as received) and when
+  // those of its newest export expire: in warning colours within a day.
+  function updateLinks(row, d) {
+    const box = row.cells.links;
+    const expires = d.latest ? d.latest.media_links_expire_at : null;
+    box.hidden = !expires && !d.media;
+    box.dataset.expiresAt = expires || "";
+    if (box.hidden) {
+      box.replaceChildren();
+      return;
+    }
+    const how = d.media
+      ? `Media links signed by ${d.media.connection}, valid ${d.media.expiry}`
+      : "Media links copied as received";
+    const left = expires ? new Date(expires).getTime() - (Date.now() + clockSkew) : Infinity;
+    box.classList.toggle("warn-text", left < 86400000);
+    if (!expires) {
+      box.replaceChildren(how);
+      return;
+    }
+    box.replaceChildren(`${how}; the newest export's ${left <= 0 ? "expired" : "expire"} `, timeElement(expires));
   }
 
   function renderDefinitions() {
@@ -911,7 +938,32 @@
       completion: $("adhoc-completion").value,
       include_removed_instances: $("adhoc-include-removed").checked,
       connection: $("adhoc-connection").value,
+      formats: [...document.querySelectorAll('#adhoc-formats input[name="format"]:checked')].map((c) => c.value),
+      ...asOfField(),
     };
+  }
+
+  // asOfField is the request's as_of (a stream sequence or an RFC 3339
+  // time), absent when the field is empty: the state now. The server
+  // checks it again and says what is wrong.
+  function asOfField() {
+    const raw = $("adhoc-as-of").value.trim();
+    if (!raw) return {};
+    if (/^[0-9]+$/.test(raw)) {
+      if (/^0+$/.test(raw)) throw new Error("As of: stream sequences start at 1.");
+      return { as_of: raw };
+    }
+    if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(raw)) {
+      throw new Error("As of: give a stream sequence (a positive whole number) or an RFC 3339 time such as 2026-03-01T12:00:00Z.");
+    }
+    return { as_of: raw };
+  }
+
+  // describeFormats names an export's formats, each with its size once written.
+  function describeFormats(formats) {
+    const order = ["diffgram", "coco", "yolo", "jsonl"];
+    const names = Object.keys(formats || { diffgram: {} }).sort((a, b) => order.indexOf(a) - order.indexOf(b));
+    return names.map((f) => (formats && formats[f] && formats[f].sha256) ? `${f} (${formatBytes(formats[f].bytes)})` : f).join(", ");
   }
 
   function renderAdhoc(rec) {
@@ -933,6 +985,9 @@
           el("span", { dataset: { field: "files", value: String(rec.file_list_length) } }, formatCount(rec.file_list_length)), " files, ",
           el("span", { dataset: { field: "instances", value: String(rec.instance_count) } }, formatCount(rec.instance_count)), " instances"),
         el("dt", {}, "Size"), el("dd", { dataset: { field: "bytes", value: String(rec.bytes) } }, formatBytes(rec.bytes)),
+        el("dt", {}, "Formats"), el("dd", { dataset: { field: "formats" } }, describeFormats(rec.formats)),
+        ...(rec.as_of ? [el("dt", {}, "As of"), el("dd", { dataset: { field: "as-of", value: String(rec.watermark) } },
+          `${rec.as_of} (stream sequence ${rec.watermark})`)] : []),
         el("dt", {}, "Time"), el("dd", { dataset: { field: "time" } }, timeElement(recordTime(rec)))),
       dl);
     box.hidden = false;

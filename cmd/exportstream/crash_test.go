@@ -27,8 +27,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/events"
 	"github.com/exportstream/exportstream/events/simulate"
+	"github.com/exportstream/exportstream/pipeline/pipelinetest"
 )
 
 // The crash test's world: one simulated project, a deterministic stream and
@@ -47,11 +49,13 @@ const (
 // The definitions' coalescing differs so that their exports rarely run at
 // the same moment: a kill during one definition's export leaves that
 // definition's lease behind (30s until it expires), and the next kill
-// point needs another definition that is free to export.
-var crashDefs = []struct{ name, source, coalesce string }{
-	{"luckfrill-all", `{directory: Luckfrill}`, `{quiet: 200ms, max_delay: 2s}`},
-	{"night-review-all", `{job: "Night Review"}`, `{quiet: 600ms, max_delay: 3s}`},
-	{"project-all", `{project: true}`, `{quiet: 1s, max_delay: 4s}`},
+// point needs another definition that is free to export. luckfrill-all
+// writes every format beside the Diffgram document (formats), so the kill
+// points also fall between its objects.
+var crashDefs = []struct{ name, source, coalesce, formats string }{
+	{"luckfrill-all", `{directory: Luckfrill}`, `{quiet: 200ms, max_delay: 2s}`, `[diffgram, coco, yolo, jsonl]`},
+	{"night-review-all", `{job: "Night Review"}`, `{quiet: 600ms, max_delay: 3s}`, ``},
+	{"project-all", `{project: true}`, `{quiet: 1s, max_delay: 4s}`, ``},
 }
 
 // crashTail is how many events are held back for the last kill point: one
@@ -102,6 +106,9 @@ func TestCrashRecovery(t *testing.T) {
 		{"startup-state-loaded", 0, killAtLog(`"msg":"state loaded"`), nil},
 		{"uploading", cut(0.45), killWhileUploading, nil},
 		{"data-committed", cut(0.60), killAfterDataCommitted, nil},
+		// Between the objects of a multi-format export: a format's object
+		// is committed, the manifest not yet written.
+		{"format-committed", cut(0.68), killAfterFormatCommitted, nil},
 		{"export-written", cut(0.75), killAtLog(`"msg":"export written"`), nil},
 		// The local state store deleted: the service loads it again from
 		// the state bucket, and is killed amid those writes.
@@ -233,6 +240,20 @@ func TestCrashRecovery(t *testing.T) {
 		t.Fatalf("bucket after convergence: %v", err)
 	}
 
+	// The multi-format definition's newest export, in every format, passes
+	// the format readers.
+	lb, err := local.New(crashed.bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range crashDefs {
+		if d.formats == "" {
+			continue
+		}
+		if _, ps := pipelinetest.CheckLatestFormats(t.Context(), lb, "exports/"+d.name+"/", []string{"diffgram", "coco", "yolo", "jsonl"}); len(ps) > 0 {
+			t.Errorf("%s after the crashes:\n%s", d.name, strings.Join(ps, "\n"))
+		}
+	}
 	for _, d := range crashDefs {
 		g, w := got[d.name], want[d.name]
 		t.Logf("%s: export %d (%d files, %d instances, %d bytes, state revision %d, watermark %d); reference: export %d (%d files, %d instances)",
@@ -346,6 +367,9 @@ func newServiceInstance(t *testing.T, bin, name string) *serviceInstance {
 	for _, d := range crashDefs {
 		fmt.Fprintf(&cfg, "  - name: %s\n    project: %s\n    source: %s\n    completion: all\n    connection: disk\n"+
 			"    path: exports/%s/\n    coalesce: %s\n", d.name, crashProject, d.source, d.name, d.coalesce)
+		if d.formats != "" {
+			fmt.Fprintf(&cfg, "    formats: %s\n", d.formats)
+		}
 	}
 	fmt.Fprintf(&cfg, "http:\n  listen: 127.0.0.1:0\nlog:\n  level: debug\n  format: json\n")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -874,6 +898,42 @@ func killAfterDataCommitted(t *testing.T, in *serviceInstance) string {
 	return ""
 }
 
+// killAfterFormatCommitted kills as soon as an object of a format beside
+// the Diffgram document is visible, ideally before the manifest naming it
+// is written.
+func killAfterFormatCommitted(t *testing.T, in *serviceInstance) string {
+	t.Helper()
+	list := func() map[string]bool {
+		out := map[string]bool{}
+		for _, d := range crashDefs {
+			es, _ := os.ReadDir(filepath.Join(in.bucket, "exports", d.name))
+			for _, e := range es {
+				out[d.name+"/"+e.Name()] = true
+			}
+		}
+		return out
+	}
+	old := list()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		cur := list()
+		for k := range cur {
+			sm := formatKeyRE.FindStringSubmatch(path.Base(k))
+			if old[k] || sm == nil {
+				continue
+			}
+			if cur[path.Dir(k)+"/"+sm[1]+".manifest.json"] {
+				return "just after a multi-format export was committed (" + k + ", manifest already written)"
+			}
+			return "just after a " + sm[2] + " object was committed, before its manifest (" + k + ")"
+		}
+		in.checkAlive(t)
+		time.Sleep(300 * time.Microsecond)
+	}
+	t.Fatalf("%s: no new format object within 60s\n%s", in.name, logTail(in.cur.log, 40))
+	return ""
+}
+
 // killAtLog kills as soon as the current run logs a line containing substr.
 func killAtLog(substr string) func(*testing.T, *serviceInstance) string {
 	return func(t *testing.T, in *serviceInstance) string {
@@ -1051,6 +1111,10 @@ func (f *feeder) publish(ctx context.Context, js jetstream.JetStream, until int)
 
 var dataKeyRE = regexp.MustCompile(`^(\d+)_diffgram_annotations__source_(directory|job|task|project)_([A-Za-z0-9._-]+)_datetime_(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d{6})\.json$`)
 
+// formatKeyRE matches the object of a format beside the Diffgram document:
+// the Diffgram stem (1), the format (2).
+var formatKeyRE = regexp.MustCompile(`^(\d+_diffgram_annotations__source_[a-z]+_[A-Za-z0-9._-]+_datetime_[0-9T.-]+)\.(coco\.json|yolo\.tar|jsonl)$`)
+
 // manifestDoc is the part of a manifest (and latest.json) the test reads.
 type manifestDoc struct {
 	ID             int64  `json:"id"`
@@ -1066,6 +1130,12 @@ type manifestDoc struct {
 	InstanceCount  int    `json:"instance_count"`
 	StateRevision  uint64 `json:"state_revision"`
 	Watermark      uint64 `json:"watermark"`
+	// Formats are the export's objects by format (the Diffgram one too).
+	Formats map[string]struct {
+		Key    string `json:"key"`
+		SHA256 string `json:"sha256"`
+		Bytes  int64  `json:"bytes"`
+	} `json:"formats"`
 }
 
 // bucketScan checks what a downstream reader of the bucket can see. Data
@@ -1145,6 +1215,10 @@ func (s *bucketScan) check() error {
 			if _, err := s.data(key); err != nil {
 				add("%s: %v", key, err)
 			}
+		case formatKeyRE.MatchString(base):
+			if _, err := s.data(key); err != nil {
+				add("%s: %v", key, err)
+			}
 		default:
 			add("%s: unexpected object", key)
 		}
@@ -1209,6 +1283,23 @@ func (s *bucketScan) matches(m manifestDoc) error {
 	if id := idFromKey(m.DataKey); id != m.ID {
 		return fmt.Errorf("id %d, object %s", m.ID, m.DataKey)
 	}
+	// Every format object the manifest names is there, complete: never a
+	// manifest naming a missing object.
+	for f, o := range m.Formats {
+		if f == "diffgram" {
+			if o.Key != m.DataKey || o.SHA256 != m.SHA256 || o.Bytes != m.Bytes {
+				return fmt.Errorf("formats.diffgram %+v is not the data object", o)
+			}
+			continue
+		}
+		c, err := s.data(o.Key)
+		if err != nil {
+			return fmt.Errorf("%s object %s: %v", f, o.Key, err)
+		}
+		if c.sha != o.SHA256 || c.size != o.Bytes {
+			return fmt.Errorf("%s object %s has %d bytes, sha256 %s; manifest says %d bytes, %s", f, o.Key, c.size, c.sha, o.Bytes, o.SHA256)
+		}
+	}
 	return nil
 }
 
@@ -1244,6 +1335,13 @@ func (s *bucketScan) data(key string) (objectCheck, error) {
 	c := objectCheck{size: int64(len(b)), mtime: fi.ModTime(), sha: hex.EncodeToString(sum[:])}
 	if int64(len(b)) != fi.Size() {
 		return c, fmt.Errorf("read %d bytes of %d", len(b), fi.Size())
+	}
+	if sm := formatKeyRE.FindStringSubmatch(path.Base(key)); sm != nil {
+		if err := checkFormatObject(sm[2], b); err != nil {
+			return c, err
+		}
+		s.objects[key] = c
+		return c, nil
 	}
 	if err := checkDocument(b, idFromKey(key)); err != nil {
 		return c, err
@@ -1305,11 +1403,41 @@ func checkDocument(b []byte, id int64) error {
 	return nil
 }
 
+// checkFormatObject checks that a format object is complete: a COCO
+// document that decodes with its three lists, a tar that reads to its end
+// with data.yaml first, JSONL whose every line decodes.
+func checkFormatObject(ext string, b []byte) error {
+	switch ext {
+	case "coco.json":
+		var c struct{ Images, Annotations, Categories []json.RawMessage }
+		if err := json.Unmarshal(b, &c); err != nil || c.Images == nil || c.Annotations == nil || c.Categories == nil {
+			return fmt.Errorf("not a complete COCO document (%d bytes): %v", len(b), err)
+		}
+	case "yolo.tar":
+		if _, ps := pipelinetest.ReadYOLO(b); len(ps) > 0 {
+			return fmt.Errorf("not a complete YOLO tar (%d bytes): %s", len(b), ps[0])
+		}
+	case "jsonl":
+		if len(b) == 0 || b[len(b)-1] != '\n' {
+			return fmt.Errorf("JSONL (%d bytes) does not end with a newline", len(b))
+		}
+		for l := range bytes.SplitSeq(b[:len(b)-1], []byte("\n")) {
+			if !json.Valid(l) {
+				return fmt.Errorf("JSONL line %.80q is not JSON", l)
+			}
+		}
+	}
+	return nil
+}
+
 // leftovers counts data objects without a manifest and temporary files.
 func (s *bucketScan) leftovers() (orphans, tmps int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for key := range s.objects {
+		if sm := formatKeyRE.FindStringSubmatch(path.Base(key)); sm != nil {
+			key = path.Dir(key) + "/" + sm[1] + ".json"
+		}
 		if !pathExists(filepath.Join(s.root, filepath.FromSlash(strings.TrimSuffix(key, ".json")+".manifest.json"))) {
 			orphans++
 		}

@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -14,6 +19,7 @@ import (
 
 	"github.com/exportstream/exportstream/cmd/exportstream/internal/service"
 	"github.com/exportstream/exportstream/config"
+	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/events"
 	"github.com/exportstream/exportstream/events/simulate"
 )
@@ -27,11 +33,15 @@ func demoExports(project string) []config.Export {
 			// The simulator changes things all the time: keep the bucket small.
 			KeepLast: 20}
 	}
+	// The whole project also in every training format (README, "For
+	// training jobs").
+	whole := mk("whole-project", config.Source{Project: true}, "all")
+	whole.Formats = []string{config.FormatDiffgram, config.FormatCOCO, config.FormatYOLO, config.FormatJSONL}
 	return []config.Export{
 		mk("luckfrill-complete", config.Source{Directory: "Luckfrill"}, "complete"),
 		mk("luckfrill-all", config.Source{Directory: "Luckfrill"}, "all"),
 		mk("night-review-complete", config.Source{Job: "Night Review"}, "complete"),
-		mk("whole-project", config.Source{Project: true}, "all"),
+		whole,
 	}
 }
 
@@ -49,8 +59,12 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("config %s:\n%w", *path, err)
 	}
 	const project = "street-scenes"
+	media := false // the simulated media files go to demoMediaConnection
 	if len(cfg.Exports) == 0 {
 		cfg.Exports = demoExports(project)
+		if media, err = demoMedia(cfg); err != nil {
+			return err
+		}
 		if err := cfg.Validate(); err != nil {
 			return fmt.Errorf("demo config: %w (the demo writes to a connection named local-disk)", err)
 		}
@@ -74,8 +88,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		defer closeConn()
-		sim := simulate.New(simulate.Options{Project: project, Rate: *rate, Files: *files, Logger: log.With("part", "simulator")},
-			simulate.Publisher(pub))
+		if media {
+			pub = storeMedia(svc.Bucket(demoMediaConnection), pub)
+		}
+		sim := simulate.New(simulate.Options{Project: project, Rate: *rate, Files: *files, Logger: log.With("part", "simulator"),
+			BlobPaths: media}, simulate.Publisher(pub))
 		// The stream may hold an earlier run's events (the same ./data):
 		// the team carries on from them, so that its events are newer than
 		// what is stored instead of starting again at version 1.
@@ -90,6 +107,90 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return sim.Run(gctx)
 	})
 	return g.Wait()
+}
+
+// demoMediaConnection is the local bucket the demo keeps its simulated
+// media files in; the demo's exports sign their links with it.
+const demoMediaConnection = "local-media"
+
+// demoMediaExpiry is how long the demo's signed media links live.
+const demoMediaExpiry = 7 * 24 * time.Hour
+
+// demoMedia adds the demo's media bucket, a folder "media" beside the
+// local-disk connection's, whose links the service serves under
+// /files/local-media/ signed with a key kept beside it (media.key, made
+// on the first run), so that links stay good across restarts; and makes
+// the demo's exports sign their media links with it. Without a local
+// local-disk connection it adds nothing and reports false.
+func demoMedia(cfg *config.Config) (bool, error) {
+	var disk *config.Local
+	for _, c := range cfg.Connections {
+		if c.Name == demoMediaConnection {
+			return false, nil // the file has its own
+		}
+		if c.Name == "local-disk" && c.Local != nil && c.Local.Dir != "" {
+			disk = c.Local
+		}
+	}
+	if disk == nil {
+		return false, nil
+	}
+	base := filepath.Dir(filepath.Clean(disk.Dir))
+	key, err := demoSignKey(filepath.Join(base, "media.key"))
+	if err != nil {
+		return false, err
+	}
+	cfg.Connections = append(cfg.Connections, config.Connection{Name: demoMediaConnection, Type: config.TypeLocal,
+		Local: &config.Local{Dir: filepath.Join(base, "media"), SignKey: config.Secret(key)}})
+	for i := range cfg.Exports {
+		cfg.Exports[i].Media = &config.Media{Connection: demoMediaConnection, Expiry: demoMediaExpiry}
+	}
+	return true, nil
+}
+
+// demoSignKey reads the media bucket's signing key from path, making it
+// (32 random bytes, hex, mode 0600) if there is none.
+func demoSignKey(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("demo: media signing key: %w", err)
+	}
+	raw := make([]byte, 32)
+	_, _ = rand.Read(raw)
+	key := hex.EncodeToString(raw)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", fmt.Errorf("demo: media signing key: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("demo: media signing key: %w", err)
+	}
+	return key, nil
+}
+
+// storeMedia wraps pub: before a file upload is published, the media
+// object it stands for (simulate.MediaOf) is written into b, so that the
+// links the export signs fetch it. An object already there (an earlier
+// run's) is left as it is.
+func storeMedia(b connectors.Bucket, pub func(ctx context.Context, subject string, body []byte, msgID string) error) func(ctx context.Context, subject string, body []byte, msgID string) error {
+	return func(ctx context.Context, subject string, body []byte, msgID string) error {
+		if obj, ok := simulate.MediaOf(body); ok {
+			w, err := b.NewWriter(ctx, obj.Key, connectors.WriteOptions{ContentType: obj.ContentType, IfAbsent: true})
+			if err == nil {
+				if _, err = w.Write(obj.Data); err != nil {
+					_ = w.Abort()
+				} else {
+					err = w.Close()
+				}
+			}
+			if err != nil && !errors.Is(err, connectors.ErrExists) {
+				return fmt.Errorf("demo: store media file %s: %w", obj.Key, err)
+			}
+		}
+		return pub(ctx, subject, body, msgID)
+	}
 }
 
 // demoBanner is what the demo prints once the service is up, at httpAddr

@@ -35,13 +35,15 @@ Usage:
         and still in the bucket: the exports that can be downloaded)
   exportstream exports get ID
         one record, every field
-  exportstream exports generate --definition N [--wait] [--return record|data|url] [--out FILE]
-  exportstream exports generate --project P --source KIND=VALUE [--completion C] [--include-removed]
-                                --connection C [--wait] [--return record|data|url] [--out FILE]
+  exportstream exports generate --definition N [--as-of SEQ|TIME] [--wait] [--return record|data|url] [--out FILE]
+  exportstream exports generate --project P --source KIND=VALUE [--completion C] [--include-removed] [--formats coco,yolo,jsonl]
+                                --connection C [--as-of SEQ|TIME] [--wait] [--return record|data|url] [--out FILE]
         export now; KIND=VALUE is directory=NAME, directory_id=N, job=NAME, job_id=N, task_id=N
         or project (the whole project). Without --wait: the pending record, id first. With --wait:
         once the export is done, its record, its data (--return data, to --out or stdout) or a
-        download URL (--return url)
+        download URL (--return url). --as-of SEQ|TIME: the export as of that point in the event
+        stream (a stream sequence, e.g. an earlier export's watermark, or an RFC 3339 time), replayed
+        from the stream; written under exports/adhoc/, never to latest.json
   exportstream exports url ID
         a signed download URL of a complete export
   exportstream exports data ID [--out FILE] [--wait]
@@ -469,6 +471,8 @@ func listNote(r *pipeline.Record) string {
 		return dash(r.StatusText)
 	case r.DeletedTime != nil:
 		return "deleted by retention at " + r.DeletedTime.UTC().Format(time.RFC3339)
+	case r.AsOf != "":
+		return fmt.Sprintf("as of %s (sequence %d)", r.AsOf, r.Watermark)
 	}
 	return "-"
 }
@@ -587,8 +591,10 @@ type generateRequest struct {
 	Completion              string         `json:"completion,omitempty"`
 	IncludeRemovedInstances bool           `json:"include_removed_instances,omitempty"`
 	Connection              string         `json:"connection,omitempty"`
+	Formats                 []string       `json:"formats,omitempty"`
 	Wait                    bool           `json:"wait,omitempty"`
 	ReturnType              string         `json:"return_type,omitempty"`
+	AsOf                    string         `json:"as_of,omitempty"`
 }
 
 // parseSource reads --source KIND=VALUE into the API's source object.
@@ -624,13 +630,25 @@ func exportsGenerate(ctx context.Context, c *exportsClient, fs *flag.FlagSet, ar
 	fs.StringVar(&req.Completion, "completion", "", "ad hoc: complete (the server's default), all or incomplete")
 	fs.BoolVar(&req.IncludeRemovedInstances, "include-removed", false, "ad hoc: include removed instances")
 	fs.StringVar(&req.Connection, "connection", "", "ad hoc: the connection (bucket) to write to")
+	formats := fs.String("formats", "", "ad hoc: formats beside the Diffgram document, comma separated: coco, yolo, jsonl")
 	fs.BoolVar(&req.Wait, "wait", false, "wait until the export is done (at most --wait-timeout)")
 	ret := fs.String("return", "record", "with --wait: print the record, write the data (to --out), or print a download URL: record, data or url")
 	out := fs.String("out", "", "with --return data: the file to write (default: stdout)")
+	fs.StringVar(&req.AsOf, "as-of", "", "export the state as of a point in the event stream: a stream sequence (the watermark of an earlier export) or an RFC 3339 time")
 	if _, err := c.parseArgs(fs, args, 0, ""); err != nil {
 		return err
 	}
-	adhoc := req.Project != "" || source != "" || req.Completion != "" || req.IncludeRemovedInstances || req.Connection != ""
+	if req.AsOf != "" {
+		if _, err := pipeline.ParseAsOf(req.AsOf); err != nil {
+			return usagef("--as-of: %v", err)
+		}
+	}
+	adhoc := req.Project != "" || source != "" || req.Completion != "" || req.IncludeRemovedInstances || req.Connection != "" || *formats != ""
+	for f := range strings.SplitSeq(*formats, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			req.Formats = append(req.Formats, f)
+		}
+	}
 	switch {
 	case req.Definition != "" && adhoc:
 		return usagef("give --definition, or an ad-hoc --project, --source and --connection, not both")

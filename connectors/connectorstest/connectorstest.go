@@ -24,6 +24,9 @@
 //   - SignedURL: a signed URL is fetched over plain HTTP without
 //     credentials and serves the object; a tampered or expired one is
 //     refused (where the server verifies signatures).
+//   - SignedURLMaxExpiry: a link signed for connectors.MaxSignedURLExpiry
+//     (what media links in exports may ask for) serves a binary object
+//     byte for byte, with its content type.
 //   - Probe: connectors.Probe reports OK and leaves nothing behind.
 //
 // The suite uses only the Bucket interface, t.Context() and t.Cleanup. It
@@ -127,6 +130,7 @@ func Run(t *testing.T, newBucket func(t *testing.T) connectors.Bucket, opts ...O
 		{"StreamBoundedMemory", s.streamBoundedMemory},
 		{"ContentType", s.contentType},
 		{"SignedURL", s.signedURL},
+		{"SignedURLMaxExpiry", s.signedURLMaxExpiry},
 		{"Probe", s.probe},
 	}
 	for _, c := range checks {
@@ -945,6 +949,40 @@ func (s *suite) signedURL(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond)
 	if status, _ := httpGet(t, u); status == http.StatusOK {
 		t.Errorf("a signed URL was served after it expired (status %d)", status)
+	}
+}
+
+// signedURLMaxExpiry: media links are signed for up to
+// connectors.MaxSignedURLExpiry; every provider signs that long, and the
+// link serves a binary object (every byte value) as written.
+func (s *suite) signedURLMaxExpiry(t *testing.T) {
+	b := s.bucket(t)
+	key := "media/frame 0001.jpg"
+	data := make([]byte, 0, 64<<10)
+	for i := range cap(data) {
+		data = append(data, byte(i*7+i/256))
+	}
+	if err := write(t, b, key, data, connectors.WriteOptions{ContentType: "image/jpeg"}); err != nil {
+		t.Fatalf("write %q: %v", key, err)
+	}
+	u, err := b.SignedURL(t.Context(), key, connectors.MaxSignedURLExpiry)
+	if err != nil {
+		t.Fatalf("SignedURL(%q, %v): %v", key, connectors.MaxSignedURLExpiry, err)
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: reading body: %v", u, err)
+	}
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, data) {
+		t.Fatalf("GET signed URL of %q: status %d, %d bytes (want 200 and the %d bytes written)", key, resp.StatusCode, len(got), len(data))
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "image/jpeg" {
+		t.Errorf("GET signed URL of %q: Content-Type %q, want image/jpeg", key, ct)
 	}
 }
 

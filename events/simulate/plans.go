@@ -309,6 +309,9 @@ func (s *Simulator) upload(p *plan, kind string, dir int) Event {
 		f.OriginalFilename = fmt.Sprintf("rig_%d", id)
 		f.BlobURL = nil
 	}
+	if s.opts.BlobPaths {
+		f.BlobPath = blobPath(s.opts.Project, kind, id)
+	}
 	if p.root == 0 {
 		p.root = id
 		f.busy = true

@@ -67,6 +67,10 @@ type Options struct {
 	Start time.Time
 	// Logger receives a line when Run starts and stops; nil discards.
 	Logger *slog.Logger
+	// BlobPaths makes every image, video and text file carry blob_path,
+	// the key of its media object in a media bucket; MediaOf makes the
+	// object, for the publisher to store before it publishes the upload.
+	BlobPaths bool
 }
 
 // Defaults of Options.

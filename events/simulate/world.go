@@ -165,6 +165,7 @@ type file struct {
 	DirectoryIDs     []int       `json:"directory_ids"`
 	ParentID         *int        `json:"parent_id"`
 	BlobURL          *string     `json:"blob_url"`
+	BlobPath         *string     `json:"blob_path,omitempty"` // Options.BlobPaths (media.go)
 	Image            *imageBlock `json:"image,omitempty"`
 	Video            *videoBlock `json:"video,omitempty"`
 	Text             *textBlock  `json:"text,omitempty"`

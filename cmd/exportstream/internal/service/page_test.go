@@ -638,6 +638,16 @@ func TestPage(t *testing.T) {
 			t.Fatalf("definition %s has no export after convergence", d.Name)
 		}
 		wantRecordShown(t, rows[i], d.Latest)
+		// The example's links are copied as received: the row says when
+		// the newest export's expire (its media_links_expire_at).
+		links := eval[struct{ Expires, Text string }](p, `(() => { const e = document.querySelector(`+
+			jsString(rowSel(d.Name)+` [data-field=media-links]`)+`); return {expires: e.hidden ? "" : e.dataset.expiresAt, text: e.textContent}; })()`)
+		if at := d.Latest.MediaLinksExpireAt; at == nil {
+			t.Errorf("definition %s: the newest export has no media_links_expire_at (the example's links carry expiries)", d.Name)
+		} else if shown, err := time.Parse(time.RFC3339, links.Expires); err != nil || !shown.Equal(*at) ||
+			!strings.HasPrefix(links.Text, "Media links copied as received; the newest export's expire ") {
+			t.Errorf("definition %s: the page shows links expiring %q (%q), want %v", d.Name, links.Expires, links.Text, *at)
+		}
 	}
 	if token := eval[string](p, `sessionStorage.getItem("exportstream.token") ?? ""`); token != testToken {
 		t.Errorf("the token is not kept in sessionStorage: %q", token)

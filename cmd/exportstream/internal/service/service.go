@@ -178,6 +178,10 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		StateDir:   cfg.State.Dir,
 		MaxBackoff: cfg.Retry.MaxBackoff,
 		MaxAdhoc:   cfg.HTTP.MaxAdhocExports,
+		// Point-in-time exports replay the consumer's stream, decoded as
+		// the consumer decodes it.
+		EventsStream: cfg.NATS.Stream,
+		EventLimits:  events.Limits{MaxBytes: cfg.NATS.MaxEventBytes, MaxDepth: cfg.NATS.MaxEventDepth},
 	})
 	if err != nil {
 		return err
@@ -288,6 +292,10 @@ func Definitions(exports []config.Export) []*pipeline.Definition {
 			Name: e.Name, Project: e.Project, Completion: e.Completion,
 			IncludeRemovedInstances: e.IncludeRemovedInstances, Connection: e.Connection,
 			Path: e.Path, Quiet: e.Coalesce.Quiet, MaxDelay: e.Coalesce.MaxDelay, KeepLast: e.KeepLast,
+			Formats: pipeline.NormalizeFormats(e.Formats),
+		}
+		if m := e.Media; m != nil {
+			d.Media = &pipeline.Media{Connection: m.Connection, Expiry: m.Expiry}
 		}
 		src := e.Source
 		switch {

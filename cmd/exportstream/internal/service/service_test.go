@@ -195,6 +195,16 @@ func runScenario(t *testing.T, dir string, conn config.Connection) {
 		t.Fatal(err)
 	}
 	cfg := testConfig(t, exp, conn)
+	// Every other definition writes every format beside the Diffgram
+	// document, so that each connection type carries them (checked below).
+	formats := map[string][]string{}
+	for i := range cfg.Exports {
+		formats[cfg.Exports[i].Name] = []string{"diffgram"}
+		if i%2 == 0 {
+			cfg.Exports[i].Formats = []string{"coco", "yolo", "jsonl"}
+			formats[cfg.Exports[i].Name] = []string{"diffgram", "coco", "yolo", "jsonl"}
+		}
+	}
 	svc := startService(t, cfg)
 	nc, err := nats.Connect(svc.NATSURL())
 	if err != nil {
@@ -235,6 +245,17 @@ func runScenario(t *testing.T, dir string, conn config.Connection) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("%s: converged %v after publishing", filepath.Base(dir), time.Since(start).Round(time.Millisecond))
+
+	// latest.json names every format of its definition; each object is in
+	// the bucket with the SHA-256 and size it gives, and passes its reader.
+	for name, d := range exp.Definitions {
+		if d.NoExport {
+			continue
+		}
+		if _, ps := pipelinetest.CheckLatestFormats(t.Context(), bucket, "exports/"+name+"/", formats[name]); len(ps) > 0 {
+			t.Errorf("%s (%s):\n%s", name, conn.Type, strings.Join(ps, "\n"))
+		}
+	}
 
 	// Each definition's newest export was announced on NATS with its record.
 	exportsStream, err := js.Stream(t.Context(), cfg.NATS.ExportsStream)

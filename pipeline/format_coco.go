@@ -1,0 +1,235 @@
+package pipeline
+
+// The COCO format: one COCO "instances" JSON document (EXPORTS.md,
+// "Formats beside the Diffgram one"):
+//
+//	{"info": {...}, "licenses": [], "categories": [...],
+//	 "annotations": [...], "images": [...]}
+//
+// Categories are the label_map's labels (id: the label_file_id). Images
+// are the image files, with id 1, 2, ... in document order, then each
+// video's frames that carry instances, by frame number; annotations are
+// the boxes, polygons and keypoints on them (id: the Diffgram instance
+// id). Annotations are written as the files are read; the images, which
+// COCO readers find by key, not by position, are gathered in a spill
+// file and written after them, so memory does not grow with the export.
+
+import (
+	"bufio"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/exportstream/exportstream/events"
+)
+
+type cocoSink struct {
+	out     *bufOut
+	cats    map[int64]bool
+	wk      *walker
+	spill   *os.File
+	images  *bufio.Writer
+	nImages int64
+	nAnns   int
+	skip    map[string]int
+	shapes  []shape
+	fs      []events.Field
+	img     []byte
+}
+
+func newCOCOSink(pl *plan, w io.Writer, id int64, at time.Time) (*cocoSink, error) {
+	f, err := os.CreateTemp("", "exportstream-coco-images-*")
+	if err != nil {
+		return nil, err
+	}
+	_ = os.Remove(f.Name()) // unlinked: gone when closed, whatever happens
+	s := &cocoSink{out: newBufOut(w), cats: map[int64]bool{}, wk: newWalker(), spill: f,
+		images: bufio.NewWriterSize(f, 64<<10), skip: map[string]int{}}
+	b := s.out.b
+	b = append(b, `{"info":{"description":"COCO instances of a Diffgram export, written by exportstream","version":"1.0","year":`...)
+	b = strconv.AppendInt(b, int64(at.UTC().Year()), 10)
+	b = append(b, `,"date_created":`...)
+	b = appendString(b, at.UTC().Format("2006-01-02T15:04:05.000000Z"))
+	b = append(b, `,"diffgram_export_id":`...)
+	b = strconv.AppendInt(b, id, 10)
+	b = append(b, `,"diffgram_project":`...)
+	b = appendString(b, pl.def.Project)
+	b = append(b, `},"licenses":[],"categories":[`...)
+	for i, l := range pl.labels {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		s.cats[l.id] = true
+		b = append(b, `{"id":`...)
+		b = strconv.AppendInt(b, l.id, 10)
+		b = append(b, `,"name":`...)
+		b = appendString(b, labelName(l))
+		b = append(b, `,"supercategory":""}`...)
+	}
+	b = append(b, `],"annotations":[`...)
+	s.out.b = b
+	return s, nil
+}
+
+func (s *cocoSink) entry(id int64, entry []byte, child bool) error {
+	err := s.wk.walk(id, entry, child, s.picture, func(inst []byte) {
+		s.fs = events.AppendFields(s.fs[:0], inst)
+		s.skip[typeName(rawOrNull(s.fs, "type"))]++
+	})
+	if err != nil {
+		return err
+	}
+	return s.out.maybeFlush()
+}
+
+// picture writes the picture's annotations, then its image (to the
+// spill file).
+func (s *cocoSink) picture(p *picture) error {
+	s.shapes = s.shapes[:0]
+	for _, inst := range p.insts {
+		var sh shape
+		sh, s.fs = parseShape(inst, s.fs)
+		s.shapes = append(s.shapes, sh)
+	}
+	s.nImages++
+	imgID := s.nImages
+	for i := range s.shapes {
+		sh := &s.shapes[i]
+		if !sh.held(s.cats) {
+			s.skip[sh.typ]++
+			continue
+		}
+		s.annotation(imgID, sh)
+	}
+	w, h := pictureSize(p, s.shapes, s.cats)
+	b := s.img[:0]
+	if s.nImages > 1 {
+		b = append(b, ',')
+	}
+	b = append(b, `{"id":`...)
+	b = strconv.AppendInt(b, imgID, 10)
+	b = append(b, `,"file_name":`...)
+	switch {
+	case p.isFrame:
+		b = append(b, '"')
+		b = strconv.AppendInt(b, p.fileID, 10)
+		b = append(b, '_')
+		b = strconv.AppendInt(b, p.frame, 10)
+		b = append(b, '"')
+	case len(p.name) > 0 && p.name[0] == '"':
+		b = append(b, p.name...)
+	default:
+		b = append(b, '"')
+		b = strconv.AppendInt(b, p.fileID, 10)
+		b = append(b, '"')
+	}
+	b = append(b, `,"width":`...)
+	b = appendNum(b, w)
+	b = append(b, `,"height":`...)
+	b = appendNum(b, h)
+	b = append(b, `,"diffgram_file_id":`...)
+	b = strconv.AppendInt(b, p.fileID, 10)
+	if p.isFrame {
+		b = append(b, `,"frame_number":`...)
+		b = strconv.AppendInt(b, p.frame, 10)
+		b = append(b, `,"video_file_name":`...)
+		b = append(b, p.name...)
+	}
+	b = append(b, '}')
+	s.img = b
+	_, err := s.images.Write(b)
+	return err
+}
+
+// annotation writes one annotation.
+func (s *cocoSink) annotation(imgID int64, sh *shape) {
+	b := s.out.b
+	if s.nAnns > 0 {
+		b = append(b, ',')
+	}
+	s.nAnns++
+	b = append(b, `{"id":`...)
+	b = strconv.AppendInt(b, sh.id, 10)
+	b = append(b, `,"image_id":`...)
+	b = strconv.AppendInt(b, imgID, 10)
+	b = append(b, `,"category_id":`...)
+	b = strconv.AppendInt(b, sh.label, 10)
+	b = append(b, `,"bbox":[`...)
+	b = appendNum(b, sh.x1)
+	b = append(b, ',')
+	b = appendNum(b, sh.y1)
+	b = append(b, ',')
+	b = appendNum(b, sh.x2-sh.x1)
+	b = append(b, ',')
+	b = appendNum(b, sh.y2-sh.y1)
+	b = append(b, `],"area":`...)
+	b = appendNum(b, sh.area())
+	b = append(b, `,"iscrowd":0`...)
+	switch sh.kind {
+	case shapeBox:
+		// The box as a polygon too, for readers that want masks.
+		b = append(b, `,"segmentation":[[`...)
+		for i, v := range [8]float64{sh.x1, sh.y1, sh.x2, sh.y1, sh.x2, sh.y2, sh.x1, sh.y2} {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendNum(b, v)
+		}
+		b = append(b, "]]"...)
+	case shapePolygon:
+		b = append(b, `,"segmentation":[`...)
+		for i, p := range sh.polys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '[')
+			for j, v := range p {
+				if j > 0 {
+					b = append(b, ',')
+				}
+				b = appendNum(b, v)
+			}
+			b = append(b, ']')
+		}
+		b = append(b, ']')
+	case shapeKeypoints:
+		b = append(b, `,"keypoints":[`...)
+		for j, v := range sh.kps {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = appendNum(b, v)
+		}
+		b = append(b, `],"num_keypoints":`...)
+		b = strconv.AppendInt(b, int64(sh.nkp), 10)
+	}
+	s.out.b = append(b, '}')
+}
+
+func (s *cocoSink) finish() error {
+	s.out.b = append(s.out.b, `],"images":[`...)
+	if err := s.images.Flush(); err != nil {
+		return err
+	}
+	if err := s.out.flush(); err != nil {
+		return err
+	}
+	if _, err := s.spill.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := io.Copy(s.out.w, s.spill); err != nil {
+		return err
+	}
+	s.out.b = append(s.out.b, "]}"...)
+	return s.out.flush()
+}
+
+func (s *cocoSink) close() { _ = s.spill.Close() }
+
+func (s *cocoSink) skipped() map[string]int { return s.skip }
+
+// labelName is a label snapshot's name.
+func labelName(l *snap) string {
+	return l.val.(*events.LabelFile).Label.Name
+}
