@@ -324,6 +324,13 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 		if attempt == 5 {
 			return fmt.Errorf("state writes kept conflicting with another replica")
 		}
+		refs := make([]entityRef, len(pendingEvs))
+		for i, ev := range pendingEvs {
+			refs[i] = entityRef{ev.Project, ev.Kind, ev.EntityID}
+		}
+		if err := tx.Prefetch(refs); err != nil {
+			return fmt.Errorf("local state store: %w", err)
+		}
 		writes, order := map[string]*write{}, []string{}
 		for _, ev := range pendingEvs {
 			key := stateKey(ev.Project, ev.Kind, ev.EntityID)

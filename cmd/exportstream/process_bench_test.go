@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -228,7 +229,14 @@ func runProcessBench(b *testing.B, natsBin, svcBin string, files int) {
 	dir := b.TempDir()
 	port := freeLoopbackPort(b)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	natsProc := startProcess(b, filepath.Join(dir, "nats.log"), natsBin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "nats"))
+	natsArgs := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "nats")}
+	profileDir := os.Getenv("EXPORTSTREAM_BENCH_PROFILE")
+	natsProfPort := 0
+	if profileDir != "" {
+		natsProfPort = freeLoopbackPort(b)
+		natsArgs = append(natsArgs, "--profile", strconv.Itoa(natsProfPort))
+	}
+	natsProc := startProcess(b, filepath.Join(dir, "nats.log"), natsBin, natsArgs...)
 	var nc *nats.Conn
 	var err error
 	for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -247,7 +255,9 @@ func runProcessBench(b *testing.B, natsBin, svcBin string, files int) {
 	}
 	b.StopTimer()
 	total := publishBacklog(b, js, files)
+	bareCPU0 := cpuSeconds(natsProc.Process.Pid)
 	bare := drainBare(b, js, total)
+	bareNATSCPU := cpuSeconds(natsProc.Process.Pid) - bareCPU0
 	b.StartTimer()
 
 	bucket := filepath.Join(dir, "bucket")
@@ -302,6 +312,16 @@ log:
 			defer resp.Body.Close()
 			raw, _ := io.ReadAll(resp.Body)
 			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("drain-%d-%s.pprof", files, filepath.Base(svcBin))), raw, 0o644)
+		}()
+		// The NATS server's profile over the same 10 s.
+		go func() {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=10", natsProfPort))
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("drain-%d-nats-for-%s.pprof", files, filepath.Base(svcBin))), raw, 0o644)
 		}()
 	} else {
 		close(profiled)
@@ -425,6 +445,11 @@ log:
 	// machine): who is busy, the service or the server.
 	b.ReportMetric(svcCPU/drained.Seconds(), "svc-cpu/s-drain")
 	b.ReportMetric(natsCPU/drained.Seconds(), "nats-cpu/s-drain")
+	b.ReportMetric(bareNATSCPU/bare.Seconds(), "nats-cpu/s-bare")
+	b.ReportMetric(1e6*natsCPU/float64(total), "nats-cpu-µs/event")
+	b.ReportMetric(1e6*bareNATSCPU/float64(total), "nats-cpu-µs/event-bare")
+	b.ReportMetric(1e6*svcCPU/float64(total), "svc-cpu-µs/event")
+	b.ReportMetric(float64(dirSize(filepath.Join(dir, "data", "state")))/1e6, "MB-state-on-disk")
 	b.ReportMetric(firstExport.Seconds(), "s-first-export")
 	b.ReportMetric(regen.Seconds(), "s-regen-after-edit(quiet-1s)")
 	b.ReportMetric(rss, "MB-peak-RSS")
@@ -454,4 +479,18 @@ func serviceHTTPAddr(logPath string, wait time.Duration) string {
 		}
 	}
 	return ""
+}
+
+// dirSize is the bytes of the files under dir.
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, e fs.DirEntry, err error) error {
+		if err == nil && !e.IsDir() {
+			if fi, err := e.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }
