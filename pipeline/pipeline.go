@@ -116,6 +116,8 @@ type Pipeline struct {
 	tmpDir  string // StateDir when it is temporary
 	store   *Store
 	dirty   jetstream.KeyValue
+	marksMu sync.Mutex
+	marks   map[string]knownMark // definition → its dirty mark as this replica last wrote or read it
 	records jetstream.KeyValue
 	leases  jetstream.KeyValue
 	live    *liveness // this replica's heartbeat and lease identity (liveness.go)
@@ -409,23 +411,8 @@ func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) (err error
 	if len(touched) == 0 {
 		return nil
 	}
-	mark, _ := json.Marshal(dirtyMark{StateRevision: rev, Watermark: watermark, Time: time.Now().UTC()})
-	futs := make([]jetstream.PubAckFuture, 0, len(touched))
-	for _, name := range touched {
-		f, err := p.js.PublishAsync("$KV."+p.opts.StatePrefix+"_DIRTY."+name, mark, jetstream.WithStallWait(10*time.Second))
-		if err != nil {
-			return fmt.Errorf("dirty mark %s: %w", name, err)
-		}
-		futs = append(futs, f)
-	}
-	for i, f := range futs {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("dirty mark %s: %w", touched[i], err)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := p.markDirty(ctx, touched, dirtyMark{StateRevision: rev, Watermark: watermark, Time: time.Now().UTC()}); err != nil {
+		return err
 	}
 	p.fresh.mark(p.byName, touched, changes, rev)
 	// This replica knows its own marks: no need to wait for the watch
@@ -434,6 +421,124 @@ func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) (err error
 		p.kick(name, TriggerEvent)
 	}
 	return nil
+}
+
+// markDirty marks the definitions stale as of mark. A mark never goes
+// down while it is pending: two replicas mark the same definition, and a
+// blind write of the lower state revision after the higher one would let
+// the export wait for the lower only, render without the other change,
+// and clear the mark. So each write is a compare-and-swap on the mark it
+// replaces, and it keeps the higher revision and watermark of the two
+// (a pending mark at or above this one already covers it).
+//
+// The first try is one asynchronous write per definition over the mark
+// this replica last wrote or read (its revision and content known):
+// alone, that is all it takes. A conflict (another replica's mark, or an
+// export cleared it) reads the mark and tries again.
+func (p *Pipeline) markDirty(ctx context.Context, names []string, mark dirtyMark) error {
+	futs := make([]jetstream.PubAckFuture, len(names))
+	sent := make([]dirtyMark, len(names))
+	for i, name := range names {
+		last := p.lastMark(name)
+		sent[i] = last.mark.merge(mark)
+		msg := &nats.Msg{Subject: "$KV." + p.opts.StatePrefix + "_DIRTY." + name, Data: mustJSON(sent[i]),
+			Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(last.rev, 10)}}}
+		f, err := p.js.PublishMsgAsync(msg, jetstream.WithStallWait(10*time.Second))
+		if err != nil {
+			return fmt.Errorf("dirty mark %s: %w", name, err)
+		}
+		futs[i] = f
+	}
+	for i, f := range futs {
+		select {
+		case ack := <-f.Ok():
+			p.noteMark(names[i], ack.Sequence, sent[i])
+		case err := <-f.Err():
+			if !conflict(err) {
+				return fmt.Errorf("dirty mark %s: %w", names[i], err)
+			}
+			if err := p.mergeMark(ctx, names[i], mark); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// merge is the mark that covers both m and o: the higher state revision
+// and watermark, o's time.
+func (m dirtyMark) merge(o dirtyMark) dirtyMark {
+	return dirtyMark{StateRevision: max(m.StateRevision, o.StateRevision), Watermark: max(m.Watermark, o.Watermark), Time: o.Time}
+}
+
+// mergeMark writes mark over the definition's pending mark, keeping the
+// higher of each, or leaves a pending mark that already covers it.
+func (p *Pipeline) mergeMark(ctx context.Context, name string, mark dirtyMark) error {
+	for attempt := 0; ; attempt++ {
+		if attempt == 20 {
+			return fmt.Errorf("dirty mark %s: kept conflicting with other writers", name)
+		}
+		e, err := p.dirty.Get(ctx, name)
+		var rev uint64
+		var cur dirtyMark
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			// Absent or cleared: Create takes over a deletion itself.
+			cur = mark
+			rev, err = p.dirty.Create(ctx, name, mustJSON(cur))
+		case err != nil:
+			return fmt.Errorf("dirty mark %s: %w", name, err)
+		default:
+			if json.Unmarshal(e.Value(), &cur) != nil {
+				cur = dirtyMark{}
+			}
+			if cur.StateRevision >= mark.StateRevision && cur.Watermark >= mark.Watermark {
+				p.noteMark(name, e.Revision(), cur)
+				return nil
+			}
+			cur = cur.merge(mark)
+			rev, err = p.dirty.Update(ctx, name, mustJSON(cur), e.Revision())
+		}
+		if err == nil {
+			p.noteMark(name, rev, cur)
+			return nil
+		}
+		if !conflict(err) {
+			return fmt.Errorf("dirty mark %s: %w", name, err)
+		}
+	}
+}
+
+// knownMark is a definition's dirty mark as this replica last wrote or
+// read it: its key-value revision (0: none known) and content.
+type knownMark struct {
+	rev  uint64
+	mark dirtyMark
+}
+
+func (p *Pipeline) lastMark(name string) knownMark {
+	p.marksMu.Lock()
+	defer p.marksMu.Unlock()
+	return p.marks[name]
+}
+
+func (p *Pipeline) noteMark(name string, rev uint64, m dirtyMark) {
+	p.marksMu.Lock()
+	defer p.marksMu.Unlock()
+	if p.marks == nil {
+		p.marks = map[string]knownMark{}
+	}
+	p.marks[name] = knownMark{rev, m}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 // touched returns the names of the definitions the changes touch, and of

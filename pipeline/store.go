@@ -403,9 +403,7 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 				}
 				res.changes = append(res.changes, change{project: w.project, kind: w.sn.kind, old: w.old, new: w.sn})
 			case err := <-w.fut.Err():
-				var apiErr *jetstream.APIError
-				if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-					apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+				if conflict(err) {
 					conflicted[key] = true
 					continue
 				}
