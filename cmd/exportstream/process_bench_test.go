@@ -53,13 +53,23 @@ func BenchmarkProcess(b *testing.B) {
 	if rev := os.Getenv("EXPORTSTREAM_BENCH_BASE"); rev != "" {
 		versions = append(versions, struct{ name, bin string }{"base-" + rev, buildRevision(b, rev)})
 	}
+	// EXPORTSTREAM_BENCH_FORMATS=all also measures the current version
+	// with every format on (coco, yolo, jsonl beside the Diffgram one).
+	allFormats := os.Getenv("EXPORTSTREAM_BENCH_FORMATS") == "all"
 	for _, files := range sizes {
-		for _, v := range versions {
+		for i, v := range versions {
 			b.Run(fmt.Sprintf("files=%d/%s", files, v.name), func(b *testing.B) {
 				for b.Loop() {
-					runProcessBench(b, natsBin, v.bin, files)
+					runProcessBench(b, natsBin, v.bin, files, benchVariant{asOf: i == 0})
 				}
 			})
+			if i == 0 && allFormats {
+				b.Run(fmt.Sprintf("files=%d/%s-all-formats", files, v.name), func(b *testing.B) {
+					for b.Loop() {
+						runProcessBench(b, natsBin, v.bin, files, benchVariant{formats: true})
+					}
+				})
+			}
 		}
 	}
 }
@@ -143,14 +153,17 @@ func exited(pid int) bool {
 }
 
 // peakRSS reads a process's VmHWM in MB.
-func peakRSS(pid int) float64 {
+func peakRSS(pid int) float64 { return statusMB(pid, "VmHWM:") }
+
+// statusMB reads a kB field of /proc/<pid>/status, in MB (-1 if unknown).
+func statusMB(pid int, field string) float64 {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return -1
 	}
 	sc := bufio.NewScanner(bytes.NewReader(raw))
 	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "VmHWM:" {
+		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == field {
 			kb, _ := strconv.ParseFloat(f[1], 64)
 			return kb / 1024
 		}
@@ -225,7 +238,15 @@ func drainBare(b *testing.B, js jetstream.JetStream, total int) time.Duration {
 	return time.Since(start)
 }
 
-func runProcessBench(b *testing.B, natsBin, svcBin string, files int) {
+// benchVariant is what a run of runProcessBench measures besides the
+// basics: formats turns every format on; asOf (a version that has it)
+// asks, after the restart on the kept store, for the first full export
+// again as of its watermark, and measures that replay.
+type benchVariant struct {
+	formats, asOf bool
+}
+
+func runProcessBench(b *testing.B, natsBin, svcBin string, files int, variant benchVariant) {
 	dir := b.TempDir()
 	port := freeLoopbackPort(b)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
@@ -262,6 +283,10 @@ func runProcessBench(b *testing.B, natsBin, svcBin string, files int) {
 
 	bucket := filepath.Join(dir, "bucket")
 	cfgPath := filepath.Join(dir, "config.yaml")
+	formats := ""
+	if variant.formats {
+		formats = "\n    formats: [diffgram, coco, yolo, jsonl]"
+	}
 	cfg := fmt.Sprintf(`nats:
   url: %s
 connections:
@@ -275,12 +300,12 @@ exports:
     completion: all
     connection: disk
     path: exports/all/
-    coalesce: {quiet: 1s, max_delay: 30s}
+    coalesce: {quiet: 1s, max_delay: 30s}%s
 http:
   listen: 127.0.0.1:0
 log:
   level: info
-`, url, bucket)
+`, url, bucket, formats)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		b.Fatal(err)
 	}
@@ -379,6 +404,13 @@ log:
 		first = exportID()
 	}
 	firstExport := time.Since(start) - drained
+	var firstRec struct {
+		Watermark     uint64 `json:"watermark"`
+		ContentSHA256 string `json:"content_sha256"`
+	}
+	if raw, err := os.ReadFile(latest); err != nil || json.Unmarshal(raw, &firstRec) != nil {
+		b.Fatalf("the first export's record: %v", err)
+	}
 
 	// One edit: a new version of one instance.
 	editAt := time.Now()
@@ -437,6 +469,11 @@ log:
 		return time.Since(t0), peakRSS(svc.Process.Pid)
 	}
 	resumed, resumedRSS := restart("resume")
+	var asOf time.Duration
+	var asOfRSS float64
+	if variant.asOf {
+		asOf, asOfRSS = measureAsOf(b, serviceHTTPAddr(filepath.Join(dir, "service-resume.log"), time.Second), svc.Process.Pid, firstRec.Watermark, firstRec.ContentSHA256)
+	}
 	rebuilt, rebuiltRSS := restart("rebuild")
 	b.ReportMetric(float64(total)/bare.Seconds(), "bare-events/s")
 	b.ReportMetric(float64(total)/drained.Seconds(), "service-events/s")
@@ -455,6 +492,10 @@ log:
 	b.ReportMetric(rss, "MB-peak-RSS")
 	b.ReportMetric(drainRSS, "MB-peak-RSS-drain")
 	b.ReportMetric(resumed.Seconds(), "s-restart-ready")
+	if variant.asOf {
+		b.ReportMetric(asOf.Seconds(), "s-as-of-first-export")
+		b.ReportMetric(asOfRSS, "MB-peak-RSS-as-of")
+	}
 	b.ReportMetric(resumedRSS, "MB-restart-RSS")
 	b.ReportMetric(rebuilt.Seconds(), "s-rebuild-ready")
 	b.ReportMetric(rebuiltRSS, "MB-rebuild-RSS")
@@ -494,3 +535,52 @@ func dirSize(dir string) int64 {
 	})
 	return n
 }
+
+// measureAsOf asks the service at addr for the definition's export as of
+// watermark, waits for it, and returns how long it took and the highest
+// RSS (MB) of the process pid sampled meanwhile. The export must have
+// the content hash want: the first full export's.
+func measureAsOf(b *testing.B, addr string, pid int, watermark uint64, want string) (time.Duration, float64) {
+	if addr == "" {
+		b.Fatal("as of: the service's HTTP address is unknown")
+	}
+	stop := make(chan struct{})
+	peak := make(chan float64)
+	go func() {
+		var top float64
+		for {
+			top = max(top, currentRSS(pid))
+			select {
+			case <-stop:
+				peak <- top
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	t0 := time.Now()
+	resp, err := http.Post("http://"+addr+"/api/v1/exports", "application/json",
+		strings.NewReader(fmt.Sprintf(`{"definition": "all", "as_of": %d, "wait": true}`, watermark)))
+	took := time.Since(t0)
+	close(stop)
+	top := <-peak
+	if err != nil {
+		b.Fatalf("as of: %v", err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var rec struct {
+		Status        string `json:"status"`
+		ContentSHA256 string `json:"content_sha256"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(raw, &rec) != nil || rec.Status != "complete" {
+		b.Fatalf("as of %d: %d %s", watermark, resp.StatusCode, raw)
+	}
+	if rec.ContentSHA256 != want {
+		b.Errorf("as of %d: content_sha256 %s, want the first export's %s", watermark, rec.ContentSHA256, want)
+	}
+	return took, top
+}
+
+// currentRSS is the process's resident set now, in MB (-1 if unknown).
+func currentRSS(pid int) float64 { return statusMB(pid, "VmRSS:") }
