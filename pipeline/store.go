@@ -80,15 +80,14 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, repli
 	}
 	s := &Store{js: js, kv: kv, bucket: bucket, state: state, log: log}
 	from := state.Rev()
-	opts := []jetstream.WatchOpt{jetstream.IgnoreDeletes()}
+	var resume uint64
 	if from > 0 {
-		opts = append(opts, jetstream.ResumeFromRevision(from+1))
+		resume = from + 1
 	}
-	w, err := kv.WatchAll(ctx, opts...)
+	w, err := loadState(ctx, js, bucket, resume)
 	if err != nil {
-		return nil, fmt.Errorf("watch state bucket %s: %w", bucket, err)
+		return nil, fmt.Errorf("load state bucket %s: %w", bucket, err)
 	}
-	s.watch = w
 	start, n := time.Now(), 0
 	batch := make([]jetstream.KeyValueEntry, 0, watchBatch)
 	for {
@@ -99,7 +98,7 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, repli
 		case e, ok := <-w.Updates():
 			if !ok {
 				w.Stop()
-				return nil, errors.New("state watch closed while loading")
+				return nil, errors.New("state feed ended while loading")
 			}
 			if e != nil {
 				batch = append(batch, e)
@@ -119,6 +118,11 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, repli
 				s.loaded = n
 				log.Info("state loaded", "bucket", bucket, "from_revision", from+1, "entries", n,
 					"revision", state.Rev(), "took", time.Since(start).Round(time.Millisecond).String())
+				// Live: the key-value watch, from the next revision.
+				w.Stop()
+				if s.watch, err = kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.ResumeFromRevision(state.Rev()+1)); err != nil {
+					return nil, fmt.Errorf("watch state bucket %s: %w", bucket, err)
+				}
 				return s, nil
 			}
 		}
