@@ -33,9 +33,11 @@ type cocoSink struct {
 	nImages int64
 	nAnns   int
 	skip    map[string]int
-	shapes  []shape
-	fs      []events.Field
 	img     []byte
+	num     []byte
+	// pic and other are the walker's callbacks, bound once.
+	pic   func(*picture) error
+	other func(typ string)
 }
 
 func newCOCOSink(pl *plan, w io.Writer, id int64, at time.Time) (*cocoSink, error) {
@@ -46,6 +48,8 @@ func newCOCOSink(pl *plan, w io.Writer, id int64, at time.Time) (*cocoSink, erro
 	_ = os.Remove(f.Name()) // unlinked: gone when closed, whatever happens
 	s := &cocoSink{out: newBufOut(w), cats: map[int64]bool{}, wk: newWalker(), spill: f,
 		images: bufio.NewWriterSize(f, 64<<10), skip: map[string]int{}}
+	s.pic = s.picture
+	s.other = func(typ string) { s.skip[typ]++ }
 	b := s.out.b
 	b = append(b, `{"info":{"description":"COCO instances of a Diffgram export, written by exportstream","version":"1.0","year":`...)
 	b = strconv.AppendInt(b, int64(at.UTC().Year()), 10)
@@ -73,10 +77,7 @@ func newCOCOSink(pl *plan, w io.Writer, id int64, at time.Time) (*cocoSink, erro
 }
 
 func (s *cocoSink) entry(id int64, entry []byte, child bool) error {
-	err := s.wk.walk(id, entry, child, s.picture, func(inst []byte) {
-		s.fs = events.AppendFields(s.fs[:0], inst)
-		s.skip[typeName(rawOrNull(s.fs, "type"))]++
-	})
+	err := s.wk.walk(id, entry, child, s.pic, s.other)
 	if err != nil {
 		return err
 	}
@@ -86,23 +87,17 @@ func (s *cocoSink) entry(id int64, entry []byte, child bool) error {
 // picture writes the picture's annotations, then its image (to the
 // spill file).
 func (s *cocoSink) picture(p *picture) error {
-	s.shapes = s.shapes[:0]
-	for _, inst := range p.insts {
-		var sh shape
-		sh, s.fs = parseShape(inst, s.fs)
-		s.shapes = append(s.shapes, sh)
-	}
 	s.nImages++
 	imgID := s.nImages
-	for i := range s.shapes {
-		sh := &s.shapes[i]
+	for i := range p.shapes {
+		sh := &p.shapes[i]
 		if !sh.held(s.cats) {
 			s.skip[sh.typ]++
 			continue
 		}
 		s.annotation(imgID, sh)
 	}
-	w, h := pictureSize(p, s.shapes, s.cats)
+	w, h := pictureSize(p, s.cats)
 	b := s.img[:0]
 	if s.nImages > 1 {
 		b = append(b, ',')
@@ -156,6 +151,38 @@ func (s *cocoSink) annotation(imgID int64, sh *shape) {
 	b = append(b, `,"category_id":`...)
 	b = strconv.AppendInt(b, sh.label, 10)
 	b = append(b, `,"bbox":[`...)
+	if sh.kind == shapeBox {
+		// A box's corners show in bbox and segmentation: each is
+		// formatted once.
+		n := appendNum(s.num[:0], sh.x1)
+		i1 := len(n)
+		n = appendNum(n, sh.y1)
+		i2 := len(n)
+		n = appendNum(n, sh.x2)
+		i3 := len(n)
+		n = appendNum(n, sh.y2)
+		s.num = n
+		x1, y1, x2, y2 := n[:i1], n[i1:i2], n[i2:i3], n[i3:]
+		b = append(b, x1...)
+		b = append(b, ',')
+		b = append(b, y1...)
+		b = append(b, ',')
+		b = appendNum(b, sh.x2-sh.x1)
+		b = append(b, ',')
+		b = appendNum(b, sh.y2-sh.y1)
+		b = append(b, `],"area":`...)
+		b = appendNum(b, sh.area())
+		// The box as a polygon too, for readers that want masks.
+		b = append(b, `,"iscrowd":0,"segmentation":[[`...)
+		for i, v := range [8][]byte{x1, y1, x2, y1, x2, y2, x1, y2} {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, v...)
+		}
+		s.out.b = append(b, "]]}"...)
+		return
+	}
 	b = appendNum(b, sh.x1)
 	b = append(b, ',')
 	b = appendNum(b, sh.y1)
@@ -167,16 +194,6 @@ func (s *cocoSink) annotation(imgID int64, sh *shape) {
 	b = appendNum(b, sh.area())
 	b = append(b, `,"iscrowd":0`...)
 	switch sh.kind {
-	case shapeBox:
-		// The box as a polygon too, for readers that want masks.
-		b = append(b, `,"segmentation":[[`...)
-		for i, v := range [8]float64{sh.x1, sh.y1, sh.x2, sh.y1, sh.x2, sh.y2, sh.x1, sh.y2} {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendNum(b, v)
-		}
-		b = append(b, "]]"...)
 	case shapePolygon:
 		b = append(b, `,"segmentation":[`...)
 		for i, p := range sh.polys {

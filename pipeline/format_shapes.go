@@ -3,6 +3,15 @@ package pipeline
 // What the COCO and YOLO formats read of a file entry: the pictures it
 // holds (an image file, or a video frame that carries instances) and the
 // shape of each instance on them.
+//
+// The entry is read in one pass, by a scanner that visits only the
+// members the formats need (the file's type and name, the media block's
+// size, the instance lists and, of each instance, its type, id, label,
+// removal, geometry and frame) and steps over the others without
+// decoding them. It allocates nothing for the usual entry: the shapes,
+// their coordinates and the scratch space are the walker's, reused from
+// entry to entry. Any valid JSON is read (whitespace, escaped keys); of a
+// member named twice in an object, the first counts.
 
 import (
 	"bytes"
@@ -25,27 +34,74 @@ type picture struct {
 	isFrame bool
 	// w and h are the media block's width and height; 0 when unknown.
 	w, h float64
-	// insts are the instances on it, in document order.
-	insts [][]byte
+	// shapes are its instances, in document order. They are the walker's:
+	// valid only during the call that hands the picture over.
+	shapes []shape
 }
 
 // walker walks file entries for the picture formats: each file once
 // (a compound file's child shows in its parent's entry and, often, as a
 // top-level entry of its own).
 type walker struct {
-	done   map[int64]bool // children walked
-	frames map[int64][][]byte
-	insts  [][]byte       // an image's instances, reused
-	fs     []events.Field // scratch for one instance's members
+	done map[int64]bool // children walked
+	// shapes are the instances of the entry being walked: its
+	// instance_list, parent_instance_list and sequences' lists.
+	shapes []shape
+	// nums holds the coordinates of the shapes' polygons and keypoints,
+	// polys the polygons' figures (slices of nums).
+	nums  []float64
+	polys [][]float64
+	// Scratch: a polygon's points and figure ids, a video's frames, one
+	// frame's shapes.
+	pts    []polyPoint
+	figs   [][]byte
+	frames []frameRef
+	frame  []shape
+	// pic is the picture handed over (not on the stack: the callback
+	// keeps a pointer to it).
+	pic picture
 }
 
-func newWalker() *walker { return &walker{done: map[int64]bool{}, frames: map[int64][][]byte{}} }
+// polyPoint is a polygon point, with the index of its figure.
+type polyPoint struct {
+	x, y float64
+	fig  int
+}
+
+// frameRef is an instance of a video (its index in walker.shapes) on a
+// frame.
+type frameRef struct {
+	frame int64
+	i     int
+}
+
+// childEntry is a member of an entry named by a file id: a compound file's
+// child entry.
+type childEntry struct {
+	id  int64
+	val []byte
+}
+
+func newWalker() *walker { return &walker{done: map[int64]bool{}} }
+
+// shapeSpan is a range of walker.shapes.
+type shapeSpan struct{ from, to int }
+
+// entryParts is what walk reads of an entry's members (each the first of
+// its name; nil when absent).
+type entryParts struct {
+	typ, name, image, video []byte
+	list, parents, seqs     shapeSpan
+	haveList, haveParents   bool
+	haveSeqs, haveFile      bool
+	children                []childEntry
+}
 
 // walk calls pic with each picture of the entry of file id (child: a
-// compound file's child), and other with each instance on none (on a
-// text, geospatial, sensor_fusion or compound file; on a video, without a
-// frame number).
-func (wk *walker) walk(id int64, entry []byte, child bool, pic func(*picture) error, other func(inst []byte)) error {
+// compound file's child), and other with the type of each instance on
+// none (on a text, geospatial, sensor_fusion or compound file; on a
+// video, without a frame number).
+func (wk *walker) walk(id int64, entry []byte, child bool, pic func(*picture) error, other func(typ string)) error {
 	if child {
 		if wk.done[id] {
 			return nil
@@ -55,66 +111,64 @@ func (wk *walker) walk(id int64, entry []byte, child bool, pic func(*picture) er
 	if len(entry) == 0 || entry[0] != '{' {
 		return nil // null: a type without an export form
 	}
-	fs := events.Fields(entry)
-	fileRaw, _ := lookup(fs, "file")
-	ffs := events.Fields(fileRaw)
-	typ := rawText(rawOrNull(ffs, "type"))
-	p := picture{fileID: id, name: rawOrNull(ffs, "original_filename")}
+	wk.shapes, wk.nums, wk.polys = wk.shapes[:0], wk.nums[:0], wk.polys[:0]
+	var e entryParts
+	wk.readEntry(entry, &e)
+	typ := rawText(orNull(e.typ))
+	p := &wk.pic
+	*p = picture{fileID: id, name: orNull(e.name)}
 	switch typ {
 	case "image":
-		p.w, p.h = mediaSize(fs, "image")
-		p.insts = wk.insts[:0]
-		eachIn(rawOrNull(fs, "instance_list"), func(v []byte) bool {
-			p.insts = append(p.insts, v)
-			return true
-		})
-		wk.insts = p.insts
-		return pic(&p)
+		p.w, p.h = mediaSize(e.image)
+		p.shapes = wk.shapes[e.list.from:e.list.to]
+		return pic(p)
 	case "video":
-		p.w, p.h = mediaSize(fs, "video")
-		clear(wk.frames)
-		add := func(v []byte) bool {
-			wk.fs = events.AppendFields(wk.fs[:0], v)
-			f, ok := rawInt(rawOrNull(wk.fs, "frame_number"))
-			if !ok {
-				other(v)
-				return true
+		p.w, p.h = mediaSize(e.video)
+		// Frames in order, each with its instances in the order of the
+		// parent list, the sequences' lists, then the removed ones.
+		wk.frames = wk.frames[:0]
+		for _, sp := range [3]shapeSpan{e.parents, e.seqs, e.list} {
+			for i := sp.from; i < sp.to; i++ {
+				if sh := &wk.shapes[i]; sh.hasFrame {
+					wk.frames = append(wk.frames, frameRef{sh.frame, i})
+				} else {
+					other(sh.typ)
+				}
 			}
-			wk.frames[f] = append(wk.frames[f], v)
-			return true
 		}
-		eachIn(rawOrNull(fs, "parent_instance_list"), add)
-		eachIn(rawOrNull(fs, "sequence_list"), func(seq []byte) bool {
-			eachIn(rawOrNull(events.Fields(seq), "instance_list"), add)
-			return true
+		slices.SortStableFunc(wk.frames, func(a, b frameRef) int {
+			switch {
+			case a.frame < b.frame:
+				return -1
+			case a.frame > b.frame:
+				return 1
+			}
+			return 0
 		})
-		eachIn(rawOrNull(fs, "instance_list"), add) // removed instances, when included
-		frames := make([]int64, 0, len(wk.frames))
-		for f := range wk.frames {
-			frames = append(frames, f)
-		}
-		slices.Sort(frames)
-		for _, f := range frames {
-			fp := p
-			fp.frame, fp.isFrame, fp.insts = f, true, wk.frames[f]
-			if err := pic(&fp); err != nil {
+		for i := 0; i < len(wk.frames); {
+			j := i
+			wk.frame = wk.frame[:0]
+			for ; j < len(wk.frames) && wk.frames[j].frame == wk.frames[i].frame; j++ {
+				wk.frame = append(wk.frame, wk.shapes[wk.frames[j].i])
+			}
+			p.frame, p.isFrame, p.shapes = wk.frames[i].frame, true, wk.frame
+			if err := pic(p); err != nil {
 				return err
 			}
+			i = j
 		}
 		return nil
 	}
-	eachIn(rawOrNull(fs, "instance_list"), func(v []byte) bool {
-		other(v)
-		return true
-	})
+	for i := e.list.from; i < e.list.to; i++ {
+		other(wk.shapes[i].typ)
+	}
 	if typ == "compound" {
-		for _, f := range fs {
-			cid, err := strconv.ParseInt(f.Key, 10, 64)
-			if err != nil || wk.done[cid] {
+		for _, c := range e.children {
+			if wk.done[c.id] {
 				continue
 			}
-			wk.done[cid] = true
-			if err := wk.walk(cid, f.Val, false, pic, other); err != nil {
+			wk.done[c.id] = true
+			if err := wk.walk(c.id, c.val, false, pic, other); err != nil {
 				return err
 			}
 		}
@@ -122,11 +176,197 @@ func (wk *walker) walk(id int64, entry []byte, child bool, pic func(*picture) er
 	return nil
 }
 
-// mediaSize reads width and height from the entry's media block.
-func mediaSize(fs []events.Field, key string) (w, h float64) {
-	m := events.Fields(rawOrNull(fs, key))
-	w, _ = rawFloat(rawOrNull(m, "width"))
-	h, _ = rawFloat(rawOrNull(m, "height"))
+// readEntry reads the members of entry (an object) into e, and the
+// instances of its lists into wk.shapes.
+func (wk *walker) readEntry(b []byte, e *entryParts) {
+	for i := 1; ; {
+		key, esc, v, ok := nextMember(b, i)
+		if !ok {
+			return
+		}
+		i = -1
+		switch string(keyBytes(key, esc)) {
+		case "file":
+			if !e.haveFile {
+				e.haveFile = true
+				i = readFile(b, v, e)
+			}
+		case "image":
+			if e.image == nil {
+				i = scanValue(b, v)
+				e.image = b[v:max(i, v)]
+			}
+		case "video":
+			if e.video == nil {
+				i = scanValue(b, v)
+				e.video = b[v:max(i, v)]
+			}
+		case "instance_list":
+			if !e.haveList {
+				e.haveList = true
+				e.list.from = len(wk.shapes)
+				i = wk.readList(b, v)
+				e.list.to = len(wk.shapes)
+			}
+		case "parent_instance_list":
+			if !e.haveParents {
+				e.haveParents = true
+				e.parents.from = len(wk.shapes)
+				i = wk.readList(b, v)
+				e.parents.to = len(wk.shapes)
+			}
+		case "sequence_list":
+			if !e.haveSeqs {
+				e.haveSeqs = true
+				e.seqs.from = len(wk.shapes)
+				i = wk.readSequences(b, v)
+				e.seqs.to = len(wk.shapes)
+			}
+		default:
+			if len(key) > 0 && (key[0] >= '0' && key[0] <= '9' || key[0] == '-' || key[0] == '+') {
+				if cid, err := strconv.ParseInt(string(keyBytes(key, esc)), 10, 64); err == nil {
+					i = scanValue(b, v)
+					if i < 0 {
+						return
+					}
+					e.children = append(e.children, childEntry{cid, b[v:i]})
+				}
+			}
+		}
+		if i < 0 {
+			i = scanValue(b, v)
+		}
+		if i < 0 {
+			return
+		}
+	}
+}
+
+// readFile reads the entry's "file" member at b[v] (its type and
+// original_filename) and returns the index past it.
+func readFile(b []byte, v int, e *entryParts) int {
+	if v >= len(b) || b[v] != '{' {
+		return scanValue(b, v)
+	}
+	i := v + 1
+	for {
+		key, esc, fv, ok := nextMember(b, i)
+		if !ok {
+			return endOf(b, i)
+		}
+		i = scanValue(b, fv)
+		if i < 0 {
+			return -1
+		}
+		switch string(keyBytes(key, esc)) {
+		case "type":
+			if e.typ == nil {
+				e.typ = b[fv:i]
+			}
+		case "original_filename":
+			if e.name == nil {
+				e.name = b[fv:i]
+			}
+		}
+	}
+}
+
+// readList reads the instances of the list at b[v] (nothing when it is
+// not a list) and returns the index past it.
+func (wk *walker) readList(b []byte, v int) int {
+	if v >= len(b) || b[v] != '[' {
+		return scanValue(b, v)
+	}
+	i := v + 1
+	for {
+		i = scanSep(b, i)
+		if i >= len(b) {
+			return -1
+		}
+		if b[i] == ']' {
+			return i + 1
+		}
+		var sh shape
+		sh, i = wk.readShape(b, i)
+		if i < 0 {
+			return -1
+		}
+		wk.shapes = append(wk.shapes, sh)
+	}
+}
+
+// readSequences reads the instance_list of each sequence of the list at
+// b[v] and returns the index past it.
+func (wk *walker) readSequences(b []byte, v int) int {
+	if v >= len(b) || b[v] != '[' {
+		return scanValue(b, v)
+	}
+	i := v + 1
+	for {
+		i = scanSep(b, i)
+		if i >= len(b) {
+			return -1
+		}
+		if b[i] == ']' {
+			return i + 1
+		}
+		if b[i] != '{' {
+			if i = scanValue(b, i); i < 0 {
+				return -1
+			}
+			continue
+		}
+		i++
+		have := false
+		for {
+			key, esc, sv, ok := nextMember(b, i)
+			if !ok {
+				i = endOf(b, i)
+				break
+			}
+			if !have && string(keyBytes(key, esc)) == "instance_list" {
+				have = true
+				i = wk.readList(b, sv)
+			} else {
+				i = scanValue(b, sv)
+			}
+			if i < 0 {
+				return -1
+			}
+		}
+		if i < 0 {
+			return -1
+		}
+	}
+}
+
+// mediaSize reads width and height from an entry's media block.
+func mediaSize(block []byte) (w, h float64) {
+	if len(block) == 0 || block[0] != '{' {
+		return 0, 0
+	}
+	var wr, hr []byte
+	for i := 1; ; {
+		key, esc, v, ok := nextMember(block, i)
+		if !ok {
+			break
+		}
+		if i = scanValue(block, v); i < 0 {
+			break
+		}
+		switch string(keyBytes(key, esc)) {
+		case "width":
+			if wr == nil {
+				wr = block[v:i]
+			}
+		case "height":
+			if hr == nil {
+				hr = block[v:i]
+			}
+		}
+	}
+	w, _ = rawFloat(wr)
+	h, _ = rawFloat(hr)
 	return max(w, 0), max(h, 0)
 }
 
@@ -146,6 +386,9 @@ type shape struct {
 	labeled bool
 	removed bool
 	kind    int
+	// frame is the instance's frame_number, when hasFrame (a video's).
+	frame    int64
+	hasFrame bool
 	// x1, y1, x2, y2 is the bounding box (x1 <= x2, y1 <= y2).
 	x1, y1, x2, y2 float64
 	// polys are a polygon's figures, each x, y, x, y, ... (3 points or
@@ -157,84 +400,336 @@ type shape struct {
 	nkp int
 }
 
-// parseShape reads an instance as the entry shows it. A kind of
-// shapeNone means neither picture format can hold it. fs is scratch
-// space for the instance's members; it returns it for reuse.
-func parseShape(inst []byte, fs []events.Field) (shape, []events.Field) {
-	fs = events.AppendFields(fs[:0], inst)
-	s := shape{typ: typeName(rawOrNull(fs, "type"))}
-	s.id, _ = rawInt(rawOrNull(fs, "id"))
-	s.label, s.labeled = rawInt(rawOrNull(fs, "label_file_id"))
-	s.removed = string(rawOrNull(fs, "soft_delete")) == "true"
+// The members of an instance the picture formats read, as indexes of
+// readShape's values.
+const (
+	iType = iota
+	iID
+	iLabel
+	iSoftDelete
+	iXMin
+	iYMin
+	iXMax
+	iYMax
+	iPoints
+	iNodes
+	iFrame
+	nMembers
+)
+
+// readShape reads the instance at b[i] and returns it and the index past
+// it (-1 when the entry is cut short). A kind of shapeNone means neither
+// picture format can hold it.
+func (wk *walker) readShape(b []byte, i int) (shape, int) {
+	var s shape
+	if b[i] != '{' {
+		s.typ = "unknown"
+		return s, scanValue(b, i)
+	}
+	var raw [nMembers][]byte // the first of each name; nil when absent
+	i++
+	for {
+		key, esc, v, ok := nextMember(b, i)
+		if !ok {
+			i = endOf(b, i)
+			break
+		}
+		if i = scanValue(b, v); i < 0 {
+			return s, -1
+		}
+		m := -1
+		switch string(keyBytes(key, esc)) {
+		case "type":
+			m = iType
+		case "id":
+			m = iID
+		case "label_file_id":
+			m = iLabel
+		case "soft_delete":
+			m = iSoftDelete
+		case "x_min":
+			m = iXMin
+		case "y_min":
+			m = iYMin
+		case "x_max":
+			m = iXMax
+		case "y_max":
+			m = iYMax
+		case "points":
+			m = iPoints
+		case "nodes":
+			m = iNodes
+		case "frame_number":
+			m = iFrame
+		}
+		if m >= 0 && raw[m] == nil {
+			raw[m] = b[v:i]
+		}
+	}
+	s.typ = typeName(orNull(raw[iType]))
+	s.id, _ = rawInt(orNull(raw[iID]))
+	s.label, s.labeled = rawInt(orNull(raw[iLabel]))
+	s.removed = string(raw[iSoftDelete]) == "true"
+	if raw[iFrame] != nil {
+		s.frame, s.hasFrame = rawInt(raw[iFrame])
+	}
 	switch s.typ {
 	case "box":
-		x1, ok1 := rawFloatOr0(fs, "x_min")
-		y1, ok2 := rawFloatOr0(fs, "y_min")
-		x2, ok3 := rawFloatOr0(fs, "x_max")
-		y2, ok4 := rawFloatOr0(fs, "y_max")
+		x1, ok1 := rawFloatOr0(raw[iXMin])
+		y1, ok2 := rawFloatOr0(raw[iYMin])
+		x2, ok3 := rawFloatOr0(raw[iXMax])
+		y2, ok4 := rawFloatOr0(raw[iYMax])
 		if ok1 && ok2 && ok3 && ok4 {
 			s.kind = shapeBox
 			s.x1, s.x2 = min(x1, x2), max(x1, x2)
 			s.y1, s.y2 = min(y1, y2), max(y1, y2)
 		}
 	case "polygon":
-		var figs []json.RawMessage // figure ids, in order of first appearance
-		bad := false
-		eachIn(rawOrNull(fs, "points"), func(pt []byte) bool {
-			pfs := events.Fields(pt)
-			x, okx := rawFloat(rawOrNull(pfs, "x"))
-			y, oky := rawFloat(rawOrNull(pfs, "y"))
-			if !okx || !oky {
-				bad = true
-				return false
-			}
-			fig := rawOrNull(pfs, "figure_id")
-			i := slices.IndexFunc(figs, func(f json.RawMessage) bool { return bytes.Equal(f, fig) })
-			if i < 0 {
-				i = len(figs)
-				figs = append(figs, fig)
-				s.polys = append(s.polys, nil)
-			}
-			s.polys[i] = append(s.polys[i], x, y)
-			return true
-		})
-		s.polys = slices.DeleteFunc(s.polys, func(p []float64) bool { return len(p) < 6 })
-		if !bad && len(s.polys) > 0 {
-			s.kind = shapePolygon
-			s.x1, s.y1, s.x2, s.y2 = math.Inf(1), math.Inf(1), math.Inf(-1), math.Inf(-1)
-			for _, p := range s.polys {
-				for i := 0; i < len(p); i += 2 {
-					s.x1, s.x2 = min(s.x1, p[i]), max(s.x2, p[i])
-					s.y1, s.y2 = min(s.y1, p[i+1]), max(s.y2, p[i+1])
-				}
+		wk.readPolygon(&s, raw[iPoints])
+	case "keypoints":
+		wk.readKeypoints(&s, raw[iNodes])
+	}
+	return s, i
+}
+
+// readPolygon reads a polygon's points (x, y and figure_id of each) into
+// s: its figures in order of first appearance, those of 3 points or more.
+func (wk *walker) readPolygon(s *shape, points []byte) {
+	if len(points) == 0 || points[0] != '[' {
+		return
+	}
+	wk.pts, wk.figs = wk.pts[:0], wk.figs[:0]
+	for i := 1; ; {
+		i = scanSep(points, i)
+		if i >= len(points) || points[i] == ']' {
+			break
+		}
+		end := scanValue(points, i)
+		if end < 0 {
+			break
+		}
+		xr, yr, fig := readMembers3(points[i:end], "x", "y", "figure_id")
+		i = end
+		x, okx := rawFloat(xr)
+		y, oky := rawFloat(yr)
+		if !okx || !oky {
+			return // a point without coordinates: not a polygon
+		}
+		fig = orNull(fig)
+		f := slices.IndexFunc(wk.figs, func(g []byte) bool { return bytes.Equal(g, fig) })
+		if f < 0 {
+			f = len(wk.figs)
+			wk.figs = append(wk.figs, fig)
+		}
+		wk.pts = append(wk.pts, polyPoint{x, y, f})
+	}
+	from := len(wk.polys)
+	for f := range wk.figs {
+		start := len(wk.nums)
+		for _, pt := range wk.pts {
+			if pt.fig == f {
+				wk.nums = append(wk.nums, pt.x, pt.y)
 			}
 		}
-	case "keypoints":
-		s.x1, s.y1, s.x2, s.y2 = math.Inf(1), math.Inf(1), math.Inf(-1), math.Inf(-1)
-		eachIn(rawOrNull(fs, "nodes"), func(n []byte) bool {
-			nfs := events.Fields(n)
-			x, okx := rawFloat(rawOrNull(nfs, "x"))
-			y, oky := rawFloat(rawOrNull(nfs, "y"))
-			v := 2.0
-			switch {
-			case !okx || !oky:
-				x, y, v = 0, 0, 0
-			case truthy(rawOrNull(nfs, "occluded")):
-				v = 1
-			}
-			s.kps = append(s.kps, x, y, v)
-			if v > 0 {
-				s.nkp++
-				s.x1, s.x2 = min(s.x1, x), max(s.x2, x)
-				s.y1, s.y2 = min(s.y1, y), max(s.y2, y)
-			}
-			return true
-		})
-		if s.nkp > 0 {
-			s.kind = shapeKeypoints
+		if len(wk.nums)-start < 6 {
+			wk.nums = wk.nums[:start]
+			continue
+		}
+		wk.polys = append(wk.polys, wk.nums[start:len(wk.nums):len(wk.nums)])
+	}
+	if len(wk.polys) == from {
+		return
+	}
+	s.polys = wk.polys[from:len(wk.polys):len(wk.polys)]
+	s.kind = shapePolygon
+	s.x1, s.y1, s.x2, s.y2 = math.Inf(1), math.Inf(1), math.Inf(-1), math.Inf(-1)
+	for _, p := range s.polys {
+		for i := 0; i < len(p); i += 2 {
+			s.x1, s.x2 = min(s.x1, p[i]), max(s.x2, p[i])
+			s.y1, s.y2 = min(s.y1, p[i+1]), max(s.y2, p[i+1])
 		}
 	}
-	return s, fs
+}
+
+// readKeypoints reads keypoints' nodes into s.
+func (wk *walker) readKeypoints(s *shape, nodes []byte) {
+	s.x1, s.y1, s.x2, s.y2 = math.Inf(1), math.Inf(1), math.Inf(-1), math.Inf(-1)
+	if len(nodes) == 0 || nodes[0] != '[' {
+		return
+	}
+	start := len(wk.nums)
+	for i := 1; ; {
+		i = scanSep(nodes, i)
+		if i >= len(nodes) || nodes[i] == ']' {
+			break
+		}
+		end := scanValue(nodes, i)
+		if end < 0 {
+			break
+		}
+		xr, yr, occ := readMembers3(nodes[i:end], "x", "y", "occluded")
+		i = end
+		x, okx := rawFloat(xr)
+		y, oky := rawFloat(yr)
+		v := 2.0
+		switch {
+		case !okx || !oky:
+			x, y, v = 0, 0, 0
+		case truthy(orNull(occ)):
+			v = 1
+		}
+		wk.nums = append(wk.nums, x, y, v)
+		if v > 0 {
+			s.nkp++
+			s.x1, s.x2 = min(s.x1, x), max(s.x2, x)
+			s.y1, s.y2 = min(s.y1, y), max(s.y2, y)
+		}
+	}
+	s.kps = wk.nums[start:len(wk.nums):len(wk.nums)]
+	if s.nkp > 0 {
+		s.kind = shapeKeypoints
+	}
+}
+
+// readMembers3 returns the raw values of the first members named k1, k2
+// and k3 of the object obj (nil when absent or obj is not an object).
+func readMembers3(obj []byte, k1, k2, k3 string) (v1, v2, v3 []byte) {
+	if len(obj) == 0 || obj[0] != '{' {
+		return
+	}
+	for i := 1; ; {
+		key, esc, v, ok := nextMember(obj, i)
+		if !ok {
+			return
+		}
+		if i = scanValue(obj, v); i < 0 {
+			return
+		}
+		switch string(keyBytes(key, esc)) {
+		case k1:
+			if v1 == nil {
+				v1 = obj[v:i]
+			}
+		case k2:
+			if v2 == nil {
+				v2 = obj[v:i]
+			}
+		case k3:
+			if v3 == nil {
+				v3 = obj[v:i]
+			}
+		}
+	}
+}
+
+// nextMember reads past whitespace and a comma to the next member of the
+// object being read (i is just past its '{' or a member's value): its key
+// (raw, without the quotes; esc when it holds an escape) and the index
+// of its value. ok is false at the object's end or when the input is cut
+// short.
+func nextMember(b []byte, i int) (key []byte, esc bool, v int, ok bool) {
+	i = scanSep(b, i)
+	if i >= len(b) || b[i] != '"' {
+		return nil, false, 0, false
+	}
+	j := i + 1
+	for ; j < len(b); j++ {
+		c := b[j]
+		if c == '"' {
+			break
+		}
+		if c == '\\' {
+			esc = true
+			j++
+		}
+	}
+	if j >= len(b) {
+		return nil, false, 0, false
+	}
+	key = b[i+1 : j]
+	v = j + 1
+	for v < len(b) && b[v] != ':' {
+		v++
+	}
+	v = scanSpace(b, v+1)
+	if v >= len(b) {
+		return nil, false, 0, false
+	}
+	return key, esc, v, true
+}
+
+// endOf returns the index past the '}' that ends the object being read,
+// i being at or before it (past whitespace and commas only).
+func endOf(b []byte, i int) int {
+	i = scanSep(b, i)
+	if i >= len(b) {
+		return -1
+	}
+	return i + 1
+}
+
+// keyBytes is a member's key as text: key itself unless it holds an
+// escape (then decoded, as encoding/json decodes it).
+func keyBytes(key []byte, esc bool) []byte {
+	if !esc {
+		return key
+	}
+	var k string
+	if json.Unmarshal(append(append([]byte{'"'}, key...), '"'), &k) != nil {
+		return nil
+	}
+	return []byte(k)
+}
+
+// scanSpace returns the index of the first byte at or after i that is
+// not JSON whitespace.
+func scanSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\t' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// scanSep is scanSpace also skipping commas.
+func scanSep(b []byte, i int) int {
+	for i < len(b) && (b[i] == ',' || b[i] == ' ' || b[i] == '\n' || b[i] == '\t' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// scanValue returns the index past the value at b[i], or -1.
+func scanValue(b []byte, i int) int {
+	if i < 0 || i >= len(b) {
+		return -1
+	}
+	switch c := b[i]; {
+	case c >= '0' && c <= '9' || c == '-':
+		j := i + 1
+		for j < len(b) && (b[j] >= '0' && b[j] <= '9' || b[j] == '.' || b[j] == 'e' || b[j] == 'E' || b[j] == '+' || b[j] == '-') {
+			j++
+		}
+		return j
+	case c == 'n' || c == 't':
+		if i+4 <= len(b) {
+			return i + 4
+		}
+		return -1
+	case c == 'f':
+		if i+5 <= len(b) {
+			return i + 5
+		}
+		return -1
+	}
+	return events.SkipValue(b, i)
+}
+
+// orNull returns v, or null when v is nil (absent).
+func orNull(v []byte) []byte {
+	if v == nil {
+		return []byte("null")
+	}
+	return v
 }
 
 // typeName returns an instance's type (raw JSON) as text: the contract's
@@ -295,15 +790,15 @@ func (s *shape) area() float64 {
 // pictureSize is the picture's width and height: the media block's, or,
 // when it lacks them, the extent of the shapes on it a picture format
 // holds (held; rounded up, at least 1). Both formats size a picture alike.
-func pictureSize(p *picture, shapes []shape, labels map[int64]bool) (w, h float64) {
+func pictureSize(p *picture, labels map[int64]bool) (w, h float64) {
 	w, h = p.w, p.h
 	if w > 0 && h > 0 {
 		return w, h
 	}
 	mw, mh := 1.0, 1.0
-	for i := range shapes {
-		if shapes[i].held(labels) {
-			mw, mh = max(mw, math.Ceil(shapes[i].x2)), max(mh, math.Ceil(shapes[i].y2))
+	for i := range p.shapes {
+		if p.shapes[i].held(labels) {
+			mw, mh = max(mw, math.Ceil(p.shapes[i].x2)), max(mh, math.Ceil(p.shapes[i].y2))
 		}
 	}
 	if w <= 0 {
@@ -344,12 +839,11 @@ func rawFloat(v []byte) (float64, bool) {
 	return f, true
 }
 
-// rawFloatOr0 reads a number member of fs: 0 when absent or null (the
-// Diffgram entry leaves out a box whose corners are all zero), ok false
-// when it is something else.
-func rawFloatOr0(fs []events.Field, key string) (float64, bool) {
-	v, present := lookup(fs, key)
-	if !present || string(v) == "null" {
+// rawFloatOr0 reads a number member (v, nil when absent): 0 when absent
+// or null (the Diffgram entry leaves out a box whose corners are all
+// zero), ok false when it is something else.
+func rawFloatOr0(v []byte) (float64, bool) {
+	if v == nil || string(v) == "null" {
 		return 0, true
 	}
 	return rawFloat(v)
@@ -402,9 +896,26 @@ func appendNum(b []byte, v float64) []byte {
 		return append(b, '0') // no "-0"
 	}
 	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
-		return strconv.AppendInt(b, int64(v), 10)
+		n := int64(v)
+		if n > 0 && n < 10000 {
+			return appendSmall(b, n)
+		}
+		return strconv.AppendInt(b, n, 10)
 	}
 	return strconv.AppendFloat(b, v, 'f', -1, 64)
+}
+
+// appendSmall appends n, in [0, 10000), in decimal.
+func appendSmall(b []byte, n int64) []byte {
+	switch {
+	case n < 10:
+		return append(b, byte('0'+n))
+	case n < 100:
+		return append(b, byte('0'+n/10), byte('0'+n%10))
+	case n < 1000:
+		return append(b, byte('0'+n/100), byte('0'+n/10%10), byte('0'+n%10))
+	}
+	return append(b, byte('0'+n/1000), byte('0'+n/100%10), byte('0'+n/10%10), byte('0'+n%10))
 }
 
 // appendUnit6 appends v, in [0, 1], with six decimals (as
@@ -424,11 +935,4 @@ func appendUnit6(b []byte, v float64) []byte {
 		n /= 10
 	}
 	return append(b, d[:]...)
-}
-
-// eachIn is eachElement for a member that may be absent or not a list.
-func eachIn(raw []byte, fn func(v []byte) bool) {
-	if len(raw) > 0 && raw[0] == '[' {
-		eachElement(raw, fn)
-	}
 }

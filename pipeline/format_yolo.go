@@ -22,14 +22,13 @@ package pipeline
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"io"
 	"os"
-	"path"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/exportstream/exportstream/events"
+	"unicode/utf8"
 )
 
 type yoloSink struct {
@@ -44,10 +43,18 @@ type yoloSink struct {
 	files   *bufio.Writer
 	nFiles  int64
 	skip    map[string]int
-	shapes  []shape
-	fs      []events.Field
 	line    []byte
 	index   []byte
+	path    []byte
+	stemBuf []byte
+	// hdr is the tar header archive/tar writes for a label file, with
+	// an empty name and size 0 (nil when it is not a plain USTAR header);
+	// blk is scratch space for one.
+	hdr []byte
+	blk [512]byte
+	// pic and other are the walker's callbacks, bound once.
+	pic   func(*picture) error
+	other func(typ string)
 }
 
 func newYOLOSink(pl *plan, w io.Writer, at time.Time) (*yoloSink, error) {
@@ -59,6 +66,8 @@ func newYOLOSink(pl *plan, w io.Writer, at time.Time) (*yoloSink, error) {
 	s := &yoloSink{out: newBufOut(w), at: at.UTC().Truncate(time.Second), classOf: map[int64]int{}, live: map[int64]bool{},
 		wk: newWalker(), stems: map[uint64]struct{}{}, spill: f, files: bufio.NewWriterSize(f, 64<<10), skip: map[string]int{}}
 	s.tw = tar.NewWriter(s.out)
+	s.pic = s.picture
+	s.other = func(typ string) { s.skip[typ]++ }
 	for _, l := range pl.labels {
 		s.live[l.id] = true
 	}
@@ -83,6 +92,18 @@ func newYOLOSink(pl *plan, w io.Writer, at time.Time) (*yoloSink, error) {
 	if err := s.add("data.yaml", []byte(y.String())); err != nil {
 		s.close()
 		return nil, err
+	}
+	// The padding of data.yaml is written now: the label files' headers
+	// are written past archive/tar, which then writes files.jsonl.
+	if err := s.tw.Flush(); err != nil {
+		s.close()
+		return nil, err
+	}
+	var tb bytes.Buffer
+	tt := tar.NewWriter(&tb)
+	if tt.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "x", Mode: 0o644, ModTime: s.at}) == nil && tb.Len() == 512 {
+		s.hdr = tb.Bytes()
+		s.hdr[0] = 0
 	}
 	return s, nil
 }
@@ -114,24 +135,15 @@ func (s *yoloSink) add(name string, body []byte) error {
 }
 
 func (s *yoloSink) entry(id int64, entry []byte, child bool) error {
-	return s.wk.walk(id, entry, child, s.picture, func(inst []byte) {
-		s.fs = events.AppendFields(s.fs[:0], inst)
-		s.skip[typeName(rawOrNull(s.fs, "type"))]++
-	})
+	return s.wk.walk(id, entry, child, s.pic, s.other)
 }
 
 // picture writes the picture's label file.
 func (s *yoloSink) picture(p *picture) error {
-	s.shapes = s.shapes[:0]
-	for _, inst := range p.insts {
-		var sh shape
-		sh, s.fs = parseShape(inst, s.fs)
-		s.shapes = append(s.shapes, sh)
-	}
-	w, h := pictureSize(p, s.shapes, s.live)
+	w, h := pictureSize(p, s.live)
 	b := s.line[:0]
-	for i := range s.shapes {
-		sh := &s.shapes[i]
+	for i := range p.shapes {
+		sh := &p.shapes[i]
 		c, ok := s.classOf[sh.label]
 		if !sh.held(s.live) || !ok || (sh.kind != shapeBox && sh.kind != shapePolygon) {
 			s.skip[sh.typ]++
@@ -162,13 +174,14 @@ func (s *yoloSink) picture(p *picture) error {
 		}
 	}
 	s.line = b
-	stem := s.stem(p)
-	if err := s.add("labels/"+stem+".txt", b); err != nil {
+	s.path = append(append(s.path[:0], "labels/"...), s.stem(p)...)
+	s.path = append(s.path, ".txt"...)
+	if err := s.addLabels(s.path, b); err != nil {
 		return err
 	}
 	line := s.index[:0]
 	line = append(line, `{"label":`...)
-	line = appendString(line, "labels/"+stem+".txt")
+	line = appendPlainString(line, s.path)
 	line = append(line, `,"diffgram_file_id":`...)
 	line = strconv.AppendInt(line, p.fileID, 10)
 	line = append(line, `,"frame_number":`...)
@@ -188,34 +201,114 @@ func (s *yoloSink) picture(p *picture) error {
 	return s.out.maybeFlush()
 }
 
+// appendPlainString appends v as a JSON string, as appendString does.
+func appendPlainString(b, v []byte) []byte {
+	for _, c := range v {
+		if c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' {
+			return appendString(b, string(v))
+		}
+	}
+	b = append(b, '"')
+	b = append(b, v...)
+	return append(b, '"')
+}
+
+// addLabels writes a label file into the tar: its header made from
+// s.hdr when archive/tar would write a plain USTAR header for it (an
+// ASCII name of 100 bytes at most), which is what it writes, else through
+// archive/tar.
+func (s *yoloSink) addLabels(name, body []byte) error {
+	if s.hdr == nil || len(name) > 100 || int64(len(body)) >= 1<<33 || !plainASCII(name) {
+		if err := s.add(string(name), body); err != nil {
+			return err
+		}
+		return s.tw.Flush() // its padding, before the next header
+	}
+	blk := &s.blk
+	copy(blk[:], s.hdr)
+	copy(blk[:100], name)
+	size := blk[124:136]
+	for i, n := 10, len(body); i >= 0; i-- {
+		size[i] = byte('0' + n&7)
+		n >>= 3
+	}
+	size[11] = 0
+	sum := 0
+	for i, c := range blk {
+		if i >= 148 && i < 156 {
+			c = ' '
+		}
+		sum += int(c)
+	}
+	ck := blk[148:156]
+	for i := 5; i >= 0; i-- {
+		ck[i] = byte('0' + sum&7)
+		sum >>= 3
+	}
+	ck[6], ck[7] = 0, ' '
+	s.out.b = append(s.out.b, blk[:]...)
+	s.out.b = append(s.out.b, body...)
+	if pad := len(body) % 512; pad > 0 {
+		s.out.b = append(s.out.b, zeroBlock[:512-pad]...)
+	}
+	return nil
+}
+
+// zeroBlock is a tar block of zeros.
+var zeroBlock [512]byte
+
+// plainASCII reports whether name holds only ASCII bytes other than NUL.
+func plainASCII(name []byte) bool {
+	for _, c := range name {
+		if c == 0 || c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
 // unit clamps v to [0, 1].
 func unit(v float64) float64 { return min(max(v, 0), 1) }
 
-// stem returns the picture's label file stem, not taken before.
-func (s *yoloSink) stem(p *picture) string {
-	name := stemUnsafe.Replace(rawText(p.name))
-	base := strings.TrimSuffix(name, path.Ext(name))
-	if base == "" || base == "." || base == ".." {
-		base = strconv.FormatInt(p.fileID, 10)
+// stem returns the picture's label file stem, not taken before; it is
+// s.stemBuf's, valid until the next call.
+func (s *yoloSink) stem(p *picture) []byte {
+	b := s.stemBuf[:0]
+	if len(p.name) >= 2 && p.name[0] == '"' {
+		if bytes.IndexByte(p.name, '\\') < 0 {
+			b = append(b, p.name[1:len(p.name)-1]...)
+		} else {
+			b = append(b, rawText(p.name)...)
+		}
+	}
+	for i, c := range b {
+		if c == '/' || c == '\\' || c == 0 {
+			b[i] = '_'
+		}
+	}
+	if dot := bytes.LastIndexByte(b, '.'); dot >= 0 {
+		b = b[:dot]
+	}
+	if len(b) == 0 || string(b) == "." || string(b) == ".." {
+		b = strconv.AppendInt(b[:0], p.fileID, 10)
 	}
 	if p.isFrame {
-		base += "_" + strconv.FormatInt(p.frame, 10)
+		b = append(b, '_')
+		b = strconv.AppendInt(b, p.frame, 10)
 	}
-	stem := base
-	for s.taken(stem) {
-		stem += "_" + strconv.FormatInt(p.fileID, 10)
+	for s.taken(b) {
+		b = append(b, '_')
+		b = strconv.AppendInt(b, p.fileID, 10)
 	}
-	return stem
+	s.stemBuf = b
+	return b
 }
 
-// stemUnsafe are the characters a stem cannot hold, made "_".
-var stemUnsafe = strings.NewReplacer("/", "_", "\\", "_", "\x00", "_")
-
 // taken reports whether stem is taken, and takes it if not.
-func (s *yoloSink) taken(stem string) bool {
+func (s *yoloSink) taken(stem []byte) bool {
 	k := uint64(14695981039346656037) // FNV-64a
-	for i := 0; i < len(stem); i++ {
-		k ^= uint64(stem[i])
+	for _, c := range stem {
+		k ^= uint64(c)
 		k *= 1099511628211
 	}
 	if _, ok := s.stems[k]; ok {

@@ -161,7 +161,7 @@ func (pl *plan) renderFormats(outs []formatOut, id int64, at time.Time) ([]Forma
 			return nil, err
 		}
 	}
-	err := pl.feed(sinks)
+	err := pl.feed(shareWalk(sinks))
 	for _, s := range sinks {
 		if err == nil {
 			err = s.finish()
@@ -180,6 +180,61 @@ func (pl *plan) renderFormats(outs []formatOut, id int64, at time.Time) ([]Forma
 	}
 	return res, nil
 }
+
+// shareWalk returns the sinks a pass feeds: sinks, with a COCO and a
+// YOLO sink fed together by one walk of each entry (bothPictures).
+func shareWalk(sinks []sink) []sink {
+	ci, yi := -1, -1
+	for i, s := range sinks {
+		switch s.(type) {
+		case *cocoSink:
+			ci = i
+		case *yoloSink:
+			yi = i
+		}
+	}
+	if ci < 0 || yi < 0 {
+		return sinks
+	}
+	both := &bothPictures{wk: newWalker(), coco: sinks[ci].(*cocoSink), yolo: sinks[yi].(*yoloSink)}
+	both.pic = func(p *picture) error {
+		if err := both.coco.picture(p); err != nil {
+			return err
+		}
+		return both.yolo.picture(p)
+	}
+	both.other = func(typ string) {
+		both.coco.other(typ)
+		both.yolo.other(typ)
+	}
+	out := []sink{both}
+	for i, s := range sinks {
+		if i != ci && i != yi {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// bothPictures feeds a COCO and a YOLO sink the pictures of one walk.
+// Only its entry is called: each sink's own finish and skipped are.
+type bothPictures struct {
+	wk    *walker
+	coco  *cocoSink
+	yolo  *yoloSink
+	pic   func(*picture) error
+	other func(typ string)
+}
+
+func (b *bothPictures) entry(id int64, entry []byte, child bool) error {
+	if err := b.wk.walk(id, entry, child, b.pic, b.other); err != nil {
+		return err
+	}
+	return b.coco.out.maybeFlush()
+}
+
+func (b *bothPictures) finish() error           { return nil }
+func (b *bothPictures) skipped() map[string]int { return nil }
 
 // closeSink releases what a sink holds besides its output (a spill
 // file); finish does not.
