@@ -91,6 +91,41 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Second
 	}
+	var cons jetstream.Consumer
+	err := AskAgain(ctx, func() (err error) {
+		cons, err = ensureConsumer(ctx, js, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	c := &Consumer{js: js, cfg: cfg, log: log, cons: cons,
+		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_events_consumed_total", Help: "Events delivered to this replica, by type (\"invalid\" when undecodable).",
+		}, []string{"type"}),
+		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_events_acked_total", Help: "Good events made durable and acked, by type.",
+		}, []string{"type"}),
+		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exportstream_events_dead_lettered_total", Help: "Bad events copied to the dead-letter stream, by type (\"invalid\" when undecodable).",
+		}, []string{"type"}),
+		batchFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exportstream_event_batch_failures_total", Help: "Batches whose handler failed (transient; redelivered).",
+		}),
+	}
+	if reg != nil {
+		for _, col := range []prometheus.Collector{c.consumed, c.applied, c.dead, c.batchFailures} {
+			if err := reg.Register(col); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return c, nil
+}
+
+// ensureConsumer creates (or binds to) the stream, the dead-letter stream
+// and the durable consumer; see NewConsumer.
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig) (jetstream.Consumer, error) {
 	if _, err := js.Stream(ctx, cfg.Stream); err != nil {
 		if !errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, fmt.Errorf("stream %s: %w", cfg.Stream, err)
@@ -140,28 +175,7 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Consumer, cfg.Stream, err)
 	}
-	c := &Consumer{js: js, cfg: cfg, log: log, cons: cons,
-		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "exportstream_events_consumed_total", Help: "Events delivered to this replica, by type (\"invalid\" when undecodable).",
-		}, []string{"type"}),
-		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "exportstream_events_acked_total", Help: "Good events made durable and acked, by type.",
-		}, []string{"type"}),
-		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "exportstream_events_dead_lettered_total", Help: "Bad events copied to the dead-letter stream, by type (\"invalid\" when undecodable).",
-		}, []string{"type"}),
-		batchFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "exportstream_event_batch_failures_total", Help: "Batches whose handler failed (transient; redelivered).",
-		}),
-	}
-	if reg != nil {
-		for _, col := range []prometheus.Collector{c.consumed, c.applied, c.dead, c.batchFailures} {
-			if err := reg.Register(col); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return c, nil
+	return cons, nil
 }
 
 // DeadLetterSubject is the subject a bad message from originalSubject is

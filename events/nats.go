@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -112,4 +113,20 @@ func withoutUserInfo(u string) string {
 	}
 	p.User = nil
 	return p.String()
+}
+
+// AskAgain calls fn up to three times while NATS does not answer in time
+// (a timeout or no responders): a stream or bucket of several replicas
+// answers once it has a leader, which a busy or just-started cluster
+// (several replicas creating their streams at once) may take longer to
+// elect than one request waits. fn must be safe to repeat. It returns
+// fn's last error.
+func AskAgain(ctx context.Context, fn func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || ctx.Err() != nil || attempt == 3 ||
+			!(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)) {
+			return err
+		}
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"strconv"
@@ -125,9 +126,6 @@ type Pipeline struct {
 	byName  map[string]*Definition
 	kicks   map[string]chan string
 	slots   map[string]chan struct{}
-
-	mu          sync.Mutex
-	initialDone bool
 
 	manualMu sync.Mutex
 	manual   map[string]*Record // per definition: a manual request waiting for its export
@@ -245,16 +243,22 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 		return nil, err
 	}
 	if opts.ExportsStream != "" {
-		if _, err := js.Stream(ctx, opts.ExportsStream); errors.Is(err, jetstream.ErrStreamNotFound) {
+		err := events.AskAgain(ctx, func() error {
+			_, err := js.Stream(ctx, opts.ExportsStream)
+			if !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return err
+			}
 			_, err = js.CreateStream(ctx, jetstream.StreamConfig{
 				Name: opts.ExportsStream, Description: "exportstream: one event per completed export",
 				Subjects: []string{"diffgram.exports.>"}, Storage: jetstream.FileStorage,
 				Replicas: max(opts.Replicas, 1),
 			})
-			if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-				return nil, fmt.Errorf("exports stream %s: %w", opts.ExportsStream, err)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				return nil
 			}
-		} else if err != nil {
+			return err
+		})
+		if err != nil {
 			return nil, fmt.Errorf("exports stream %s: %w", opts.ExportsStream, err)
 		}
 	}
@@ -477,8 +481,16 @@ func (m dirtyMark) merge(o dirtyMark) dirtyMark {
 // higher of each, or leaves a pending mark that already covers it.
 func (p *Pipeline) mergeMark(ctx context.Context, name string, mark dirtyMark) error {
 	for attempt := 0; ; attempt++ {
-		if attempt == 20 {
+		if attempt == 50 {
 			return fmt.Errorf("dirty mark %s: kept conflicting with other writers", name)
+		}
+		if attempt > 0 {
+			// Replicas marking the same definition at once: let one win.
+			select {
+			case <-time.After(time.Duration(rand.Int64N(int64(attempt) * int64(time.Millisecond)))):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 		e, err := p.dirty.Get(ctx, name)
 		var rev uint64
@@ -693,14 +705,12 @@ func (p *Pipeline) followDirty(ctx context.Context, w jetstream.KeyWatcher, init
 // just-started cluster may take longer to elect than one request waits.
 // Creating is idempotent, so an attempt that did succeed unseen is
 // harmless.
-func createKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	for attempt := 1; ; attempt++ {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
-		if err == nil || ctx.Err() != nil || attempt == 3 ||
-			!(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)) {
-			return kv, err
-		}
-	}
+func createKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (kv jetstream.KeyValue, err error) {
+	err = events.AskAgain(ctx, func() error {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+		return err
+	})
+	return kv, err
 }
 
 // waitToReopen logs a watch that could not be opened and waits before the

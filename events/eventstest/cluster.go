@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +19,26 @@ import (
 // on every node. The nodes are stopped by t.Cleanup.
 func StartCluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
+	return NewCluster(t, n, nil).Nodes
+}
+
+// Cluster is a JetStream cluster in this process whose nodes can be
+// stopped and started again (same name, ports and store), as a node that
+// crashed and came back.
+type Cluster struct {
+	t    testing.TB
+	opts []*server.Options
+	// Nodes are the running servers, by index; a stopped node's entry is
+	// the server that was stopped.
+	Nodes []*server.Server
+}
+
+// NewCluster starts an n-node cluster like StartCluster; adjust, when not
+// nil, changes each node's options before it starts (a JetStream store
+// limit, say). Every node listens for clients on a fixed port, so that a
+// restarted node has the same URL.
+func NewCluster(t testing.TB, n int, adjust func(*server.Options)) *Cluster {
+	t.Helper()
 	ports := make([]int, n)
 	for i := range ports {
 		ports[i] = freePort(t)
@@ -26,46 +47,91 @@ func StartCluster(t testing.TB, n int) []*server.Server {
 	for i, p := range ports {
 		routes[i] = &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(p))}
 	}
-	nodes := make([]*server.Server, n)
-	for i := range nodes {
-		ns, err := server.NewServer(&server.Options{
-			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1,
+	c := &Cluster{t: t, opts: make([]*server.Options, n), Nodes: make([]*server.Server, n)}
+	for i := range n {
+		o := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: freePort(t),
 			JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, MaxPayload: 8 << 20,
 			Cluster: server.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: ports[i]},
 			Routes:  routes,
-		})
-		if err != nil {
-			t.Fatalf("nats-server n%d: %v", i, err)
 		}
-		go ns.Start()
-		t.Cleanup(func() {
-			ns.Shutdown()
-			ns.WaitForShutdown()
-		})
-		nodes[i] = ns
+		if adjust != nil {
+			adjust(o)
+		}
+		c.opts[i] = o
+		c.start(i)
 	}
-	for i, ns := range nodes {
+	for i, ns := range c.Nodes {
 		if !ns.ReadyForConnections(10 * time.Second) {
 			t.Fatalf("nats-server n%d did not start", i)
 		}
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	c.WaitLeader(20 * time.Second)
+	return c
+}
+
+func (c *Cluster) start(i int) {
+	c.t.Helper()
+	ns, err := server.NewServer(c.opts[i].Clone())
+	if err != nil {
+		c.t.Fatalf("nats-server n%d: %v", i, err)
+	}
+	go ns.Start()
+	c.t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	c.Nodes[i] = ns
+}
+
+// URLs returns the client URLs of every node, comma separated, as
+// nats.url takes them.
+func (c *Cluster) URLs() string {
+	var urls []string
+	for _, o := range c.opts {
+		urls = append(urls, "nats://"+net.JoinHostPort(o.Host, strconv.Itoa(o.Port)))
+	}
+	return strings.Join(urls, ",")
+}
+
+// Stop shuts node i down and waits until it is gone.
+func (c *Cluster) Stop(i int) {
+	c.Nodes[i].Shutdown()
+	c.Nodes[i].WaitForShutdown()
+}
+
+// Restart starts the stopped node i again with its name, ports and
+// store, and waits until it accepts clients.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	c.start(i)
+	if !c.Nodes[i].ReadyForConnections(10 * time.Second) {
+		c.t.Fatalf("nats-server n%d did not start again", i)
+	}
+}
+
+// WaitLeader waits until the running nodes have one JetStream meta leader
+// and all are current; it fails the test after timeout.
+func (c *Cluster) WaitLeader(timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
 		leader := 0
-		for _, ns := range nodes {
+		current := true
+		for _, ns := range c.Nodes {
+			if !ns.Running() {
+				continue
+			}
 			if ns.JetStreamIsLeader() {
 				leader++
 			}
-		}
-		current := true
-		for _, ns := range nodes {
 			current = current && ns.JetStreamIsCurrent()
 		}
 		if leader == 1 && current {
-			return nodes
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the NATS cluster elected no JetStream meta leader in 20s")
+			c.t.Fatalf("the NATS cluster elected no JetStream meta leader in %v", timeout)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -222,7 +222,8 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	})
 	s.isReady.Store(true)
 	close(s.ready)
-	s.log.Info("exportstream running", "nats", RedactNATSURL(url), "http", ln.Addr().String(), "exports", len(cfg.Exports))
+	s.log.Info("exportstream running", "nats", RedactNATSURL(url), "http", ln.Addr().String(), "exports", len(cfg.Exports),
+		"owner", pipe.Owner())
 	err = g.Wait()
 	s.isReady.Store(false)
 	return err
