@@ -95,7 +95,7 @@ func snapFromEvent(ev *events.Event, cur *snap) (*snap, error) {
 // bytes and no export ever names a key twice. It always copies: raw
 // usually points into a whole message, which must not stay pinned.
 func compact(raw []byte) []byte {
-	if bytes.IndexAny(raw, " \t\r\n") < 0 {
+	if !bytes.ContainsAny(raw, " \t\r\n") {
 		return uniqueKeys(bytes.Clone(raw))
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, len(raw)))

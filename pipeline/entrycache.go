@@ -213,12 +213,11 @@ func (dp *diskProject) keep(file int64, code byte, val []byte, n int, child bool
 	key := fragKey(dp.p, file, code)
 	op := c.batch.SetDeferred(len(key), 17+len(val))
 	copy(op.Key, key)
-	b := binary.BigEndian.AppendUint64(op.Value[:0], v.seq)
-	b = binary.BigEndian.AppendUint64(b, uint64(n))
+	binary.BigEndian.PutUint64(op.Value[0:8], v.seq)
+	binary.BigEndian.PutUint64(op.Value[8:16], uint64(n))
+	op.Value[16] = 0
 	if child {
-		b = append(b, 1)
-	} else {
-		b = append(b, 0)
+		op.Value[16] = 1
 	}
 	copy(op.Value[17:], val)
 	if err := op.Finish(); err != nil {

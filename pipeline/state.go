@@ -213,12 +213,6 @@ func (s *State) noteRev(rev uint64) {
 	s.mu.Unlock()
 }
 
-// waitRev blocks until the state has applied key-value revision rev, or
-// done is closed.
-func (s *State) waitRev(rev uint64, done <-chan struct{}) bool {
-	return waitRevision(s.cond, func() uint64 { return s.rev }, rev, done)
-}
-
 // waitRevision blocks until cur() reaches want, or done is closed (then
 // it reports false). cond.L guards what cur reads, and cond is broadcast
 // whenever it grows.

@@ -661,6 +661,7 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		r.mu.Lock()
 		// The SDK sets its x-ms-* headers with lowercase keys, which
 		// Header.Get (canonical keys) does not find.
+		//lint:ignore SA1008 the key as the SDK sets it, not canonical
 		scope := strings.Join(req.Header["x-ms-encryption-scope"], ",")
 		r.puts = append(r.puts, struct{ query, scope string }{req.URL.Query().Get("comp"), scope})
 		r.mu.Unlock()

@@ -191,7 +191,7 @@ func write(t *testing.T, b connectors.Bucket, key string, data []byte, opts conn
 	}
 	if _, err := w.Write(data); err != nil {
 		w.Abort()
-		return fmt.Errorf("Write: %w", err)
+		return fmt.Errorf("write: %w", err)
 	}
 	return w.Close()
 }

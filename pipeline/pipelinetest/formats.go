@@ -378,8 +378,7 @@ func CheckCOCO(coco []byte, dg *Doc, skipped map[string]int) []string {
 		return append(ps, "reading the Diffgram document: "+err.Error())
 	}
 	type img struct {
-		pic  *dgPicture
-		anns int
+		pic *dgPicture
 	}
 	images := map[int64]*img{}
 	if len(c.Images) != len(pics) {

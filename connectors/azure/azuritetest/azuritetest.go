@@ -260,12 +260,12 @@ func (s *Server) startLocked(npmDir string) error {
 			return nil
 		} else if time.Now().After(deadline) {
 			s.stop()
-			return fmt.Errorf("Azurite on %s not answering after %v: %w; its output:\n%s", s.addr, startTimeout, err, log.tail())
+			return fmt.Errorf("azuritetest: Azurite on %s not answering after %v: %w; its output:\n%s", s.addr, startTimeout, err, log.tail())
 		}
 		select {
 		case <-exited:
 			s.cmd = nil
-			return fmt.Errorf("Azurite on %s exited (%v); its output:\n%s", s.addr, cmd.ProcessState, log.tail())
+			return fmt.Errorf("azuritetest: Azurite on %s exited (%v); its output:\n%s", s.addr, cmd.ProcessState, log.tail())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -297,7 +297,7 @@ func (s *Server) stop() error {
 	select {
 	case <-s.exited:
 	case <-time.After(10 * time.Second):
-		err = fmt.Errorf("Azurite (pid %d) still running 10s after SIGKILL", pid)
+		err = fmt.Errorf("azuritetest: Azurite (pid %d) still running 10s after SIGKILL", pid)
 	}
 	s.cmd = nil
 	return err
