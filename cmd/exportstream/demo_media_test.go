@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"image/png"
 	"io"
 	"net/http"
@@ -22,14 +21,7 @@ import (
 // key stays beside the bucket for the next run.
 func TestDemoMediaLinks(t *testing.T) {
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "demo.yaml")
-	os.WriteFile(cfg, fmt.Appendf(nil, `nats:
-  embedded: {listen: "127.0.0.1:0", store_dir: %[1]q}
-connections:
-  - {name: local-disk, type: local, local: {dir: %[2]q}}
-state: {dir: %[3]q}
-http: {listen: "127.0.0.1:0"}
-`, filepath.Join(dir, "nats"), filepath.Join(dir, "bucket"), filepath.Join(dir, "state")), 0o644)
+	cfg := demoConfig(t, dir)
 	demo := startDemo(t, "--config", cfg, "--rate", "200", "--files", "8")
 	defer demo.stop(t)
 	page := demo.bannerURL(t, "Page")

@@ -70,6 +70,24 @@ func startDemo(t *testing.T, args ...string) *demoRun {
 	return d
 }
 
+// demoConfig writes a demo config with everything under dir (the
+// embedded NATS store, the local-disk bucket under bucket/, the state
+// store) and listeners on free ports, and returns its path.
+func demoConfig(t *testing.T, dir string) string {
+	t.Helper()
+	cfg := filepath.Join(dir, "demo.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, `nats:
+  embedded: {listen: "127.0.0.1:0", store_dir: %[1]q}
+connections:
+  - {name: local-disk, type: local, local: {dir: %[2]q}}
+state: {dir: %[3]q}
+http: {listen: "127.0.0.1:0"}
+`, filepath.Join(dir, "nats"), filepath.Join(dir, "bucket"), filepath.Join(dir, "state")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 // stop interrupts the demo as Ctrl-C does and waits for it.
 func (d *demoRun) stop(t *testing.T) {
 	t.Helper()
@@ -159,14 +177,7 @@ func readEventStream(t *testing.T, storeDir string) ([]streamEvent, uint64) {
 // ids; the service counts no stale event; and each run says what it does.
 func TestDemoRestartCarriesOn(t *testing.T) {
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "demo.yaml")
-	os.WriteFile(cfg, fmt.Appendf(nil, `nats:
-  embedded: {listen: "127.0.0.1:0", store_dir: %[1]q}
-connections:
-  - {name: local-disk, type: local, local: {dir: %[2]q}}
-state: {dir: %[3]q}
-http: {listen: "127.0.0.1:0"}
-`, filepath.Join(dir, "nats"), filepath.Join(dir, "bucket"), filepath.Join(dir, "state")), 0o644)
+	cfg := demoConfig(t, dir)
 	args := []string{"--config", cfg, "--rate", "200", "--files", "10"}
 
 	first := startDemo(t, args...)

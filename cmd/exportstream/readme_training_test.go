@@ -35,14 +35,7 @@ func TestReadmeTrainingJob(t *testing.T) {
 	if err := os.WriteFile(script, []byte(blocks[0]), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(dir, "demo.yaml")
-	os.WriteFile(cfg, fmt.Appendf(nil, `nats:
-  embedded: {listen: "127.0.0.1:0", store_dir: %[1]q}
-connections:
-  - {name: local-disk, type: local, local: {dir: %[2]q}}
-state: {dir: %[3]q}
-http: {listen: "127.0.0.1:0"}
-`, filepath.Join(dir, "nats"), filepath.Join(dir, "bucket"), filepath.Join(dir, "state")), 0o644)
+	cfg := demoConfig(t, dir)
 	demo := startDemo(t, "--config", cfg, "--rate", "200", "--files", "8")
 	defer demo.stop(t)
 
