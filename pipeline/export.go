@@ -41,6 +41,7 @@ func (p *Pipeline) exportOnce(ctx context.Context, d *Definition, trigger string
 	}()
 	ctx = lctx
 	p.failInterrupted(ctx, d, resume)
+	resume = p.dropSuperseded(ctx, d, resume)
 
 	// The dirty mark this export will clear, and the state it needs.
 	var markRev uint64
@@ -95,6 +96,31 @@ func (p *Pipeline) exportOnce(ctx context.Context, d *Definition, trigger string
 		return nil, nil
 	}
 	return nil, p.clearMark(ctx, d, markRev)
+}
+
+// dropSuperseded returns resume, this replica's earlier attempt to
+// retry under its export id and key, or nil when a newer export of the
+// definition completed meanwhile (another replica took the lease between
+// this one's attempts): the retry would render the newest state under an
+// id below latest.json's, which never points at it, and clear the mark.
+// The dropped attempt is recorded as failed; the export starts afresh
+// with a new id. An attempt whose data object is committed
+// (StatusUploading) is kept: finishing it changes nothing downstream and
+// it leaves the mark alone.
+func (p *Pipeline) dropSuperseded(ctx context.Context, d *Definition, resume *Record) *Record {
+	if resume == nil || resume.Status == StatusUploading {
+		return resume
+	}
+	st, err := p.definitionState(ctx, d.Name)
+	if err != nil || st == nil || st.LastID <= resume.ID {
+		return resume
+	}
+	shown := *resume
+	shown.Status = StatusFailed
+	shown.StatusText = fmt.Sprintf("superseded: export %d was written while this one waited to be retried", st.LastID)
+	_ = p.putRecord(context.WithoutCancel(ctx), &shown)
+	p.log.Info("dropping a retry superseded by a newer export", "definition", d.Name, "export_id", resume.ID, "newer", st.LastID)
+	return nil
 }
 
 // failInterrupted marks the definition's unfinished export record, left

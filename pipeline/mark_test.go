@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -98,4 +99,46 @@ func TestDirtyMarkNeverGoesDown(t *testing.T) {
 	}
 	wg.Wait()
 	want(top, topW)
+}
+
+// A retry keeps its export id and key only while no newer export of the
+// definition completed: when another replica wrote one between this
+// replica's attempts, the retry would render the newest state under an
+// id that latest.json never points at again, and clear the mark (the
+// fault suite's full-bucket run lost its last changes that way).
+func TestRetrySupersededByNewerExport(t *testing.T) {
+	ns := eventstest.StartServer(t)
+	_, js := eventstest.Connect(t, ns)
+	ctx := t.Context()
+	bucket, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Definition{Name: "d1", Project: "p", Connection: "disk"}
+	p, err := openTest(t, ctx, js, Options{Definitions: []*Definition{d}, Buckets: map[string]connectors.Bucket{"disk": bucket},
+		StatePrefix: "T", Owner: "a", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.records.Put(ctx, "definition."+d.Name, []byte(`{"last_id": 5}`)); err != nil {
+		t.Fatal(err)
+	}
+	older := &Record{ID: 3, Name: d.Name, Status: StatusGenerating}
+	if err := p.putRecord(ctx, older); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.dropSuperseded(ctx, d, older); got != nil {
+		t.Fatalf("a retry of export 3 after export 5 was written: kept %+v, want it dropped", got)
+	}
+	if r, err := p.Record(ctx, 3); err != nil || r.Status != StatusFailed || !strings.Contains(r.StatusText, "export 5") {
+		t.Errorf("the dropped attempt's record: %+v, %v; want failed, naming export 5", r, err)
+	}
+	newer := &Record{ID: 6, Name: d.Name, Status: StatusGenerating}
+	if got := p.dropSuperseded(ctx, d, newer); got != newer {
+		t.Errorf("a retry of export 6 (newer than 5) was dropped")
+	}
+	committed := &Record{ID: 4, Name: d.Name, Status: StatusUploading}
+	if got := p.dropSuperseded(ctx, d, committed); got != committed {
+		t.Errorf("a committed export 4 was dropped: it is finished, not rendered again")
+	}
 }

@@ -586,7 +586,7 @@ func TestPage(t *testing.T) {
 
 	// The page asks for the token, with nothing behind the question.
 	p.do("open the page", chromedp.Navigate(c.base+"/"))
-	p.waitFor("the token field", `!document.getElementById("auth").hidden`, 10*time.Second)
+	p.waitFor("the token field", `!document.getElementById("auth").hidden`, 30*time.Second)
 	if !eval[bool](p, nothingVisible) {
 		t.Error("tables or panels show behind the token form")
 	}
@@ -603,7 +603,7 @@ func TestPage(t *testing.T) {
 	p.waitFor("every definition's row",
 		fmt.Sprintf(`document.querySelectorAll("tr[data-definition]").length === %d && document.querySelectorAll("tr[data-definition] [data-field=status].badge").length === %d`,
 			len(defs.Definitions), exported), 10*time.Second)
-	p.waitFor("the dead-letter count", `document.getElementById("deadletter-count").dataset.count !== undefined`, 10*time.Second)
+	p.waitFor("the dead-letter count", `document.getElementById("deadletter-count").dataset.count !== undefined`, 30*time.Second)
 	if !eval[bool](p, `document.getElementById("definitions").checkVisibility() && document.getElementById("auth").hidden`) {
 		t.Error("the definitions do not show after the token was accepted")
 	}
@@ -692,7 +692,7 @@ func TestPage(t *testing.T) {
 	}
 	c.json("GET", "/api/v1/status", nil, http.StatusOK, &st)
 	lastSeq := strconv.FormatUint(st.Events.LastAppliedSequence, 10)
-	p.waitFor("the last event applied", fmt.Sprintf(`document.querySelector("#events-last [data-field=sequence]")?.dataset.value === %q`, lastSeq), 10*time.Second)
+	p.waitFor("the last event applied", fmt.Sprintf(`document.querySelector("#events-last [data-field=sequence]")?.dataset.value === %q`, lastSeq), 30*time.Second)
 	if got := eval[string](p, `document.querySelector("#events-last [data-field=sequence]").textContent`); got != "#"+lastSeq {
 		t.Errorf("the page shows last event %q, the API #%s", got, lastSeq)
 	}
@@ -929,7 +929,7 @@ func TestPage(t *testing.T) {
 	first := dl.Entries[0]
 	p.do("click Redrive", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#deadletter-list li[data-sequence="%d"] button[data-action=redrive]`, first.Sequence))))
 	redrivenSel := fmt.Sprintf(`#notice [data-field=redriven][data-sequence="%d"]`, first.Sequence)
-	p.waitFor("the redrive notice", fmt.Sprintf(`document.querySelector(%s) !== null`, jsString(redrivenSel)), 10*time.Second)
+	p.waitFor("the redrive notice", fmt.Sprintf(`document.querySelector(%s) !== null`, jsString(redrivenSel)), 30*time.Second)
 	newSeq, err := strconv.ParseUint(eval[string](p, `document.querySelector(`+jsString(redrivenSel)+`).dataset.streamSequence`), 10, 64)
 	if err != nil {
 		t.Fatalf("the redrive notice names no event: %v", err)
@@ -1036,7 +1036,7 @@ func TestPage(t *testing.T) {
 	}
 	p.screenshot("narrow")
 	p.do("click Generate, narrow", chromedp.Click(chromedp.CSS(rowSel(target.Name)+` button[data-action=generate]`)))
-	p.waitFor("Generate to answer at 420 px", `!document.getElementById("notice").hidden`, 10*time.Second)
+	p.waitFor("Generate to answer at 420 px", `!document.getElementById("notice").hidden`, 30*time.Second)
 	p.do("widen the window", chromedp.ResetViewport())
 
 	// Forgetting the token hides everything again.
@@ -1048,11 +1048,11 @@ func TestPage(t *testing.T) {
 	p.do("give the token again",
 		chromedp.SendKeys(chromedp.CSS(`[data-testid=token-input]`), testToken),
 		chromedp.Click(chromedp.CSS(`[data-testid=token-submit]`)))
-	p.waitFor("the page again", `document.getElementById("definitions").checkVisibility()`, 10*time.Second)
+	p.waitFor("the page again", `document.getElementById("definitions").checkVisibility()`, 30*time.Second)
 
 	// A reload in the same tab keeps the token: no question asked.
 	p.do("reload", chromedp.Reload())
-	p.waitFor("the rows after a reload", `document.querySelectorAll("tr[data-definition] [data-field=status].badge").length > 0`, 10*time.Second)
+	p.waitFor("the rows after a reload", `document.querySelectorAll("tr[data-definition] [data-field=status].badge").length > 0`, 30*time.Second)
 	if !eval[bool](p, `document.getElementById("auth").hidden`) {
 		t.Error("the page asks for the token again after a reload")
 	}
