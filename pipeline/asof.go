@@ -217,38 +217,11 @@ func (p *Pipeline) GenerateAsOf(ctx context.Context, d Definition, at AsOf) (*Re
 		d.Name = AdhocName
 	}
 	d.Path = AdhocPath
-	key := adhocKey{project: d.Project, source: d.Source, completion: d.Completion,
-		includeRemoved: d.IncludeRemovedInstances, connection: d.Connection,
-		formats: strings.Join(NormalizeFormats(d.Formats), ","), definition: definition, asOf: at.String() + "@" + strconv.FormatUint(seq, 10)}
-	limit := p.opts.MaxAdhoc
-	if limit <= 0 {
-		limit = DefaultMaxAdhoc
-	}
-	run, first, err := p.adhocRuns.join(key, limit)
-	if err != nil {
-		return nil, err
-	}
-	if !first {
-		select {
-		case <-run.ready:
-		case <-ctx.Done():
-			return nil, context.Cause(ctx)
-		}
-		return run.result()
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), adhocStartTimeout)
-	defer cancel()
-	r, err := p.startAsOf(sctx, &d, definition, at, seq, bucket, func() { p.adhocRuns.leave(key) })
-	if r != nil {
-		c := *r
-		run.rec = &c
-	}
-	run.err = err
-	close(run.ready)
-	if err != nil {
-		p.adhocRuns.leave(key)
-	}
-	return run.result()
+	key := adhocKeyOf(&d)
+	key.definition, key.asOf = definition, at.String()+"@"+strconv.FormatUint(seq, 10)
+	return p.shareAdhoc(ctx, key, func(sctx context.Context, done func()) (*Record, error) {
+		return p.startAsOf(sctx, &d, definition, at, seq, bucket, done)
+	})
 }
 
 // startAsOf stores the pending record of point-in-time export d at stream

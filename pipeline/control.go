@@ -145,9 +145,18 @@ func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, er
 		return nil, fmt.Errorf("%w: %q", ErrUnknownConnection, d.Connection)
 	}
 	d.Name, d.Path = AdhocName, AdhocPath
-	key := adhocKey{project: d.Project, source: d.Source, completion: d.Completion,
-		includeRemoved: d.IncludeRemovedInstances, connection: d.Connection,
-		formats: strings.Join(NormalizeFormats(d.Formats), ",")}
+	return p.shareAdhoc(ctx, adhocKeyOf(&d), func(sctx context.Context, done func()) (*Record, error) {
+		return p.startAdhoc(sctx, &d, bucket, done)
+	})
+}
+
+// shareAdhoc serves the ad-hoc request key: by the identical export still
+// starting or running on this replica if there is one (its record or
+// error), else by start, which returns the pending record (or the error)
+// and calls done when the export it started in the background ends (never
+// when it returns an error). Beyond Options.MaxAdhoc different requests
+// at once the error wraps ErrTooManyAdhoc.
+func (p *Pipeline) shareAdhoc(ctx context.Context, key adhocKey, start func(ctx context.Context, done func()) (*Record, error)) (*Record, error) {
 	limit := p.opts.MaxAdhoc
 	if limit <= 0 {
 		limit = DefaultMaxAdhoc
@@ -168,7 +177,7 @@ func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, er
 	// others waiting for it.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), adhocStartTimeout)
 	defer cancel()
-	r, err := p.startAdhoc(sctx, &d, bucket, func() { p.adhocRuns.leave(key) })
+	r, err := start(sctx, func() { p.adhocRuns.leave(key) })
 	if r != nil {
 		c := *r
 		run.rec = &c
@@ -230,6 +239,13 @@ type adhocKey struct {
 	// stream sequence it resolved to.
 	definition string
 	asOf       string
+}
+
+// adhocKeyOf is the key of an ad-hoc request for d's settings.
+func adhocKeyOf(d *Definition) adhocKey {
+	return adhocKey{project: d.Project, source: d.Source, completion: d.Completion,
+		includeRemoved: d.IncludeRemovedInstances, connection: d.Connection,
+		formats: strings.Join(NormalizeFormats(d.Formats), ",")}
 }
 
 // adhocRuns are the ad-hoc exports starting or running on this replica,
