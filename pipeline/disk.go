@@ -460,9 +460,10 @@ type entityRef struct {
 // iterator stack; the drain spent a tenth of its time there).
 func (tx *DiskTx) Prefetch(refs []entityRef) error {
 	type want struct {
-		ref entityRef
-		key []byte
-		p   []byte
+		ref     entityRef
+		key     []byte
+		p       []byte
+		located bool // key is the entity's locator
 	}
 	var first []want
 	for _, r := range refs {
@@ -476,17 +477,11 @@ func (tx *DiskTx) Prefetch(refs []entityRef) error {
 		if p == nil {
 			continue // an unknown project stores nothing
 		}
-		var key []byte
-		switch r.kind {
-		case events.KindInstance, events.KindSequence:
-			key = locatorKey(p, r.kind, r.id)
-		default:
-			key = entityKey(p, r.kind, r.id)
-		}
+		key, located := lookupKey(p, r.kind, r.id)
 		// Remembered as absent now: a duplicate ref is then skipped,
 		// and what is found below replaces it.
 		tx.remember(r.project, r.kind, r.id, nil, nil)
-		first = append(first, want{r, key, p})
+		first = append(first, want{r, key, p, located})
 	}
 	if len(first) == 0 {
 		return nil
@@ -522,15 +517,15 @@ func (tx *DiskTx) Prefetch(refs []entityRef) error {
 		return nil
 	}
 	err = seek(first, func(w want, v []byte) error {
-		switch w.ref.kind {
-		case events.KindInstance, events.KindSequence:
-			if len(v) != 8 {
-				return fmt.Errorf("%s %d: bad locator", w.ref.kind, w.ref.id)
-			}
-			owned = append(owned, want{w.ref, ownedKey(w.p, v, w.ref.kind, w.ref.id), w.p})
-			return nil
+		if !w.located {
+			return load(w, v)
 		}
-		return load(w, v)
+		key, err := locatedKey(w.p, v, w.ref.kind, w.ref.id)
+		if err != nil {
+			return err
+		}
+		owned = append(owned, want{w.ref, key, w.p, false})
+		return nil
 	})
 	if err != nil {
 		return err
@@ -555,19 +550,15 @@ func (d *DiskState) lookup(r pebble.Reader, p []byte, project string, k events.K
 // find returns the entity's key and stored value (a copy), nil when it is
 // absent.
 func (d *DiskState) find(r pebble.Reader, p []byte, k events.Kind, id int64) ([]byte, []byte, error) {
-	var key []byte
-	switch k {
-	case events.KindInstance, events.KindSequence:
-		loc, err := d.get(r, locatorKey(p, k, id))
+	key, located := lookupKey(p, k, id)
+	if located {
+		loc, err := d.get(r, key)
 		if loc == nil || err != nil {
 			return nil, nil, err
 		}
-		if len(loc) != 8 {
-			return nil, nil, fmt.Errorf("%s %d: bad locator", k, id)
+		if key, err = locatedKey(p, loc, k, id); err != nil {
+			return nil, nil, err
 		}
-		key = ownedKey(p, loc, k, id)
-	default:
-		key = entityKey(p, k, id)
 	}
 	v, err := d.get(r, key)
 	if v == nil || err != nil {
@@ -795,6 +786,25 @@ func fileSubKey(p []byte, file int64, code byte, id int64) []byte {
 // the file id as stored in the locator).
 func ownedKey(p, fileBE []byte, k events.Kind, id int64) []byte {
 	return appendID(append(append(append(slices.Clip(p), 'f'), fileBE...), kindCode[k]), id)
+}
+
+// lookupKey is where a lookup of the entity starts: its own key, or for
+// an instance or sequence (stored under its file) its locator (located).
+func lookupKey(p []byte, k events.Kind, id int64) (key []byte, located bool) {
+	switch k {
+	case events.KindInstance, events.KindSequence:
+		return locatorKey(p, k, id), true
+	}
+	return entityKey(p, k, id), false
+}
+
+// locatedKey is the key of the instance or sequence whose locator holds
+// loc (its file).
+func locatedKey(p, loc []byte, k events.Kind, id int64) ([]byte, error) {
+	if len(loc) != 8 {
+		return nil, fmt.Errorf("%s %d: bad locator", k, id)
+	}
+	return ownedKey(p, loc, k, id), nil
 }
 
 // locatorKey is the key naming an instance's or sequence's file.
