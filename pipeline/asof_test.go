@@ -64,6 +64,31 @@ var asOfDefs = []string{"whole-project", "luckfrill-complete-with-removed", "nig
 
 // asOfHarness runs the pipeline with point-in-time exports on (stream EV)
 // over a local bucket, its state store in stateDir.
+// asOfWorld is a running pipeline with the ordered example's
+// whole-project definition on a local bucket, for the as_of tests.
+type asOfWorld struct {
+	js       jetstream.JetStream
+	scenario string
+	d        *Definition
+	stateDir string
+	h        *harness
+}
+
+func wholeProjectAsOf(t *testing.T) asOfWorld {
+	t.Helper()
+	ns := eventstest.StartServer(t)
+	_, js := eventstest.Connect(t, ns)
+	scenario, exp := orderedExample(t)
+	b, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := definitionFor(t, "whole-project", exp.Project, exp.Definitions["whole-project"])
+	d.Connection, d.Quiet, d.MaxDelay = "disk", 50*time.Millisecond, time.Second
+	stateDir := t.TempDir()
+	return asOfWorld{js, scenario, d, stateDir, asOfHarness(t, js, []*Definition{d}, b, stateDir)}
+}
+
 func asOfHarness(t *testing.T, js jetstream.JetStream, defs []*Definition, bucket connectors.Bucket, stateDir string) *harness {
 	t.Helper()
 	return startHarnessWith(t, js, Options{
@@ -329,17 +354,8 @@ func streamState(t *testing.T, js jetstream.JetStream, name string) jetstream.St
 // skipped: no project yet), a time in the future is refused. Replays never
 // write to the state bucket.
 func TestAsOfByTime(t *testing.T) {
-	ns := eventstest.StartServer(t)
-	_, js := eventstest.Connect(t, ns)
-	scenario, exp := orderedExample(t)
-	b, err := local.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := definitionFor(t, "whole-project", exp.Project, exp.Definitions["whole-project"])
-	d.Connection, d.Quiet, d.MaxDelay = "disk", 50*time.Millisecond, time.Second
-	stateDir := t.TempDir()
-	h := asOfHarness(t, js, []*Definition{d}, b, stateDir)
+	w := wholeProjectAsOf(t)
+	js, scenario, d, stateDir, h := w.js, w.scenario, w.d, w.stateDir, w.h
 
 	lines := readLines(t, scenario)
 	before := time.Now()
@@ -372,7 +388,7 @@ func TestAsOfByTime(t *testing.T) {
 	}
 
 	empty := asOfExport(t, h.p, d, AsOf{Time: before})
-	if empty.Status != StatusSkipped || empty.Watermark != 0 || !strings.Contains(empty.StatusText, exp.Project) {
+	if empty.Status != StatusSkipped || empty.Watermark != 0 || !strings.Contains(empty.StatusText, d.Project) {
 		t.Errorf("as of a time before every event: status %s %q, watermark %d; want skipped at 0", empty.Status, empty.StatusText, empty.Watermark)
 	}
 	future := AsOf{Time: time.Now().Add(time.Hour)}
@@ -391,17 +407,8 @@ func TestAsOfByTime(t *testing.T) {
 // the stream fails the exports that need it (status_text names it) and
 // not those before it. No scratch store is left.
 func TestAsOfStreamLostEvents(t *testing.T) {
-	ns := eventstest.StartServer(t)
-	_, js := eventstest.Connect(t, ns)
-	scenario, exp := orderedExample(t)
-	b, err := local.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := definitionFor(t, "whole-project", exp.Project, exp.Definitions["whole-project"])
-	d.Connection, d.Quiet, d.MaxDelay = "disk", 50*time.Millisecond, time.Second
-	stateDir := t.TempDir()
-	h := asOfHarness(t, js, []*Definition{d}, b, stateDir)
+	w := wholeProjectAsOf(t)
+	js, scenario, d, stateDir, h := w.js, w.scenario, w.d, w.stateDir, w.h
 	publishLines(t, js, readLines(t, scenario))
 	settle(t, h, []*Definition{d})
 	last := streamState(t, js, "EV").LastSeq

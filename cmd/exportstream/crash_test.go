@@ -867,41 +867,42 @@ func killWhileUploading(t *testing.T, in *serviceInstance) string {
 // killAfterDataCommitted kills as soon as a new data object is visible,
 // ideally before its manifest and latest.json are written.
 func killAfterDataCommitted(t *testing.T, in *serviceInstance) string {
-	t.Helper()
-	list := func() map[string]bool {
-		out := map[string]bool{}
-		for _, d := range crashDefs {
-			es, _ := os.ReadDir(filepath.Join(in.bucket, "exports", d.name))
-			for _, e := range es {
-				out[d.name+"/"+e.Name()] = true
-			}
+	return killAfterNewObject(t, in, "data object", func(k string) (string, bool) {
+		if !dataKeyRE.MatchString(filepath.Base(k)) {
+			return "", false
 		}
-		return out
-	}
-	old := list()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		cur := list()
-		for k := range cur {
-			if old[k] || !dataKeyRE.MatchString(filepath.Base(k)) {
-				continue
-			}
-			if cur[strings.TrimSuffix(k, ".json")+".manifest.json"] {
-				return "just after an export was committed (" + k + ", manifest already written)"
-			}
-			return "just after a data object was committed, before its manifest (" + k + ")"
+		return strings.TrimSuffix(k, ".json") + ".manifest.json", true
+	}, func(k string, manifest bool) string {
+		if manifest {
+			return "just after an export was committed (" + k + ", manifest already written)"
 		}
-		in.checkAlive(t)
-		time.Sleep(300 * time.Microsecond)
-	}
-	t.Fatalf("%s: no new data object within 60s\n%s", in.name, logTail(in.cur.log, 40))
-	return ""
+		return "just after a data object was committed, before its manifest (" + k + ")"
+	})
 }
 
 // killAfterFormatCommitted kills as soon as an object of a format beside
 // the Diffgram document is visible, ideally before the manifest naming it
 // is written.
 func killAfterFormatCommitted(t *testing.T, in *serviceInstance) string {
+	return killAfterNewObject(t, in, "format object", func(k string) (string, bool) {
+		sm := formatKeyRE.FindStringSubmatch(path.Base(k))
+		if sm == nil {
+			return "", false
+		}
+		return path.Dir(k) + "/" + sm[1] + ".manifest.json", true
+	}, func(k string, manifest bool) string {
+		if manifest {
+			return "just after a multi-format export was committed (" + k + ", manifest already written)"
+		}
+		return "just after a " + formatKeyRE.FindStringSubmatch(path.Base(k))[2] + " object was committed, before its manifest (" + k + ")"
+	})
+}
+
+// killAfterNewObject returns (the process is killed then) as soon as an
+// object appears in a definition's folder that match accepts (it names
+// the manifest that will name it), saying where with say (manifest: that
+// manifest is there already).
+func killAfterNewObject(t *testing.T, in *serviceInstance, what string, match func(k string) (manifest string, ok bool), say func(k string, manifest bool) string) string {
 	t.Helper()
 	list := func() map[string]bool {
 		out := map[string]bool{}
@@ -918,19 +919,17 @@ func killAfterFormatCommitted(t *testing.T, in *serviceInstance) string {
 	for time.Now().Before(deadline) {
 		cur := list()
 		for k := range cur {
-			sm := formatKeyRE.FindStringSubmatch(path.Base(k))
-			if old[k] || sm == nil {
+			if old[k] {
 				continue
 			}
-			if cur[path.Dir(k)+"/"+sm[1]+".manifest.json"] {
-				return "just after a multi-format export was committed (" + k + ", manifest already written)"
+			if manifest, ok := match(k); ok {
+				return say(k, cur[manifest])
 			}
-			return "just after a " + sm[2] + " object was committed, before its manifest (" + k + ")"
 		}
 		in.checkAlive(t)
 		time.Sleep(300 * time.Microsecond)
 	}
-	t.Fatalf("%s: no new format object within 60s\n%s", in.name, logTail(in.cur.log, 40))
+	t.Fatalf("%s: no new %s within 60s\n%s", in.name, what, logTail(in.cur.log, 40))
 	return ""
 }
 
