@@ -346,9 +346,14 @@ type serviceProcess struct {
 }
 
 // sigkill kills the process group.
+// sigkill kills the process group. Killing a group that is already gone
+// (killed before, and reaped) is not an error.
 func (p *serviceProcess) sigkill() error {
 	p.killed.Store(true)
-	return syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return err
+	}
+	return nil
 }
 
 func newServiceInstance(t *testing.T, bin, name string) *serviceInstance {
