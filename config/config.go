@@ -104,6 +104,11 @@ type NATS struct {
 	MaxAckPending int `yaml:"max_ack_pending"`
 	// AckWait is how long the server waits for an ack before redelivering.
 	AckWait time.Duration `yaml:"ack_wait"`
+	// Partitions > 1 splits the event stream by project into that many
+	// partitions, and each replica holds, applies and exports only the
+	// projects of the partitions it leases (events.Partitioning). 1: every
+	// replica does all the work, sharing one consumer.
+	Partitions int `yaml:"partitions"`
 }
 
 // Embedded configures the in-process NATS server used when URL is empty.
@@ -166,6 +171,8 @@ const (
 	// MaxEventDepthLimit is the largest NATS.MaxEventDepth:
 	// encoding/json's own nesting limit.
 	MaxEventDepthLimit = 10000
+	// MaxPartitions is the largest NATS.Partitions.
+	MaxPartitions = 1024
 )
 
 // defaultConnection names Default's one connection.
@@ -474,6 +481,7 @@ func Default() *Config {
 			MaxEventBytes:    1 << 20,
 			MaxEventDepth:    DefaultMaxEventDepth,
 			MaxAckPending:    20000,
+			Partitions:       1,
 			AckWait:          30 * time.Second,
 		},
 		Connections: []Connection{{

@@ -259,6 +259,18 @@ func (ch *checker) nats(n *NATS) {
 	if n.AckWait < time.Second {
 		ch.add("nats.ack_wait", "%s is less than the 1s minimum", n.AckWait)
 	}
+	switch {
+	case n.Partitions < 1 || n.Partitions > MaxPartitions:
+		ch.add("nats.partitions", "must be between 1 and %d (got %d)", MaxPartitions, n.Partitions)
+	case n.Partitions > 1:
+		// The stream's subject transform partitions <prefix>.<project>.
+		// <entity>.<action> (events.Partitioning).
+		if len(n.Subjects) != 1 || !strings.HasSuffix(n.Subjects[0], ".>") ||
+			strings.ContainsAny(strings.TrimSuffix(n.Subjects[0], ".>"), "*>") {
+			ch.add("nats.subjects", "nats.partitions %d needs exactly one subject of the form <prefix>.> (got %q)",
+				n.Partitions, n.Subjects)
+		}
+	}
 }
 
 // streamName checks a JetStream stream or consumer name.

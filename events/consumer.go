@@ -51,6 +51,11 @@ type ConsumerConfig struct {
 	// MaxBackoff caps the pause after consecutive failed batches (250 ms
 	// doubling); 0: 30 s.
 	MaxBackoff time.Duration
+	// Partitions > 1 partitions the stream by project (see Partitioning):
+	// the replicas read partitions through Consumer.Partition, and this
+	// consumer only moves events stored unpartitioned into their
+	// partition and dead-letters bad input.
+	Partitions int
 }
 
 // Handler makes the effect of a batch of good events durable. It returns
@@ -70,6 +75,11 @@ type Consumer struct {
 	cfg  ConsumerConfig
 	log  *slog.Logger
 	cons jetstream.Consumer
+	name string       // the durable consumer's name
+	part Partitioning // N < 2: not partitioned
+	// reroute: this is the shared consumer of a partitioned stream; its
+	// good events go back into the stream, into their partition.
+	reroute bool
 
 	consumed, applied, dead *prometheus.CounterVec
 	batchFailures           prometheus.Counter
@@ -91,15 +101,22 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Second
 	}
+	var pt Partitioning
+	if cfg.Partitions > 1 {
+		var err error
+		if pt, err = NewPartitioning(cfg.Stream, cfg.Subjects, cfg.Partitions); err != nil {
+			return nil, err
+		}
+	}
 	var cons jetstream.Consumer
 	err := AskAgain(ctx, func() (err error) {
-		cons, err = ensureConsumer(ctx, js, cfg)
+		cons, err = ensureConsumer(ctx, js, cfg, pt)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	c := &Consumer{js: js, cfg: cfg, log: log, cons: cons,
+	c := &Consumer{js: js, cfg: cfg, log: log, cons: cons, name: cfg.Consumer, part: pt, reroute: pt.N > 1,
 		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exportstream_events_consumed_total", Help: "Events delivered to this replica, by type (\"invalid\" when undecodable).",
 		}, []string{"type"}),
@@ -125,8 +142,16 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 
 // ensureConsumer creates (or binds to) the stream, the dead-letter stream
 // and the durable consumer; see NewConsumer.
-func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig) (jetstream.Consumer, error) {
-	if _, err := js.Stream(ctx, cfg.Stream); err != nil {
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, pt Partitioning) (jetstream.Consumer, error) {
+	var transform *jetstream.SubjectTransformConfig
+	if pt.N > 1 {
+		transform = pt.Transform()
+	}
+	if s, err := js.Stream(ctx, cfg.Stream); err == nil && pt.N > 1 {
+		if err := ensureTransform(ctx, js, s, pt, cfg.CreateStream); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
 		if !errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, fmt.Errorf("stream %s: %w", cfg.Stream, err)
 		}
@@ -140,6 +165,9 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerCon
 			Storage:     jetstream.FileStorage,
 			Replicas:    cfg.Replicas,
 			Duplicates:  2 * time.Minute,
+			// Partitioned: each event stored under its partition's
+			// subject (see Partitioning).
+			SubjectTransform: transform,
 		})
 		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return nil, fmt.Errorf("create stream %s: %w", cfg.Stream, err)
@@ -160,12 +188,21 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerCon
 	} else if err != nil {
 		return nil, fmt.Errorf("dead-letter stream %s: %w", cfg.DeadLetter, err)
 	}
+	desc := "exportstream: every replica pulls from this one consumer"
+	var filters []string
+	if pt.N > 1 {
+		// Partitioned: what the transform left under the stream's
+		// subjects (events stored before, and bad input).
+		desc = "exportstream: moves unpartitioned events into their partition; every replica pulls from it"
+		filters = cfg.Subjects
+	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
-		Durable:       cfg.Consumer,
-		Description:   "exportstream: every replica pulls from this one consumer",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckWait:       cfg.AckWait,
+		Durable:        cfg.Consumer,
+		Description:    desc,
+		FilterSubjects: filters,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckWait:        cfg.AckWait,
 		// Never give up on an event: good events are only ever delayed
 		// (bad input is terminated explicitly, not by running out of
 		// deliveries).
@@ -222,7 +259,7 @@ func (c *Consumer) Run(ctx context.Context, handle Handler) error {
 			c.log.Warn("consume", "err", err)
 		}))
 	if err != nil {
-		return fmt.Errorf("consume %s: %w", c.cfg.Consumer, err)
+		return fmt.Errorf("consume %s: %w", c.name, err)
 	}
 	defer func() {
 		cc.Stop()
@@ -310,6 +347,25 @@ func (c *Consumer) process(ctx context.Context, batch []delivery, handle Handler
 	if len(good) == 0 {
 		return true
 	}
+	if c.reroute {
+		moved := batch[:0:0]
+		for _, d := range batch {
+			if d.err == nil {
+				moved = append(moved, d)
+			}
+		}
+		if !c.rerouteBatch(ctx, moved) {
+			c.batchFailures.Inc()
+			for _, m := range goodMsgs {
+				_ = m.NakWithDelay(2 * time.Second)
+			}
+			return false
+		}
+		for _, m := range goodMsgs {
+			_ = m.Ack()
+		}
+		return true
+	}
 	if err := handle(ctx, good); err != nil {
 		c.batchFailures.Inc()
 		c.log.Error("applying events failed; they will be redelivered", "events", len(good), "err", err)
@@ -343,7 +399,8 @@ func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, meta *jetstr
 		reason = b.Reason
 	}
 	c.consumed.WithLabelValues(typ).Inc()
-	dl := nats.NewMsg(DeadLetterSubject(c.cfg.DeadLetter, m.Subject()))
+	subject := c.part.Original(m.Subject())
+	dl := nats.NewMsg(DeadLetterSubject(c.cfg.DeadLetter, subject))
 	dl.Data = m.Data()
 	for k, v := range m.Headers() {
 		if rest, ok := strings.CutPrefix(k, "Nats-"); ok {
@@ -353,7 +410,7 @@ func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, meta *jetstr
 		dl.Header[k] = v
 	}
 	dl.Header.Set(HeaderReason, reason)
-	dl.Header.Set(HeaderOriginalSubject, m.Subject())
+	dl.Header.Set(HeaderOriginalSubject, subject)
 	dl.Header.Set(HeaderOriginalStream, c.cfg.Stream)
 	dl.Header.Set(HeaderOriginalSeq, strconv.FormatUint(seq, 10))
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
