@@ -358,6 +358,12 @@ func (s *Server) createExport(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if errors.Is(err, pipeline.ErrNotHeld) {
+		// Partitioned: another replica has this project's state.
+		w.Header().Set("Retry-After", "1")
+		s.writeError(w, http.StatusServiceUnavailable, "not_held", err.Error()+"; ask again")
+		return
+	}
 	if err != nil {
 		s.internal(w, r, err)
 		return

@@ -67,6 +67,9 @@ func (p *Pipeline) Generate(ctx context.Context, name string) (*Record, error) {
 	if d == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownDefinition, name)
 	}
+	if err := p.checkHeld(d.Project); err != nil {
+		return nil, err
+	}
 	p.manualMu.Lock()
 	defer p.manualMu.Unlock()
 	if r := p.manual[name]; r != nil {
@@ -111,6 +114,22 @@ func (p *Pipeline) takeManual(name string) *Record {
 	return r
 }
 
+// ErrNotHeld is returned (wrapped) by Generate and GenerateAdhoc on a
+// partitioned pipeline for a project of a partition another replica
+// holds: that replica has the project's state and exports it. Ask again:
+// behind a load balancer the next request may reach it.
+var ErrNotHeld = errors.New("another replica holds this project")
+
+// checkHeld returns an error wrapping ErrNotHeld unless this replica
+// holds the project.
+func (p *Pipeline) checkHeld(project string) error {
+	if p.holds(project) {
+		return nil
+	}
+	return fmt.Errorf("%w: %q is in partition %d of %d, which this replica (%s) does not hold (it holds %v)",
+		ErrNotHeld, project, p.parts.of(project), p.parts.n, p.live.owner, p.HeldPartitions())
+}
+
 // ErrTooManyAdhoc is returned (wrapped) by GenerateAdhoc when
 // Options.MaxAdhoc ad-hoc exports already run on this replica: ask again
 // later.
@@ -143,6 +162,9 @@ func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, er
 	bucket := p.opts.Buckets[d.Connection]
 	if bucket == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownConnection, d.Connection)
+	}
+	if err := p.checkHeld(d.Project); err != nil {
+		return nil, err
 	}
 	d.Name, d.Path = AdhocName, AdhocPath
 	return p.shareAdhoc(ctx, adhocKeyOf(&d), func(sctx context.Context, done func()) (*Record, error) {

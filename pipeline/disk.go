@@ -1201,3 +1201,81 @@ func OpenStateDir(dir string, log *slog.Logger) (*DiskState, error) {
 	}
 	return OpenDiskState(dir)
 }
+
+// Know records the project's name (numbering it) without storing
+// anything of it: the store of a replica that holds only some projects
+// knows the others' names, to load them when it starts holding them.
+func (tx *DiskTx) Know(project string) error {
+	_, err := tx.prefix(project, true)
+	return err
+}
+
+// Names returns the names of the projects the store knows, held or not.
+func (d *DiskState) Names() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Sorted(maps.Keys(d.names))
+}
+
+// DropProjects deletes what the store holds of the projects (their
+// entities, indexes and cached entries), keeping their names: a replica
+// that stops holding them. Loading them again (Store.LoadProjects) brings
+// them back.
+func (d *DiskState) DropProjects(projects []string) error {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	d.mu.Lock()
+	names := d.names
+	d.mu.Unlock()
+	b := d.db.NewBatch()
+	defer b.Close()
+	for _, name := range projects {
+		n, ok := names[name]
+		if !ok {
+			continue
+		}
+		p := projectPrefix(n)
+		r := append([]byte{'r'}, p[1:]...)
+		for _, pre := range [][]byte{p, r} {
+			if err := b.DeleteRange(pre, prefixEnd(pre), nil); err != nil {
+				return err
+			}
+		}
+	}
+	if b.Empty() {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// A view taken before sees the entries; one taken after does not.
+	if err := b.Set(keySeq, binary.BigEndian.AppendUint64(nil, d.seq+1), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("disk state: drop projects: %w", err)
+	}
+	d.seq++
+	return nil
+}
+
+// KeysByProject counts the store's keys of each project it holds
+// anything of (entities and their indexes): what a replica holds.
+func (d *DiskState) KeysByProject() (map[string]int, error) {
+	d.mu.Lock()
+	byNumber := map[uint32]string{}
+	for name, n := range d.names {
+		byNumber[n] = name
+	}
+	d.mu.Unlock()
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: []byte("p"), UpperBound: []byte("q")})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for ok := it.First(); ok; ok = it.Next() {
+		if k := it.Key(); len(k) >= 5 {
+			out[byNumber[binary.BigEndian.Uint32(k[1:5])]]++
+		}
+	}
+	return out, it.Close()
+}

@@ -36,8 +36,18 @@ type stateFeed struct {
 // loadState starts a feed of bucket's entries from revision from (0:
 // the newest entry of every key).
 func loadState(ctx context.Context, js jetstream.JetStream, bucket string, from uint64) (*stateFeed, error) {
+	return loadKeys(ctx, js, bucket, from, []string{">"})
+}
+
+// loadKeys is loadState for the keys that match one of the filters
+// (key-value key patterns, such as "<project>.>").
+func loadKeys(ctx context.Context, js jetstream.JetStream, bucket string, from uint64, filters []string) (*stateFeed, error) {
 	stream := "KV_" + bucket
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{"$KV." + bucket + ".>"}}
+	subjects := make([]string, len(filters))
+	for i, f := range filters {
+		subjects[i] = "$KV." + bucket + "." + f
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects}
 	if from > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	} else {

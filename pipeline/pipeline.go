@@ -99,6 +99,14 @@ type Options struct {
 	// one export and count once.
 	MaxAdhoc int
 
+	// Partitions > 1: the event stream is partitioned by project
+	// (events.Partitioning) and this replica holds, applies and exports
+	// only the projects of the partitions it leases (partition.go).
+	// RunPartition then runs partition i's consumer, handing its batches
+	// to handle, until ctx is done.
+	Partitions   int
+	RunPartition func(ctx context.Context, i int, handle events.Handler) error
+
 	// EventsStream is the stream of annotation events the consumer reads,
 	// and EventLimits the consumer's decoding limits: point-in-time
 	// exports (GenerateAsOf, asof.go) replay that stream and drop the
@@ -147,6 +155,8 @@ type Pipeline struct {
 	wakeMu sync.Mutex
 	wake   chan struct{} // closed (and replaced) to end every retry wait at once: see retryNow
 
+	parts *partitions // nil: not partitioned (partition.go)
+
 	m metrics
 }
 
@@ -164,6 +174,7 @@ type metrics struct {
 	files        *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
 	stateChanges prometheus.Counter
+	partitions   prometheus.Gauge
 }
 
 // Open creates (or binds to) the key-value buckets, loads the state and
@@ -275,7 +286,16 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 		return nil, err
 	}
 	p.sweepScratch() // asof.go
-	if p.store, err = OpenStore(ctx, js, opts.StatePrefix+"_STATE", opts.Replicas, p.state, p.log); err != nil {
+	var accept func(string) bool
+	if opts.Partitions > 1 {
+		if opts.RunPartition == nil {
+			_ = p.Close()
+			return nil, errors.New("partitions: Options.RunPartition is not set")
+		}
+		p.parts = newPartitions(opts.Partitions)
+		accept = p.accepts
+	}
+	if p.store, err = openStore(ctx, js, opts.StatePrefix+"_STATE", opts.Replicas, p.state, p.log, accept); err != nil {
 		_ = p.Close()
 		return nil, err
 	}
@@ -345,10 +365,13 @@ func (p *Pipeline) initMetrics() {
 		stateChanges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exportstream_state_changes_total", Help: "Entity snapshots stored.",
 		}),
+		partitions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "exportstream_partitions_held", Help: "Partitions of the event stream this replica holds (nats.partitions > 1).",
+		}),
 	}
 	if r := p.opts.Registerer; r != nil {
 		for _, c := range []prometheus.Collector{p.m.exports, p.m.skipped, p.m.empty, p.m.pruned, p.m.failures, p.m.bytes,
-			p.m.duration, p.m.lastGood, p.m.stale, p.m.applied, p.m.files, p.m.latency, p.m.stateChanges} {
+			p.m.duration, p.m.lastGood, p.m.stale, p.m.applied, p.m.files, p.m.latency, p.m.stateChanges, p.m.partitions} {
 			_ = r.Register(c)
 		}
 		_ = r.Register(mediaCollector{p})
@@ -612,6 +635,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	g.Go(func() error { return p.watchDirty(ctx) })
 	g.Go(func() error { return p.watchRecords(ctx) })
 	g.Go(func() error { p.retryOnReconnect(ctx); return nil })
+	if p.parts != nil {
+		g.Go(func() error { return p.balance(ctx) })
+	}
 	for _, d := range p.defs {
 		g.Go(func() error { return p.runDefinition(ctx, d) })
 		g.Go(func() error { return p.refreshLinks(ctx, d) }) // media.go
@@ -636,8 +662,8 @@ func (p *Pipeline) runCtx() context.Context {
 
 func (p *Pipeline) kick(name, trigger string) {
 	ch := p.kicks[name]
-	if ch == nil {
-		return
+	if ch == nil || !p.holds(p.byName[name].Project) {
+		return // another replica holds the definition's project
 	}
 	select {
 	case ch <- trigger:
@@ -785,7 +811,7 @@ func (p *Pipeline) runDefinition(ctx context.Context, d *Definition) error {
 			return nil
 		}
 		failures := 0
-		for {
+		for p.holds(d.Project) {
 			var err error
 			resume, err = p.exportOnce(ctx, d, trig, resume)
 			if err == nil {

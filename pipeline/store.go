@@ -32,6 +32,11 @@ type Store struct {
 	watch  jetstream.KeyWatcher
 	loaded int // entries read from the bucket at open
 	ours   ownWrites
+	// accept says which projects the local store holds (nil: all): a
+	// replica of a partitioned stream holds the projects of the
+	// partitions it leases (partition.go). The others' entries are passed
+	// over, their names recorded.
+	accept func(project string) bool
 }
 
 // watchBatch is how many watched entries are applied to the disk store in
@@ -44,6 +49,12 @@ const watchBatch = 1024
 // one that reflects another bucket (deleted and created again, or
 // another NATS) is emptied and loaded from the start.
 func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, state *DiskState, log *slog.Logger) (*Store, error) {
+	return openStore(ctx, js, bucket, replicas, state, log, nil)
+}
+
+// openStore is OpenStore for a store that holds only the projects accept
+// accepts (nil: all).
+func openStore(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, state *DiskState, log *slog.Logger, accept func(string) bool) (*Store, error) {
 	kv, err := createKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "exportstream: newest snapshot of every entity",
@@ -78,7 +89,7 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, repli
 			return nil, err
 		}
 	}
-	s := &Store{js: js, kv: kv, bucket: bucket, state: state, log: log}
+	s := &Store{js: js, kv: kv, bucket: bucket, state: state, log: log, accept: accept}
 	from := state.Rev()
 	var resume uint64
 	if from > 0 {
@@ -158,6 +169,12 @@ func (s *Store) takeTx(tx *DiskTx, entries []jetstream.KeyValueEntry, watched bo
 		project, kind, id, ok := parseStateKey(e.Key())
 		if !ok {
 			s.log.Warn("state bucket holds a foreign key; ignored", "key", e.Key())
+			continue
+		}
+		if s.accept != nil && !s.accept(project) {
+			if err := tx.Know(project); err != nil {
+				return err
+			}
 			continue
 		}
 		rev, ok, err := tx.StoredRev(project, kind, id)
@@ -535,4 +552,57 @@ func (o *ownWrites) passes(rev uint64, done <-chan struct{}) bool {
 			return false
 		}
 	}
+}
+
+// LoadProjects brings the named projects up to date in the local store
+// from the state bucket (the newest entry of each of their keys): for a
+// replica that starts holding them. Entries the store holds already, or
+// newer ones the watch brought meanwhile, are kept.
+func (s *Store) LoadProjects(ctx context.Context, projects []string) (int, error) {
+	n := 0
+	// A consumer takes a bounded number of filters: load in groups.
+	for chunk := range slices.Chunk(projects, 64) {
+		filters := make([]string, len(chunk))
+		for i, p := range chunk {
+			filters[i] = p + ".>"
+		}
+		f, err := loadKeys(ctx, s.js, s.bucket, 0, filters)
+		if err != nil {
+			return n, fmt.Errorf("load projects from state bucket %s: %w", s.bucket, err)
+		}
+		batch := make([]jetstream.KeyValueEntry, 0, watchBatch)
+		flush := func() error {
+			err := s.state.Update(func(tx *DiskTx) error { return s.takeTx(tx, batch, false) })
+			batch = batch[:0]
+			return err
+		}
+	feed:
+		for {
+			select {
+			case <-ctx.Done():
+				f.Stop()
+				return n, ctx.Err()
+			case e, ok := <-f.Updates():
+				if !ok {
+					f.Stop()
+					return n, errors.New("state feed ended while loading projects")
+				}
+				if e != nil {
+					batch = append(batch, e)
+					n++
+				}
+				if e == nil || len(batch) == watchBatch {
+					if err := flush(); err != nil {
+						f.Stop()
+						return n, fmt.Errorf("local state store: %w", err)
+					}
+				}
+				if e == nil {
+					break feed
+				}
+			}
+		}
+		f.Stop()
+	}
+	return n, nil
 }

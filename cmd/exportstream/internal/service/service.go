@@ -157,6 +157,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		Replicas: cfg.NATS.Replicas, Consumer: cfg.NATS.Consumer, DeadLetter: cfg.NATS.DeadLetterStream,
 		MaxEventBytes: cfg.NATS.MaxEventBytes, MaxEventDepth: cfg.NATS.MaxEventDepth,
 		MaxAckPending: cfg.NATS.MaxAckPending, AckWait: cfg.NATS.AckWait, MaxBackoff: cfg.Retry.MaxBackoff,
+		Partitions: cfg.NATS.Partitions,
 	}, s.log.With("part", "consumer"), s.reg)
 	if err != nil {
 		return err
@@ -182,6 +183,16 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		// the consumer decodes it.
 		EventsStream: cfg.NATS.Stream,
 		EventLimits:  events.Limits{MaxBytes: cfg.NATS.MaxEventBytes, MaxDepth: cfg.NATS.MaxEventDepth},
+		// Partitioned: the pipeline runs the consumers of the partitions
+		// it holds.
+		Partitions: cfg.NATS.Partitions,
+		RunPartition: func(ctx context.Context, i int, handle events.Handler) error {
+			pc, err := cons.Partition(ctx, i)
+			if err != nil {
+				return err
+			}
+			return pc.Run(ctx, handle)
+		},
 	})
 	if err != nil {
 		return err
