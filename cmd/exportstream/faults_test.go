@@ -698,6 +698,15 @@ type latestVersion struct {
 }
 
 func watchLatest(t *testing.T, b connectors.Bucket) *latestWatch {
+	names := make([]string, len(crashDefs))
+	for i, d := range crashDefs {
+		names[i] = d.name
+	}
+	return watchLatestOf(t, b, names)
+}
+
+// watchLatestOf is watchLatest for the named definitions.
+func watchLatestOf(t *testing.T, b connectors.Bucket, names []string) *latestWatch {
 	lw := &latestWatch{versions: map[string][]latestVersion{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -705,8 +714,8 @@ func watchLatest(t *testing.T, b connectors.Bucket) *latestWatch {
 		defer close(done)
 		etags := map[string]string{}
 		for ctx.Err() == nil {
-			for _, d := range crashDefs {
-				lw.poll(ctx, b, d.name, etags)
+			for _, name := range names {
+				lw.poll(ctx, b, name, etags)
 			}
 			select {
 			case <-ctx.Done():
