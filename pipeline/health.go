@@ -100,6 +100,9 @@ func (p *Pipeline) WriteHealth() error {
 		}
 		errs = append(errs, fmt.Errorf("%s (since %s): %w", what, h.state.since.UTC().Format(time.RFC3339), err))
 	}
+	if err := p.live.health(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := h.records.err; err != nil && StoreFull(err) {
 		errs = append(errs, fmt.Errorf("export-record writes fail, the JetStream store is full (since %s): %w",
 			h.records.since.UTC().Format(time.RFC3339), err))

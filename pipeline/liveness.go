@@ -44,9 +44,10 @@ type liveness struct {
 	owner string // host/pid/key: what leases show, for humans
 	key   string // random: the key in the replicas bucket
 	ttl   time.Duration
-	start time.Time    // monotonic base of last
-	last  atomic.Int64 // nanoseconds since start at which the last confirmed heartbeat was sent; 0: none
-	ok    atomic.Bool  // the last heartbeat succeeded, or none was tried (for logging changes)
+	start time.Time             // monotonic base of last
+	last  atomic.Int64          // nanoseconds since start at which the last confirmed heartbeat was sent; 0: none
+	ok    atomic.Bool           // the last heartbeat succeeded, or none was tried (for logging changes)
+	err   atomic.Pointer[error] // the last heartbeat's error (nil pointer: it succeeded)
 }
 
 // newLiveness returns the heartbeat of a replica named label (host/pid,
@@ -106,6 +107,11 @@ func (lv *liveness) run(ctx context.Context) {
 // failing.
 func (lv *liveness) beatLogged(ctx context.Context) {
 	err := lv.beat(ctx)
+	if err != nil && ctx.Err() == nil {
+		lv.err.Store(&err)
+	} else if err == nil {
+		lv.err.Store(nil)
+	}
 	switch {
 	case ctx.Err() != nil:
 	case err != nil && lv.ok.Swap(false):
@@ -139,4 +145,23 @@ func (lv *liveness) alive(ctx context.Context, key string) (bool, error) {
 		return false, nil
 	}
 	return true, err
+}
+
+// health is nil while the heartbeat is confirmed; else it says since when
+// it is not, and why. A replica whose heartbeat NATS does not take (cut
+// off, or the JetStream store full) holds no lease and exports nothing.
+func (lv *liveness) health() error {
+	if lv.confirmed() {
+		return nil
+	}
+	why := errors.New("no heartbeat acknowledged yet")
+	if e := lv.err.Load(); e != nil {
+		why = *e
+	}
+	last := lv.last.Load()
+	if last == 0 {
+		return fmt.Errorf("liveness heartbeat in %s not confirmed: %w", lv.kv.Bucket(), why)
+	}
+	return fmt.Errorf("liveness heartbeat in %s not confirmed for %s (this replica holds no lease): %w",
+		lv.kv.Bucket(), (time.Since(lv.start) - time.Duration(last)).Round(time.Second), why)
 }
