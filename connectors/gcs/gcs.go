@@ -67,6 +67,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"cloud.google.com/go/auth"
 	"cloud.google.com/go/auth/credentials"
@@ -319,6 +320,13 @@ func (b *Bucket) NewWriter(ctx context.Context, key string, opts connectors.Writ
 	if contentType == "" {
 		contentType = "application/json"
 	}
+	// The SDK retries a failed upload by itself, and a single-request
+	// upload (the SDK's writer passes no attempt limit to it) until the
+	// context ends: an unreachable bucket made exports hang, uncounted
+	// and unlogged. Bounded here, the write fails after uploadAttempts,
+	// counts as a failed bucket operation, and the export is retried by
+	// the pipeline (as soon as the bucket answers again).
+	obj = obj.Retryer(storage.WithErrorFunc(boundedRetry(uploadAttempts)), storage.WithMaxAttempts(uploadAttempts))
 	uctx, cancel := context.WithCancel(ctx)
 	sw := obj.NewWriter(uctx)
 	sw.ContentType = contentType
@@ -404,3 +412,17 @@ func (b *Bucket) Close() error {
 
 // etag is the ETag this package uses: the object generation, in decimal.
 func etag(generation int64) string { return strconv.FormatInt(generation, 10) }
+
+// uploadAttempts bounds the SDK's attempts at one upload (or one chunk of
+// a resumable upload): with its back-off (1 s, doubling) a bucket that
+// does not answer fails a write after about 7 s.
+const uploadAttempts = 4
+
+// boundedRetry is the SDK's own retry rule (storage.ShouldRetry) for at
+// most attempts tries of one writer's requests.
+func boundedRetry(attempts int) func(error) bool {
+	var n atomic.Int32
+	return func(err error) bool {
+		return storage.ShouldRetry(err) && int(n.Add(1)) < attempts
+	}
+}
