@@ -83,7 +83,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		case <-svc.Ready():
 		}
 		conn := events.ConnectOptions{URL: svc.NATSURL(), Name: "exportstream-demo"}
-		pub, closeConn, err := connectPublisher(conn)
+		pub, closeConn, err := connectPublisher(conn, nil)
 		if err != nil {
 			return err
 		}

@@ -216,6 +216,9 @@ func TestPublish(t *testing.T) {
 	if want := fmt.Sprintf("published %d events", 2*lines); !strings.Contains(out.String(), want) {
 		t.Errorf("output %q, want %q", out.String(), want)
 	}
+	if want := fmt.Sprintf("%d of them not stored", 2*lines-(len(ids)+2*noID)); !strings.Contains(out.String(), want) {
+		t.Errorf("output %q, want %q (the duplicates the stream acknowledged without storing)", out.String(), want)
+	}
 	if want := uint64(len(ids) + 2*noID); info.State.Msgs != want {
 		t.Errorf("stream holds %d messages, want %d (distinct ids + lines without an id, twice)", info.State.Msgs, want)
 	}
