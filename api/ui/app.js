@@ -664,6 +664,25 @@
     if (defs.length === 0) summary.textContent = "no definitions";
     else if (current === defs.length) summary.textContent = defs.length === 1 ? "up to date" : `all ${defs.length} up to date`;
     else summary.textContent = `${current} of ${defs.length} up to date, ${defs.length - current} with events pending`;
+    renderConnections();
+  }
+
+  // renderConnections shows each connection's health (its latest write),
+  // and this replica's own checks when one fails (what /readyz says).
+  function renderConnections() {
+    const box = $("events-connections");
+    const conns = Array.isArray(status && status.connections) ? status.connections : [];
+    const checks = Array.isArray(status && status.checks) ? status.checks : [];
+    const items = conns.map((c) => el("div", { class: "connection", dataset: { connection: c.name, ok: String(Boolean(c.ok)) } },
+      el("span", { class: `fresh ${c.ok ? "fresh-current" : "fresh-pending"}` }, c.ok ? "ok" : "unhealthy"), " ", c.name,
+      c.ok ? "" : el("div", { class: "status-text error-text", text: c.error || "" })));
+    for (const c of checks.filter((c) => !c.ok)) {
+      items.push(el("div", { class: "connection", dataset: { check: c.name, ok: "false" } },
+        el("span", { class: "fresh fresh-pending" }, "not ready"), " ", c.name,
+        el("div", { class: "status-text error-text", text: c.error || "" })));
+    }
+    if (items.length === 0) box.replaceChildren(el("span", { class: "muted" }, "none"));
+    else box.replaceChildren(...items);
   }
 
   // updateFreshness says under a definition's name whether its export

@@ -24,6 +24,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
+	"github.com/exportstream/exportstream/api"
 	"github.com/exportstream/exportstream/config"
 	"github.com/exportstream/exportstream/pipeline"
 )
@@ -705,6 +706,19 @@ func TestPage(t *testing.T) {
 		t.Fatalf("API: %s has %d events pending, want some", waitingDefinition, waitingBefore)
 	}
 	wantFreshness()
+	// Each connection's health, as the status says it.
+	var health struct{ Connections []api.Check }
+	c.json("GET", "/api/v1/status", nil, http.StatusOK, &health)
+	var wantConns []string
+	for _, cn := range health.Connections {
+		wantConns = append(wantConns, fmt.Sprintf("%s=%t", cn.Name, cn.OK))
+	}
+	if len(wantConns) == 0 {
+		t.Fatal("GET /api/v1/status lists no connection")
+	}
+	if got := eval[[]string](p, `[...document.querySelectorAll("#events-connections [data-connection]")].map(e => e.dataset.connection + "=" + e.dataset.ok)`); !slices.Equal(got, wantConns) {
+		t.Errorf("the page shows the connections %q, the API %q", got, wantConns)
+	}
 	if got, want := eval[string](p, `document.getElementById("events-summary").textContent`),
 		fmt.Sprintf("%d of %d up to date, 1 with events pending", len(defs.Definitions)-1, len(defs.Definitions)); got != want {
 		t.Errorf("the page sums up %q, want %q", got, want)
