@@ -248,18 +248,7 @@ func newFaultWorld(t *testing.T, o faultOptions) *faultWorld {
 	for i := range o.procs {
 		w.procs = append(w.procs, w.newProc(fmt.Sprintf("replica-%d", i+1), connYAML, o.unshare))
 	}
-	t.Cleanup(func() {
-		for _, p := range w.procs {
-			p.stop()
-		}
-		if t.Failed() {
-			for _, p := range w.procs {
-				for _, l := range p.logs {
-					t.Logf("---- %s: last lines of %s ----\n%s", p.name, filepath.Base(l), logTail(l, 30))
-				}
-			}
-		}
-	})
+	t.Cleanup(w.stopAll)
 	// One after another: the first creates the streams and buckets. (Started
 	// at once on a fresh R3 cluster, a replica may exit with "exports stream
 	// DIFFGRAM_EXPORTS: context deadline exceeded": pipeline.Open creates
@@ -274,6 +263,21 @@ func newFaultWorld(t *testing.T, o faultOptions) *faultWorld {
 		w.stopScan = w.scan.watch(t.Context())
 	}
 	return w
+}
+
+// stopAll kills the running processes and, when the test failed, logs
+// the last lines of each one's logs.
+func (w *faultWorld) stopAll() {
+	for _, p := range w.procs {
+		p.stop()
+	}
+	if w.t.Failed() {
+		for _, p := range w.procs {
+			for _, l := range p.logs {
+				w.t.Logf("---- %s: last lines of %s ----\n%s", p.name, filepath.Base(l), logTail(l, 30))
+			}
+		}
+	}
 }
 
 // faultProc is one service process (restartable).

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,18 +139,7 @@ func TestPartitionsScaleOut(t *testing.T) {
 		w.procs = append(w.procs, p)
 		return p
 	}
-	t.Cleanup(func() {
-		for _, p := range w.procs {
-			p.stop()
-		}
-		if t.Failed() {
-			for _, p := range w.procs {
-				for _, l := range p.logs {
-					t.Logf("---- %s: last lines of %s ----\n%s", p.name, filepath.Base(l), logTail(l, 30))
-				}
-			}
-		}
-	})
+	t.Cleanup(w.stopAll)
 	for i := range 3 {
 		p := newReplica(fmt.Sprintf("replica-%d", i+1))
 		p.start(t)
@@ -204,7 +194,7 @@ func TestPartitionsScaleOut(t *testing.T) {
 			switch {
 			case len(cur) < len(defs) || !idle:
 				last = nil
-			case last == nil || !sameStrings(last, cur):
+			case last == nil || !maps.Equal(last, cur):
 				last, since = cur, time.Now()
 			case time.Since(since) >= 3*time.Second:
 				t.Logf("%s: converged %v after", what, time.Since(start).Round(time.Millisecond))
@@ -382,16 +372,4 @@ func partitionsIdle(t *testing.T, js jetstream.JetStream) string {
 		return "dirty mark " + k + " left"
 	}
 	return ""
-}
-
-func sameStrings(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
