@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exportstream/exportstream/events"
 )
 
 // feedPull is how many messages the state feed asks the server for at
@@ -53,12 +55,18 @@ func loadKeys(ctx context.Context, js jetstream.JetStream, bucket string, from u
 	} else {
 		cfg.DeliverPolicy = jetstream.DeliverLastPerSubjectPolicy
 	}
-	cons, err := js.OrderedConsumer(ctx, stream, cfg)
-	if err != nil {
-		return nil, err
-	}
-	// What there is to load, as the server counts it for this consumer.
-	info, err := cons.Info(ctx)
+	// A busy server (or a stream electing its leader) may not answer the
+	// first request in time: ask again.
+	var cons jetstream.Consumer
+	var info *jetstream.ConsumerInfo
+	err := events.AskAgain(ctx, func() (err error) {
+		if cons, err = js.OrderedConsumer(ctx, stream, cfg); err != nil {
+			return err
+		}
+		// What there is to load, as the server counts it for this consumer.
+		info, err = cons.Info(ctx)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

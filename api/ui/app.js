@@ -693,12 +693,14 @@
     if (!f) {
       box.replaceChildren();
       box.dataset.state = "";
+      delete box.dataset.newestEvent;
       return;
     }
     box.dataset.pending = String(f.pending_events || 0);
     if (f.up_to_date) {
       const backlog = backlogOf();
       box.dataset.state = "current";
+      delete box.dataset.newestEvent; // from when it was pending
       box.title = backlog ? `${formatCount(backlog)} events in the stream are not applied yet; they may change this export` : "";
       box.replaceChildren(el("span", { class: "fresh fresh-current" }, backlog ? "up to date with the events applied" : "up to date"));
       return;

@@ -154,14 +154,15 @@ func TestPartitionsScaleOut(t *testing.T) {
 		fair := (partPartitions + replicas - 1) / replicas
 		for {
 			w.checkAlive()
-			sum, n := w.metric("exportstream_partitions_held")
 			shares := map[string]float64{}
-			most := 0.0
+			sum, n, most := 0.0, 0, 0.0
 			for _, p := range w.procs {
 				if p.cur != nil {
-					v, _ := (&faultWorld{procs: []*faultProc{p}}).metric("exportstream_partitions_held")
-					shares[p.name] = v
-					most = max(most, v)
+					v, found := (&faultWorld{procs: []*faultProc{p}}).metric("exportstream_partitions_held")
+					if found > 0 {
+						shares[p.name] = v
+						sum, n, most = sum+v, n+1, max(most, v)
+					}
 				}
 			}
 			if n == replicas && sum == partPartitions && most <= float64(fair) {

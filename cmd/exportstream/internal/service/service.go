@@ -118,7 +118,10 @@ func (s *Service) Run(ctx context.Context) (err error) {
 			"(leave nats.url out to have the service run its own NATS server)")
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	// An async publish whose acknowledgement never comes (the server that
+	// took it went down before storing it) fails after 5 s instead of
+	// holding a batch of events forever; the batch is then redelivered.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
 	if err != nil {
 		return err
 	}
