@@ -27,7 +27,7 @@ type listPage struct {
 
 func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := pipeline.RecordFilter{Definition: q.Get("definition"), Project: q.Get("project"), Status: q.Get("status")}
+	f := pipeline.RecordFilter{Definition: q.Get("definition"), Project: q.Get("project"), Status: pipeline.Status(q.Get("status"))}
 	if v := q.Get("before"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
@@ -68,8 +68,8 @@ func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 // objects it deleted since (deleted_time set), or whose objects are still
 // in the bucket.
 const (
-	statusDeleted  = "deleted"
-	statusExisting = "existing"
+	statusDeleted  pipeline.Status = "deleted"
+	statusExisting pipeline.Status = "existing"
 )
 
 // listRetained answers a list filtered on status deleted or existing: the
@@ -423,11 +423,11 @@ func adhocDefinition(req *createRequest) (pipeline.Definition, string) {
 	if err != nil {
 		return pipeline.Definition{}, err.Error()
 	}
-	completion := req.Completion
+	completion := pipeline.Completion(req.Completion)
 	switch completion {
 	case "":
-		completion = "complete"
-	case "complete", "all", "incomplete":
+		completion = pipeline.CompletionComplete
+	case pipeline.CompletionComplete, pipeline.CompletionAll, pipeline.CompletionIncomplete:
 	default:
 		return pipeline.Definition{}, fmt.Sprintf("completion %q is not complete, all or incomplete", completion)
 	}
@@ -441,19 +441,19 @@ func adhocDefinition(req *createRequest) (pipeline.Definition, string) {
 
 // definitionView is one entry of GET /api/v1/definitions.
 type definitionView struct {
-	Name                    string           `json:"name"`
-	Project                 string           `json:"project"`
-	Source                  string           `json:"source"`
-	Ref                     string           `json:"ref"`
-	Completion              string           `json:"completion"`
-	IncludeRemovedInstances bool             `json:"include_removed_instances"`
-	Connection              string           `json:"connection"`
-	Path                    string           `json:"path"`
-	Quiet                   string           `json:"quiet"`
-	MaxDelay                string           `json:"max_delay"`
-	KeepLast                int              `json:"keep_last"`
-	Formats                 []string         `json:"formats"`
-	Latest                  *pipeline.Record `json:"latest"`
+	Name                    string              `json:"name"`
+	Project                 string              `json:"project"`
+	Source                  string              `json:"source"`
+	Ref                     string              `json:"ref"`
+	Completion              pipeline.Completion `json:"completion"`
+	IncludeRemovedInstances bool                `json:"include_removed_instances"`
+	Connection              string              `json:"connection"`
+	Path                    string              `json:"path"`
+	Quiet                   string              `json:"quiet"`
+	MaxDelay                string              `json:"max_delay"`
+	KeepLast                int                 `json:"keep_last"`
+	Formats                 []string            `json:"formats"`
+	Latest                  *pipeline.Record    `json:"latest"`
 	// Skipped is the newest attempt when it wrote nothing because the
 	// source matched no file; its status_text says why.
 	Skipped *pipeline.Record `json:"skipped,omitempty"`

@@ -9,11 +9,15 @@ import (
 	"github.com/exportstream/exportstream/events"
 )
 
+// Completion is which files an export holds by their completion: only
+// complete ones, all, or only incomplete ones.
+type Completion string
+
 // Completion filters.
 const (
-	CompletionComplete   = "complete"
-	CompletionAll        = "all"
-	CompletionIncomplete = "incomplete"
+	CompletionComplete   Completion = "complete"
+	CompletionAll        Completion = "all"
+	CompletionIncomplete Completion = "incomplete"
 )
 
 // SourceKind is what an export's files come from.
@@ -40,7 +44,7 @@ type Definition struct {
 	Name                    string
 	Project                 string
 	Source                  Source
-	Completion              string
+	Completion              Completion
 	IncludeRemovedInstances bool
 	Connection              string
 	Path                    string // key prefix in the bucket, "" or ending in "/"

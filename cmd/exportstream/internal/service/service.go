@@ -290,7 +290,7 @@ func Definitions(exports []config.Export) []*pipeline.Definition {
 	out := make([]*pipeline.Definition, 0, len(exports))
 	for _, e := range exports {
 		d := &pipeline.Definition{
-			Name: e.Name, Project: e.Project, Completion: e.Completion,
+			Name: e.Name, Project: e.Project, Completion: pipeline.Completion(e.Completion),
 			IncludeRemovedInstances: e.IncludeRemovedInstances, Connection: e.Connection,
 			Path: e.Path, Quiet: e.Coalesce.Quiet, MaxDelay: e.Coalesce.MaxDelay, KeepLast: e.KeepLast,
 			Formats: pipeline.NormalizeFormats(e.Formats),
