@@ -44,6 +44,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/exportstream/exportstream/api/client"
 	"github.com/exportstream/exportstream/pipeline"
 )
 
@@ -136,20 +137,10 @@ func bearerToken(h string) (string, bool) {
 	return token, token != ""
 }
 
-// apiError is the body of every error answer.
-type apiError struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
 // writeError answers with an error; the message passes the secret
 // filter (a provider's error text may quote a request).
 func (s *Server) writeError(w http.ResponseWriter, status int, code, msg string) {
-	var e apiError
-	e.Error.Code, e.Error.Message = code, msg
-	s.writeJSON(w, status, e)
+	s.writeJSON(w, status, client.ErrorBody{Error: client.ErrorDetail{Code: code, Message: msg}})
 }
 
 // writeJSON answers with v as JSON, passed through the secret filter
@@ -166,9 +157,8 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
-		var e apiError
-		e.Error.Code, e.Error.Message = "internal", "the answer cannot be encoded"
-		writeJSONUnfiltered(w, http.StatusInternalServerError, e)
+		writeJSONUnfiltered(w, http.StatusInternalServerError,
+			client.ErrorBody{Error: client.ErrorDetail{Code: "internal", Message: "the answer cannot be encoded"}})
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
