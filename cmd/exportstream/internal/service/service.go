@@ -202,7 +202,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		expiry[c.Name] = c.SignedURLExpiry
 	}
 	apiServer := api.New(api.Options{
-		Pipeline: pipe, JetStream: js, DeadLetterStream: cfg.NATS.DeadLetterStream, Consumer: cons.Info,
+		Pipeline: pipe, DeadLetters: events.NewDeadLetters(js, cfg.NATS.DeadLetterStream), Consumer: cons.Info,
 		Token: cfg.HTTP.Token.Reveal(), SignedURLExpiry: expiry, Logger: s.log.With("part", "api"),
 		Redact: s.redact, Health: func() api.Health { return s.health(nc, counted) },
 	})
