@@ -28,6 +28,11 @@
 // answer: records hold none, and provider errors pass through the
 // service's secret filter before they are logged; answers (but signed
 // URLs) pass it too.
+//
+// The API reaches the export pipeline and the dead-letter stream through
+// two interfaces, Pipeline and DeadLetters, so its handlers can be tested
+// on their own; the bodies it reads and writes are declared in
+// api/client.
 package api
 
 import (
@@ -44,15 +49,73 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/exportstream/exportstream/api/client"
+	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/events"
 	"github.com/exportstream/exportstream/pipeline"
+)
+
+// Pipeline is what the API asks of the export pipeline:
+// *pipeline.Pipeline, whose methods these are (their contracts are
+// there), or a fake in tests.
+type Pipeline interface {
+	// Definitions returns the configured definitions, by name.
+	Definitions() []*pipeline.Definition
+	// Records returns a page of the records that match f, newest first;
+	// RecordByID one record, and whether it exists.
+	Records(f pipeline.RecordFilter) pipeline.RecordPage
+	RecordByID(id int64) (*pipeline.Record, bool)
+	// LatestRecord returns a definition's newest complete export, and
+	// SkippedRecord its newest attempt when that one wrote nothing
+	// (nil when there is none).
+	LatestRecord(name string) *pipeline.Record
+	SkippedRecord(name string) *pipeline.Record
+	// Generate starts an export of a definition now (an error wrapping
+	// pipeline.ErrUnknownDefinition if there is none by that name);
+	// GenerateAdhoc one of an ad-hoc definition (errors wrapping
+	// pipeline.ErrUnknownConnection or pipeline.ErrTooManyAdhoc, or a
+	// *pipeline.EmptySourceError); GenerateAsOf one as of a point in
+	// the event stream (also pipeline.ErrAsOfUnavailable,
+	// ErrAsOfBeyond, ErrAsOfNotConfigured). Each returns the pending
+	// record.
+	Generate(ctx context.Context, name string) (*pipeline.Record, error)
+	GenerateAdhoc(ctx context.Context, d pipeline.Definition) (*pipeline.Record, error)
+	GenerateAsOf(ctx context.Context, d pipeline.Definition, at pipeline.AsOf) (*pipeline.Record, error)
+	// WaitRecord waits until export id is complete, failed or skipped
+	// and returns its record, or ctx's error.
+	WaitRecord(ctx context.Context, id int64) (*pipeline.Record, error)
+	// Bucket returns a connection's bucket, or nil.
+	Bucket(connection string) connectors.Bucket
+	// LastApplied returns the newest event this replica applied, and
+	// Freshness how current a definition's export is.
+	LastApplied() pipeline.Applied
+	Freshness(ctx context.Context, name string) (pipeline.Freshness, error)
+}
+
+// DeadLetters is the dead-letter stream as the API lists and redrives
+// it: *events.DeadLetters, whose methods these are, or a fake in tests.
+type DeadLetters interface {
+	// Stream returns the stream's name.
+	Stream() string
+	// List returns how many entries there are and the newest limit,
+	// newest first.
+	List(ctx context.Context, limit int) (count uint64, newest []events.DeadLetter, err error)
+	// Redrive re-publishes the entries seqs and removes them: one
+	// result per sequence (an error wrapping events.ErrNoDeadLetter for
+	// one the stream does not hold); an error when the stream cannot be
+	// reached.
+	Redrive(ctx context.Context, seqs []uint64) ([]events.Redriven, error)
+}
+
+var (
+	_ Pipeline    = (*pipeline.Pipeline)(nil)
+	_ DeadLetters = (*events.DeadLetters)(nil)
 )
 
 // Options configure the API.
 type Options struct {
-	Pipeline *pipeline.Pipeline
-	// JetStream and DeadLetterStream are where the dead letters are.
-	JetStream        jetstream.JetStream
-	DeadLetterStream string
+	Pipeline    Pipeline
+	DeadLetters DeadLetters
 	// Consumer, when set, returns the event consumer's state (its
 	// backlog, for GET /api/v1/status).
 	Consumer func(context.Context) (*jetstream.ConsumerInfo, error)
@@ -136,20 +199,10 @@ func bearerToken(h string) (string, bool) {
 	return token, token != ""
 }
 
-// apiError is the body of every error answer.
-type apiError struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
 // writeError answers with an error; the message passes the secret
 // filter (a provider's error text may quote a request).
 func (s *Server) writeError(w http.ResponseWriter, status int, code, msg string) {
-	var e apiError
-	e.Error.Code, e.Error.Message = code, msg
-	s.writeJSON(w, status, e)
+	s.writeJSON(w, status, client.ErrorBody{Error: client.ErrorDetail{Code: code, Message: msg}})
 }
 
 // writeJSON answers with v as JSON, passed through the secret filter
@@ -166,9 +219,8 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
-		var e apiError
-		e.Error.Code, e.Error.Message = "internal", "the answer cannot be encoded"
-		writeJSONUnfiltered(w, http.StatusInternalServerError, e)
+		writeJSONUnfiltered(w, http.StatusInternalServerError,
+			client.ErrorBody{Error: client.ErrorDetail{Code: "internal", Message: "the answer cannot be encoded"}})
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

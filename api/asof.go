@@ -43,7 +43,7 @@ func asOfField(raw json.RawMessage) (at pipeline.AsOf, msg string) {
 // and reports ok false then; any other error is returned.
 func (s *Server) generateAsOf(w http.ResponseWriter, r *http.Request, name string, d pipeline.Definition, at pipeline.AsOf) (rec *pipeline.Record, ok bool, err error) {
 	if name != "" {
-		def := s.o.Pipeline.Definition(name)
+		def := s.definition(name)
 		if def == nil {
 			s.writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("%v: %q", pipeline.ErrUnknownDefinition, name))
 			return nil, false, nil
@@ -70,4 +70,14 @@ func (s *Server) generateAsOf(w http.ResponseWriter, r *http.Request, name strin
 		return nil, false, err
 	}
 	return nil, false, nil
+}
+
+// definition returns the configured definition name, or nil.
+func (s *Server) definition(name string) *pipeline.Definition {
+	for _, d := range s.o.Pipeline.Definitions() {
+		if d.Name == name {
+			return d
+		}
+	}
+	return nil
 }

@@ -10,9 +10,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/exportstream/exportstream/events"
 )
 
@@ -50,45 +47,26 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	out := deadLetters{Stream: s.o.DeadLetterStream, Entries: []deadLetter{}}
-	stream, err := s.o.JetStream.Stream(r.Context(), s.o.DeadLetterStream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s.writeJSON(w, http.StatusOK, out) // nothing dead-lettered yet
-		return
-	}
+	out := deadLetters{Stream: s.o.DeadLetters.Stream(), Entries: []deadLetter{}}
+	count, newest, err := s.o.DeadLetters.List(r.Context(), limit)
 	if err != nil {
-		s.internal(w, r, fmt.Errorf("dead-letter stream %s: %w", s.o.DeadLetterStream, err))
+		s.internal(w, r, err)
 		return
 	}
-	info, err := stream.Info(r.Context())
-	if err != nil {
-		s.internal(w, r, fmt.Errorf("dead-letter stream %s: %w", s.o.DeadLetterStream, err))
-		return
-	}
-	out.Count = info.State.Msgs
-	for seq := info.State.LastSeq; seq >= info.State.FirstSeq && seq > 0 && len(out.Entries) < limit; seq-- {
-		m, err := stream.GetMsg(r.Context(), seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue // redriven or removed
-		}
-		if err != nil {
-			s.internal(w, r, fmt.Errorf("dead letter %d: %w", seq, err))
-			return
-		}
-		out.Entries = append(out.Entries, viewDeadLetter(m))
+	out.Count = count
+	for _, e := range newest {
+		out.Entries = append(out.Entries, viewDeadLetter(e))
 	}
 	s.writeJSON(w, http.StatusOK, out)
 }
 
-func viewDeadLetter(m *jetstream.RawStreamMsg) deadLetter {
+func viewDeadLetter(e events.DeadLetter) deadLetter {
 	d := deadLetter{
-		Sequence: m.Sequence, Time: m.Time.UTC(), Bytes: len(m.Data),
-		Reason:           m.Header.Get(events.HeaderReason),
-		OriginalSubject:  m.Header.Get(events.HeaderOriginalSubject),
-		OriginalStream:   m.Header.Get(events.HeaderOriginalStream),
-		OriginalSequence: m.Header.Get(events.HeaderOriginalSeq),
+		Sequence: e.Sequence, Time: e.Time.UTC(), Bytes: len(e.Data),
+		Reason: e.Reason, OriginalSubject: e.OriginalSubject,
+		OriginalStream: e.OriginalStream, OriginalSequence: e.OriginalSequence,
 	}
-	body := m.Data
+	body := e.Data
 	if len(body) > maxBodyShown {
 		body, d.BodyTruncated = body[:maxBodyShown], true
 	}
@@ -129,12 +107,10 @@ func noDeadLetters(seqs []uint64) string {
 }
 
 // redrive re-publishes the chosen dead letters on their original subjects
-// (body and headers as received, without the dead-letter headers and
-// without Nats-Msg-Id, which the stream would take for a duplicate), then
-// removes them from the dead-letter stream. A redriven event that is
-// still bad comes back with a new sequence. A sequence the stream does
-// not hold fails with "no dead letter with sequence N"; when none of the
-// sequences is there the answer is that 404.
+// and removes them from the dead-letter stream (events.DeadLetters.Redrive).
+// A sequence the stream does not hold fails with "no dead letter with
+// sequence N"; when none of the sequences is there the answer is that
+// 404.
 func (s *Server) redrive(w http.ResponseWriter, r *http.Request) {
 	var req redriveRequest
 	if err := decodeBody(r, &req); err != nil {
@@ -145,14 +121,9 @@ func (s *Server) redrive(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusBadRequest, "bad_request", `give 1..1000 dead-letter sequences: {"sequences": [12, 13]}`)
 		return
 	}
-	stream, err := s.o.JetStream.Stream(r.Context(), s.o.DeadLetterStream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		// Nothing was ever dead-lettered.
-		s.writeError(w, http.StatusNotFound, "not_found", noDeadLetters(req.Sequences))
-		return
-	}
+	results, err := s.o.DeadLetters.Redrive(r.Context(), req.Sequences)
 	if err != nil {
-		s.internal(w, r, fmt.Errorf("dead-letter stream %s: %w", s.o.DeadLetterStream, err))
+		s.internal(w, r, err)
 		return
 	}
 	out := struct {
@@ -160,44 +131,17 @@ func (s *Server) redrive(w http.ResponseWriter, r *http.Request) {
 		Failed   []redriveFailure `json:"failed"`
 	}{Redriven: []redriven{}, Failed: []redriveFailure{}}
 	var missing []uint64
-	for _, seq := range req.Sequences {
-		m, err := stream.GetMsg(r.Context(), seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			missing = append(missing, seq)
-			out.Failed = append(out.Failed, redriveFailure{seq, noDeadLetters([]uint64{seq})})
-			continue
+	for _, res := range results {
+		switch {
+		case errors.Is(res.Err, events.ErrNoDeadLetter):
+			missing = append(missing, res.Sequence)
+			out.Failed = append(out.Failed, redriveFailure{res.Sequence, noDeadLetters([]uint64{res.Sequence})})
+		case res.Err != nil:
+			out.Failed = append(out.Failed, redriveFailure{res.Sequence, res.Err.Error()})
+		default:
+			out.Redriven = append(out.Redriven, redriven{Sequence: res.Sequence, Subject: res.Subject, StreamSequence: res.StreamSequence})
+			s.o.Logger.Info("dead letter redriven", "seq", res.Sequence, "subject", res.Subject, "stream_seq", res.StreamSequence)
 		}
-		if err != nil {
-			out.Failed = append(out.Failed, redriveFailure{seq, err.Error()})
-			continue
-		}
-		subject := m.Header.Get(events.HeaderOriginalSubject)
-		if subject == "" {
-			out.Failed = append(out.Failed, redriveFailure{seq, "no original subject recorded"})
-			continue
-		}
-		msg := nats.NewMsg(subject)
-		msg.Data = m.Data
-		for k, vs := range m.Header {
-			if strings.HasPrefix(k, "Exportstream-") || strings.HasPrefix(k, "Nats-") {
-				continue
-			}
-			for _, v := range vs {
-				msg.Header.Add(k, v)
-			}
-		}
-		msg.Header.Set("Exportstream-Redriven-From", strconv.FormatUint(seq, 10))
-		ack, err := s.o.JetStream.PublishMsg(r.Context(), msg)
-		if err != nil {
-			out.Failed = append(out.Failed, redriveFailure{seq, "publish: " + err.Error()})
-			continue
-		}
-		if err := stream.DeleteMsg(r.Context(), seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			out.Failed = append(out.Failed, redriveFailure{seq, fmt.Sprintf("re-published as %d but not removed: %v", ack.Sequence, err)})
-			continue
-		}
-		out.Redriven = append(out.Redriven, redriven{Sequence: seq, Subject: subject, StreamSequence: ack.Sequence})
-		s.o.Logger.Info("dead letter redriven", "seq", seq, "subject", subject, "stream_seq", ack.Sequence)
 	}
 	if len(missing) == len(req.Sequences) {
 		s.writeError(w, http.StatusNotFound, "not_found", noDeadLetters(missing))

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,23 +10,18 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/exportstream/exportstream/api/client"
 	"github.com/exportstream/exportstream/config"
 	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/pipeline"
 )
 
 // listPage is the answer of GET /api/v1/exports.
-type listPage struct {
-	Exports []pipeline.Record `json:"exports"`
-	// Total is how many records match the filter, on all pages.
-	Total int `json:"total"`
-	// NextBefore, when not 0, is the "before" of the next page.
-	NextBefore int64 `json:"next_before,omitempty"`
-}
+type listPage = client.ListPage[pipeline.Record]
 
 func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := pipeline.RecordFilter{Definition: q.Get("definition"), Project: q.Get("project"), Status: q.Get("status")}
+	f := pipeline.RecordFilter{Definition: q.Get("definition"), Project: q.Get("project"), Status: pipeline.Status(q.Get("status"))}
 	if v := q.Get("before"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
@@ -68,8 +62,8 @@ func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 // objects it deleted since (deleted_time set), or whose objects are still
 // in the bucket.
 const (
-	statusDeleted  = "deleted"
-	statusExisting = "existing"
+	statusDeleted  pipeline.Status = "deleted"
+	statusExisting pipeline.Status = "existing"
 )
 
 // listRetained answers a list filtered on status deleted or existing: the
@@ -189,13 +183,6 @@ func (s *Server) streamData(w http.ResponseWriter, r *http.Request, rec *pipelin
 	}
 }
 
-// signedURL is the answer of GET /api/v1/exports/{id}/url.
-type signedURL struct {
-	ExportID  int64     `json:"export_id"`
-	URL       string    `json:"url"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
 func (s *Server) exportURL(w http.ResponseWriter, r *http.Request) {
 	rec, ok := s.record(w, r)
 	if !ok || !s.ready(w, rec) {
@@ -209,7 +196,7 @@ func (s *Server) exportURL(w http.ResponseWriter, r *http.Request) {
 	writeJSONUnfiltered(w, http.StatusOK, u) // the secret filter must not touch the signed URL
 }
 
-func (s *Server) sign(ctx context.Context, rec *pipeline.Record) (*signedURL, error) {
+func (s *Server) sign(ctx context.Context, rec *pipeline.Record) (*client.SignedURL, error) {
 	b := s.o.Pipeline.Bucket(rec.Connection)
 	if b == nil {
 		return nil, fmt.Errorf("connection %q is not configured: %w", rec.Connection, connectors.ErrNotFound)
@@ -223,7 +210,7 @@ func (s *Server) sign(ctx context.Context, rec *pipeline.Record) (*signedURL, er
 	if err != nil {
 		return nil, err
 	}
-	return &signedURL{ExportID: rec.ID, URL: u, ExpiresAt: at.Add(expiry).Truncate(time.Second)}, nil
+	return &client.SignedURL{ExportID: rec.ID, URL: u, ExpiresAt: at.Add(expiry).Truncate(time.Second)}, nil
 }
 
 func (s *Server) signError(w http.ResponseWriter, r *http.Request, rec *pipeline.Record, err error) {
@@ -234,60 +221,10 @@ func (s *Server) signError(w http.ResponseWriter, r *http.Request, rec *pipeline
 	s.internal(w, r, fmt.Errorf("sign a URL for export %d: %w", rec.ID, err))
 }
 
-// createRequest is the body of POST /api/v1/exports.
-type createRequest struct {
-	Definition              string      `json:"definition"`
-	Project                 string      `json:"project"`
-	Source                  *sourceSpec `json:"source"`
-	Completion              string      `json:"completion"`
-	IncludeRemovedInstances bool        `json:"include_removed_instances"`
-	Connection              string      `json:"connection"`
-	// Formats are an ad-hoc export's formats beside the Diffgram
-	// document (coco, yolo, jsonl; diffgram is always written).
-	Formats    []string `json:"formats"`
-	Wait       bool     `json:"wait"`
-	ReturnType string   `json:"return_type"`
-	// AsOf asks for the export as of a point in the event stream: a
-	// stream sequence (number or string) or an RFC 3339 time (asof.go).
-	AsOf json.RawMessage `json:"as_of"`
-}
-
-// sourceSpec is an ad-hoc export's source: exactly one field set, as in
-// the config file.
-type sourceSpec struct {
-	Directory   string `json:"directory,omitempty"`
-	DirectoryID int64  `json:"directory_id,omitempty"`
-	Job         string `json:"job,omitempty"`
-	JobID       int64  `json:"job_id,omitempty"`
-	TaskID      int64  `json:"task_id,omitempty"`
-	Project     bool   `json:"project,omitempty"`
-}
-
-func (sp *sourceSpec) source() (pipeline.Source, error) {
-	var out []pipeline.Source
-	if sp.Directory != "" {
-		out = append(out, pipeline.Source{Kind: pipeline.SourceDirectory, Name: sp.Directory})
-	}
-	if sp.DirectoryID > 0 {
-		out = append(out, pipeline.Source{Kind: pipeline.SourceDirectory, ID: sp.DirectoryID})
-	}
-	if sp.Job != "" {
-		out = append(out, pipeline.Source{Kind: pipeline.SourceJob, Name: sp.Job})
-	}
-	if sp.JobID > 0 {
-		out = append(out, pipeline.Source{Kind: pipeline.SourceJob, ID: sp.JobID})
-	}
-	if sp.TaskID > 0 {
-		out = append(out, pipeline.Source{Kind: pipeline.SourceTask, ID: sp.TaskID})
-	}
-	if sp.Project {
-		out = append(out, pipeline.Source{Kind: pipeline.SourceProject})
-	}
-	if len(out) != 1 {
-		return pipeline.Source{}, fmt.Errorf("source: exactly one of directory, directory_id, job, job_id, task_id, project must be set (found %d)", len(out))
-	}
-	return out[0], nil
-}
+// createRequest is the body of POST /api/v1/exports, decoded strictly.
+// A type of its own (not an alias) so that the decoder's messages name
+// it as they always have ("Go struct field createRequest.wait").
+type createRequest client.GenerateRequest
 
 func (s *Server) createExport(w http.ResponseWriter, r *http.Request) {
 	var req createRequest
@@ -403,7 +340,7 @@ func (s *Server) createExport(w http.ResponseWriter, r *http.Request) {
 			rec.StatusText = s.o.Redact(rec.StatusText)
 		}
 		writeJSONUnfiltered(w, http.StatusOK, struct {
-			*signedURL
+			*client.SignedURL
 			Export *pipeline.Record `json:"export"`
 		}{u, &rec})
 	default:
@@ -425,15 +362,15 @@ func adhocDefinition(req *createRequest) (pipeline.Definition, string) {
 	if err := config.CheckProject(req.Project); err != nil {
 		return pipeline.Definition{}, "project: " + err.Error()
 	}
-	src, err := req.Source.source()
+	src, err := req.Source.Parse()
 	if err != nil {
 		return pipeline.Definition{}, err.Error()
 	}
-	completion := req.Completion
+	completion := pipeline.Completion(req.Completion)
 	switch completion {
 	case "":
-		completion = "complete"
-	case "complete", "all", "incomplete":
+		completion = pipeline.CompletionComplete
+	case pipeline.CompletionComplete, pipeline.CompletionAll, pipeline.CompletionIncomplete:
 	default:
 		return pipeline.Definition{}, fmt.Sprintf("completion %q is not complete, all or incomplete", completion)
 	}
@@ -447,19 +384,19 @@ func adhocDefinition(req *createRequest) (pipeline.Definition, string) {
 
 // definitionView is one entry of GET /api/v1/definitions.
 type definitionView struct {
-	Name                    string           `json:"name"`
-	Project                 string           `json:"project"`
-	Source                  string           `json:"source"`
-	Ref                     string           `json:"ref"`
-	Completion              string           `json:"completion"`
-	IncludeRemovedInstances bool             `json:"include_removed_instances"`
-	Connection              string           `json:"connection"`
-	Path                    string           `json:"path"`
-	Quiet                   string           `json:"quiet"`
-	MaxDelay                string           `json:"max_delay"`
-	KeepLast                int              `json:"keep_last"`
-	Formats                 []string         `json:"formats"`
-	Latest                  *pipeline.Record `json:"latest"`
+	Name                    string              `json:"name"`
+	Project                 string              `json:"project"`
+	Source                  string              `json:"source"`
+	Ref                     string              `json:"ref"`
+	Completion              pipeline.Completion `json:"completion"`
+	IncludeRemovedInstances bool                `json:"include_removed_instances"`
+	Connection              string              `json:"connection"`
+	Path                    string              `json:"path"`
+	Quiet                   string              `json:"quiet"`
+	MaxDelay                string              `json:"max_delay"`
+	KeepLast                int                 `json:"keep_last"`
+	Formats                 []string            `json:"formats"`
+	Latest                  *pipeline.Record    `json:"latest"`
 	// Skipped is the newest attempt when it wrote nothing because the
 	// source matched no file; its status_text says why.
 	Skipped *pipeline.Record `json:"skipped,omitempty"`

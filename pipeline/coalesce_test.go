@@ -14,7 +14,7 @@ func TestCoalesce(t *testing.T) {
 		kicksAt     []time.Duration // after the first kick at 0
 		quiet, max  time.Duration
 		wantAfter   time.Duration
-		wantTrigger string
+		wantTrigger Trigger
 	}{
 		{"one kick waits the quiet period", nil, 5 * time.Second, time.Minute, 5 * time.Second, TriggerEvent},
 		{"each kick restarts the quiet period", []time.Duration{2 * time.Second, 4 * time.Second}, 5 * time.Second, time.Minute, 9 * time.Second, TriggerEvent},
@@ -25,7 +25,7 @@ func TestCoalesce(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				kicks := make(chan string, 1)
+				kicks := make(chan Trigger, 1)
 				start := time.Now()
 				kicks <- TriggerEvent
 				var wg sync.WaitGroup
@@ -53,7 +53,7 @@ func TestCoalesce(t *testing.T) {
 
 func TestCoalesceTriggers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		kicks := make(chan string, 1)
+		kicks := make(chan Trigger, 1)
 		kicks <- TriggerStartup
 		var wg sync.WaitGroup
 		defer wg.Wait()
@@ -73,7 +73,7 @@ func TestCoalesceTriggers(t *testing.T) {
 func TestCoalesceStops(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
-		kicks := make(chan string, 1)
+		kicks := make(chan Trigger, 1)
 		kicks <- TriggerEvent
 		go func() {
 			time.Sleep(time.Second)

@@ -252,10 +252,11 @@ func (p *Pipeline) startAdhoc(ctx context.Context, d *Definition, bucket connect
 // adhocKey identifies an ad-hoc request: identical requests share one
 // export while it runs.
 type adhocKey struct {
-	project, completion, connection string
-	source                          Source
-	includeRemoved                  bool
-	formats                         string // NormalizeFormats, joined
+	project, connection string
+	completion          Completion
+	source              Source
+	includeRemoved      bool
+	formats             string // NormalizeFormats, joined
 	// A point-in-time export's (asof.go): the definition it reproduces
 	// ("" for an ad-hoc source), and the point as asked for with the
 	// stream sequence it resolved to.
@@ -465,7 +466,7 @@ func progressLogger(log *slog.Logger, r *Record) func(percent, done, total int) 
 type RecordFilter struct {
 	Definition string
 	Project    string
-	Status     string
+	Status     Status
 	// Before, when > 0, keeps ids below it (the next page after a page
 	// whose last id was Before).
 	Before int64

@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
@@ -9,11 +11,15 @@ import (
 	"github.com/exportstream/exportstream/events"
 )
 
+// Completion is which files an export holds by their completion: only
+// complete ones, all, or only incomplete ones.
+type Completion string
+
 // Completion filters.
 const (
-	CompletionComplete   = "complete"
-	CompletionAll        = "all"
-	CompletionIncomplete = "incomplete"
+	CompletionComplete   Completion = "complete"
+	CompletionAll        Completion = "all"
+	CompletionIncomplete Completion = "incomplete"
 )
 
 // SourceKind is what an export's files come from.
@@ -35,12 +41,48 @@ type Source struct {
 	ID   int64
 }
 
+// ErrSourceKind is returned (wrapped) by ParseSource for a kind it does
+// not know.
+var ErrSourceKind = errors.New("unknown source kind")
+
+// ParseSource returns the source named by kind and value, as the config
+// file, the API and the CLI name a source: directory or job with a name
+// (directory=NAME, job=NAME); directory_id, job_id or task_id with a
+// positive id (directory_id=N); or project, the whole project, with no
+// value ("" or "true"). The error says what is wrong in those terms
+// ("job_id=N: \"x\" is not a positive number"); for an unknown kind it
+// wraps ErrSourceKind.
+func ParseSource(kind, value string) (Source, error) {
+	switch kind {
+	case "project":
+		if value != "" && value != "true" {
+			return Source{}, errors.New("project takes no value (the whole project)")
+		}
+		return Source{Kind: SourceProject}, nil
+	case "directory", "job":
+		if value == "" {
+			return Source{}, fmt.Errorf("%s=NAME: the name is missing", kind)
+		}
+		return Source{Kind: SourceKind(kind), Name: value}, nil
+	case "directory_id", "job_id", "task_id":
+		n, err := strconv.ParseInt(value, 10, 64)
+		if err != nil || n <= 0 {
+			return Source{}, fmt.Errorf("%s=N: %q is not a positive number", kind, value)
+		}
+		return Source{Kind: idKinds[kind], ID: n}, nil
+	}
+	return Source{}, fmt.Errorf("%w %q: want directory, directory_id, job, job_id, task_id or project", ErrSourceKind, kind)
+}
+
+// idKinds are the source kinds named by an id.
+var idKinds = map[string]SourceKind{"directory_id": SourceDirectory, "job_id": SourceJob, "task_id": SourceTask}
+
 // Definition is one export definition.
 type Definition struct {
 	Name                    string
 	Project                 string
 	Source                  Source
-	Completion              string
+	Completion              Completion
 	IncludeRemovedInstances bool
 	Connection              string
 	Path                    string // key prefix in the bucket, "" or ending in "/"

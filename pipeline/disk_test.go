@@ -245,7 +245,7 @@ func exampleDefinitions(t testing.TB, exp *pipelinetest.Expected) []*Definition 
 func worldDefinitions() []*Definition {
 	var defs []*Definition
 	for _, src := range []Source{{Kind: SourceProject}, {Kind: SourceDirectory, Name: "D"}, {Kind: SourceDirectory, ID: 1}} {
-		for _, c := range []string{CompletionAll, CompletionComplete, CompletionIncomplete} {
+		for _, c := range []Completion{CompletionAll, CompletionComplete, CompletionIncomplete} {
 			for _, rm := range []bool{false, true} {
 				defs = append(defs, &Definition{Name: fmt.Sprintf("%s-%d-%s-%t", src.Kind, src.ID, c, rm),
 					Project: "prop", Source: src, Completion: c, IncludeRemovedInstances: rm})

@@ -101,7 +101,7 @@ func (src Source) describe() string {
 	return strconv.Quote(src.Name)
 }
 
-func completionWord(c string) string {
+func completionWord(c Completion) string {
 	switch c {
 	case CompletionComplete:
 		return "complete "
@@ -113,7 +113,7 @@ func completionWord(c string) string {
 
 // counted says how many of total items (files or tasks) there are and how
 // many of them are complete.
-func counted(completion string, total, complete int, item string) string {
+func counted(completion Completion, total, complete int, item string) string {
 	if total == 0 {
 		return "it has no " + item + "s"
 	}

@@ -23,7 +23,7 @@ import (
 // the dirty mark it covered. resume, when not nil, is the record of an
 // earlier attempt whose data object is committed: the attempt goes on
 // from there. It returns the record to resume with after a failure.
-func (p *Pipeline) exportOnce(ctx context.Context, d *Definition, trigger string, resume *Record) (*Record, error) {
+func (p *Pipeline) exportOnce(ctx context.Context, d *Definition, trigger Trigger, resume *Record) (*Record, error) {
 	l, err := acquire(ctx, p.leases, d.Name, p.live)
 	if err != nil {
 		return resume, err
@@ -165,7 +165,7 @@ func (p *Pipeline) clearMark(ctx context.Context, d *Definition, rev uint64) err
 // retry, when not nil, is an earlier attempt that failed before its data
 // object was committed: its export id and time are kept, so the retry
 // writes the same key. On failure the returned record is the one to retry.
-func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connectors.Bucket, trigger string, mark dirtyMark, retry *Record) (*Record, bool, error) {
+func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connectors.Bucket, trigger Trigger, mark dirtyMark, retry *Record) (*Record, bool, error) {
 	st, err := p.definitionState(ctx, d.Name)
 	if err != nil {
 		return retry, false, fmt.Errorf("definition state: %w", err)
@@ -258,7 +258,7 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 // skipped, with the reason. Without req, a new record is kept only when
 // the reason (or the definition) changed since the last skip, so a source
 // that stays empty does not add a record per event.
-func (p *Pipeline) skip(ctx context.Context, d *Definition, st *definitionState, req *Record, trigger string, pl *plan, mark dirtyMark) error {
+func (p *Pipeline) skip(ctx context.Context, d *Definition, st *definitionState, req *Record, trigger Trigger, pl *plan, mark dirtyMark) error {
 	fp := d.fingerprint()
 	if req == nil && st != nil && st.Skipped != nil && st.Skipped.Reason == pl.empty && st.Skipped.Fingerprint == fp {
 		return nil

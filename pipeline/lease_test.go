@@ -176,7 +176,7 @@ func TestLeaseOneWriterPerDefinition(t *testing.T) {
 	manual := func(r replica) int {
 		n := 0
 		for _, rec := range r.log.records(slog.LevelInfo, "export written") {
-			if attr(rec, "trigger").String() == TriggerManual {
+			if attr(rec, "trigger").String() == string(TriggerManual) {
 				n++
 			}
 		}

@@ -132,7 +132,7 @@ type Pipeline struct {
 	live    *liveness // this replica's heartbeat and lease identity (liveness.go)
 	defs    []*Definition
 	byName  map[string]*Definition
-	kicks   map[string]chan string
+	kicks   map[string]chan Trigger
 	slots   map[string]chan struct{}
 
 	manualMu sync.Mutex
@@ -203,7 +203,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 		opts.MaxBackoff = DefaultMaxBackoff
 	}
 	p := &Pipeline{js: js, opts: opts, log: opts.Logger,
-		byName: map[string]*Definition{}, kicks: map[string]chan string{}, slots: map[string]chan struct{}{},
+		byName: map[string]*Definition{}, kicks: map[string]chan Trigger{}, slots: map[string]chan struct{}{},
 		manual: map[string]*Record{}, index: newRecordIndex(), wake: make(chan struct{})}
 	for _, d := range opts.Definitions {
 		if _, ok := opts.Buckets[d.Connection]; !ok {
@@ -214,7 +214,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 		}
 		p.defs = append(p.defs, d)
 		p.byName[d.Name] = d
-		p.kicks[d.Name] = make(chan string, 1)
+		p.kicks[d.Name] = make(chan Trigger, 1)
 	}
 	for name := range opts.Buckets {
 		n := opts.UploadsPerConnection
@@ -660,7 +660,7 @@ func (p *Pipeline) runCtx() context.Context {
 	return context.Background()
 }
 
-func (p *Pipeline) kick(name, trigger string) {
+func (p *Pipeline) kick(name string, trigger Trigger) {
 	ch := p.kicks[name]
 	if ch == nil || !p.holds(p.byName[name].Project) {
 		return // another replica holds the definition's project
@@ -854,7 +854,7 @@ func (p *Pipeline) runDefinition(ctx context.Context, d *Definition) error {
 // coalesce waits for a first kick, then until no kick has come for quiet,
 // but no longer than maxDelay after the first. It returns the strongest
 // trigger seen, or ok false when ctx is done.
-func coalesce(ctx context.Context, kicks <-chan string, quiet, maxDelay time.Duration) (trigger string, ok bool) {
+func coalesce(ctx context.Context, kicks <-chan Trigger, quiet, maxDelay time.Duration) (trigger Trigger, ok bool) {
 	select {
 	case <-ctx.Done():
 		return "", false
@@ -877,8 +877,8 @@ func coalesce(ctx context.Context, kicks <-chan string, quiet, maxDelay time.Dur
 }
 
 // strongerTrigger keeps manual over event over startup.
-func strongerTrigger(a, b string) string {
-	rank := map[string]int{TriggerStartup: 0, TriggerEvent: 1, TriggerManual: 2}
+func strongerTrigger(a, b Trigger) Trigger {
+	rank := map[Trigger]int{TriggerStartup: 0, TriggerEvent: 1, TriggerManual: 2}
 	if rank[b] > rank[a] {
 		return b
 	}

@@ -2,28 +2,34 @@ package pipeline
 
 import "time"
 
+// Status is where an export stands (Record.Status).
+type Status string
+
 // Export statuses, in the order an export passes through them.
 const (
-	StatusPending    = "pending"
-	StatusGenerating = "generating"
-	StatusUploading  = "uploading"
-	StatusComplete   = "complete"
-	StatusFailed     = "failed"
+	StatusPending    Status = "pending"
+	StatusGenerating Status = "generating"
+	StatusUploading  Status = "uploading"
+	StatusComplete   Status = "complete"
+	StatusFailed     Status = "failed"
 	// StatusSkipped marks an attempt that wrote nothing because its source
 	// matched no file; StatusText says why.
-	StatusSkipped = "skipped"
+	StatusSkipped Status = "skipped"
 )
 
 // Final reports whether status is one an export ends in.
-func Final(status string) bool {
+func Final(status Status) bool {
 	return status == StatusComplete || status == StatusFailed || status == StatusSkipped
 }
 
+// Trigger is what started an export (Record.Trigger).
+type Trigger string
+
 // Triggers: what started an export.
 const (
-	TriggerEvent   = "event"
-	TriggerManual  = "manual"
-	TriggerStartup = "startup"
+	TriggerEvent   Trigger = "event"
+	TriggerManual  Trigger = "manual"
+	TriggerStartup Trigger = "startup"
 )
 
 // Record is the export record (EXPORTS.md): kept in the key-value store,
@@ -35,9 +41,9 @@ type Record struct {
 	Project         string     `json:"project"`
 	Source          string     `json:"source"`
 	Ref             string     `json:"ref"`
-	Completion      string     `json:"completion"`
+	Completion      Completion `json:"completion"`
 	IncludeRemoved  bool       `json:"include_removed_instances"`
-	Status          string     `json:"status"`
+	Status          Status     `json:"status"`
 	StatusText      string     `json:"status_text,omitempty"`
 	PercentComplete int        `json:"percent_complete"`
 	CreatedTime     time.Time  `json:"created_time"`
@@ -61,9 +67,9 @@ type Record struct {
 	AsOf string `json:"as_of,omitempty"`
 	// Definition, on a point-in-time export of a configured definition,
 	// names it: the export has its settings (Name is AdhocName).
-	Definition    string `json:"definition,omitempty"`
-	Trigger       string `json:"trigger"`
-	FormatVersion string `json:"export_format_version"`
+	Definition    string  `json:"definition,omitempty"`
+	Trigger       Trigger `json:"trigger"`
+	FormatVersion string  `json:"export_format_version"`
 	// DeletedTime is when retention (keep_last) deleted the export's
 	// objects from the bucket; nil while they are there.
 	DeletedTime *time.Time `json:"deleted_time,omitempty"`

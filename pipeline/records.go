@@ -59,12 +59,12 @@ const (
 	codeNone statusCode = 0xff
 )
 
-var statusNames = [...]string{
+var statusNames = [...]Status{
 	codeOther: "", codePending: StatusPending, codeGenerating: StatusGenerating, codeUploading: StatusUploading,
 	codeComplete: StatusComplete, codeFailed: StatusFailed, codeSkipped: StatusSkipped,
 }
 
-func statusOf(s string) statusCode {
+func statusOf(s Status) statusCode {
 	for i, n := range statusNames {
 		if i > 0 && n == s {
 			return statusCode(i)

@@ -56,9 +56,9 @@ func TestRecordWaitOnClusterFollower(t *testing.T) {
 		if i%2 == 1 {
 			final = StatusComplete
 		}
-		for _, status := range []string{StatusPending, StatusGenerating, StatusUploading, final} {
+		for _, status := range []Status{StatusPending, StatusGenerating, StatusUploading, final} {
 			r := rec(id, "d", status, 0)
-			r.StatusText = "attempt " + strconv.Itoa(i) + ": " + status
+			r.StatusText = "attempt " + strconv.Itoa(i) + ": " + string(status)
 			if err := p.putRecord(ctx, r); err != nil {
 				t.Fatalf("put record %d (%s): %v", id, status, err)
 			}

@@ -77,7 +77,7 @@ func TestIndexBytesPerRecord(t *testing.T) {
 
 // at returns a record of name with the given status that ended (or, not
 // final, was created) ago before now.
-func rec(id int64, name, status string, ago time.Duration) *Record {
+func rec(id int64, name string, status Status, ago time.Duration) *Record {
 	t := time.Now().UTC().Add(-ago)
 	r := &Record{ID: id, Name: name, Project: "p", Status: status, CreatedTime: t.Add(-time.Second), Trigger: TriggerEvent}
 	if Final(status) && status != StatusFailed {
@@ -261,7 +261,7 @@ func writeRecords(t *testing.T, p *Pipeline, ago time.Duration, specs ...string)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := p.putRecord(t.Context(), rec(id, name, status, ago)); err != nil {
+		if err := p.putRecord(t.Context(), rec(id, name, Status(status), ago)); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)

@@ -245,7 +245,7 @@ func hasEntry(typ string) bool {
 // task created_time order (then task id), each file once at its first
 // task. With completion complete, a file is kept when that task is
 // complete; incomplete keeps the others.
-func jobFiles(pv ProjectView, jobID int64, completion string) []int64 {
+func jobFiles(pv ProjectView, jobID int64, completion Completion) []int64 {
 	var tasks []*events.Task
 	for ts := range pv.JobTasks(jobID) {
 		if t := ts.val.(*events.Task); t.Status != "archived" {

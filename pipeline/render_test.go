@@ -86,7 +86,7 @@ func contentHashOf(doc []byte) (string, error) {
 
 // definitionFor turns an expected definition into a pipeline Definition.
 func definitionFor(t testing.TB, name, project string, d pipelinetest.Definition) *Definition {
-	def := &Definition{Name: name, Project: project, Completion: d.Completion,
+	def := &Definition{Name: name, Project: project, Completion: Completion(d.Completion),
 		IncludeRemovedInstances: d.IncludeRemoved, Path: "exports/" + name + "/"}
 	for k, v := range d.Source {
 		switch k {

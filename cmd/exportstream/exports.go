@@ -20,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/exportstream/exportstream/api/client"
 	"github.com/exportstream/exportstream/pipeline"
 )
 
@@ -312,10 +313,8 @@ func (b *idleBody) Close() error {
 // whatever answered (a proxy, another service) in a line.
 func answerError(method, path string, resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var e struct {
-		Error *struct{ Code, Message string } `json:"error"`
-	}
-	if json.Unmarshal(b, &e) == nil && e.Error != nil && e.Error.Code != "" {
+	var e client.ErrorBody
+	if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
 		return &apiError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
 	}
 	text, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
@@ -361,11 +360,7 @@ func exportPath(id string) (string, error) {
 }
 
 // listPage is an answer of GET /api/v1/exports, its records kept as sent.
-type listPage struct {
-	Exports    []json.RawMessage `json:"exports"`
-	Total      int               `json:"total"`
-	NextBefore int64             `json:"next_before,omitempty"`
-}
+type listPage = client.ListPage[json.RawMessage]
 
 func exportsList(ctx context.Context, c *exportsClient, fs *flag.FlagSet, args []string) error {
 	definition := fs.String("definition", "", "only this definition's exports (adhoc: the ad-hoc ones)")
@@ -554,9 +549,7 @@ func (c *exportsClient) printURL(raw []byte) error {
 		_, err := c.stdout.Write(raw)
 		return err
 	}
-	var u struct {
-		URL string `json:"url"`
-	}
+	var u client.SignedURL
 	if err := decode(raw, &u); err != nil {
 		return err
 	}
@@ -583,47 +576,26 @@ func exportsURL(ctx context.Context, c *exportsClient, fs *flag.FlagSet, args []
 	return c.printURL(raw)
 }
 
-// generateRequest is the body of POST /api/v1/exports.
-type generateRequest struct {
-	Definition              string         `json:"definition,omitempty"`
-	Project                 string         `json:"project,omitempty"`
-	Source                  map[string]any `json:"source,omitempty"`
-	Completion              string         `json:"completion,omitempty"`
-	IncludeRemovedInstances bool           `json:"include_removed_instances,omitempty"`
-	Connection              string         `json:"connection,omitempty"`
-	Formats                 []string       `json:"formats,omitempty"`
-	Wait                    bool           `json:"wait,omitempty"`
-	ReturnType              string         `json:"return_type,omitempty"`
-	AsOf                    string         `json:"as_of,omitempty"`
-}
-
-// parseSource reads --source KIND=VALUE into the API's source object.
-func parseSource(s string) (map[string]any, error) {
-	kind, value, hasValue := strings.Cut(s, "=")
-	switch kind {
-	case "project":
-		if hasValue && value != "true" {
-			return nil, usagef("--source project takes no value (the whole project)")
-		}
-		return map[string]any{"project": true}, nil
-	case "directory", "job":
-		if value == "" {
-			return nil, usagef("--source %s=NAME: the name is missing", kind)
-		}
-		return map[string]any{kind: value}, nil
-	case "directory_id", "job_id", "task_id":
-		n, err := strconv.ParseInt(value, 10, 64)
-		if err != nil || n <= 0 {
-			return nil, usagef("--source %s=N: %q is not a positive number", kind, value)
-		}
-		return map[string]any{kind: n}, nil
+// parseSource reads --source KIND=VALUE (pipeline.ParseSource) into the
+// API's source object.
+func parseSource(s string) (*client.Source, error) {
+	if s == "project=" { // ParseSource takes "" for no value; here "=" says there is one
+		return nil, usagef("--source project takes no value (the whole project)")
 	}
-	return nil, usagef("--source %q: want directory=NAME, directory_id=N, job=NAME, job_id=N, task_id=N or project", s)
+	kind, value, _ := strings.Cut(s, "=")
+	src, err := pipeline.ParseSource(kind, value)
+	if errors.Is(err, pipeline.ErrSourceKind) {
+		return nil, usagef("--source %q: want directory=NAME, directory_id=N, job=NAME, job_id=N, task_id=N or project", s)
+	}
+	if err != nil {
+		return nil, usagef("--source %v", err)
+	}
+	return client.SourceOf(src), nil
 }
 
 func exportsGenerate(ctx context.Context, c *exportsClient, fs *flag.FlagSet, args []string) error {
-	var req generateRequest
-	var source string
+	var req client.GenerateRequest
+	var source, asOf string
 	fs.StringVar(&req.Definition, "definition", "", "export this configured definition now")
 	fs.StringVar(&req.Project, "project", "", "ad hoc: the project")
 	fs.StringVar(&source, "source", "", "ad hoc: directory=NAME, directory_id=N, job=NAME, job_id=N, task_id=N or project")
@@ -634,14 +606,15 @@ func exportsGenerate(ctx context.Context, c *exportsClient, fs *flag.FlagSet, ar
 	fs.BoolVar(&req.Wait, "wait", false, "wait until the export is done (at most --wait-timeout)")
 	ret := fs.String("return", "record", "with --wait: print the record, write the data (to --out), or print a download URL: record, data or url")
 	out := fs.String("out", "", "with --return data: the file to write (default: stdout)")
-	fs.StringVar(&req.AsOf, "as-of", "", "export the state as of a point in the event stream: a stream sequence (the watermark of an earlier export) or an RFC 3339 time")
+	fs.StringVar(&asOf, "as-of", "", "export the state as of a point in the event stream: a stream sequence (the watermark of an earlier export) or an RFC 3339 time")
 	if _, err := c.parseArgs(fs, args, 0, ""); err != nil {
 		return err
 	}
-	if req.AsOf != "" {
-		if _, err := pipeline.ParseAsOf(req.AsOf); err != nil {
+	if asOf != "" {
+		if _, err := pipeline.ParseAsOf(asOf); err != nil {
 			return usagef("--as-of: %v", err)
 		}
+		req.AsOf, _ = json.Marshal(asOf) // a string: the server reads its digits or its time
 	}
 	adhoc := req.Project != "" || source != "" || req.Completion != "" || req.IncludeRemovedInstances || req.Connection != "" || *formats != ""
 	for f := range strings.SplitSeq(*formats, ",") {

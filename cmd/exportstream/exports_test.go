@@ -310,7 +310,7 @@ func TestExportsCLI(t *testing.T) {
 			if r.Status == pipeline.StatusSkipped || r.Status == pipeline.StatusFailed {
 				last = strings.Fields(r.StatusText)
 			}
-			want := append([]string{strconv.FormatInt(r.ID, 10), r.Name, r.Status, strconv.Itoa(r.PercentComplete),
+			want := append([]string{strconv.FormatInt(r.ID, 10), r.Name, string(r.Status), strconv.Itoa(r.PercentComplete),
 				strconv.Itoa(r.FileListLength), strconv.Itoa(r.InstanceCount), strconv.FormatInt(r.Bytes, 10),
 				r.CreatedTime.UTC().Format(time.RFC3339)}, last...)
 			if !slices.Equal(f, want) {

@@ -333,7 +333,7 @@ func jsString(s string) string { return strconv.Quote(s) }
 
 func wantRecordShown(t *testing.T, row pageRow, rec *pipeline.Record) {
 	t.Helper()
-	want := pageRow{Name: rec.Name, ID: strconv.FormatInt(rec.ID, 10), Status: rec.Status,
+	want := pageRow{Name: rec.Name, ID: strconv.FormatInt(rec.ID, 10), Status: string(rec.Status),
 		Files: strconv.Itoa(rec.FileListLength), Instances: strconv.Itoa(rec.InstanceCount),
 		Bytes: strconv.FormatInt(rec.Bytes, 10), Time: row.Time}
 	at := rec.CreatedTime
@@ -888,7 +888,7 @@ func TestPage(t *testing.T) {
 		adhocID := eval[string](p, `document.querySelector("[data-testid=adhoc-result]").dataset.exportId`)
 		var r pipeline.Record
 		c.json("GET", "/api/v1/exports/"+adhocID, nil, http.StatusOK, &r)
-		if r.Name != pipeline.AdhocName || r.Completion != completion || r.Project != exp.Project ||
+		if r.Name != pipeline.AdhocName || string(r.Completion) != completion || r.Project != exp.Project ||
 			r.Source != "project" || r.Connection != connection || r.Status != pipeline.StatusComplete {
 			t.Errorf("ad-hoc export from the page: %+v, want a complete export of project %s, %s files, on %s", r, exp.Project, completion, connection)
 		}

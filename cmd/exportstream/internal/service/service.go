@@ -165,9 +165,13 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	defs, err := Definitions(cfg.Exports)
+	if err != nil {
+		return err
+	}
 	host, _ := os.Hostname()
 	pipe, err := pipeline.Open(ctx, js, pipeline.Options{
-		Definitions:   Definitions(cfg.Exports),
+		Definitions:   defs,
 		Buckets:       counted,
 		Uploads:       uploads,
 		StatePrefix:   cfg.NATS.StatePrefix,
@@ -212,7 +216,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		expiry[c.Name] = c.SignedURLExpiry
 	}
 	apiServer := api.New(api.Options{
-		Pipeline: pipe, JetStream: js, DeadLetterStream: cfg.NATS.DeadLetterStream, Consumer: cons.Info,
+		Pipeline: pipe, DeadLetters: events.NewDeadLetters(js, cfg.NATS.DeadLetterStream), Consumer: cons.Info,
 		Token: cfg.HTTP.Token.Reveal(), SignedURLExpiry: expiry, Logger: s.log.With("part", "api"),
 		Redact: s.redact, Health: func() api.Health { return s.health(nc, counted) },
 	})
@@ -299,12 +303,12 @@ func (s *Service) watchConsumer(ctx context.Context, cons *events.Consumer) {
 	}
 }
 
-// Definitions converts the configured exports.
-func Definitions(exports []config.Export) []*pipeline.Definition {
+// Definitions converts the configured exports, which Validate checked.
+func Definitions(exports []config.Export) ([]*pipeline.Definition, error) {
 	out := make([]*pipeline.Definition, 0, len(exports))
-	for _, e := range exports {
+	for i, e := range exports {
 		d := &pipeline.Definition{
-			Name: e.Name, Project: e.Project, Completion: e.Completion,
+			Name: e.Name, Project: e.Project, Completion: pipeline.Completion(e.Completion),
 			IncludeRemovedInstances: e.IncludeRemovedInstances, Connection: e.Connection,
 			Path: e.Path, Quiet: e.Coalesce.Quiet, MaxDelay: e.Coalesce.MaxDelay, KeepLast: e.KeepLast,
 			Formats: pipeline.NormalizeFormats(e.Formats),
@@ -312,22 +316,30 @@ func Definitions(exports []config.Export) []*pipeline.Definition {
 		if m := e.Media; m != nil {
 			d.Media = &pipeline.Media{Connection: m.Connection, Expiry: m.Expiry}
 		}
-		src := e.Source
-		switch {
-		case src.Directory != "":
-			d.Source = pipeline.Source{Kind: pipeline.SourceDirectory, Name: src.Directory}
-		case src.DirectoryID != nil:
-			d.Source = pipeline.Source{Kind: pipeline.SourceDirectory, ID: *src.DirectoryID}
-		case src.Job != "":
-			d.Source = pipeline.Source{Kind: pipeline.SourceJob, Name: src.Job}
-		case src.JobID != nil:
-			d.Source = pipeline.Source{Kind: pipeline.SourceJob, ID: *src.JobID}
-		case src.TaskID != nil:
-			d.Source = pipeline.Source{Kind: pipeline.SourceTask, ID: *src.TaskID}
-		default:
-			d.Source = pipeline.Source{Kind: pipeline.SourceProject}
+		src, err := pipeline.ParseSource(sourceField(e.Source))
+		if err != nil {
+			return nil, fmt.Errorf("exports[%d] (%s).source: %w", i, e.Name, err)
 		}
+		d.Source = src
 		out = append(out, d)
 	}
-	return out
+	return out, nil
+}
+
+// sourceField names the config's source (its one field, which Validate
+// checked) as pipeline.ParseSource reads it.
+func sourceField(src config.Source) (kind, value string) {
+	switch {
+	case src.Directory != "":
+		return "directory", src.Directory
+	case src.DirectoryID != nil:
+		return "directory_id", strconv.FormatInt(*src.DirectoryID, 10)
+	case src.Job != "":
+		return "job", src.Job
+	case src.JobID != nil:
+		return "job_id", strconv.FormatInt(*src.JobID, 10)
+	case src.TaskID != nil:
+		return "task_id", strconv.FormatInt(*src.TaskID, 10)
+	}
+	return "project", ""
 }
