@@ -384,6 +384,8 @@ func TestGenerate(t *testing.T) {
 			{fmt.Errorf("%w: %q", pipeline.ErrUnknownConnection, "disk"), http.StatusBadRequest, "bad_request", `no such connection: "disk"`, ""},
 			{&pipeline.EmptySourceError{Record: &empty}, http.StatusUnprocessableEntity, "empty_source",
 				"export 8 skipped: project proj has no complete files", ""},
+			{fmt.Errorf("%w: %q is in partition 3 of 12", pipeline.ErrNotHeld, "proj"), http.StatusServiceUnavailable, "not_held",
+				`another replica holds this project: "proj" is in partition 3 of 12; ask again`, "1"},
 			{errors.New("kv down"), http.StatusInternalServerError, "internal", "kv down", ""},
 			{fmt.Errorf("kv: %w", context.DeadlineExceeded), http.StatusServiceUnavailable, "unavailable", "kv: context deadline exceeded", ""},
 		} {
