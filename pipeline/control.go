@@ -62,12 +62,24 @@ func (p *Pipeline) Bucket(connection string) connectors.Bucket { return p.opts.B
 // request made while another one of the same definition still waits
 // returns that one: both are served by one export. The export runs on
 // this replica as soon as it holds the definition's lease.
+//
+// On a partitioned pipeline, a definition of a project another replica
+// holds is asked of that replica (forward.go).
 func (p *Pipeline) Generate(ctx context.Context, name string) (*Record, error) {
+	return p.generate(ctx, name, true)
+}
+
+// generate is Generate; forward says whether a request for a project held
+// elsewhere is forwarded (else the error wraps ErrNotHeld).
+func (p *Pipeline) generate(ctx context.Context, name string, forward bool) (*Record, error) {
 	d := p.byName[name]
 	if d == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownDefinition, name)
 	}
 	if err := p.checkHeld(d.Project); err != nil {
+		if forward {
+			return p.forward(ctx, d.Project, forwardRequest{Definition: name})
+		}
 		return nil, err
 	}
 	p.manualMu.Lock()
@@ -115,9 +127,9 @@ func (p *Pipeline) takeManual(name string) *Record {
 }
 
 // ErrNotHeld is returned (wrapped) by Generate and GenerateAdhoc on a
-// partitioned pipeline for a project of a partition another replica
-// holds: that replica has the project's state and exports it. Ask again:
-// behind a load balancer the next request may reach it.
+// partitioned pipeline for a project of a partition no replica holds at
+// the moment (it is being handed over; a partition another replica holds
+// is asked of it). Ask again.
 var ErrNotHeld = errors.New("another replica holds this project")
 
 // checkHeld returns an error wrapping ErrNotHeld unless this replica
@@ -158,12 +170,23 @@ const adhocStartTimeout = 15 * time.Second
 // record (or the same error) and starts nothing. Beyond Options.MaxAdhoc
 // different ad-hoc exports at once, the error wraps ErrTooManyAdhoc. The
 // caller checks d.Project (a NATS subject token of the completion event).
+//
+// On a partitioned pipeline, a project another replica holds is asked of
+// that replica (forward.go).
 func (p *Pipeline) GenerateAdhoc(ctx context.Context, d Definition) (*Record, error) {
+	return p.generateAdhoc(ctx, d, true)
+}
+
+// generateAdhoc is GenerateAdhoc; forward as for generate.
+func (p *Pipeline) generateAdhoc(ctx context.Context, d Definition, forward bool) (*Record, error) {
 	bucket := p.opts.Buckets[d.Connection]
 	if bucket == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownConnection, d.Connection)
 	}
 	if err := p.checkHeld(d.Project); err != nil {
+		if forward {
+			return p.forward(ctx, d.Project, forwardRequest{Adhoc: &d})
+		}
 		return nil, err
 	}
 	d.Name, d.Path = AdhocName, AdhocPath

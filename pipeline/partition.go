@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"slices"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/exportstream/exportstream/events"
@@ -170,6 +172,7 @@ func (p *Pipeline) liveKeys(ctx context.Context) (map[string]bool, error) {
 // running consumer.
 type heldPartition struct {
 	lease   *lease
+	serve   *nats.Subscription // requests forwarded by the other replicas (forward.go)
 	cancel  context.CancelFunc
 	done    chan struct{}
 	err     error // the consumer's, once done is closed
@@ -326,8 +329,15 @@ func (p *Pipeline) take(ctx context.Context, i int) (*heldPartition, error) {
 		return nil, err
 	}
 	set(&p.parts.held, i, true)
+	serve, err := p.serveForward(i)
+	if err != nil {
+		set(&p.parts.held, i, false)
+		set(&p.parts.accepted, i, false)
+		l.release(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("answer requests for partition %d: %w", i, err)
+	}
 	cctx, cancel := context.WithCancel(ctx)
-	h := &heldPartition{lease: l, cancel: cancel, done: make(chan struct{}), renewed: time.Now()}
+	h := &heldPartition{lease: l, serve: serve, cancel: cancel, done: make(chan struct{}), renewed: time.Now()}
 	go func() {
 		defer close(h.done)
 		h.err = p.opts.RunPartition(cctx, i, p.Handle)
@@ -349,6 +359,7 @@ func (p *Pipeline) take(ctx context.Context, i int) (*heldPartition, error) {
 // the partition again loads only what changed meanwhile, and one that
 // does not drops them then (see balance).
 func (p *Pipeline) giveUp(ctx context.Context, i int, h *heldPartition, why string) {
+	_ = h.serve.Unsubscribe()
 	h.cancel()
 	<-h.done
 	set(&p.parts.held, i, false)

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -210,6 +213,29 @@ func TestPartitionsScaleOut(t *testing.T) {
 	held("three replicas", 3)
 	publishAll(t, js, partitionedStream(sims, partPerProject))
 	converged("three replicas")
+
+	// Any replica serves any project: a request for a definition or an
+	// ad-hoc export of a project another replica holds is asked of that
+	// replica, and answered as if it had come to it.
+	asked := w.procs[0]
+	for i, project := range projects {
+		body := fmt.Sprintf(`{"definition": %q, "wait": true}`, project+"-project-all")
+		if i%2 == 1 {
+			body = fmt.Sprintf(`{"project": %q, "source": {"project": true}, "connection": "bucket", "wait": true}`, project)
+		}
+		resp, err := http.Post("http://"+asked.http+"/api/v1/exports", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec pipeline.Record
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err := json.Unmarshal(raw, &rec); err != nil || resp.StatusCode != http.StatusOK || rec.Status != pipeline.StatusComplete {
+			t.Errorf("%s: POST %s: %d %s, want 200 and a complete export", asked.name, body, resp.StatusCode, raw)
+		}
+	}
+	t.Logf("%s served a manual or ad-hoc export of each of the %d projects (%d partitions held elsewhere)",
+		asked.name, len(projects), partPartitions-4)
 
 	// Kill one: its partitions are taken over once its heartbeat expired.
 	victim := w.procs[1]
