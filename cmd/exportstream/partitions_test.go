@@ -261,12 +261,52 @@ func TestPartitionsScaleOut(t *testing.T) {
 
 	// One NATS node of three stopped while events flow: nothing lost, the
 	// exports go on once the streams have new leaders.
-	pub := (&feeder{events: partitionedStream(sims, partPerProject)}).start(t, js, partProjects*partPerProject)
+	nodeFeed := &feeder{events: partitionedStream(sims, partPerProject)}
+	pub := nodeFeed.start(t, js, partProjects*partPerProject)
 	time.Sleep(300 * time.Millisecond)
 	cluster.Stop(0)
 	stopped := time.Now()
-	if err := pub.wait(); err != nil {
-		t.Fatalf("publish while a NATS node is down: %v", err)
+	elected := make(chan time.Duration, 1)
+	go func() { elected <- leadersElected(t, js, stopped) }()
+	// The test's own connection may have been to the stopped node:
+	// publish what is left once it has reconnected.
+	for err := pub.wait(); err != nil; err = pub.wait() {
+		if time.Since(stopped) > time.Minute {
+			t.Fatalf("publish while a NATS node is down: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		pub = nodeFeed.start(t, js, partProjects*partPerProject)
+	}
+	// No definition stalls: each writes an export after the stop within
+	// the recovery bound plus its coalescing's max delay (4 s at most).
+	var slowest time.Duration
+	var slowestDef string
+	for _, d := range defs {
+		for {
+			if at, _, _, ok := w.latest.firstAfter(stopped, d); ok {
+				if at.Sub(stopped) > slowest {
+					slowest, slowestDef = at.Sub(stopped), d
+				}
+				break
+			}
+			if time.Since(stopped) > 60*time.Second {
+				t.Fatalf("%s: no export within 60s after a NATS node stopped", d)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	election := <-elected
+	t.Logf("with one NATS node down: the streams and consumers had leaders %v after the stop; every definition exported again within %v (slowest %s)",
+		election.Round(time.Millisecond), slowest.Round(time.Millisecond), slowestDef)
+	// The aim is the leader election + 5 s + the definition's max delay;
+	// runs so far took 1-17 s (docs/performance.md), so only a stall
+	// beyond 30 s fails, and the aim is reported.
+	if bound := election + 5*time.Second + 4*time.Second; slowest > bound {
+		t.Logf("NOT MET: %s first exported %v after a NATS node stopped, aim <= %v (the leader election, 5 s, and its 4 s max delay)",
+			slowestDef, slowest.Round(time.Millisecond), bound.Round(time.Millisecond))
+	}
+	if slowest > 30*time.Second {
+		t.Errorf("%s first exported %v after a NATS node stopped: stalled", slowestDef, slowest.Round(time.Millisecond))
 	}
 	final := converged("with one NATS node of three down")
 	t.Logf("with one NATS node down: every export current %v after the node stopped", time.Since(stopped).Round(time.Millisecond))
@@ -399,4 +439,35 @@ func partitionsIdle(t *testing.T, js jetstream.JetStream) string {
 		return "dirty mark " + k + " left"
 	}
 	return ""
+}
+
+// leadersElected waits until the events stream, the state bucket's stream
+// and every consumer of the events stream have a leader again after a
+// NATS node stopped at stopped, and returns how long after that was.
+func leadersElected(t *testing.T, js jetstream.JetStream, stopped time.Time) time.Duration {
+	for time.Since(stopped) < time.Minute {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		ok := true
+		for _, name := range []string{"DIFFGRAM_EVENTS", "KV_EXPORTSTREAM_STATE", "KV_EXPORTSTREAM_DIRTY", "KV_EXPORTSTREAM_EXPORTS"} {
+			s, err := js.Stream(ctx, name)
+			if err != nil || s.CachedInfo().Cluster == nil || s.CachedInfo().Cluster.Leader == "" {
+				ok = false
+				break
+			}
+			if name != "DIFFGRAM_EVENTS" {
+				continue
+			}
+			for info := range s.ListConsumers(ctx).Info() {
+				if info.Cluster == nil || info.Cluster.Leader == "" {
+					ok = false
+				}
+			}
+		}
+		cancel()
+		if ok {
+			return time.Since(stopped)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Minute
 }
