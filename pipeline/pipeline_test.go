@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/connectors/local"
@@ -166,6 +167,27 @@ func latestRecord(t *testing.T, b connectors.Bucket, prefix string) *manifest {
 		return nil
 	}
 	return &m
+}
+
+// TestOpenMetricsTaken: Open on a registry that already has one of the
+// pipeline's metrics fails with the registry's error instead of running
+// with a metric nobody can scrape.
+func TestOpenMetricsTaken(t *testing.T) {
+	ns := eventstest.StartServer(t)
+	_, js := eventstest.Connect(t, ns)
+	b, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "exportstream_exports_total", Help: "Exports written, by definition.",
+	}, []string{"definition"}))
+	_, err = openTest(t, t.Context(), js, Options{StatePrefix: "T", Owner: "test",
+		Buckets: map[string]connectors.Bucket{"disk": b}, Registerer: reg})
+	if are := (prometheus.AlreadyRegisteredError{}); !errors.As(err, &are) {
+		t.Errorf("Open with exportstream_exports_total taken: %v, want a prometheus.AlreadyRegisteredError", err)
+	}
 }
 
 // TestBucketOutage: while the bucket is down events are still applied and

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/exportstream/exportstream/cmd/exportstream/internal/service/servicetest"
 	"github.com/exportstream/exportstream/config"
@@ -573,6 +574,20 @@ func get(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
+}
+
+// TestConsumerGaugesTaken: the consumer gauges on a registry that
+// already has them are an error (Run returns it) rather than gauges
+// nobody can scrape.
+func TestConsumerGaugesTaken(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := newConsumerGauges(reg); err != nil {
+		t.Fatal(err)
+	}
+	_, err := newConsumerGauges(reg)
+	if are := (prometheus.AlreadyRegisteredError{}); !errors.As(err, &are) {
+		t.Errorf("newConsumerGauges on a registry that has them: %v, want a prometheus.AlreadyRegisteredError", err)
+	}
 }
 
 // TestMetrics: after the chaos example, /metrics has every family ops
