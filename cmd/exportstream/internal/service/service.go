@@ -69,8 +69,9 @@ func (s *Service) HTTPAddr() string { v, _ := s.httpAddr.Load().(string); return
 // Pipeline returns the running pipeline (nil before Ready).
 func (s *Service) Pipeline() *pipeline.Pipeline { return s.pipe.Load() }
 
-// Bucket returns the open connection name (nil before Ready or if there
-// is none).
+// Bucket returns the bucket of the connection named name, as the
+// pipeline uses it (counted in the bucket metrics); nil before Ready or
+// if there is no such connection.
 func (s *Service) Bucket(name string) connectors.Bucket {
 	if p := s.pipe.Load(); p != nil {
 		return p.Bucket(name)
