@@ -789,7 +789,7 @@ func TestNATSRestart(t *testing.T) {
 	bucketDir := t.TempDir()
 	cfg := testConfig(t, exp, config.Connection{Name: "disk", Type: "local", Local: &config.Local{Dir: bucketDir}})
 	cfg.NATS.URL = ns.ClientURL()
-	startService(t, cfg)
+	svc := startService(t, cfg)
 
 	lines, err := os.ReadFile(filepath.Join(dir, "events.jsonl"))
 	if err != nil {
@@ -805,7 +805,11 @@ func TestNATSRestart(t *testing.T) {
 	publishScenario(t, js, half)
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	time.Sleep(500 * time.Millisecond) // the service notices the drop
+	// The service notices the drop before the server is back.
+	eventually(t, 10*time.Second, "/readyz does not say NATS is down", func() bool {
+		status, body := get(t, "http://"+svc.HTTPAddr()+"/readyz")
+		return status == http.StatusServiceUnavailable && strings.Contains(body, "nats: not connected")
+	})
 	ns2 := eventstest.StartServerAt(t, storeDir, port)
 	_, js2 := eventstest.Connect(t, ns2)
 	publishScenario(t, js2, rest)
