@@ -19,9 +19,15 @@
 //
 // Errors are JSON {"error": {"code", "message"}} with a fitting status:
 // 400 bad_request, 401 unauthorized, 404 not_found, 409 not_ready (an
-// export asked for its data or URL before it is complete), 429
+// export asked for its data or URL before it is complete) / export_failed
+// / empty_source, 410 deleted (the export was removed by keep_last), 422
+// empty_source / as_of_unavailable / as_of_out_of_range, 429
 // too_many_requests (more ad-hoc exports than http.max_adhoc_exports; with
-// Retry-After), 500 export_failed / internal, 503 unavailable. With a
+// Retry-After), 500 export_failed / internal, 501 not_supported (a
+// connection that cannot sign links; point-in-time exports not
+// configured), 503 unavailable (NATS did not answer in time) / not_held (the
+// project's partition is being handed over; with Retry-After), 504
+// timeout (a waited-for export did not finish in time). With a
 // token configured, every /api/ request needs "Authorization: Bearer
 // <token>" (the scheme in any case); the page
 // itself is public and asks for the token. Secrets never appear in an

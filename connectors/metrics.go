@@ -3,6 +3,7 @@ package connectors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -30,8 +31,10 @@ type Metrics struct {
 	lastWrite *prometheus.GaugeVec
 }
 
-// NewMetrics creates the metrics and registers them with reg (if not nil).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// NewMetrics creates the metrics and registers them with reg (if not
+// nil). If reg refuses one (a metric of the same name is already
+// registered), NewMetrics returns that error.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exportstream_bucket_operations_total", Help: "Bucket operations, by connection and operation.",
@@ -45,10 +48,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.ops, m.errs, m.lastWrite} {
-			_ = reg.Register(c)
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("bucket metrics: %w", err)
+			}
 		}
 	}
-	return m
+	return m, nil
 }
 
 // Instrument returns b counted under connection. The result also reports

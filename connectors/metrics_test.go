@@ -86,7 +86,24 @@ func (m bucketMetrics) wantGoodWrite(x *connectors.Instrumented) {
 
 func instrument(t *testing.T, conn string, b connectors.Bucket) (*connectors.Instrumented, bucketMetrics) {
 	reg := prometheus.NewRegistry()
-	return connectors.NewMetrics(reg).Instrument(conn, b), bucketMetrics{t: t, reg: reg, conn: conn}
+	m, err := connectors.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Instrument(conn, b), bucketMetrics{t: t, reg: reg, conn: conn}
+}
+
+// TestMetricsRegisteredTwice: a registry that already has the bucket
+// metrics refuses them again, and NewMetrics says so.
+func TestMetricsRegisteredTwice(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := connectors.NewMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	_, err := connectors.NewMetrics(reg)
+	if are := (prometheus.AlreadyRegisteredError{}); !errors.As(err, &are) {
+		t.Errorf("NewMetrics on a registry that has them: %v, want a prometheus.AlreadyRegisteredError", err)
+	}
 }
 
 // writeAsPipeline writes data the way the pipeline does: Write, and on a

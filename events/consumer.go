@@ -118,13 +118,13 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig
 	}
 	c := &Consumer{js: js, cfg: cfg, log: log, cons: cons, name: cfg.Consumer, part: pt, reroute: pt.N > 1,
 		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "exportstream_events_consumed_total", Help: "Events delivered to this replica, by type (\"invalid\" when undecodable).",
+			Name: "exportstream_events_consumed_total", Help: "Events delivered to this replica, by type (bad input by the type its subject names; \"invalid\" when that is no known type).",
 		}, []string{"type"}),
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exportstream_events_acked_total", Help: "Good events made durable and acked, by type.",
 		}, []string{"type"}),
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "exportstream_events_dead_lettered_total", Help: "Bad events copied to the dead-letter stream, by type (\"invalid\" when undecodable).",
+			Name: "exportstream_events_dead_lettered_total", Help: "Bad events copied to the dead-letter stream, by the type their subject names (\"invalid\" when that is no known type).",
 		}, []string{"type"}),
 		batchFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exportstream_event_batch_failures_total", Help: "Batches whose handler failed (transient; redelivered).",
@@ -385,10 +385,15 @@ func (c *Consumer) process(ctx context.Context, batch []delivery, handle Handler
 }
 
 // deadLetter copies a bad message to the dead-letter stream with the
-// reason, then terminates it. If the copy fails the message is nak'd so
+// reason, then terminates it; it counts the message by the type its
+// subject names ("invalid" when that is no known type). If the copy fails the message is nak'd so
 // it is tried again: bad input is never silently dropped.
 func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error) {
-	typ := "invalid"
+	subject := c.part.Original(m.Subject())
+	typ := subjectType(subject)
+	if typ == "" {
+		typ = "invalid"
+	}
 	var seq uint64
 	if meta != nil {
 		seq = meta.Sequence.Stream
@@ -399,7 +404,6 @@ func (c *Consumer) deadLetter(ctx context.Context, m jetstream.Msg, meta *jetstr
 		reason = b.Reason
 	}
 	c.consumed.WithLabelValues(typ).Inc()
-	subject := c.part.Original(m.Subject())
 	dl := nats.NewMsg(DeadLetterSubject(c.cfg.DeadLetter, subject))
 	dl.Data = m.Data()
 	for k, v := range m.Headers() {

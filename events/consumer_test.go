@@ -363,6 +363,41 @@ func TestConsumerGoodAndBad(t *testing.T) {
 			t.Errorf("%s = %v, want %d", m.name, got, m.want)
 		}
 	}
+	// Dead letters count by the type their subject names; "invalid" only
+	// when the subject names no known type.
+	first, err := events.Decode(good[0].subject, good[0].body, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDead := map[string]float64{"invalid": 1} // file.exploded
+	wantDead["diffgram.file.uploaded"]++         // not JSON
+	wantDead[first.Type]++                       // oversized
+	if diff := cmp.Diff(wantDead, counterByLabel(t, reg, "exportstream_events_dead_lettered_total", "type")); diff != "" {
+		t.Errorf("exportstream_events_dead_lettered_total by type (-want +got):\n%s", diff)
+	}
+}
+
+// counterByLabel sums the counter name of reg by the value of label.
+func counterByLabel(t *testing.T, reg *prometheus.Registry, name, label string) map[string]float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label {
+					out[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return out
 }
 
 // TestConsumerDeadLetterWithPublishHeaders checks a bad event published

@@ -284,6 +284,23 @@ func DecodeWith(subject string, body []byte, lim Limits) (*Event, error) {
 	return ev, nil
 }
 
+// subjectType is the event type that subject
+// ("<prefix>.<project>.<entity>.<action>") names, "diffgram.<entity>.<action>",
+// or "" when its last two tokens are not a known entity and action. It
+// trusts nothing else of the message: it labels bad input in metrics, whose
+// label values must stay a known few.
+func subjectType(subject string) string {
+	tok := strings.Split(subject, ".")
+	if len(tok) < 4 {
+		return ""
+	}
+	entity, action := tok[len(tok)-2], tok[len(tok)-1]
+	if spec, ok := kinds[Kind(entity)]; !ok || !slices.Contains(spec.actions, action) {
+		return ""
+	}
+	return "diffgram." + entity + "." + action
+}
+
 // DecodeEntity decodes a stored snapshot of the given kind (as kept by the
 // pipeline) into its typed form. It applies the same validation of the
 // snapshot as Decode; the checks of the whole body (size, UTF-8, depth) are

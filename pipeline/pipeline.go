@@ -178,7 +178,8 @@ type metrics struct {
 }
 
 // Open creates (or binds to) the key-value buckets, loads the state and
-// returns a Pipeline ready to Run.
+// returns a Pipeline ready to Run. If Options.Registerer refuses one of
+// the pipeline's metrics (already registered), Open returns that error.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -273,7 +274,9 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 			return nil, fmt.Errorf("exports stream %s: %w", opts.ExportsStream, err)
 		}
 	}
-	p.initMetrics()
+	if err := p.initMetrics(); err != nil {
+		return nil, err
+	}
 	dir := opts.StateDir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "exportstream-state-"); err != nil {
@@ -321,7 +324,10 @@ func (p *Pipeline) removeTemp() {
 	}
 }
 
-func (p *Pipeline) initMetrics() {
+// initMetrics creates the metrics and registers them with
+// Options.Registerer (if set); a collector that cannot be registered (a
+// name already taken) is an error.
+func (p *Pipeline) initMetrics() error {
 	p.m = metrics{
 		exports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exportstream_exports_total", Help: "Exports written, by definition.",
@@ -372,10 +378,15 @@ func (p *Pipeline) initMetrics() {
 	if r := p.opts.Registerer; r != nil {
 		for _, c := range []prometheus.Collector{p.m.exports, p.m.skipped, p.m.empty, p.m.pruned, p.m.failures, p.m.bytes,
 			p.m.duration, p.m.lastGood, p.m.stale, p.m.applied, p.m.files, p.m.latency, p.m.stateChanges, p.m.partitions} {
-			_ = r.Register(c)
+			if err := r.Register(c); err != nil {
+				return fmt.Errorf("metrics: %w", err)
+			}
 		}
-		_ = r.Register(mediaCollector{p})
+		if err := r.Register(mediaCollector{p}); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
 	}
+	return nil
 }
 
 // Handle is the event consumer's handler: it stores the batch's snapshots

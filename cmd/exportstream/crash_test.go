@@ -797,7 +797,8 @@ func (in *serviceInstance) consumerState(t *testing.T, js jetstream.JetStream) s
 // killAtStateWrite publishes the next event and kills the service as soon
 // as NATS acknowledges the service's write of that event's state (the
 // PubAck from the state bucket's stream, seen on _INBOX.>): after the state
-// write, before the dirty marks.
+// write, before the dirty marks. The test fails if no state write is seen
+// within 10 s (the kill point was missed).
 func killAtStateWrite(t *testing.T, in *serviceInstance, feed *feeder, js jetstream.JetStream) string {
 	t.Helper()
 	proc := in.cur
@@ -834,8 +835,13 @@ func killAtStateWrite(t *testing.T, in *serviceInstance, feed *feeder, js jetstr
 		<-proc.done
 		return fmt.Sprintf("at the state write of %s (%s), %d dirty mark write(s) seen before",
 			strings.TrimPrefix(ev.Subject, "diffgram.events."+crashProject+"."), ack, marks.Load())
-	case <-time.After(3 * time.Second):
-		return fmt.Sprintf("3s after %s, which wrote no state", ev.Subject)
+	case <-time.After(10 * time.Second):
+		// Every held-back event changes project-all (holdBack), so it
+		// writes state: no write seen means the kill point was missed and
+		// the pass would test nothing.
+		t.Errorf("%s: no state write of %s seen within 10s of publishing it: the kill missed the point between the state write and the dirty marks\n%s",
+			in.name, ev.Subject, logTail(proc.log, 40))
+		return fmt.Sprintf("10s after %s, which wrote no state (missed: failed)", ev.Subject)
 	}
 }
 
@@ -950,7 +956,7 @@ func killAtLog(substr string) func(*testing.T, *serviceInstance) string {
 				return "at log line " + substr + " (" + shorten(line, 160) + ")"
 			}
 			in.checkAlive(t)
-			time.Sleep(300 * time.Microsecond)
+			time.Sleep(10 * time.Millisecond) // reads the whole log: not too often
 		}
 		t.Fatalf("%s: no log line %s within 60s\n%s", in.name, substr, logTail(in.cur.log, 40))
 		return ""

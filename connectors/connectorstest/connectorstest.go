@@ -67,7 +67,7 @@ type Options struct {
 	// (for S3: more than the part size). Default 12 MiB.
 	LargeSize int64
 	// StreamSize is the size of the object StreamBoundedMemory writes in
-	// 1 MiB chunks. Default 64 MiB.
+	// 1 MiB chunks. Default 512 MiB.
 	StreamSize int64
 	// MaxHeapGrowth is how much the live Go heap may grow above its baseline
 	// while StreamBoundedMemory writes. In-process test servers count too.

@@ -69,8 +69,9 @@ func (s *Service) HTTPAddr() string { v, _ := s.httpAddr.Load().(string); return
 // Pipeline returns the running pipeline (nil before Ready).
 func (s *Service) Pipeline() *pipeline.Pipeline { return s.pipe.Load() }
 
-// Bucket returns the open connection name (nil before Ready or if there
-// is none).
+// Bucket returns the bucket of the connection named name, as the
+// pipeline uses it (counted in the bucket metrics); nil before Ready or
+// if there is no such connection.
 func (s *Service) Bucket(name string) connectors.Bucket {
 	if p := s.pipe.Load(); p != nil {
 		return p.Bucket(name)
@@ -145,7 +146,10 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	defer buckets.Close()
 	// Every bucket counted by connection; the pipeline and the API use
 	// these, the /files/ routes the providers themselves.
-	bm := connectors.NewMetrics(s.reg)
+	bm, err := connectors.NewMetrics(s.reg)
+	if err != nil {
+		return err
+	}
 	counted := Buckets{}
 	for name, b := range buckets {
 		counted[name] = bm.Instrument(name, b)
@@ -222,9 +226,13 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	})
 	srv := &http.Server{Handler: s.routes(nc, buckets, counted, apiServer), ReadHeaderTimeout: 10 * time.Second}
 
+	gauges, err := newConsumerGauges(s.reg)
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pipe.Run(gctx) })
-	g.Go(func() error { s.watchConsumer(gctx, cons); return nil })
+	g.Go(func() error { s.watchConsumer(gctx, cons, gauges); return nil })
 	g.Go(func() error { return cons.Run(gctx, pipe.Handle) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -271,17 +279,33 @@ func (s *Service) routes(nc *nats.Conn, buckets, counted Buckets, apiServer *api
 	return mux
 }
 
+// consumerGauges are the exportstream_consumer_pending and _ack_pending
+// gauges that watchConsumer keeps.
+type consumerGauges struct{ pending, ackPending prometheus.Gauge }
+
+// newConsumerGauges creates the consumer gauges and registers them with
+// reg; a gauge reg refuses (already registered) is an error.
+func newConsumerGauges(reg prometheus.Registerer) (consumerGauges, error) {
+	g := consumerGauges{
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "exportstream_consumer_pending", Help: "Events in the stream not yet delivered to the consumer (all replicas).",
+		}),
+		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "exportstream_consumer_ack_pending", Help: "Events delivered and not yet acked (all replicas).",
+		}),
+	}
+	for _, c := range []prometheus.Collector{g.pending, g.ackPending} {
+		if err := reg.Register(c); err != nil {
+			return consumerGauges{}, fmt.Errorf("consumer metrics: %w", err)
+		}
+	}
+	return g, nil
+}
+
 // watchConsumer keeps the consumer's pending and ack-pending counts in
-// the exportstream_consumer_pending and _ack_pending gauges, every 5 s.
-func (s *Service) watchConsumer(ctx context.Context, cons *events.Consumer) {
-	pending := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "exportstream_consumer_pending", Help: "Events in the stream not yet delivered to the consumer (all replicas).",
-	})
-	ackPending := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "exportstream_consumer_ack_pending", Help: "Events delivered and not yet acked (all replicas).",
-	})
-	_ = s.reg.Register(pending)
-	_ = s.reg.Register(ackPending)
+// the gauges, every 5 s.
+func (s *Service) watchConsumer(ctx context.Context, cons *events.Consumer, gauges consumerGauges) {
+	pending, ackPending := gauges.pending, gauges.ackPending
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/exportstream/exportstream/cmd/exportstream/internal/service/servicetest"
 	"github.com/exportstream/exportstream/config"
@@ -575,6 +576,20 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// TestConsumerGaugesTaken: the consumer gauges on a registry that
+// already has them are an error (Run returns it) rather than gauges
+// nobody can scrape.
+func TestConsumerGaugesTaken(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := newConsumerGauges(reg); err != nil {
+		t.Fatal(err)
+	}
+	_, err := newConsumerGauges(reg)
+	if are := (prometheus.AlreadyRegisteredError{}); !errors.As(err, &are) {
+		t.Errorf("newConsumerGauges on a registry that has them: %v, want a prometheus.AlreadyRegisteredError", err)
+	}
+}
+
 // TestMetrics: after the chaos example, /metrics has every family ops
 // watch, with the labels they filter on.
 func TestMetrics(t *testing.T) {
@@ -774,7 +789,7 @@ func TestNATSRestart(t *testing.T) {
 	bucketDir := t.TempDir()
 	cfg := testConfig(t, exp, config.Connection{Name: "disk", Type: "local", Local: &config.Local{Dir: bucketDir}})
 	cfg.NATS.URL = ns.ClientURL()
-	startService(t, cfg)
+	svc := startService(t, cfg)
 
 	lines, err := os.ReadFile(filepath.Join(dir, "events.jsonl"))
 	if err != nil {
@@ -790,7 +805,11 @@ func TestNATSRestart(t *testing.T) {
 	publishScenario(t, js, half)
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	time.Sleep(500 * time.Millisecond) // the service notices the drop
+	// The service notices the drop before the server is back.
+	eventually(t, 10*time.Second, "/readyz does not say NATS is down", func() bool {
+		status, body := get(t, "http://"+svc.HTTPAddr()+"/readyz")
+		return status == http.StatusServiceUnavailable && strings.Contains(body, "nats: not connected")
+	})
 	ns2 := eventstest.StartServerAt(t, storeDir, port)
 	_, js2 := eventstest.Connect(t, ns2)
 	publishScenario(t, js2, rest)
