@@ -4,6 +4,12 @@
 // Providers live in sub-packages and translate their SDK's errors into the
 // sentinels below with errors.Is-compatible wrapping, keeping the cause.
 // connectorstest holds the conformance suite every provider runs.
+//
+// Each provider package registers itself for its connection type
+// (Register, in an init function); Open and Validate go through the
+// registry, so a program supports the types whose packages it imports.
+// Adding a type is a provider package, its config block (config's
+// Connection.blocks) and the import that registers it.
 package connectors
 
 import (
