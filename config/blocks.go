@@ -4,8 +4,9 @@ import "strings"
 
 // block is a connection type's settings: the Local, S3, GCS or Azure
 // block of a Connection. Adding a connection type means a block struct
-// with these methods, its field in Connection and one line in
-// Connection.blocks; the rest of the package goes through them.
+// with these methods (and setDefaults, if its settings have defaults), its
+// field in Connection, a Type constant and one line in Connection.blocks;
+// the rest of the package goes through them.
 type block interface {
 	// check adds the block's problems, at paths under p (the block's
 	// own path, "connections[1].s3").
@@ -17,6 +18,10 @@ type block interface {
 	// (passwords in URLs); the block is a copy.
 	redact()
 }
+
+// defaulter is a block whose settings start from defaults when the file
+// has the block (newValue).
+type defaulter interface{ setDefaults() }
 
 // typedBlock is one connection type and, if set, its block.
 type typedBlock struct {
@@ -111,6 +116,8 @@ func (s *S3) check(ch *checker, sp string) {
 		ch.add(sp+".part_size", "%d is more than the 5 GiB maximum (%d)", s.PartSize, MaxPartSize)
 	}
 }
+
+func (s *S3) setDefaults() { s.PartSize = DefaultPartSize }
 
 func (s *S3) cannotSign() string { return "" }
 
