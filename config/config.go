@@ -131,7 +131,8 @@ type TLS struct {
 }
 
 // Connection is one bucket exports are written to. Exactly the block named
-// by Type is set.
+// by Type is set. A new connection type adds its block's field here and a
+// line to Connection.blocks (blocks.go).
 type Connection struct {
 	// Name identifies the connection in Export.Connection:
 	// [a-z0-9][a-z0-9-]*, unique.

@@ -189,7 +189,6 @@ const (
 var (
 	durationType = reflect.TypeFor[time.Duration]()
 	exportType   = reflect.TypeFor[Export]()
-	s3Type       = reflect.TypeFor[S3]()
 	sourceType   = reflect.TypeFor[Source]()
 )
 
@@ -377,15 +376,15 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 }
 
 // newValue returns a pointer to a new t holding t's defaults, if t has
-// any: an Export or S3 block starts from its defaults so that a value the
-// file sets explicitly, zero included, is kept.
+// any: an Export or a connection block with defaults (S3) starts from
+// them so that a value the file sets explicitly, zero included, is kept.
 func newValue(t reflect.Type) reflect.Value {
 	p := reflect.New(t)
-	switch t {
-	case exportType:
+	if t == exportType {
 		p.Elem().Set(reflect.ValueOf(defaultExport()))
-	case s3Type:
-		p.Elem().Set(reflect.ValueOf(S3{PartSize: DefaultPartSize}))
+	}
+	if d, ok := p.Interface().(defaulter); ok {
+		d.setDefaults()
 	}
 	return p
 }

@@ -71,21 +71,8 @@ func (ch *checker) media(es []Export, conns []Connection) {
 // finds out only when it signs: the export then fails saying what is
 // missing.)
 func cannotSign(c Connection) string {
-	switch {
-	case c.Local != nil && c.Type == TypeLocal:
-		if c.Local.SignKey == "" {
-			return "local.sign_key is not set, so its links are signed with a random key per process and stop working when the service restarts; set local.sign_key (the same on every replica)"
-		}
-	case c.GCS != nil && c.Type == TypeGCS:
-		if c.GCS.Endpoint != "" && c.GCS.CredentialsFile == "" {
-			return "gcs.endpoint without gcs.credentials_file sends no credentials, so there is no key to sign with; set gcs.credentials_file to a service-account key"
-		}
-	case c.Azure != nil && c.Type == TypeAzure:
-		a := c.Azure
-		cs := strings.ToLower(a.ConnectionString.Reveal())
-		if a.SASToken != "" || strings.Contains(cs, "sharedaccesssignature=") && !strings.Contains(cs, "accountkey=") {
-			return "it authenticates with a SAS token, which cannot sign links; use the account key (account_key, or a connection string with AccountKey) or an Azure AD identity (account_name alone) allowed to get user delegation keys"
-		}
+	if b := c.block(); b != nil {
+		return b.cannotSign()
 	}
 	return ""
 }

@@ -33,14 +33,10 @@ func (c *Config) Redacted() string {
 	r.NATS.URL = redactURLs(r.NATS.URL)
 	for i := range r.Connections {
 		conn := &r.Connections[i]
-		if conn.S3 != nil {
-			conn.S3.Endpoint = redactURLs(conn.S3.Endpoint)
-		}
-		if conn.GCS != nil {
-			conn.GCS.Endpoint = redactURLs(conn.GCS.Endpoint)
-		}
-		if conn.Azure != nil {
-			conn.Azure.Endpoint = redactURLs(conn.Azure.Endpoint)
+		for _, b := range conn.blocks() {
+			if b.block != nil {
+				b.block.redact()
+			}
 		}
 	}
 	var n yaml.Node
@@ -81,10 +77,9 @@ func (c *Config) effective() *Config {
 		if conn.SignedURLExpiry == 0 {
 			conn.SignedURLExpiry = DefaultSignedURLExpiry
 		}
-		conn.Local = clonePtr(conn.Local)
-		conn.S3 = clonePtr(conn.S3)
-		conn.GCS = clonePtr(conn.GCS)
-		conn.Azure = clonePtr(conn.Azure)
+		for _, b := range conn.blocks() {
+			b.clone()
+		}
 	}
 	r.Exports = slices.Clone(c.Exports)
 	for i := range r.Exports {

@@ -409,27 +409,19 @@ func (ch *checker) connections(cs []Connection) []string {
 			}
 		}
 
-		blocks := []struct {
-			typ string
-			set bool
-		}{
-			{TypeLocal, c.Local != nil},
-			{TypeS3, c.S3 != nil},
-			{TypeGCS, c.GCS != nil},
-			{TypeAzure, c.Azure != nil},
-		}
+		blocks := c.blocks()
 		known := false
 		for _, b := range blocks {
 			known = known || b.typ == c.Type
 		}
 		if !known {
-			ch.oneOf(p+".type", c.Type, TypeLocal, TypeS3, TypeGCS, TypeAzure)
+			ch.oneOf(p+".type", c.Type, connectionTypes()...)
 		} else {
 			for _, b := range blocks {
 				switch {
-				case b.typ == c.Type && !b.set:
+				case b.typ == c.Type && b.block == nil:
 					ch.add(p+"."+b.typ, "required for type %s", c.Type)
-				case b.typ != c.Type && b.set:
+				case b.typ != c.Type && b.block != nil:
 					ch.add(p+"."+b.typ, "not allowed for type %s", c.Type)
 				}
 			}
@@ -447,64 +439,10 @@ func (ch *checker) connections(cs []Connection) []string {
 		case c.SignedURLExpiry > MaxSignedURLExpiry:
 			ch.add(p+".signed_url_expiry", "%s is more than 7 days (168h), the longest S3 and GCS allow", c.SignedURLExpiry)
 		}
-		if l := c.Local; l != nil {
-			ch.required(p+".local.dir", l.Dir)
-		}
-		if s := c.S3; s != nil {
-			sp := p + ".s3"
-			ch.required(sp+".bucket", s.Bucket)
-			ch.httpURL(sp+".endpoint", s.Endpoint)
-			if s.AccessKeyID != "" && s.SecretAccessKey == "" {
-				ch.addAbout(sp+".access_key_id", sp+".secret_access_key", "requires secret_access_key")
+		for _, b := range blocks {
+			if b.block != nil {
+				b.block.check(ch, p+"."+b.typ)
 			}
-			if s.SecretAccessKey != "" && s.AccessKeyID == "" {
-				ch.addAbout(sp+".secret_access_key", sp+".access_key_id", "requires access_key_id")
-			}
-			if s.SessionToken != "" && (s.AccessKeyID == "" || s.SecretAccessKey == "") {
-				ch.add(sp+".session_token", "requires access_key_id and secret_access_key")
-			}
-			if s.RoleARN != "" && !strings.HasPrefix(s.RoleARN, "arn:") {
-				ch.add(sp+".role_arn", "%q is not an ARN (arn:aws:iam::<account>:role/<name>)", s.RoleARN)
-			}
-			if s.ExternalID != "" && s.RoleARN == "" {
-				ch.addAbout(sp+".external_id", sp+".role_arn", "requires role_arn")
-			}
-			if s.SSE != "" {
-				ch.oneOf(sp+".sse", s.SSE, SSEAES256, SSEKMS)
-			}
-			if s.KMSKeyID != "" && s.SSE != SSEKMS {
-				ch.addAbout(sp+".kms_key_id", sp+".sse", "requires sse: %s", SSEKMS)
-			}
-			switch {
-			case s.PartSize < MinPartSize:
-				ch.add(sp+".part_size", "%d is less than the 5 MiB minimum (%d)", s.PartSize, MinPartSize)
-			case s.PartSize > MaxPartSize:
-				ch.add(sp+".part_size", "%d is more than the 5 GiB maximum (%d)", s.PartSize, MaxPartSize)
-			}
-		}
-		if g := c.GCS; g != nil {
-			ch.required(p+".gcs.bucket", g.Bucket)
-			ch.httpURL(p+".gcs.endpoint", g.Endpoint)
-		}
-		if a := c.Azure; a != nil {
-			ap := p + ".azure"
-			ch.required(ap+".container", a.Container)
-			switch {
-			case a.ConnectionString != "" && a.AccountName != "":
-				ch.add(ap, "set only one of connection_string and account_name")
-			case a.ConnectionString == "" && a.AccountName == "":
-				ch.add(ap, "one of connection_string and account_name is required")
-			}
-			if a.AccountKey != "" && a.AccountName == "" {
-				ch.addAbout(ap+".account_key", ap+".account_name", "requires account_name")
-			}
-			if a.SASToken != "" && a.AccountName == "" {
-				ch.addAbout(ap+".sas_token", ap+".account_name", "requires account_name")
-			}
-			if a.SASToken != "" && a.AccountKey != "" {
-				ch.add(ap, "set only one of account_key and sas_token")
-			}
-			ch.httpURL(ap+".endpoint", a.Endpoint)
 		}
 	}
 	return names

@@ -4,6 +4,16 @@
 // Providers live in sub-packages and translate their SDK's errors into the
 // sentinels below with errors.Is-compatible wrapping, keeping the cause.
 // connectorstest holds the conformance suite every provider runs.
+//
+// Each provider package registers itself for its connection type
+// (Register, in an init function); Open and Validate go through the
+// registry, so a program supports the types whose packages it imports.
+// Adding a type is a provider package, its config block (config's
+// Connection.blocks) and the import that registers it.
+//
+// What every provider does alike is written once, in Portable, the front
+// door each provider's Bucket embeds around its Driver; Metrics wraps any
+// Bucket.
 package connectors
 
 import (
@@ -112,7 +122,8 @@ type Writer interface {
 
 // WriteOptions are conditions and metadata for a write.
 type WriteOptions struct {
-	// ContentType of the object; "application/json" when empty.
+	// ContentType of the object; DefaultContentType ("application/json")
+	// when empty.
 	ContentType string
 	// IfAbsent makes the write create-only: it fails with ErrExists if the
 	// key exists.

@@ -109,8 +109,6 @@ const (
 
 	// defaultEndpoint is the blob service URL of an account, for %s.
 	defaultEndpoint = "https://%s.blob.core.windows.net/"
-	// defaultContentType is written when WriteOptions.ContentType is empty.
-	defaultContentType = "application/json"
 )
 
 // Options configure a Bucket. Container is required, and exactly one of
@@ -264,6 +262,12 @@ func (o Options) Validate() error {
 // Bucket is an Azure Blob Storage container as a connectors.Bucket. Create
 // it with New. All methods are safe for concurrent use.
 type Bucket struct {
+	*connectors.Portable
+	d *driver
+}
+
+// driver is the provider's side of Bucket (see connectors.Driver).
+type driver struct {
 	client    *container.Client
 	service   *service.Client // for user delegation keys; nil unless Azure AD
 	auth      auth
@@ -281,11 +285,13 @@ type Bucket struct {
 	}
 }
 
-var _ connectors.Bucket = (*Bucket)(nil)
+var (
+	_ connectors.Bucket = (*Bucket)(nil)
+	_ connectors.Driver = (*driver)(nil)
+)
 
-// New validates opts and builds the client. It does no network I/O: a
-// missing container or refused credentials show up on the first request.
-func New(ctx context.Context, opts Options) (*Bucket, error) {
+// newDriver builds the driver New wraps.
+func newDriver(ctx context.Context, opts Options) (*driver, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("azure: invalid options: %w", err)
 	}
@@ -298,7 +304,7 @@ func New(ctx context.Context, opts Options) (*Bucket, error) {
 	if opts.HTTPClient != nil {
 		clientOpts.Transport = opts.HTTPClient
 	}
-	b := &Bucket{
+	b := &driver{
 		auth:      a,
 		name:      opts.Container,
 		blockSize: cmp.Or(opts.BlockSize, DefaultBlockSize),
@@ -327,16 +333,26 @@ func New(ctx context.Context, opts Options) (*Bucket, error) {
 	return b, nil
 }
 
+// New validates opts and builds the client. It does no network I/O: a
+// missing container or refused credentials show up on the first request.
+func New(ctx context.Context, opts Options) (*Bucket, error) {
+	d, err := newDriver(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Bucket{Portable: connectors.NewPortable("azure", d), d: d}, nil
+}
+
 // Client returns the underlying SDK client of the container, for what the
 // Bucket interface does not cover (tests, administration).
-func (b *Bucket) Client() *container.Client { return b.client }
+func (b *Bucket) Client() *container.Client { return b.d.client }
 
 // NewReader opens key for reading (Get Blob). If key does not exist, the
 // error wraps connectors.ErrNotFound; if the container does not, it wraps
 // connectors.ErrBucketNotFound. A read interrupted by a network error is
 // resumed where it stopped (up to 3 times), and only if the blob has not
 // changed meanwhile.
-func (b *Bucket) NewReader(ctx context.Context, key string) (io.ReadCloser, error) {
+func (b *driver) NewReader(ctx context.Context, key string) (io.ReadCloser, error) {
 	resp, err := b.client.NewBlobClient(key).DownloadStream(ctx, nil)
 	if err != nil {
 		return nil, b.mapErr("read", key, err, nil)
@@ -347,7 +363,7 @@ func (b *Bucket) NewReader(ctx context.Context, key string) (io.ReadCloser, erro
 // reader translates the errors of a download's body.
 type reader struct {
 	key string
-	b   *Bucket
+	b   *driver
 	rc  io.ReadCloser
 }
 
@@ -365,7 +381,7 @@ func (r *reader) Close() error { return r.rc.Close() }
 // (Get Blob Properties). If key does not exist, the error wraps
 // connectors.ErrNotFound; if the container does not, it wraps
 // connectors.ErrBucketNotFound.
-func (b *Bucket) Attributes(ctx context.Context, key string) (connectors.Attributes, error) {
+func (b *driver) Attributes(ctx context.Context, key string) (connectors.Attributes, error) {
 	p, err := b.client.NewBlobClient(key).GetProperties(ctx, nil)
 	if err != nil {
 		return connectors.Attributes{}, b.mapErr("attributes", key, err, nil)
@@ -382,7 +398,7 @@ func (b *Bucket) Attributes(ctx context.Context, key string) (connectors.Attribu
 // List pages through List Blobs (Options.ListPageSize blobs per request),
 // a flat listing in Azure's ascending order. Uncommitted blobs (writes in
 // progress) are not listed.
-func (b *Bucket) List(ctx context.Context, prefix string, fn func(connectors.Attributes) bool) error {
+func (b *driver) List(ctx context.Context, prefix string, fn func(connectors.Attributes) bool) error {
 	opts := &container.ListBlobsFlatOptions{MaxResults: to.Ptr(b.pageSize)}
 	if prefix != "" {
 		opts.Prefix = to.Ptr(prefix)
@@ -424,7 +440,7 @@ func quoteETag(e azcore.ETag) string {
 
 // Delete removes key and its snapshots; a missing key is not an error. A
 // missing container is (connectors.ErrBucketNotFound).
-func (b *Bucket) Delete(ctx context.Context, key string) error {
+func (b *driver) Delete(ctx context.Context, key string) error {
 	_, err := b.client.NewBlobClient(key).Delete(ctx, &blob.DeleteOptions{
 		DeleteSnapshots: to.Ptr(blob.DeleteSnapshotsOptionTypeInclude),
 	})
@@ -440,7 +456,7 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 
 // Close does nothing: the SDK client holds no resources that need
 // releasing beyond idle HTTP connections.
-func (b *Bucket) Close() error { return nil }
+func (b *driver) Close() error { return nil }
 
 // deref is *p, or the zero value for nil.
 func deref[T any](p *T) T {

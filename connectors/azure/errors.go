@@ -16,7 +16,7 @@ import (
 // mapErr wraps an SDK error for op on key in the connectors sentinels,
 // keeping the cause, with the bucket's secrets redacted. write holds the
 // options of a write, nil otherwise.
-func (b *Bucket) mapErr(op, key string, err error, write *connectors.WriteOptions) error {
+func (b *driver) mapErr(op, key string, err error, write *connectors.WriteOptions) error {
 	// Before any wrapping: fmt.Errorf copies the message it wraps.
 	err = b.redact.wrap(err)
 	status := 0

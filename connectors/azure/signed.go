@@ -33,7 +33,7 @@ const (
 // fetched once for MaxDelegatedExpiry and reused, and expiry may be at most
 // MaxDelegatedExpiry. A bucket that authenticates with a SAS token cannot
 // sign: the error wraps connectors.ErrNotSupported.
-func (b *Bucket) SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
+func (b *driver) SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
 	if expiry <= 0 {
 		return "", fmt.Errorf("azure: signed URL for %q: expiry %v is not positive", key, expiry)
 	}
@@ -79,7 +79,7 @@ func (b *Bucket) SignedURL(ctx context.Context, key string, expiry time.Duration
 // delegationKey returns a user delegation key valid at least until
 // until, fetching a new one (valid for MaxDelegatedExpiry) when the one
 // held expires earlier.
-func (b *Bucket) delegationKey(ctx context.Context, now, until time.Time) (*service.UserDelegationCredential, error) {
+func (b *driver) delegationKey(ctx context.Context, now, until time.Time) (*service.UserDelegationCredential, error) {
 	d := &b.delegation
 	d.mu.Lock()
 	defer d.mu.Unlock()

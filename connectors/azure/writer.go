@@ -1,7 +1,6 @@
 package azure
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,24 +16,18 @@ import (
 
 // NewWriter starts a streaming upload of key into a block blob. See
 // connectors.Bucket.NewWriter for the contract, and the package
-// documentation for how it is sent. The caller must call Close or Abort
-// (or cancel ctx): until then a goroutine feeds the upload. IfAbsent
-// together with IfMatch is refused. Close of an IfAbsent write on an
+// documentation for how it is sent (connectors.Portable has checked ctx
+// and opts). The caller must call Close or Abort (or cancel ctx): until
+// then a goroutine feeds the upload. Close of an IfAbsent write on an
 // existing key fails with an error wrapping ErrExists; of an IfMatch write
 // with another ETag with ErrPrecondition, and on a missing key with both
 // ErrPrecondition and ErrNotFound (Azure answers 412 to both: Close then
 // asks for the blob's properties to tell them apart).
-func (b *Bucket) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("azure: write %q: %w", key, err)
-	}
-	if opts.IfAbsent && opts.IfMatch != "" {
-		return nil, fmt.Errorf("azure: write %q: IfAbsent and IfMatch cannot be combined", key)
-	}
+func (b *driver) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
 	uploadOpts := &blockblob.UploadStreamOptions{
 		BlockSize:    b.blockSize,
 		Concurrency:  b.conc,
-		HTTPHeaders:  &blob.HTTPHeaders{BlobContentType: to.Ptr(cmp.Or(opts.ContentType, defaultContentType))},
+		HTTPHeaders:  &blob.HTTPHeaders{BlobContentType: to.Ptr(opts.ContentType)},
 		CPKScopeInfo: b.scope,
 	}
 	switch {

@@ -28,7 +28,7 @@ const (
 // keeping the cause. write holds the options of a write, nil otherwise.
 // After a 404 on an object it asks GCS (with ctx) whether the bucket
 // exists, to tell a missing object from a missing bucket.
-func (b *Bucket) mapErr(ctx context.Context, op, key string, err error, write *connectors.WriteOptions) error {
+func (b *driver) mapErr(ctx context.Context, op, key string, err error, write *connectors.WriteOptions) error {
 	status := 0
 	var ge *googleapi.Error
 	if errors.As(err, &ge) {
@@ -78,7 +78,7 @@ func (b *Bucket) mapErr(ctx context.Context, op, key string, err error, write *c
 // bucketMissing reports whether GCS says the bucket does not exist. Any
 // other answer (it exists, no permission to read its metadata, a network
 // error) counts as not missing.
-func (b *Bucket) bucketMissing(ctx context.Context) bool {
+func (b *driver) bucketMissing(ctx context.Context) bool {
 	_, err := b.bucket.Attrs(ctx)
 	return errors.Is(err, storage.ErrBucketNotExist)
 }

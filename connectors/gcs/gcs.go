@@ -202,6 +202,12 @@ func endpointURL(endpoint string) (*url.URL, error) {
 // Bucket is a GCS bucket as a connectors.Bucket. Create it with New. All
 // methods are safe for concurrent use.
 type Bucket struct {
+	*connectors.Portable
+	d *driver
+}
+
+// driver is the provider's side of Bucket (see connectors.Driver).
+type driver struct {
 	client     *storage.Client
 	bucket     *storage.BucketHandle
 	name       string
@@ -210,15 +216,13 @@ type Bucket struct {
 	signer     *signer
 }
 
-var _ connectors.Bucket = (*Bucket)(nil)
+var (
+	_ connectors.Bucket = (*Bucket)(nil)
+	_ connectors.Driver = (*driver)(nil)
+)
 
-// New validates opts, finds the credentials and builds the client. It
-// sends no request to the bucket: a wrong bucket or permissions show up on
-// the first request. (Looking for Application Default Credentials may ask
-// the GCE metadata server whether it exists.) If no credentials are found,
-// or CredentialsFile is not a service-account key, the error wraps
-// connectors.ErrNoCredentials.
-func New(ctx context.Context, opts Options) (*Bucket, error) {
+// newDriver builds the driver New wraps.
+func newDriver(ctx context.Context, opts Options) (*driver, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("gcs: invalid options: %w", err)
 	}
@@ -278,7 +282,7 @@ func New(ctx context.Context, opts Options) (*Bucket, error) {
 	if chunkSize == 0 {
 		chunkSize = DefaultChunkSize
 	}
-	return &Bucket{
+	return &driver{
 		client:     client,
 		bucket:     client.Bucket(opts.Bucket),
 		name:       opts.Bucket,
@@ -288,23 +292,31 @@ func New(ctx context.Context, opts Options) (*Bucket, error) {
 	}, nil
 }
 
+// New validates opts, finds the credentials and builds the client. It
+// sends no request to the bucket: a wrong bucket or permissions show up on
+// the first request. (Looking for Application Default Credentials may ask
+// the GCE metadata server whether it exists.) If no credentials are found,
+// or CredentialsFile is not a service-account key, the error wraps
+// connectors.ErrNoCredentials.
+func New(ctx context.Context, opts Options) (*Bucket, error) {
+	d, err := newDriver(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Bucket{Portable: connectors.NewPortable("gcs", d), d: d}, nil
+}
+
 // Client returns the underlying SDK client, for what the Bucket interface
 // does not cover (tests, administration).
-func (b *Bucket) Client() *storage.Client { return b.client }
+func (b *Bucket) Client() *storage.Client { return b.d.client }
 
 // NewWriter starts a streaming upload of key. See connectors.Bucket.NewWriter
-// for the contract. The caller must call Close or Abort (or cancel ctx).
-// IfAbsent together with IfMatch is refused, and so is an IfMatch that is
-// not an ETag from this package (a generation number): that error wraps
-// ErrPrecondition. An IfMatch write on a missing key fails at Close with an
-// error wrapping both ErrPrecondition and ErrNotFound.
-func (b *Bucket) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("gcs: write %q: %w", key, err)
-	}
-	if opts.IfAbsent && opts.IfMatch != "" {
-		return nil, fmt.Errorf("gcs: write %q: IfAbsent and IfMatch cannot be combined", key)
-	}
+// for the contract (connectors.Portable has checked ctx and opts). The
+// caller must call Close or Abort (or cancel ctx). An IfMatch that is not
+// an ETag from this package (a generation number) is refused with an
+// error wrapping ErrPrecondition. An IfMatch write on a missing key fails
+// at Close with an error wrapping both ErrPrecondition and ErrNotFound.
+func (b *driver) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
 	obj := b.bucket.Object(key)
 	switch {
 	case opts.IfAbsent:
@@ -316,10 +328,6 @@ func (b *Bucket) NewWriter(ctx context.Context, key string, opts connectors.Writ
 		}
 		obj = obj.If(storage.Conditions{GenerationMatch: gen})
 	}
-	contentType := opts.ContentType
-	if contentType == "" {
-		contentType = "application/json"
-	}
 	// The SDK retries a failed upload by itself, and a single-request
 	// upload (the SDK's writer passes no attempt limit to it) until the
 	// context ends: an unreachable bucket made exports hang, uncounted
@@ -329,7 +337,7 @@ func (b *Bucket) NewWriter(ctx context.Context, key string, opts connectors.Writ
 	obj = obj.Retryer(storage.WithErrorFunc(boundedRetry(uploadAttempts)), storage.WithMaxAttempts(uploadAttempts))
 	uctx, cancel := context.WithCancel(ctx)
 	sw := obj.NewWriter(uctx)
-	sw.ContentType = contentType
+	sw.ContentType = opts.ContentType
 	sw.ChunkSize = b.chunkSize
 	sw.KMSKeyName = b.kmsKeyName
 	return &writer{b: b, key: key, opts: opts, ctx: ctx, cancel: cancel, sw: sw}, nil
@@ -338,7 +346,7 @@ func (b *Bucket) NewWriter(ctx context.Context, key string, opts connectors.Writ
 // NewReader opens key for reading. If key does not exist, the error wraps
 // connectors.ErrNotFound; if the bucket does not exist,
 // connectors.ErrBucketNotFound.
-func (b *Bucket) NewReader(ctx context.Context, key string) (io.ReadCloser, error) {
+func (b *driver) NewReader(ctx context.Context, key string) (io.ReadCloser, error) {
 	r, err := b.bucket.Object(key).NewReader(ctx)
 	if err != nil {
 		return nil, b.mapErr(ctx, opRead, key, err, nil)
@@ -350,7 +358,7 @@ func (b *Bucket) NewReader(ctx context.Context, key string) (io.ReadCloser, erro
 // content type. If key does not exist, the error wraps
 // connectors.ErrNotFound; if the bucket does not exist,
 // connectors.ErrBucketNotFound.
-func (b *Bucket) Attributes(ctx context.Context, key string) (connectors.Attributes, error) {
+func (b *driver) Attributes(ctx context.Context, key string) (connectors.Attributes, error) {
 	a, err := b.bucket.Object(key).Attrs(ctx)
 	if err != nil {
 		return connectors.Attributes{}, b.mapErr(ctx, opAttributes, key, err, nil)
@@ -367,7 +375,7 @@ func (b *Bucket) Attributes(ctx context.Context, key string) (connectors.Attribu
 // List pages through objects.list (ListPageSize objects per page) in GCS's
 // ascending UTF-8 byte order. If the bucket does not exist, the error
 // wraps connectors.ErrBucketNotFound.
-func (b *Bucket) List(ctx context.Context, prefix string, fn func(connectors.Attributes) bool) error {
+func (b *driver) List(ctx context.Context, prefix string, fn func(connectors.Attributes) bool) error {
 	q := &storage.Query{Prefix: prefix}
 	if err := q.SetAttrSelection([]string{"Name", "Size", "Generation", "Updated"}); err != nil {
 		return fmt.Errorf("gcs: list %q: %w", prefix, err)
@@ -390,7 +398,7 @@ func (b *Bucket) List(ctx context.Context, prefix string, fn func(connectors.Att
 
 // Delete removes key; a missing key is not an error, a missing bucket is
 // (connectors.ErrBucketNotFound).
-func (b *Bucket) Delete(ctx context.Context, key string) error {
+func (b *driver) Delete(ctx context.Context, key string) error {
 	err := b.bucket.Object(key).Delete(ctx)
 	if err == nil {
 		return nil
@@ -403,7 +411,7 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 }
 
 // Close releases the client's connections.
-func (b *Bucket) Close() error {
+func (b *driver) Close() error {
 	if err := b.client.Close(); err != nil {
 		return fmt.Errorf("gcs: close client: %w", err)
 	}

@@ -138,7 +138,7 @@ func parseKey(pemKey []byte) (*rsa.PrivateKey, error) {
 // what is missing. Signing through IAM can fail like any request: without
 // iam.serviceAccounts.signBlob on the signing account the error wraps
 // connectors.ErrPermission.
-func (b *Bucket) SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
+func (b *driver) SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
 	s := b.signer
 	switch {
 	case s.unsupported != "":

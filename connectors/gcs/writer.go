@@ -21,7 +21,7 @@ import (
 // SDK makes after that, the finalizing one included, fails before it is
 // sent, and the SDK's own cancel watcher closes the pipe with the error.
 type writer struct {
-	b      *Bucket
+	b      *driver
 	key    string
 	opts   connectors.WriteOptions
 	ctx    context.Context // the caller's

@@ -64,6 +64,12 @@ var ErrInvalidKey = errors.New("invalid key")
 // Bucket is a folder used as a connectors.Bucket. Create it with New. All
 // methods are safe for concurrent use.
 type Bucket struct {
+	*connectors.Portable
+	d *driver
+}
+
+// driver is the provider's side of Bucket (see connectors.Driver).
+type driver struct {
 	opts   Options
 	dir    string // absolute, cleaned
 	tmpDir string
@@ -71,7 +77,10 @@ type Bucket struct {
 	lock   *fileLock  // serializes them across processes (nil where unsupported)
 }
 
-var _ connectors.Bucket = (*Bucket)(nil)
+var (
+	_ connectors.Bucket = (*Bucket)(nil)
+	_ connectors.Driver = (*driver)(nil)
+)
 
 // New returns a Bucket rooted at dir, creating dir (and its parents) if
 // needed. Temporary files left in dir/.tmp by a crashed process (not
@@ -89,8 +98,8 @@ type Options struct {
 	SignKey []byte
 }
 
-// NewWithOptions is New with signed URLs configured.
-func NewWithOptions(dir string, opts Options) (*Bucket, error) {
+// newDriver builds the driver NewWithOptions wraps.
+func newDriver(dir string, opts Options) (*driver, error) {
 	if dir == "" {
 		return nil, errors.New("local: empty directory")
 	}
@@ -107,7 +116,16 @@ func NewWithOptions(dir string, opts Options) (*Bucket, error) {
 		return nil, fmt.Errorf("local: %w", mapErr(err))
 	}
 	removeStaleTemps(tmp, time.Now().Add(-StaleTemp))
-	return &Bucket{opts: opts, dir: abs, tmpDir: tmp, lock: lock}, nil
+	return &driver{opts: opts, dir: abs, tmpDir: tmp, lock: lock}, nil
+}
+
+// NewWithOptions is New with signed URLs configured.
+func NewWithOptions(dir string, opts Options) (*Bucket, error) {
+	d, err := newDriver(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Bucket{Portable: connectors.NewPortable("local", d), d: d}, nil
 }
 
 // StaleTemp is how long a temporary file must have gone unwritten before
@@ -130,10 +148,10 @@ func removeStaleTemps(tmp string, before time.Time) {
 }
 
 // Dir returns the bucket's absolute root folder.
-func (b *Bucket) Dir() string { return b.dir }
+func (b *Bucket) Dir() string { return b.d.dir }
 
 // path validates key and returns its file path.
-func (b *Bucket) path(key string) (string, error) {
+func (b *driver) path(key string) (string, error) {
 	if key == "" || key == "." || !fs.ValidPath(key) {
 		return "", fmt.Errorf("local: key %q: %w", key, ErrInvalidKey)
 	}
@@ -148,7 +166,7 @@ func (b *Bucket) path(key string) (string, error) {
 }
 
 // publishLock takes the bucket's lock; the returned func releases it.
-func (b *Bucket) publishLock() (func(), error) {
+func (b *driver) publishLock() (func(), error) {
 	b.mu.Lock()
 	if err := b.lock.lock(); err != nil {
 		b.mu.Unlock()
@@ -161,20 +179,15 @@ func (b *Bucket) publishLock() (func(), error) {
 }
 
 // NewWriter starts writing key into a temporary file. See
-// connectors.Bucket.NewWriter for the contract. An invalid key returns an
-// error wrapping ErrInvalidKey; IfAbsent together with IfMatch is refused.
+// connectors.Bucket.NewWriter for the contract (connectors.Portable has
+// checked ctx and opts). An invalid key returns an error wrapping
+// ErrInvalidKey.
 // An IfMatch write on a missing key fails with an error wrapping both
 // ErrPrecondition and ErrNotFound, as S3 does.
-func (b *Bucket) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
+func (b *driver) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
 	final, err := b.path(key)
 	if err != nil {
 		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("local: write %q: %w", key, err)
-	}
-	if opts.IfAbsent && opts.IfMatch != "" {
-		return nil, fmt.Errorf("local: write %q: IfAbsent and IfMatch cannot be combined", key)
 	}
 	f, err := os.CreateTemp(b.tmpDir, "w-*")
 	if err != nil {
@@ -185,7 +198,7 @@ func (b *Bucket) NewWriter(ctx context.Context, key string, opts connectors.Writ
 
 // NewReader opens key. If key does not exist, the error wraps
 // connectors.ErrNotFound.
-func (b *Bucket) NewReader(ctx context.Context, key string) (io.ReadCloser, error) {
+func (b *driver) NewReader(ctx context.Context, key string) (io.ReadCloser, error) {
 	p, err := b.path(key)
 	if err != nil {
 		return nil, err
@@ -207,7 +220,7 @@ func (b *Bucket) NewReader(ctx context.Context, key string) (io.ReadCloser, erro
 // file from elsewhere. The file is opened through an os.Root on the
 // folder, so a link swapped in meanwhile cannot lead outside it either.
 // Errors wrap connectors.ErrNotFound for a missing key or a link.
-func (b *Bucket) openObject(key, p string) (*os.File, fs.FileInfo, error) {
+func (b *driver) openObject(key, p string) (*os.File, fs.FileInfo, error) {
 	root, err := os.OpenRoot(b.dir)
 	if err != nil {
 		return nil, nil, mapErr(err)
@@ -246,7 +259,7 @@ func (b *Bucket) openObject(key, p string) (*os.File, fs.FileInfo, error) {
 
 // Attributes stats key. If key does not exist, the error wraps
 // connectors.ErrNotFound.
-func (b *Bucket) Attributes(ctx context.Context, key string) (connectors.Attributes, error) {
+func (b *driver) Attributes(ctx context.Context, key string) (connectors.Attributes, error) {
 	p, err := b.path(key)
 	if err != nil {
 		return connectors.Attributes{}, err
@@ -269,7 +282,7 @@ func (b *Bucket) Attributes(ctx context.Context, key string) (connectors.Attribu
 // List calls fn for every file whose key starts with prefix, in ascending
 // byte-wise key order. It walks only the directories that can hold such
 // keys, one directory listing in memory per level.
-func (b *Bucket) List(ctx context.Context, prefix string, fn func(connectors.Attributes) bool) error {
+func (b *driver) List(ctx context.Context, prefix string, fn func(connectors.Attributes) bool) error {
 	// Start at the deepest directory that every matching key lies under.
 	start := ""
 	if i := strings.LastIndex(prefix, "/"); i >= 0 {
@@ -287,7 +300,7 @@ func (b *Bucket) List(ctx context.Context, prefix string, fn func(connectors.Att
 
 // walk lists the directory rel (a key prefix without trailing slash, "" for
 // the root) and reports whether the caller should go on.
-func (b *Bucket) walk(ctx context.Context, rel, prefix string, fn func(connectors.Attributes) bool) (bool, error) {
+func (b *driver) walk(ctx context.Context, rel, prefix string, fn func(connectors.Attributes) bool) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
@@ -362,7 +375,7 @@ func (b *Bucket) walk(ctx context.Context, rel, prefix string, fn func(connector
 
 // Delete removes key. A missing key is not an error. Empty parent
 // directories are left in place.
-func (b *Bucket) Delete(ctx context.Context, key string) error {
+func (b *driver) Delete(ctx context.Context, key string) error {
 	p, err := b.path(key)
 	if err != nil {
 		return err
@@ -392,7 +405,7 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 }
 
 // Close releases the lock file. Writers still open may fail afterwards.
-func (b *Bucket) Close() error {
+func (b *driver) Close() error {
 	return b.lock.close()
 }
 
@@ -447,7 +460,7 @@ func syncDir(dir string) error {
 
 // writer streams into a temporary file; Close publishes it.
 type writer struct {
-	b     *Bucket
+	b     *driver
 	ctx   context.Context
 	key   string
 	final string
@@ -512,11 +525,7 @@ func (w *writer) publish(f *os.File) error {
 	if err := os.Chtimes(f.Name(), now, now); err != nil {
 		return fmt.Errorf("local: write %q: %w", w.key, permErr(err))
 	}
-	ct := w.opts.ContentType
-	if ct == "" {
-		ct = "application/json"
-	}
-	if err := setContentType(f, ct); err != nil {
+	if err := setContentType(f, w.opts.ContentType); err != nil {
 		return fmt.Errorf("local: write %q: content type: %w", w.key, err)
 	}
 	if err := f.Sync(); err != nil {

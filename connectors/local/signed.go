@@ -31,7 +31,7 @@ import (
 // through it.
 
 // sign returns the hex HMAC of key and expires.
-func (b *Bucket) sign(key string, expires int64) string {
+func (b *driver) sign(key string, expires int64) string {
 	m := hmac.New(sha256.New, b.opts.SignKey)
 	m.Write([]byte(key))
 	m.Write([]byte{'\n'})
@@ -42,7 +42,7 @@ func (b *Bucket) sign(key string, expires int64) string {
 // SignedURL returns an HMAC-signed link to key under Options.BaseURL,
 // valid for expiry. Without Options.BaseURL or Options.SignKey it returns
 // an error wrapping connectors.ErrNotSupported.
-func (b *Bucket) SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
+func (b *driver) SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
 	if b.opts.BaseURL == "" || len(b.opts.SignKey) == 0 {
 		return "", fmt.Errorf("local: signed URL for %q: %w: the folder has no base URL and signing key (the service serves them on http.public_url)", key, connectors.ErrNotSupported)
 	}
@@ -66,7 +66,9 @@ func escapeKey(key string) string {
 // Handler serves the links SignedURL makes. Mount it where BaseURL points,
 // with the base path stripped (http.StripPrefix): the request path is
 // "/<key>".
-func (b *Bucket) Handler() http.Handler {
+func (b *Bucket) Handler() http.Handler { return b.d.handler() }
+
+func (b *driver) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
@@ -114,7 +116,7 @@ func (b *Bucket) Handler() http.Handler {
 }
 
 // contentType is the stored type of the file at p, else a guess from the
-// key's extension, else application/json.
+// key's extension, else connectors.DefaultContentType.
 func contentType(p, key string) string {
 	if ct := storedContentType(p); ct != "" {
 		return ct
@@ -122,5 +124,5 @@ func contentType(p, key string) string {
 	if ct := mime.TypeByExtension(path.Ext(key)); ct != "" {
 		return ct
 	}
-	return "application/json"
+	return connectors.DefaultContentType
 }

@@ -192,6 +192,12 @@ func (o Options) Validate() error {
 // Bucket is an S3 bucket as a connectors.Bucket. Create it with New. All
 // methods are safe for concurrent use.
 type Bucket struct {
+	*connectors.Portable
+	d *driver
+}
+
+// driver is the provider's side of Bucket (see connectors.Driver).
+type driver struct {
 	opts     Options
 	client   *s3.Client
 	presign  *s3.PresignClient
@@ -199,11 +205,13 @@ type Bucket struct {
 	bucket   string
 }
 
-var _ connectors.Bucket = (*Bucket)(nil)
+var (
+	_ connectors.Bucket = (*Bucket)(nil)
+	_ connectors.Driver = (*driver)(nil)
+)
 
-// New validates opts and builds the client. It does no network I/O: a
-// wrong bucket or credentials show up on the first request.
-func New(ctx context.Context, opts Options) (*Bucket, error) {
+// newDriver builds the driver New wraps.
+func newDriver(ctx context.Context, opts Options) (*driver, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("s3: invalid options: %w", err)
 	}
@@ -260,7 +268,17 @@ func New(ctx context.Context, opts Options) (*Bucket, error) {
 		u.PartSize = partSize
 		u.Concurrency = concurrency
 	})
-	return &Bucket{opts: opts, client: client, presign: s3.NewPresignClient(client), uploader: uploader, bucket: opts.Bucket}, nil
+	return &driver{opts: opts, client: client, presign: s3.NewPresignClient(client), uploader: uploader, bucket: opts.Bucket}, nil
+}
+
+// New validates opts and builds the client. It does no network I/O: a
+// wrong bucket or credentials show up on the first request.
+func New(ctx context.Context, opts Options) (*Bucket, error) {
+	d, err := newDriver(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Bucket{Portable: connectors.NewPortable("s3", d), d: d}, nil
 }
 
 // credentialsProvider marks the errors of finding credentials (no source
@@ -278,28 +296,18 @@ func (p credentialsProvider) Retrieve(ctx context.Context) (aws.Credentials, err
 
 // Client returns the underlying SDK client, for what the Bucket interface
 // does not cover (tests, administration).
-func (b *Bucket) Client() *s3.Client { return b.client }
+func (b *Bucket) Client() *s3.Client { return b.d.client }
 
 // NewWriter starts a streaming upload of key. See connectors.Bucket.NewWriter
-// for the contract. The caller must call Close or Abort (or cancel ctx):
-// until then a goroutine feeds the upload. IfAbsent together with IfMatch
-// is refused. An IfMatch write on a missing key fails with an error
+// for the contract (connectors.Portable has checked ctx and opts). The
+// caller must call Close or Abort (or cancel ctx): until then a goroutine
+// feeds the upload. An IfMatch write on a missing key fails with an error
 // wrapping both ErrPrecondition and ErrNotFound (S3 answers 404 NoSuchKey).
-func (b *Bucket) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("s3: write %q: %w", key, err)
-	}
-	if opts.IfAbsent && opts.IfMatch != "" {
-		return nil, fmt.Errorf("s3: write %q: IfAbsent and IfMatch cannot be combined", key)
-	}
-	contentType := opts.ContentType
-	if contentType == "" {
-		contentType = "application/json"
-	}
+func (b *driver) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
 	input := &s3.PutObjectInput{
 		Bucket:      aws.String(b.bucket),
 		Key:         aws.String(key),
-		ContentType: aws.String(contentType),
+		ContentType: aws.String(opts.ContentType),
 	}
 	if opts.IfAbsent {
 		input.IfNoneMatch = aws.String("*")
@@ -342,7 +350,7 @@ func (b *Bucket) NewWriter(ctx context.Context, key string, opts connectors.Writ
 
 // NewReader opens key for reading. If key does not exist, the error wraps
 // connectors.ErrNotFound.
-func (b *Bucket) NewReader(ctx context.Context, key string) (io.ReadCloser, error) {
+func (b *driver) NewReader(ctx context.Context, key string) (io.ReadCloser, error) {
 	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(key)})
 	if err != nil {
 		return nil, mapErr("read", key, err, nil)
@@ -353,7 +361,7 @@ func (b *Bucket) NewReader(ctx context.Context, key string) (io.ReadCloser, erro
 // Attributes returns key's size, ETag and modification time (HeadObject).
 // If key does not exist, the error wraps connectors.ErrNotFound. (HEAD
 // responses have no body, so a missing bucket also reads as not found here.)
-func (b *Bucket) Attributes(ctx context.Context, key string) (connectors.Attributes, error) {
+func (b *driver) Attributes(ctx context.Context, key string) (connectors.Attributes, error) {
 	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(key)})
 	if err != nil {
 		return connectors.Attributes{}, mapErr("attributes", key, err, nil)
@@ -370,7 +378,7 @@ func (b *Bucket) Attributes(ctx context.Context, key string) (connectors.Attribu
 // SignedURL presigns a GetObject of key (SigV4 query signature), valid
 // for expiry (S3 allows at most 7 days, and no longer than the
 // credentials themselves live).
-func (b *Bucket) SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
+func (b *driver) SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
 	req, err := b.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(key)},
 		s3.WithPresignExpires(expiry))
 	if err != nil {
@@ -381,7 +389,7 @@ func (b *Bucket) SignedURL(ctx context.Context, key string, expiry time.Duration
 
 // List pages through ListObjectsV2 (1000 keys per request), in S3's
 // ascending UTF-8 byte order.
-func (b *Bucket) List(ctx context.Context, prefix string, fn func(connectors.Attributes) bool) error {
+func (b *driver) List(ctx context.Context, prefix string, fn func(connectors.Attributes) bool) error {
 	p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{
 		Bucket: aws.String(b.bucket),
 		Prefix: aws.String(prefix),
@@ -407,7 +415,7 @@ func (b *Bucket) List(ctx context.Context, prefix string, fn func(connectors.Att
 }
 
 // Delete removes key; a missing key is not an error.
-func (b *Bucket) Delete(ctx context.Context, key string) error {
+func (b *driver) Delete(ctx context.Context, key string) error {
 	_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(key)})
 	if err != nil {
 		err = mapErr("delete", key, err, nil)
@@ -421,12 +429,12 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 
 // Close does nothing: the SDK client holds no resources that need
 // releasing beyond idle HTTP connections.
-func (b *Bucket) Close() error { return nil }
+func (b *driver) Close() error { return nil }
 
 // abortUpload aborts the multipart upload behind a failed Upload, if there
 // is one. The manager tries this itself, but with the upload's context,
 // which is already cancelled after Abort or a cancelled ctx.
-func (b *Bucket) abortUpload(ctx context.Context, key string, uploadErr error) error {
+func (b *driver) abortUpload(ctx context.Context, key string, uploadErr error) error {
 	var mf manager.MultiUploadFailure
 	if !errors.As(uploadErr, &mf) || mf.UploadID() == "" {
 		return nil

@@ -2,18 +2,13 @@ package service
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/exportstream/exportstream/config"
 	"github.com/exportstream/exportstream/connectors"
-	"github.com/exportstream/exportstream/connectors/azure"
-	"github.com/exportstream/exportstream/connectors/gcs"
 	"github.com/exportstream/exportstream/connectors/local"
-	"github.com/exportstream/exportstream/connectors/s3"
 )
 
 // Buckets are the opened connections, by name.
@@ -37,26 +32,7 @@ func OpenBuckets(ctx context.Context, conns []config.Connection, publicURL strin
 }
 
 func openBucket(ctx context.Context, c config.Connection, publicURL string) (connectors.Bucket, error) {
-	switch c.Type {
-	case config.TypeLocal:
-		opts := local.Options{SignKey: []byte(c.Local.SignKey.Reveal())}
-		if publicURL != "" {
-			opts.BaseURL = strings.TrimSuffix(publicURL, "/") + "/files/" + c.Name
-		}
-		if len(opts.SignKey) == 0 {
-			// Links then die with the process: documented.
-			opts.SignKey = make([]byte, 32)
-			_, _ = rand.Read(opts.SignKey)
-		}
-		return local.NewWithOptions(c.Local.Dir, opts)
-	case config.TypeS3:
-		return s3.New(ctx, s3Options(c.S3))
-	case config.TypeGCS:
-		return gcs.New(ctx, gcsOptions(c.GCS))
-	case config.TypeAzure:
-		return azure.New(ctx, azureOptions(c.Azure))
-	}
-	return nil, fmt.Errorf("connection type %q is not supported", c.Type)
+	return connectors.Open(ctx, c, connectors.Env{PublicURL: publicURL})
 }
 
 // Close closes every bucket.
