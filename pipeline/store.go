@@ -99,42 +99,55 @@ func openStore(ctx context.Context, js jetstream.JetStream, bucket string, repli
 	if err != nil {
 		return nil, fmt.Errorf("load state bucket %s: %w", bucket, err)
 	}
-	start, n := time.Now(), 0
+	start := time.Now()
+	n, err := drain(ctx, w, s.take, func(n int, e jetstream.KeyValueEntry) {
+		if n%4096 == 0 {
+			log.Debug("state loading", "entries", n, "revision", e.Revision())
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.loaded = n
+	log.Info("state loaded", "bucket", bucket, "from_revision", from+1, "entries", n,
+		"revision", state.Rev(), "took", time.Since(start).Round(time.Millisecond).String())
+	// Live: the key-value watch, from the next revision.
+	if s.watch, err = kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.ResumeFromRevision(state.Rev()+1)); err != nil {
+		return nil, fmt.Errorf("watch state bucket %s: %w", bucket, err)
+	}
+	return s, nil
+}
+
+// drain reads the feed to its end (its nil entry) and stops it, handing
+// the entries to take in batches of at most watchBatch, and each entry
+// with its count to seen (nil: none); it returns how many it read.
+func drain(ctx context.Context, f *stateFeed, take func([]jetstream.KeyValueEntry) error, seen func(int, jetstream.KeyValueEntry)) (int, error) {
+	defer f.Stop()
+	n := 0
 	batch := make([]jetstream.KeyValueEntry, 0, watchBatch)
 	for {
 		select {
 		case <-ctx.Done():
-			w.Stop()
-			return nil, ctx.Err()
-		case e, ok := <-w.Updates():
+			return n, ctx.Err()
+		case e, ok := <-f.Updates():
 			if !ok {
-				w.Stop()
-				return nil, errors.New("state feed ended while loading")
+				return n, errors.New("state feed ended while loading")
 			}
 			if e != nil {
 				batch = append(batch, e)
 				n++
-				if n%4096 == 0 {
-					log.Debug("state loading", "entries", n, "revision", e.Revision())
+				if seen != nil {
+					seen(n, e)
 				}
 			}
 			if e == nil || len(batch) == watchBatch {
-				if err := s.take(batch); err != nil {
-					w.Stop()
-					return nil, err
+				if err := take(batch); err != nil {
+					return n, err
 				}
 				batch = batch[:0]
 			}
 			if e == nil {
-				s.loaded = n
-				log.Info("state loaded", "bucket", bucket, "from_revision", from+1, "entries", n,
-					"revision", state.Rev(), "took", time.Since(start).Round(time.Millisecond).String())
-				// Live: the key-value watch, from the next revision.
-				w.Stop()
-				if s.watch, err = kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.ResumeFromRevision(state.Rev()+1)); err != nil {
-					return nil, fmt.Errorf("watch state bucket %s: %w", bucket, err)
-				}
-				return s, nil
+				return n, nil
 			}
 		}
 	}
@@ -570,39 +583,16 @@ func (s *Store) LoadProjects(ctx context.Context, projects []string) (int, error
 		if err != nil {
 			return n, fmt.Errorf("load projects from state bucket %s: %w", s.bucket, err)
 		}
-		batch := make([]jetstream.KeyValueEntry, 0, watchBatch)
-		flush := func() error {
-			err := s.state.Update(func(tx *DiskTx) error { return s.takeTx(tx, batch, false) })
-			batch = batch[:0]
-			return err
-		}
-	feed:
-		for {
-			select {
-			case <-ctx.Done():
-				f.Stop()
-				return n, ctx.Err()
-			case e, ok := <-f.Updates():
-				if !ok {
-					f.Stop()
-					return n, errors.New("state feed ended while loading projects")
-				}
-				if e != nil {
-					batch = append(batch, e)
-					n++
-				}
-				if e == nil || len(batch) == watchBatch {
-					if err := flush(); err != nil {
-						f.Stop()
-						return n, fmt.Errorf("local state store: %w", err)
-					}
-				}
-				if e == nil {
-					break feed
-				}
+		got, err := drain(ctx, f, func(batch []jetstream.KeyValueEntry) error {
+			if err := s.state.Update(func(tx *DiskTx) error { return s.takeTx(tx, batch, false) }); err != nil {
+				return fmt.Errorf("local state store: %w", err)
 			}
+			return nil
+		}, nil)
+		n += got
+		if err != nil {
+			return n, err
 		}
-		f.Stop()
 	}
 	return n, nil
 }
