@@ -264,10 +264,11 @@ func TestPartitionsScaleOut(t *testing.T) {
 	nodeFeed := &feeder{events: partitionedStream(sims, partPerProject)}
 	pub := nodeFeed.start(t, js, partProjects*partPerProject)
 	time.Sleep(300 * time.Millisecond)
+	gone := cluster.Nodes[0].Name()
 	cluster.Stop(0)
 	stopped := time.Now()
 	elected := make(chan time.Duration, 1)
-	go func() { elected <- leadersElected(t, js, stopped) }()
+	go func() { elected <- leadersElected(t, js, gone, stopped) }()
 	// The test's own connection may have been to the stopped node:
 	// publish what is left once it has reconnected.
 	for err := pub.wait(); err != nil; err = pub.wait() {
@@ -442,15 +443,15 @@ func partitionsIdle(t *testing.T, js jetstream.JetStream) string {
 }
 
 // leadersElected waits until the events stream, the state bucket's stream
-// and every consumer of the events stream have a leader again after a
-// NATS node stopped at stopped, and returns how long after that was.
-func leadersElected(t *testing.T, js jetstream.JetStream, stopped time.Time) time.Duration {
+// and every consumer of the events stream have a leader other than the
+// NATS node gone, stopped at stopped, and returns how long after that was.
+func leadersElected(t *testing.T, js jetstream.JetStream, gone string, stopped time.Time) time.Duration {
 	for time.Since(stopped) < time.Minute {
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		ok := true
 		for _, name := range []string{"DIFFGRAM_EVENTS", "KV_EXPORTSTREAM_STATE", "KV_EXPORTSTREAM_DIRTY", "KV_EXPORTSTREAM_EXPORTS"} {
 			s, err := js.Stream(ctx, name)
-			if err != nil || s.CachedInfo().Cluster == nil || s.CachedInfo().Cluster.Leader == "" {
+			if err != nil || s.CachedInfo().Cluster == nil || s.CachedInfo().Cluster.Leader == "" || s.CachedInfo().Cluster.Leader == gone {
 				ok = false
 				break
 			}
@@ -458,7 +459,7 @@ func leadersElected(t *testing.T, js jetstream.JetStream, stopped time.Time) tim
 				continue
 			}
 			for info := range s.ListConsumers(ctx).Info() {
-				if info.Cluster == nil || info.Cluster.Leader == "" {
+				if info.Cluster == nil || info.Cluster.Leader == "" || info.Cluster.Leader == gone {
 					ok = false
 				}
 			}
