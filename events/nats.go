@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // StartEmbedded starts an in-process NATS server with JetStream, storing
@@ -116,7 +117,8 @@ func withoutUserInfo(u string) string {
 }
 
 // AskAgain calls fn up to three times while NATS does not answer in time
-// (a timeout or no responders): a stream or bucket of several replicas
+// (a timeout or no responders), or a just-formed cluster cannot place a
+// replicated stream yet (waiting 1 s, then 2 s): a stream or bucket of several replicas
 // answers once it has a leader, which a busy or just-started cluster
 // (several replicas creating their streams at once) may take longer to
 // elect than one request waits. fn must be safe to repeat. It returns
@@ -124,9 +126,32 @@ func withoutUserInfo(u string) string {
 func AskAgain(ctx context.Context, fn func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := fn()
-		if err == nil || ctx.Err() != nil || attempt == 3 ||
-			!(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)) {
+		if err == nil || ctx.Err() != nil || attempt == 3 || !notYet(err) {
 			return err
 		}
+		if noPeers(err) {
+			// The cluster has not seen every node yet: give it a moment.
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(time.Duration(attempt) * time.Second):
+			}
+		}
 	}
+}
+
+// notYet reports whether err says NATS did not answer in time, or a
+// just-formed cluster cannot place a stream yet.
+func notYet(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || noPeers(err)
+}
+
+// jsErrCodeNoPeers is JetStream's "no suitable peers for placement"
+// (a node of the cluster not online yet, or not enough of them).
+const jsErrCodeNoPeers = 10005
+
+func noPeers(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeNoPeers
 }

@@ -1,12 +1,14 @@
 package events_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"os"
@@ -15,6 +17,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/exportstream/exportstream/events"
 )
@@ -108,4 +112,28 @@ func TestConnectTLS(t *testing.T) {
 		t.Errorf("not connected over TLS: %v", err)
 	}
 	nc.Close()
+}
+
+// TestAskAgain: timeouts, no responders and "no suitable peers" (a
+// cluster that has not seen every node yet) are asked again, up to three
+// times; anything else is returned at once.
+func TestAskAgain(t *testing.T) {
+	for _, tc := range []struct {
+		err   error
+		calls int
+	}{
+		{nil, 1},
+		{nats.ErrTimeout, 3},
+		{context.DeadlineExceeded, 3},
+		{nats.ErrNoResponders, 3},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement"}, 3},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10058, Description: "stream name already in use"}, 1},
+		{errors.New("other"), 1},
+	} {
+		calls := 0
+		err := events.AskAgain(t.Context(), func() error { calls++; return tc.err })
+		if calls != tc.calls || !errors.Is(err, tc.err) && err != tc.err {
+			t.Errorf("%v: %d calls, err %v; want %d calls and the error", tc.err, calls, err, tc.calls)
+		}
+	}
 }

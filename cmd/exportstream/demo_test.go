@@ -197,7 +197,10 @@ func TestDemoRestartCarriesOn(t *testing.T) {
 	} else if body := httpGet(t, page); !strings.Contains(body, "<html") {
 		t.Errorf("GET %s is not the page:\n%.300s", page, body)
 	}
-	time.Sleep(3 * time.Second)
+	// Let the team publish a good part of its world (at least 200 events;
+	// waiting on the count, not a fixed time, which a loaded machine
+	// stretches).
+	waitStreamHolds(t, first.bannerURL(t, "NATS"), 200, 60*time.Second)
 	first.stop(t)
 	before, acked := readEventStream(t, filepath.Join(dir, "nats"))
 	if len(before) < 200 {
@@ -356,4 +359,29 @@ func metricSum(t *testing.T, url, name string) float64 {
 		sum += v
 	}
 	return sum
+}
+
+// waitStreamHolds waits until the events stream of the NATS server at url
+// holds at least n messages.
+func waitStreamHolds(t *testing.T, url string, n uint64, timeout time.Duration) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		if s, err := js.Stream(t.Context(), "DIFFGRAM_EVENTS"); err == nil && s.CachedInfo().State.Msgs >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the events stream does not hold %d events after %v", n, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
