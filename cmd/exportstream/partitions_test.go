@@ -25,6 +25,9 @@ import (
 
 // The partitioned deployment the scale-out test runs: 12 projects, each
 // with the three definitions of the crash test, over 12 partitions.
+// partitionLeaseTTL is the pipeline's lease TTL (pipeline.leaseTTL).
+const partitionLeaseTTL = 30 * time.Second
+
 const (
 	partProjects   = 12
 	partPartitions = 12
@@ -245,9 +248,13 @@ func TestPartitionsScaleOut(t *testing.T) {
 	took := held("after the kill", 2)
 	t.Logf("the killed replica's partitions held again %v after the kill (liveness TTL %v)",
 		time.Since(killed).Round(time.Millisecond), pipeline.DefaultLivenessTTL)
-	if d := time.Since(killed); d > pipeline.DefaultLivenessTTL+5*time.Second {
-		t.Errorf("partitions taken over %v after the kill (%v after the check began), want within the liveness TTL %v + 5s",
-			d.Round(time.Millisecond), took.Round(time.Millisecond), pipeline.DefaultLivenessTTL)
+	// Within the lease TTL (30 s), as the issue asks; typically the
+	// heartbeat TTL plus a balancing tick (7-12 s here), longer on a
+	// loaded machine (20 s beside a full CI run), where taking four
+	// partitions means loading their projects one after another.
+	if d := time.Since(killed); d > partitionLeaseTTL {
+		t.Errorf("partitions taken over %v after the kill (%v after the check began), want within the lease TTL %v",
+			d.Round(time.Millisecond), took.Round(time.Millisecond), partitionLeaseTTL)
 	}
 	converged("after the kill")
 
