@@ -147,12 +147,16 @@ func (lv *liveness) alive(ctx context.Context, key string) (bool, error) {
 	return true, err
 }
 
-// health is nil while the heartbeat is confirmed; else it says since when
+// health is nil while the heartbeat is confirmed (or the first one has
+// not been answered yet, at start); else it says since when
 // it is not, and why. A replica whose heartbeat NATS does not take (cut
 // off, or the JetStream store full) holds no lease and exports nothing.
 func (lv *liveness) health() error {
 	if lv.confirmed() {
 		return nil
+	}
+	if lv.last.Load() == 0 && lv.err.Load() == nil {
+		return nil // starting: the first heartbeat is on its way
 	}
 	why := errors.New("no heartbeat acknowledged yet")
 	if e := lv.err.Load(); e != nil {
