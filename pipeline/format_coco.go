@@ -120,9 +120,9 @@ func (s *cocoSink) picture(p *picture) error {
 		b = append(b, '"')
 	}
 	b = append(b, `,"width":`...)
-	b = appendNum(b, w)
+	b = appendSize(b, w, p.w, p.wRaw)
 	b = append(b, `,"height":`...)
-	b = appendNum(b, h)
+	b = appendSize(b, h, p.h, p.hRaw)
 	b = append(b, `,"diffgram_file_id":`...)
 	b = strconv.AppendInt(b, p.fileID, 10)
 	if p.isFrame {
@@ -135,6 +135,16 @@ func (s *cocoSink) picture(p *picture) error {
 	s.img = b
 	_, err := s.images.Write(b)
 	return err
+}
+
+// appendSize appends a picture's width or height v: the media block's
+// (media, raw) as the document writes it when v is that and it is an
+// integer (exact beyond 2^53), else v.
+func appendSize(b []byte, v, media float64, raw []byte) []byte {
+	if raw != nil && v == media {
+		return append(b, raw...)
+	}
+	return appendNum(b, v)
 }
 
 // annotation writes one annotation.

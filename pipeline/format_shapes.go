@@ -33,7 +33,10 @@ type picture struct {
 	frame   int64
 	isFrame bool
 	// w and h are the media block's width and height; 0 when unknown.
-	w, h float64
+	// wRaw and hRaw are the same as the document writes them when they
+	// are integers (else nil): COCO copies them, exact beyond 2^53.
+	w, h       float64
+	wRaw, hRaw []byte
 	// shapes are its instances, in document order. They are the walker's:
 	// valid only during the call that hands the picture over.
 	shapes []shape
@@ -119,11 +122,11 @@ func (wk *walker) walk(id int64, entry []byte, child bool, pic func(*picture) er
 	*p = picture{fileID: id, name: orNull(e.name)}
 	switch typ {
 	case "image":
-		p.w, p.h = mediaSize(e.image)
+		p.w, p.h, p.wRaw, p.hRaw = mediaSize(e.image)
 		p.shapes = wk.shapes[e.list.from:e.list.to]
 		return pic(p)
 	case "video":
-		p.w, p.h = mediaSize(e.video)
+		p.w, p.h, p.wRaw, p.hRaw = mediaSize(e.video)
 		// Frames in order, each with its instances in the order of the
 		// parent list, the sequences' lists, then the removed ones.
 		wk.frames = wk.frames[:0]
@@ -340,10 +343,12 @@ func (wk *walker) readSequences(b []byte, v int) int {
 	}
 }
 
-// mediaSize reads width and height from an entry's media block.
-func mediaSize(block []byte) (w, h float64) {
+// mediaSize reads width and height from an entry's media block: each a
+// number above 0, else 0; and each as written when it is an integer
+// above 0, else nil.
+func mediaSize(block []byte) (w, h float64, wRaw, hRaw []byte) {
 	if len(block) == 0 || block[0] != '{' {
-		return 0, 0
+		return 0, 0, nil, nil
 	}
 	var wr, hr []byte
 	for i := 1; ; {
@@ -367,7 +372,31 @@ func mediaSize(block []byte) (w, h float64) {
 	}
 	w, _ = rawFloat(wr)
 	h, _ = rawFloat(hr)
-	return max(w, 0), max(h, 0)
+	w, h = max(w, 0), max(h, 0)
+	if w > 0 && intLiteral(wr) {
+		wRaw = wr
+	}
+	if h > 0 && intLiteral(hr) {
+		hRaw = hr
+	}
+	return w, h, wRaw, hRaw
+}
+
+// intLiteral reports whether v is a JSON integer: digits, after an
+// optional minus, without fraction or exponent.
+func intLiteral(v []byte) bool {
+	if len(v) > 0 && v[0] == '-' {
+		v = v[1:]
+	}
+	if len(v) == 0 {
+		return false
+	}
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Shape kinds the picture formats hold.
@@ -471,7 +500,9 @@ func (wk *walker) readShape(b []byte, i int) (shape, int) {
 	s.label, s.labeled = rawInt(orNull(raw[iLabel]))
 	s.removed = string(raw[iSoftDelete]) == "true"
 	if raw[iFrame] != nil {
+		// A frame number below 0 names no frame of the video.
 		s.frame, s.hasFrame = rawInt(raw[iFrame])
+		s.hasFrame = s.hasFrame && s.frame >= 0
 	}
 	switch s.typ {
 	case "box":
@@ -873,20 +904,18 @@ func smallInt(v []byte) (int64, bool) {
 	return n, true
 }
 
-// rawInt parses a raw JSON integer; ok false for anything else.
+// rawInt parses a raw JSON integer (no fraction or exponent: as the
+// event decoder reads ids and frame numbers) exactly; ok false for
+// anything else, a number beyond int64 included.
 func rawInt(v []byte) (int64, bool) {
 	if n, ok := smallInt(v); ok {
 		return n, true
 	}
-	n, err := strconv.ParseInt(string(v), 10, 64)
-	if err != nil {
-		f, ok := rawFloat(v)
-		if !ok || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
-			return 0, false
-		}
-		return int64(f), true
+	if len(v) == 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')) {
+		return 0, false
 	}
-	return n, true
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	return n, err == nil
 }
 
 // appendNum appends a number as JSON: the shortest form that reads back
