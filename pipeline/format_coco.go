@@ -40,13 +40,13 @@ type cocoSink struct {
 	other func(typ string)
 }
 
-func newCOCOSink(pl *plan, w io.Writer, id int64, at time.Time) (*cocoSink, error) {
+func newCOCOSink(pl *plan, dst *outStage, id int64, at time.Time) (*cocoSink, error) {
 	f, err := os.CreateTemp("", "exportstream-coco-images-*")
 	if err != nil {
 		return nil, err
 	}
 	_ = os.Remove(f.Name()) // unlinked: gone when closed, whatever happens
-	s := &cocoSink{out: newBufOut(w), cats: map[int64]bool{}, wk: newWalker(), spill: f,
+	s := &cocoSink{out: newBufOut(dst), cats: map[int64]bool{}, wk: newWalker(), spill: f,
 		images: bufio.NewWriterSize(f, 64<<10), skip: map[string]int{}}
 	s.pic = s.picture
 	s.other = func(typ string) { s.skip[typ]++ }
@@ -239,13 +239,10 @@ func (s *cocoSink) finish() error {
 	if err := s.images.Flush(); err != nil {
 		return err
 	}
-	if err := s.out.flush(); err != nil {
-		return err
-	}
 	if _, err := s.spill.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	if _, err := io.Copy(s.out.w, s.spill); err != nil {
+	if _, err := io.Copy(s.out, s.spill); err != nil {
 		return err
 	}
 	s.out.b = append(s.out.b, "]}"...)

@@ -57,13 +57,13 @@ type yoloSink struct {
 	other func(typ string)
 }
 
-func newYOLOSink(pl *plan, w io.Writer, at time.Time) (*yoloSink, error) {
+func newYOLOSink(pl *plan, dst *outStage, at time.Time) (*yoloSink, error) {
 	f, err := os.CreateTemp("", "exportstream-yolo-files-*")
 	if err != nil {
 		return nil, err
 	}
 	_ = os.Remove(f.Name())
-	s := &yoloSink{out: newBufOut(w), at: at.UTC().Truncate(time.Second), classOf: map[int64]int{}, live: map[int64]bool{},
+	s := &yoloSink{out: newBufOut(dst), at: at.UTC().Truncate(time.Second), classOf: map[int64]int{}, live: map[int64]bool{},
 		wk: newWalker(), stems: map[uint64]struct{}{}, spill: f, files: bufio.NewWriterSize(f, 64<<10), skip: map[string]int{}}
 	s.tw = tar.NewWriter(s.out)
 	s.pic = s.picture
