@@ -103,20 +103,20 @@ func (s *cocoSink) picture(p *picture) error {
 		b = append(b, ',')
 	}
 	b = append(b, `{"id":`...)
-	b = strconv.AppendInt(b, imgID, 10)
+	b = appendDec(b, imgID)
 	b = append(b, `,"file_name":`...)
 	switch {
 	case p.isFrame:
 		b = append(b, '"')
-		b = strconv.AppendInt(b, p.fileID, 10)
+		b = appendDec(b, p.fileID)
 		b = append(b, '_')
-		b = strconv.AppendInt(b, p.frame, 10)
+		b = appendDec(b, p.frame)
 		b = append(b, '"')
 	case len(p.name) > 0 && p.name[0] == '"':
 		b = append(b, p.name...)
 	default:
 		b = append(b, '"')
-		b = strconv.AppendInt(b, p.fileID, 10)
+		b = appendDec(b, p.fileID)
 		b = append(b, '"')
 	}
 	b = append(b, `,"width":`...)
@@ -124,10 +124,10 @@ func (s *cocoSink) picture(p *picture) error {
 	b = append(b, `,"height":`...)
 	b = appendSize(b, h, p.h, p.hRaw)
 	b = append(b, `,"diffgram_file_id":`...)
-	b = strconv.AppendInt(b, p.fileID, 10)
+	b = appendDec(b, p.fileID)
 	if p.isFrame {
 		b = append(b, `,"frame_number":`...)
-		b = strconv.AppendInt(b, p.frame, 10)
+		b = appendDec(b, p.frame)
 		b = append(b, `,"video_file_name":`...)
 		b = append(b, p.name...)
 	}
@@ -155,11 +155,11 @@ func (s *cocoSink) annotation(imgID int64, sh *shape) {
 	}
 	s.nAnns++
 	b = append(b, `{"id":`...)
-	b = strconv.AppendInt(b, sh.id, 10)
+	b = appendDec(b, sh.id)
 	b = append(b, `,"image_id":`...)
-	b = strconv.AppendInt(b, imgID, 10)
+	b = appendDec(b, imgID)
 	b = append(b, `,"category_id":`...)
-	b = strconv.AppendInt(b, sh.label, 10)
+	b = appendDec(b, sh.label)
 	b = append(b, `,"bbox":[`...)
 	if sh.kind == shapeBox {
 		// A box's corners show in bbox and segmentation: each is
@@ -184,12 +184,10 @@ func (s *cocoSink) annotation(imgID int64, sh *shape) {
 		b = appendNum(b, sh.area())
 		// The box as a polygon too, for readers that want masks.
 		b = append(b, `,"iscrowd":0,"segmentation":[[`...)
-		for i, v := range [8][]byte{x1, y1, x2, y1, x2, y2, x1, y2} {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, v...)
-		}
+		b = append(append(append(b, x1...), ','), y1...)
+		b = append(append(append(append(b, ','), x2...), ','), y1...)
+		b = append(append(append(append(b, ','), x2...), ','), y2...)
+		b = append(append(append(append(b, ','), x1...), ','), y2...)
 		s.out.b = append(b, "]]}"...)
 		return
 	}

@@ -1199,14 +1199,31 @@ func appendNum(b []byte, v float64) []byte {
 		return append(b, '0') // no "-0"
 	}
 	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
-		n := int64(v)
-		if n > 0 && n < 10000 {
-			return appendSmall(b, n)
-		}
-		return strconv.AppendInt(b, n, 10)
+		return appendDec(b, int64(v))
 	}
 	return strconv.AppendFloat(b, v, 'f', -1, 64)
 }
+
+// appendDec appends n in decimal, as strconv.AppendInt(b, n, 10) does
+// (faster below 10^8).
+func appendDec(b []byte, n int64) []byte {
+	switch {
+	case n >= 0 && n < 10000:
+		return appendSmall(b, n)
+	case n >= 10000 && n < 1e8:
+		lo := n % 10000
+		b = appendSmall(b, n/10000)
+		return append(b, digits2[2*(lo/100)], digits2[2*(lo/100)+1], digits2[2*(lo%100)], digits2[2*(lo%100)+1])
+	}
+	return strconv.AppendInt(b, n, 10)
+}
+
+// digits2 is "00" to "99", each two bytes.
+const digits2 = "0001020304050607080910111213141516171819" +
+	"2021222324252627282930313233343536373839" +
+	"4041424344454647484950515253545556575859" +
+	"6061626364656667686970717273747576777879" +
+	"8081828384858687888990919293949596979899"
 
 // appendSmall appends n, in [0, 10000), in decimal.
 func appendSmall(b []byte, n int64) []byte {
@@ -1214,15 +1231,15 @@ func appendSmall(b []byte, n int64) []byte {
 	case n < 10:
 		return append(b, byte('0'+n))
 	case n < 100:
-		return append(b, byte('0'+n/10), byte('0'+n%10))
+		return append(b, digits2[2*n], digits2[2*n+1])
 	case n < 1000:
-		return append(b, byte('0'+n/100), byte('0'+n/10%10), byte('0'+n%10))
+		return append(b, byte('0'+n/100), digits2[2*(n%100)], digits2[2*(n%100)+1])
 	}
-	return append(b, byte('0'+n/1000), byte('0'+n/100%10), byte('0'+n/10%10), byte('0'+n%10))
+	return append(b, digits2[2*(n/100)], digits2[2*(n/100)+1], digits2[2*(n%100)], digits2[2*(n%100)+1])
 }
 
-// appendUnit6 appends v, in [0, 1], with six decimals (as
-// strconv.AppendFloat(b, v, 'f', 6, 64) does, faster).
+// appendUnit6 appends v, in [0, 1], with six decimals: v × 10^6 rounded
+// half away from zero.
 func appendUnit6(b []byte, v float64) []byte {
 	n := int64(math.Round(v * 1e6))
 	if n >= 1e6 {
@@ -1231,11 +1248,6 @@ func appendUnit6(b []byte, v float64) []byte {
 	if n < 0 {
 		n = 0
 	}
-	b = append(b, '0', '.')
-	var d [6]byte
-	for i := 5; i >= 0; i-- {
-		d[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return append(b, d[:]...)
+	hi, mid, lo := n/10000, n/100%100, n%100
+	return append(b, '0', '.', digits2[2*hi], digits2[2*hi+1], digits2[2*mid], digits2[2*mid+1], digits2[2*lo], digits2[2*lo+1])
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -131,4 +133,18 @@ func documentInstances(t *testing.T, doc []byte) [][]byte {
 		}
 	}
 	return out
+}
+
+// TestAppendDec: appendDec writes what strconv.AppendInt writes.
+func TestAppendDec(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	ns := []int64{0, 1, 9, 10, 99, 100, 999, 1000, 9999, 10000, 10001, 99999999, 1e8, -1, -10000, math.MaxInt64, math.MinInt64}
+	for range 100000 {
+		ns = append(ns, r.Int64N(2e8)-1e7)
+	}
+	for _, n := range ns {
+		if got, want := string(appendDec(nil, n)), strconv.FormatInt(n, 10); got != want {
+			t.Fatalf("appendDec(%d) = %s", n, got)
+		}
+	}
 }
