@@ -40,13 +40,13 @@ type cocoSink struct {
 	other func(typ string)
 }
 
-func newCOCOSink(pl *plan, w io.Writer, id int64, at time.Time) (*cocoSink, error) {
+func newCOCOSink(pl *plan, dst *outStage, id int64, at time.Time) (*cocoSink, error) {
 	f, err := os.CreateTemp("", "exportstream-coco-images-*")
 	if err != nil {
 		return nil, err
 	}
 	_ = os.Remove(f.Name()) // unlinked: gone when closed, whatever happens
-	s := &cocoSink{out: newBufOut(w), cats: map[int64]bool{}, wk: newWalker(), spill: f,
+	s := &cocoSink{out: newBufOut(dst), cats: map[int64]bool{}, wk: newWalker(), spill: f,
 		images: bufio.NewWriterSize(f, 64<<10), skip: map[string]int{}}
 	s.pic = s.picture
 	s.other = func(typ string) { s.skip[typ]++ }
@@ -103,31 +103,31 @@ func (s *cocoSink) picture(p *picture) error {
 		b = append(b, ',')
 	}
 	b = append(b, `{"id":`...)
-	b = strconv.AppendInt(b, imgID, 10)
+	b = appendDec(b, imgID)
 	b = append(b, `,"file_name":`...)
 	switch {
 	case p.isFrame:
 		b = append(b, '"')
-		b = strconv.AppendInt(b, p.fileID, 10)
+		b = appendDec(b, p.fileID)
 		b = append(b, '_')
-		b = strconv.AppendInt(b, p.frame, 10)
+		b = appendDec(b, p.frame)
 		b = append(b, '"')
 	case len(p.name) > 0 && p.name[0] == '"':
 		b = append(b, p.name...)
 	default:
 		b = append(b, '"')
-		b = strconv.AppendInt(b, p.fileID, 10)
+		b = appendDec(b, p.fileID)
 		b = append(b, '"')
 	}
 	b = append(b, `,"width":`...)
-	b = appendNum(b, w)
+	b = appendSize(b, w, p.w, p.wRaw)
 	b = append(b, `,"height":`...)
-	b = appendNum(b, h)
+	b = appendSize(b, h, p.h, p.hRaw)
 	b = append(b, `,"diffgram_file_id":`...)
-	b = strconv.AppendInt(b, p.fileID, 10)
+	b = appendDec(b, p.fileID)
 	if p.isFrame {
 		b = append(b, `,"frame_number":`...)
-		b = strconv.AppendInt(b, p.frame, 10)
+		b = appendDec(b, p.frame)
 		b = append(b, `,"video_file_name":`...)
 		b = append(b, p.name...)
 	}
@@ -135,6 +135,16 @@ func (s *cocoSink) picture(p *picture) error {
 	s.img = b
 	_, err := s.images.Write(b)
 	return err
+}
+
+// appendSize appends a picture's width or height v: the media block's
+// (media, raw) as the document writes it when v is that and it is an
+// integer (exact beyond 2^53), else v.
+func appendSize(b []byte, v, media float64, raw []byte) []byte {
+	if raw != nil && v == media {
+		return append(b, raw...)
+	}
+	return appendNum(b, v)
 }
 
 // annotation writes one annotation.
@@ -145,11 +155,11 @@ func (s *cocoSink) annotation(imgID int64, sh *shape) {
 	}
 	s.nAnns++
 	b = append(b, `{"id":`...)
-	b = strconv.AppendInt(b, sh.id, 10)
+	b = appendDec(b, sh.id)
 	b = append(b, `,"image_id":`...)
-	b = strconv.AppendInt(b, imgID, 10)
+	b = appendDec(b, imgID)
 	b = append(b, `,"category_id":`...)
-	b = strconv.AppendInt(b, sh.label, 10)
+	b = appendDec(b, sh.label)
 	b = append(b, `,"bbox":[`...)
 	if sh.kind == shapeBox {
 		// A box's corners show in bbox and segmentation: each is
@@ -174,12 +184,10 @@ func (s *cocoSink) annotation(imgID int64, sh *shape) {
 		b = appendNum(b, sh.area())
 		// The box as a polygon too, for readers that want masks.
 		b = append(b, `,"iscrowd":0,"segmentation":[[`...)
-		for i, v := range [8][]byte{x1, y1, x2, y1, x2, y2, x1, y2} {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, v...)
-		}
+		b = append(append(append(b, x1...), ','), y1...)
+		b = append(append(append(append(b, ','), x2...), ','), y1...)
+		b = append(append(append(append(b, ','), x2...), ','), y2...)
+		b = append(append(append(append(b, ','), x1...), ','), y2...)
 		s.out.b = append(b, "]]}"...)
 		return
 	}
@@ -229,13 +237,10 @@ func (s *cocoSink) finish() error {
 	if err := s.images.Flush(); err != nil {
 		return err
 	}
-	if err := s.out.flush(); err != nil {
-		return err
-	}
 	if _, err := s.spill.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	if _, err := io.Copy(s.out.w, s.spill); err != nil {
+	if _, err := io.Copy(s.out, s.spill); err != nil {
 		return err
 	}
 	s.out.b = append(s.out.b, "]}"...)

@@ -11,7 +11,11 @@ package pipeline
 // decoding them. It allocates nothing for the usual entry: the shapes,
 // their coordinates and the scratch space are the walker's, reused from
 // entry to entry. Any valid JSON is read (whitespace, escaped keys); of a
-// member named twice in an object, the first counts.
+// member named twice in an object, the first counts. An instance spelled
+// as the renderer writes it is read member after member without a
+// choice of key (readRendered), numbers as they are stepped over; any
+// other spelling by the general reader (readMembers), which reads the
+// same (TestReadRenderedAgrees).
 
 import (
 	"bytes"
@@ -33,7 +37,10 @@ type picture struct {
 	frame   int64
 	isFrame bool
 	// w and h are the media block's width and height; 0 when unknown.
-	w, h float64
+	// wRaw and hRaw are the same as the document writes them when they
+	// are integers (else nil): COCO copies them, exact beyond 2^53.
+	w, h       float64
+	wRaw, hRaw []byte
 	// shapes are its instances, in document order. They are the walker's:
 	// valid only during the call that hands the picture over.
 	shapes []shape
@@ -91,10 +98,13 @@ type shapeSpan struct{ from, to int }
 // its name; nil when absent).
 type entryParts struct {
 	typ, name, image, video []byte
-	list, parents, seqs     shapeSpan
-	haveList, haveParents   bool
-	haveSeqs, haveFile      bool
-	children                []childEntry
+	// imageSize and videoSize are the media blocks' width and height
+	// members (nil when absent).
+	imageSize, videoSize  [2][]byte
+	list, parents, seqs   shapeSpan
+	haveList, haveParents bool
+	haveSeqs, haveFile    bool
+	children              []childEntry
 }
 
 // walk calls pic with each picture of the entry of file id (child: a
@@ -114,16 +124,16 @@ func (wk *walker) walk(id int64, entry []byte, child bool, pic func(*picture) er
 	wk.shapes, wk.nums, wk.polys = wk.shapes[:0], wk.nums[:0], wk.polys[:0]
 	var e entryParts
 	wk.readEntry(entry, &e)
-	typ := rawText(orNull(e.typ))
+	typ := fileType(orNull(e.typ))
 	p := &wk.pic
 	*p = picture{fileID: id, name: orNull(e.name)}
 	switch typ {
 	case "image":
-		p.w, p.h = mediaSize(e.image)
+		p.w, p.h, p.wRaw, p.hRaw = mediaSize(e.imageSize)
 		p.shapes = wk.shapes[e.list.from:e.list.to]
 		return pic(p)
 	case "video":
-		p.w, p.h = mediaSize(e.video)
+		p.w, p.h, p.wRaw, p.hRaw = mediaSize(e.videoSize)
 		// Frames in order, each with its instances in the order of the
 		// parent list, the sequences' lists, then the removed ones.
 		wk.frames = wk.frames[:0]
@@ -193,12 +203,12 @@ func (wk *walker) readEntry(b []byte, e *entryParts) {
 			}
 		case "image":
 			if e.image == nil {
-				i = scanValue(b, v)
+				i, e.imageSize = readMedia(b, v)
 				e.image = b[v:max(i, v)]
 			}
 		case "video":
 			if e.video == nil {
-				i = scanValue(b, v)
+				i, e.videoSize = readMedia(b, v)
 				e.video = b[v:max(i, v)]
 			}
 		case "instance_list":
@@ -286,12 +296,9 @@ func (wk *walker) readList(b []byte, v int) int {
 		if b[i] == ']' {
 			return i + 1
 		}
-		var sh shape
-		sh, i = wk.readShape(b, i)
-		if i < 0 {
+		if i = wk.readShape(b, i); i < 0 {
 			return -1
 		}
-		wk.shapes = append(wk.shapes, sh)
 	}
 }
 
@@ -340,34 +347,66 @@ func (wk *walker) readSequences(b []byte, v int) int {
 	}
 }
 
-// mediaSize reads width and height from an entry's media block.
-func mediaSize(block []byte) (w, h float64) {
-	if len(block) == 0 || block[0] != '{' {
-		return 0, 0
+// readMedia reads the media block at b[v] (nothing when it is not an
+// object): its width and height members, the first of each name, and
+// the index past it.
+func readMedia(b []byte, v int) (end int, size [2][]byte) {
+	if v >= len(b) || b[v] != '{' {
+		return scanValue(b, v), size
 	}
-	var wr, hr []byte
-	for i := 1; ; {
-		key, esc, v, ok := nextMember(block, i)
+	for i := v + 1; ; {
+		key, esc, mv, ok := nextMember(b, i)
 		if !ok {
-			break
+			return endOf(b, i), size
 		}
-		if i = scanValue(block, v); i < 0 {
-			break
+		if i = scanValue(b, mv); i < 0 {
+			return -1, size
 		}
 		switch string(keyBytes(key, esc)) {
 		case "width":
-			if wr == nil {
-				wr = block[v:i]
+			if size[0] == nil {
+				size[0] = b[mv:i]
 			}
 		case "height":
-			if hr == nil {
-				hr = block[v:i]
+			if size[1] == nil {
+				size[1] = b[mv:i]
 			}
 		}
 	}
+}
+
+// mediaSize reads the width and height members of a media block: each
+// a number above 0, else 0; and each as written when it is an integer
+// above 0, else nil.
+func mediaSize(size [2][]byte) (w, h float64, wRaw, hRaw []byte) {
+	wr, hr := size[0], size[1]
 	w, _ = rawFloat(wr)
 	h, _ = rawFloat(hr)
-	return max(w, 0), max(h, 0)
+	w, h = max(w, 0), max(h, 0)
+	if w > 0 && intLiteral(wr) {
+		wRaw = wr
+	}
+	if h > 0 && intLiteral(hr) {
+		hRaw = hr
+	}
+	return w, h, wRaw, hRaw
+}
+
+// intLiteral reports whether v is a JSON integer: digits, after an
+// optional minus, without fraction or exponent.
+func intLiteral(v []byte) bool {
+	if len(v) > 0 && v[0] == '-' {
+		v = v[1:]
+	}
+	if len(v) == 0 {
+		return false
+	}
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Shape kinds the picture formats hold.
@@ -417,79 +456,314 @@ const (
 	nMembers
 )
 
-// readShape reads the instance at b[i] and returns it and the index past
-// it (-1 when the entry is cut short). A kind of shapeNone means neither
-// picture format can hold it.
-func (wk *walker) readShape(b []byte, i int) (shape, int) {
-	var s shape
+// shapeMember is the index of the instance member named key among
+// readShape's values, -1 for a member it steps over.
+func shapeMember(key []byte) int {
+	switch string(key) {
+	case "type":
+		return iType
+	case "id":
+		return iID
+	case "label_file_id":
+		return iLabel
+	case "soft_delete":
+		return iSoftDelete
+	case "x_min":
+		return iXMin
+	case "y_min":
+		return iYMin
+	case "x_max":
+		return iXMax
+	case "y_max":
+		return iYMax
+	case "points":
+		return iPoints
+	case "nodes":
+		return iNodes
+	case "frame_number":
+		return iFrame
+	}
+	return -1
+}
+
+// shapeKeys are the instance keys readShape knows, as the renderer
+// writes them (render.go, renderInstance: quoted, then a colon) and in
+// the order it writes them, each with its index among readShape's values
+// (-1: a member it steps over).
+var shapeKeys = [...]struct {
+	lit string
+	m   int
+}{
+	{`"id":`, iID}, {`"type":`, iType}, {`"attribute_groups":`, -1}, {`"label_file_id":`, iLabel},
+	{`"x_min":`, iXMin}, {`"y_min":`, iYMin}, {`"x_max":`, iXMax}, {`"y_max":`, iYMax},
+	{`"points":`, iPoints}, {`"nodes":`, iNodes}, {`"soft_delete":`, iSoftDelete},
+	{`"frame_number":`, iFrame}, {`"global_frame_number":`, -1}, {`"local_sequence_number":`, -1},
+	{`"number":`, -1}, {`"interpolated":`, -1},
+}
+
+// renderedKey matches the instance member at b[i] against shapeKeys,
+// comparing bytes instead of reading the key: next, the key that follows
+// the last one matched in the renderer's order, is tried first. It
+// returns the key's index in shapeKeys and the index of the member's
+// value; ok is false for any other key or spelling (whitespace,
+// escapes), which nextMember then reads.
+func renderedKey(b []byte, i, next int) (k, v int, ok bool) {
+	if next < len(shapeKeys) && hasAt(b, i, shapeKeys[next].lit) {
+		k = next
+	} else {
+		if i+1 >= len(b) || b[i] != '"' {
+			return 0, 0, false
+		}
+		k1, k2 := -1, -1
+		switch b[i+1] {
+		case 'i':
+			k1, k2 = 0, 15
+		case 't':
+			k1 = 1
+		case 'a':
+			k1 = 2
+		case 'l':
+			k1, k2 = 3, 13
+		case 'x':
+			k1, k2 = 4, 6
+		case 'y':
+			k1, k2 = 5, 7
+		case 'p':
+			k1 = 8
+		case 'n':
+			k1, k2 = 9, 14
+		case 's':
+			k1 = 10
+		case 'f':
+			k1 = 11
+		case 'g':
+			k1 = 12
+		default:
+			return 0, 0, false
+		}
+		switch {
+		case hasAt(b, i, shapeKeys[k1].lit):
+			k = k1
+		case k2 >= 0 && hasAt(b, i, shapeKeys[k2].lit):
+			k = k2
+		default:
+			return 0, 0, false
+		}
+	}
+	v = i + len(shapeKeys[k].lit)
+	if v < len(b) && b[v] <= ' ' {
+		v = scanSpace(b, v)
+	}
+	if v >= len(b) {
+		return 0, 0, false
+	}
+	return k, v, true
+}
+
+// hasAt reports whether b holds lit at i.
+func hasAt(b []byte, i int, lit string) bool {
+	return len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit
+}
+
+// readShape reads the instance at b[i] into a shape appended to
+// wk.shapes and returns the index past it (-1, appending nothing, when
+// the entry is cut short). A kind of shapeNone means neither picture
+// format can hold it.
+//
+// Numbers are read as they are stepped over: a member that is an
+// integer of at most 15 digits (the usual id, label and coordinate) is
+// not parsed again.
+func (wk *walker) readShape(b []byte, i int) int {
+	wk.shapes = append(wk.shapes, shape{})
+	s := &wk.shapes[len(wk.shapes)-1]
 	if b[i] != '{' {
 		s.typ = "unknown"
-		return s, scanValue(b, i)
+		return scanValue(b, i)
 	}
 	var raw [nMembers][]byte // the first of each name; nil when absent
+	var num [nMembers]int64  // its value, when it is a small integer
+	var small uint32         // bit m: raw[m] is a small integer, num[m]
 	i++
+	if end, ok := readRendered(b, i, &raw, &num, &small); ok {
+		i = end
+	} else {
+		raw, num, small = [nMembers][]byte{}, [nMembers]int64{}, 0
+		if i = wk.readMembers(b, i, &raw, &num, &small); i < 0 {
+			wk.shapes = wk.shapes[:len(wk.shapes)-1]
+			return -1
+		}
+	}
+	s.fill(wk, &raw, &num, small)
+	return i
+}
+
+// readMembers reads the members of the instance at b[i] (just past its
+// '{') that readShape reads into raw, num and small, and returns the
+// index past the instance (-1 when the entry is cut short).
+func (wk *walker) readMembers(b []byte, i int, raw *[nMembers][]byte, num *[nMembers]int64, small *uint32) int {
+	next := 0 // the key renderedKey tries first
 	for {
-		key, esc, v, ok := nextMember(b, i)
-		if !ok {
-			i = endOf(b, i)
-			break
+		i = scanSep(b, i)
+		k, v, ok := renderedKey(b, i, next)
+		m := -1
+		if ok {
+			m, next = shapeKeys[k].m, k+1
+		} else {
+			var key []byte
+			var esc bool
+			if key, esc, v, ok = nextMember(b, i); !ok {
+				i = endOf(b, i)
+				break
+			}
+			m = shapeMember(keyBytes(key, esc))
+		}
+		if c := b[v]; c == '-' || c >= '0' && c <= '9' {
+			var n int64
+			var isSmall bool
+			i, n, isSmall = scanNumber(b, v)
+			if m >= 0 && raw[m] == nil {
+				raw[m] = b[v:i]
+				if isSmall {
+					num[m], *small = n, *small|1<<m
+				}
+			}
+			continue
 		}
 		if i = scanValue(b, v); i < 0 {
-			return s, -1
-		}
-		m := -1
-		switch string(keyBytes(key, esc)) {
-		case "type":
-			m = iType
-		case "id":
-			m = iID
-		case "label_file_id":
-			m = iLabel
-		case "soft_delete":
-			m = iSoftDelete
-		case "x_min":
-			m = iXMin
-		case "y_min":
-			m = iYMin
-		case "x_max":
-			m = iXMax
-		case "y_max":
-			m = iYMax
-		case "points":
-			m = iPoints
-		case "nodes":
-			m = iNodes
-		case "frame_number":
-			m = iFrame
+			return -1
 		}
 		if m >= 0 && raw[m] == nil {
 			raw[m] = b[v:i]
 		}
 	}
+	return i
+}
+
+// readRendered reads the instance at b[i] (just past its '{') as
+// readMembers does when it is spelled exactly as the renderer writes a
+// box, a polygon or an instance without geometry, on an image or a video
+// (render.go, renderInstance):
+//
+//	"id":N,"type":T,"attribute_groups":V,"label_file_id":N
+//	[,"x_min":N,"y_min":N,"x_max":N,"y_max":N] [,"points":P]
+//	[,"frame_number":N,"global_frame_number":N,
+//	 "local_sequence_number":N,"number":N,"interpolated":V]}
+//
+// each member matched in turn, without a choice of key. ok is false for
+// anything else (another member, a key out of order, space), which
+// readMembers then reads from i.
+func readRendered(b []byte, i int, raw *[nMembers][]byte, num *[nMembers]int64, small *uint32) (end int, ok bool) {
+	member := func(lit string, m int) bool {
+		if !hasAt(b, i, lit) {
+			return false
+		}
+		v := i + len(lit)
+		if v >= len(b) {
+			return false
+		}
+		if c := b[v]; c == '-' || c >= '0' && c <= '9' {
+			var n int64
+			var isSmall bool
+			i, n, isSmall = scanNumber(b, v)
+			if isSmall && m >= 0 {
+				num[m], *small = n, *small|1<<m
+			}
+		} else if i = scanValue(b, v); i < 0 {
+			return false
+		}
+		if m >= 0 {
+			raw[m] = b[v:i]
+		}
+		return true
+	}
+	if !member(`"id":`, iID) || !member(`,"type":`, iType) || !member(`,"attribute_groups":`, -1) ||
+		!member(`,"label_file_id":`, iLabel) {
+		return 0, false
+	}
+	if hasAt(b, i, `,"x_min":`) &&
+		(!member(`,"x_min":`, iXMin) || !member(`,"y_min":`, iYMin) || !member(`,"x_max":`, iXMax) || !member(`,"y_max":`, iYMax)) {
+		return 0, false
+	}
+	if hasAt(b, i, `,"points":`) && !member(`,"points":`, iPoints) {
+		return 0, false
+	}
+	if hasAt(b, i, `,"frame_number":`) &&
+		(!member(`,"frame_number":`, iFrame) || !member(`,"global_frame_number":`, -1) ||
+			!member(`,"local_sequence_number":`, -1) || !member(`,"number":`, -1) || !member(`,"interpolated":`, -1)) {
+		return 0, false
+	}
+	if i >= len(b) || b[i] != '}' {
+		return 0, false
+	}
+	return i + 1, true
+}
+
+// fill sets the shape from the members readShape read.
+func (s *shape) fill(wk *walker, raw *[nMembers][]byte, num *[nMembers]int64, small uint32) {
+	// intOf and floatOr0 read member m as rawInt and rawFloatOr0 do.
+	intOf := func(m int) (int64, bool) {
+		if small&(1<<m) != 0 {
+			return num[m], true
+		}
+		return rawInt(orNull(raw[m]))
+	}
+	floatOr0 := func(m int) (float64, bool) {
+		if small&(1<<m) != 0 {
+			return float64(num[m]), true
+		}
+		return rawFloatOr0(raw[m])
+	}
 	s.typ = typeName(orNull(raw[iType]))
-	s.id, _ = rawInt(orNull(raw[iID]))
-	s.label, s.labeled = rawInt(orNull(raw[iLabel]))
+	s.id, _ = intOf(iID)
+	s.label, s.labeled = intOf(iLabel)
 	s.removed = string(raw[iSoftDelete]) == "true"
 	if raw[iFrame] != nil {
-		s.frame, s.hasFrame = rawInt(raw[iFrame])
+		// A frame number below 0 names no frame of the video.
+		s.frame, s.hasFrame = intOf(iFrame)
+		s.hasFrame = s.hasFrame && s.frame >= 0
 	}
 	switch s.typ {
 	case "box":
-		x1, ok1 := rawFloatOr0(raw[iXMin])
-		y1, ok2 := rawFloatOr0(raw[iYMin])
-		x2, ok3 := rawFloatOr0(raw[iXMax])
-		y2, ok4 := rawFloatOr0(raw[iYMax])
+		x1, ok1 := floatOr0(iXMin)
+		y1, ok2 := floatOr0(iYMin)
+		x2, ok3 := floatOr0(iXMax)
+		y2, ok4 := floatOr0(iYMax)
 		if ok1 && ok2 && ok3 && ok4 {
 			s.kind = shapeBox
 			s.x1, s.x2 = min(x1, x2), max(x1, x2)
 			s.y1, s.y2 = min(y1, y2), max(y1, y2)
 		}
 	case "polygon":
-		wk.readPolygon(&s, raw[iPoints])
+		wk.readPolygon(s, raw[iPoints])
 	case "keypoints":
-		wk.readKeypoints(&s, raw[iNodes])
+		wk.readKeypoints(s, raw[iNodes])
 	}
-	return s, i
+}
+
+// scanNumber steps over the number at b[i] as scanValue does and returns
+// the index past it; n and small are its value and true when it is an
+// integer of at most 15 digits, as smallInt reads one.
+func scanNumber(b []byte, i int) (end int, n int64, small bool) {
+	j := i
+	neg := b[j] == '-'
+	if neg {
+		j++
+	}
+	start := j
+	for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+		n = n*10 + int64(b[j]-'0')
+		j++
+	}
+	digits := j - start
+	small = digits > 0 && digits <= 15 && (digits == 1 || b[start] != '0')
+	for j < len(b) && (b[j] >= '0' && b[j] <= '9' || b[j] == '.' || b[j] == 'e' || b[j] == 'E' || b[j] == '+' || b[j] == '-') {
+		small = false
+		j++
+	}
+	if neg {
+		n = -n
+	}
+	return j, n, small
 }
 
 // readPolygon reads a polygon's points (x, y and figure_id of each) into
@@ -720,6 +994,23 @@ func scanValue(b []byte, i int) int {
 			return i + 5
 		}
 		return -1
+	case c == '"':
+		// To the next quote that no backslash escapes: one with an odd
+		// number of backslashes before it is escaped.
+		for j := i + 1; ; j++ {
+			k := bytes.IndexByte(b[j:], '"')
+			if k < 0 {
+				return -1
+			}
+			j += k
+			p := j - 1
+			for b[p] == '\\' {
+				p--
+			}
+			if (j-1-p)%2 == 0 {
+				return j + 1
+			}
+		}
 	}
 	return events.SkipValue(b, i)
 }
@@ -810,6 +1101,20 @@ func pictureSize(p *picture, labels map[int64]bool) (w, h float64) {
 	return w, h
 }
 
+// fileType returns a file's type (raw JSON) as text, as rawText does:
+// the types walk tells apart without allocating.
+func fileType(v []byte) string {
+	switch string(v) {
+	case `"image"`:
+		return "image"
+	case `"video"`:
+		return "video"
+	case `"compound"`:
+		return "compound"
+	}
+	return rawText(v)
+}
+
 // rawText returns a raw JSON string's text ("" for anything else).
 func rawText(v []byte) string {
 	if len(v) < 2 || v[0] != '"' {
@@ -873,20 +1178,18 @@ func smallInt(v []byte) (int64, bool) {
 	return n, true
 }
 
-// rawInt parses a raw JSON integer; ok false for anything else.
+// rawInt parses a raw JSON integer (no fraction or exponent: as the
+// event decoder reads ids and frame numbers) exactly; ok false for
+// anything else, a number beyond int64 included.
 func rawInt(v []byte) (int64, bool) {
 	if n, ok := smallInt(v); ok {
 		return n, true
 	}
-	n, err := strconv.ParseInt(string(v), 10, 64)
-	if err != nil {
-		f, ok := rawFloat(v)
-		if !ok || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
-			return 0, false
-		}
-		return int64(f), true
+	if len(v) == 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')) {
+		return 0, false
 	}
-	return n, true
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	return n, err == nil
 }
 
 // appendNum appends a number as JSON: the shortest form that reads back
@@ -896,14 +1199,31 @@ func appendNum(b []byte, v float64) []byte {
 		return append(b, '0') // no "-0"
 	}
 	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
-		n := int64(v)
-		if n > 0 && n < 10000 {
-			return appendSmall(b, n)
-		}
-		return strconv.AppendInt(b, n, 10)
+		return appendDec(b, int64(v))
 	}
 	return strconv.AppendFloat(b, v, 'f', -1, 64)
 }
+
+// appendDec appends n in decimal, as strconv.AppendInt(b, n, 10) does
+// (faster below 10^8).
+func appendDec(b []byte, n int64) []byte {
+	switch {
+	case n >= 0 && n < 10000:
+		return appendSmall(b, n)
+	case n >= 10000 && n < 1e8:
+		lo := n % 10000
+		b = appendSmall(b, n/10000)
+		return append(b, digits2[2*(lo/100)], digits2[2*(lo/100)+1], digits2[2*(lo%100)], digits2[2*(lo%100)+1])
+	}
+	return strconv.AppendInt(b, n, 10)
+}
+
+// digits2 is "00" to "99", each two bytes.
+const digits2 = "0001020304050607080910111213141516171819" +
+	"2021222324252627282930313233343536373839" +
+	"4041424344454647484950515253545556575859" +
+	"6061626364656667686970717273747576777879" +
+	"8081828384858687888990919293949596979899"
 
 // appendSmall appends n, in [0, 10000), in decimal.
 func appendSmall(b []byte, n int64) []byte {
@@ -911,15 +1231,15 @@ func appendSmall(b []byte, n int64) []byte {
 	case n < 10:
 		return append(b, byte('0'+n))
 	case n < 100:
-		return append(b, byte('0'+n/10), byte('0'+n%10))
+		return append(b, digits2[2*n], digits2[2*n+1])
 	case n < 1000:
-		return append(b, byte('0'+n/100), byte('0'+n/10%10), byte('0'+n%10))
+		return append(b, byte('0'+n/100), digits2[2*(n%100)], digits2[2*(n%100)+1])
 	}
-	return append(b, byte('0'+n/1000), byte('0'+n/100%10), byte('0'+n/10%10), byte('0'+n%10))
+	return append(b, digits2[2*(n/100)], digits2[2*(n/100)+1], digits2[2*(n%100)], digits2[2*(n%100)+1])
 }
 
-// appendUnit6 appends v, in [0, 1], with six decimals (as
-// strconv.AppendFloat(b, v, 'f', 6, 64) does, faster).
+// appendUnit6 appends v, in [0, 1], with six decimals: v × 10^6 rounded
+// half away from zero.
 func appendUnit6(b []byte, v float64) []byte {
 	n := int64(math.Round(v * 1e6))
 	if n >= 1e6 {
@@ -928,11 +1248,6 @@ func appendUnit6(b []byte, v float64) []byte {
 	if n < 0 {
 		n = 0
 	}
-	b = append(b, '0', '.')
-	var d [6]byte
-	for i := 5; i >= 0; i-- {
-		d[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return append(b, d[:]...)
+	hi, mid, lo := n/10000, n/100%100, n%100
+	return append(b, '0', '.', digits2[2*hi], digits2[2*hi+1], digits2[2*mid], digits2[2*mid+1], digits2[2*lo], digits2[2*lo+1])
 }

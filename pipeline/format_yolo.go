@@ -49,22 +49,22 @@ type yoloSink struct {
 	stemBuf []byte
 	// hdr is the tar header archive/tar writes for a label file, with
 	// an empty name and size 0 (nil when it is not a plain USTAR header);
-	// blk is scratch space for one.
-	hdr []byte
-	blk [512]byte
+	// hdrSum is its checksum without the name and size fields.
+	hdr    []byte
+	hdrSum int
 	// pic and other are the walker's callbacks, bound once.
 	pic   func(*picture) error
 	other func(typ string)
 }
 
-func newYOLOSink(pl *plan, w io.Writer, at time.Time) (*yoloSink, error) {
+func newYOLOSink(pl *plan, dst *outStage, at time.Time) (*yoloSink, error) {
 	f, err := os.CreateTemp("", "exportstream-yolo-files-*")
 	if err != nil {
 		return nil, err
 	}
 	_ = os.Remove(f.Name())
-	s := &yoloSink{out: newBufOut(w), at: at.UTC().Truncate(time.Second), classOf: map[int64]int{}, live: map[int64]bool{},
-		wk: newWalker(), stems: map[uint64]struct{}{}, spill: f, files: bufio.NewWriterSize(f, 64<<10), skip: map[string]int{}}
+	s := &yoloSink{out: newBufOut(dst), at: at.UTC().Truncate(time.Second), classOf: map[int64]int{}, live: map[int64]bool{},
+		wk: newWalker(), stems: make(map[uint64]struct{}, len(pl.ids)), spill: f, files: bufio.NewWriterSize(f, 64<<10), skip: map[string]int{}}
 	s.tw = tar.NewWriter(s.out)
 	s.pic = s.picture
 	s.other = func(typ string) { s.skip[typ]++ }
@@ -104,6 +104,15 @@ func newYOLOSink(pl *plan, w io.Writer, at time.Time) (*yoloSink, error) {
 	if tt.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "x", Mode: 0o644, ModTime: s.at}) == nil && tb.Len() == 512 {
 		s.hdr = tb.Bytes()
 		s.hdr[0] = 0
+		for i, c := range s.hdr {
+			switch {
+			case i >= 124 && i < 136: // size
+			case i >= 148 && i < 156: // checksum
+				s.hdrSum += ' '
+			default:
+				s.hdrSum += int(c)
+			}
+		}
 	}
 	return s, nil
 }
@@ -152,7 +161,7 @@ func (s *yoloSink) picture(p *picture) error {
 		if sh.kind == shapeBox {
 			x1, x2 := unit(sh.x1/w), unit(sh.x2/w)
 			y1, y2 := unit(sh.y1/h), unit(sh.y2/h)
-			b = strconv.AppendInt(b, int64(c), 10)
+			b = appendDec(b, int64(c))
 			for _, v := range [4]float64{(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1} {
 				b = append(b, ' ')
 				b = appendUnit6(b, unit(v))
@@ -161,7 +170,7 @@ func (s *yoloSink) picture(p *picture) error {
 			continue
 		}
 		for _, poly := range sh.polys {
-			b = strconv.AppendInt(b, int64(c), 10)
+			b = appendDec(b, int64(c))
 			for j, v := range poly {
 				d := w
 				if j%2 == 1 {
@@ -183,10 +192,10 @@ func (s *yoloSink) picture(p *picture) error {
 	line = append(line, `{"label":`...)
 	line = appendPlainString(line, s.path)
 	line = append(line, `,"diffgram_file_id":`...)
-	line = strconv.AppendInt(line, p.fileID, 10)
+	line = appendDec(line, p.fileID)
 	line = append(line, `,"frame_number":`...)
 	if p.isFrame {
-		line = strconv.AppendInt(line, p.frame, 10)
+		line = appendDec(line, p.frame)
 	} else {
 		line = append(line, "null"...)
 	}
@@ -224,29 +233,30 @@ func (s *yoloSink) addLabels(name, body []byte) error {
 		}
 		return s.tw.Flush() // its padding, before the next header
 	}
-	blk := &s.blk
-	copy(blk[:], s.hdr)
+	start := len(s.out.b)
+	s.out.b = append(s.out.b, s.hdr...)
+	blk := s.out.b[start : start+512]
 	copy(blk[:100], name)
+	// The checksum is the sum of the header's bytes, its own field
+	// taken as spaces: the template's (hdrSum), plus the name's and the
+	// size's.
+	sum := s.hdrSum
+	for _, c := range name {
+		sum += int(c)
+	}
 	size := blk[124:136]
 	for i, n := 10, len(body); i >= 0; i-- {
 		size[i] = byte('0' + n&7)
+		sum += int(size[i])
 		n >>= 3
 	}
 	size[11] = 0
-	sum := 0
-	for i, c := range blk {
-		if i >= 148 && i < 156 {
-			c = ' '
-		}
-		sum += int(c)
-	}
 	ck := blk[148:156]
 	for i := 5; i >= 0; i-- {
 		ck[i] = byte('0' + sum&7)
 		sum >>= 3
 	}
 	ck[6], ck[7] = 0, ' '
-	s.out.b = append(s.out.b, blk[:]...)
 	s.out.b = append(s.out.b, body...)
 	if pad := len(body) % 512; pad > 0 {
 		s.out.b = append(s.out.b, zeroBlock[:512-pad]...)

@@ -13,10 +13,7 @@ package pipeline
 // its output in pieces, so memory does not grow with the export.
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"hash"
 	"io"
 	"slices"
 	"strconv"
@@ -109,16 +106,19 @@ type sink interface {
 // flushSize is how much of its output a sink gathers before writing it.
 const flushSize = 256 << 10
 
-// bufOut gathers a sink's output and writes it in pieces of about
-// flushSize.
+// bufOut gathers a sink's output and hands it to its outStage in pieces
+// of about flushSize.
 type bufOut struct {
-	w io.Writer
-	b []byte
+	dst *outStage
+	b   []byte
 }
 
-func newBufOut(w io.Writer) *bufOut { return &bufOut{w: w, b: make([]byte, 0, flushSize+64<<10)} }
+func newBufOut(dst *outStage) *bufOut {
+	return &bufOut{dst: dst, b: make([]byte, 0, flushSize+64<<10)}
+}
 
-// maybeFlush writes the gathered output once it is flushSize or more.
+// maybeFlush hands the gathered output over once it is flushSize or
+// more.
 func (o *bufOut) maybeFlush() error {
 	if len(o.b) < flushSize {
 		return nil
@@ -130,8 +130,8 @@ func (o *bufOut) flush() error {
 	if len(o.b) == 0 {
 		return nil
 	}
-	_, err := o.w.Write(o.b)
-	o.b = o.b[:0]
+	var err error
+	o.b, err = o.dst.swap(o.b)
 	return err
 }
 
@@ -145,28 +145,48 @@ func (o *bufOut) Write(p []byte) (int, error) {
 // time at, in one pass over its files: each file's entry is read once
 // and handed to every format. It returns each format's size and SHA-256
 // (its key is the caller's), in outs' order. Its Diffgram document is
-// byte for byte the one render writes.
-func (pl *plan) renderFormats(outs []formatOut, id int64, at time.Time) ([]FormatObject, error) {
+// byte for byte the one render writes. Each output is hashed and written
+// by a stage of its own, and the picture formats walk the entries in
+// another (format_stages.go); all of them have ended when it returns.
+func (pl *plan) renderFormats(outs []formatOut, id int64, at time.Time) (res []FormatObject, err error) {
+	stages := make([]*outStage, len(outs))
 	sinks := make([]sink, len(outs))
-	counters := make([]*countingHash, len(outs))
-	hashes := make([]hash.Hash, len(outs))
-	for i, o := range outs {
-		hashes[i] = sha256.New()
-		counters[i] = &countingHash{w: o.w, hashes: []hash.Hash{hashes[i]}}
-		var err error
-		if sinks[i], err = pl.newSink(o.format, counters[i], id, at); err != nil {
-			for _, s := range sinks[:i] {
-				closeSink(s)
+	defer func() {
+		for i, o := range stages {
+			if o == nil {
+				continue
 			}
+			if serr := o.stop(); err == nil && serr != nil {
+				err = serr
+			}
+			if sinks[i] != nil {
+				closeSink(sinks[i])
+			}
+		}
+		if err != nil {
+			res = nil
+		}
+	}()
+	for i, o := range outs {
+		stages[i] = startOutStage(o.w)
+		if sinks[i], err = pl.newSink(o.format, stages[i], id, at); err != nil {
 			return nil, err
 		}
 	}
-	err := pl.feed(shareWalk(sinks))
+	fed, pictures := shareWalk(sinks)
+	if pictures != nil {
+		ps := startPictureStage(pictures)
+		err = pl.feed(fed, ps)
+		if perr := ps.stop(); err == nil {
+			err = perr
+		}
+	} else {
+		err = pl.feed(fed, nil)
+	}
 	for _, s := range sinks {
 		if err == nil {
 			err = s.finish()
 		}
-		closeSink(s)
 	}
 	if err == nil {
 		err = pl.check()
@@ -174,46 +194,55 @@ func (pl *plan) renderFormats(outs []formatOut, id int64, at time.Time) ([]Forma
 	if err != nil {
 		return nil, err
 	}
-	res := make([]FormatObject, len(outs))
+	for _, o := range stages {
+		if err := o.stop(); err != nil {
+			return nil, err
+		}
+	}
+	res = make([]FormatObject, len(outs))
 	for i := range outs {
-		res[i] = FormatObject{Bytes: counters[i].n, SHA256: hex.EncodeToString(hashes[i].Sum(nil)), SkippedInstances: sinks[i].skipped()}
+		res[i] = FormatObject{Bytes: stages[i].n, SHA256: stages[i].sum(), SkippedInstances: sinks[i].skipped()}
 	}
 	return res, nil
 }
 
-// shareWalk returns the sinks a pass feeds: sinks, with a COCO and a
-// YOLO sink fed together by one walk of each entry (bothPictures).
-func shareWalk(sinks []sink) []sink {
-	ci, yi := -1, -1
-	for i, s := range sinks {
-		switch s.(type) {
+// shareWalk splits the sinks a pass feeds: those fed in the pass's own
+// goroutine (the Diffgram document, JSONL), and the picture sink fed in
+// a stage (nil when there is none): COCO's or YOLO's, or, with both, a
+// bothPictures that feeds both from one walk of each entry.
+func shareWalk(sinks []sink) (own []sink, pictures sink) {
+	var coco *cocoSink
+	var yolo *yoloSink
+	for _, s := range sinks {
+		switch s := s.(type) {
 		case *cocoSink:
-			ci = i
+			coco = s
 		case *yoloSink:
-			yi = i
+			yolo = s
+		default:
+			own = append(own, s)
 		}
 	}
-	if ci < 0 || yi < 0 {
-		return sinks
-	}
-	both := &bothPictures{wk: newWalker(), coco: sinks[ci].(*cocoSink), yolo: sinks[yi].(*yoloSink)}
-	both.pic = func(p *picture) error {
-		if err := both.coco.picture(p); err != nil {
-			return err
+	switch {
+	case coco != nil && yolo != nil:
+		both := &bothPictures{wk: newWalker(), coco: coco, yolo: yolo}
+		both.pic = func(p *picture) error {
+			if err := both.coco.picture(p); err != nil {
+				return err
+			}
+			return both.yolo.picture(p)
 		}
-		return both.yolo.picture(p)
-	}
-	both.other = func(typ string) {
-		both.coco.other(typ)
-		both.yolo.other(typ)
-	}
-	out := []sink{both}
-	for i, s := range sinks {
-		if i != ci && i != yi {
-			out = append(out, s)
+		both.other = func(typ string) {
+			both.coco.other(typ)
+			both.yolo.other(typ)
 		}
+		return own, both
+	case coco != nil:
+		return own, coco
+	case yolo != nil:
+		return own, yolo
 	}
-	return out
+	return own, nil
 }
 
 // bothPictures feeds a COCO and a YOLO sink the pictures of one walk.
@@ -244,22 +273,36 @@ func closeSink(s sink) {
 	}
 }
 
-// feed hands each file's entry to every sink, in document order, telling
-// progress the files done every 1024 files.
-func (pl *plan) feed(sinks []sink) error {
+// feed hands each file's entry to every sink and to the picture stage ps
+// (nil: none), in document order, telling progress the files done every
+// 1024 files. With a stage, each entry is rendered into the stage's
+// batch, not copied there.
+func (pl *plan) feed(sinks []sink, ps *pictureStage) error {
 	var buf []byte
 	for i, id := range pl.ids {
+		start := 0
+		if ps != nil {
+			buf = ps.batch()
+			start = len(buf)
+		} else {
+			buf = buf[:0]
+		}
 		var child bool
-		buf, child = pl.formatEntry(buf[:0], id)
+		buf, child = pl.formatEntry(buf, id)
 		// The same links as the Diffgram document's: signed when the
 		// definition signs.
 		if pl.links != nil {
-			if buf = pl.linkEntry(buf, 0, id); pl.links.err != nil {
+			if buf = pl.linkEntry(buf, start, id); pl.links.err != nil {
 				return pl.links.err
 			}
 		}
 		for _, s := range sinks {
-			if err := s.entry(id, buf, child); err != nil {
+			if err := s.entry(id, buf[start:], child); err != nil {
+				return err
+			}
+		}
+		if ps != nil {
+			if err := ps.add(id, buf, child); err != nil {
 				return err
 			}
 		}
@@ -289,17 +332,17 @@ func (pl *plan) formatEntry(b []byte, id int64) ([]byte, bool) {
 	return b, m.parent != nil
 }
 
-// newSink returns the sink of format writing to w.
-func (pl *plan) newSink(format string, w io.Writer, id int64, at time.Time) (sink, error) {
+// newSink returns the sink of format writing to dst.
+func (pl *plan) newSink(format string, dst *outStage, id int64, at time.Time) (sink, error) {
 	switch format {
 	case FormatDiffgram:
-		return newDiffgramSink(pl, w, id, at), nil
+		return newDiffgramSink(pl, dst, id, at), nil
 	case FormatCOCO:
-		return newCOCOSink(pl, w, id, at)
+		return newCOCOSink(pl, dst, id, at)
 	case FormatYOLO:
-		return newYOLOSink(pl, w, at)
+		return newYOLOSink(pl, dst, at)
 	case FormatJSONL:
-		return newJSONLSink(w), nil
+		return newJSONLSink(dst), nil
 	}
 	return nil, fmt.Errorf("unknown export format %q", format)
 }
@@ -310,8 +353,8 @@ type diffgramSink struct {
 	out *bufOut
 }
 
-func newDiffgramSink(pl *plan, w io.Writer, id int64, at time.Time) *diffgramSink {
-	s := &diffgramSink{pl: pl, out: newBufOut(w)}
+func newDiffgramSink(pl *plan, dst *outStage, id int64, at time.Time) *diffgramSink {
+	s := &diffgramSink{pl: pl, out: newBufOut(dst)}
 	s.out.b = append(s.out.b, pl.header(id, at, false)...)
 	return s
 }
@@ -333,7 +376,7 @@ func (s *diffgramSink) skipped() map[string]int { return nil }
 // jsonlSink writes one line per file entry: {"file_id": ..., "entry": ...}.
 type jsonlSink struct{ out *bufOut }
 
-func newJSONLSink(w io.Writer) *jsonlSink { return &jsonlSink{out: newBufOut(w)} }
+func newJSONLSink(dst *outStage) *jsonlSink { return &jsonlSink{out: newBufOut(dst)} }
 
 func (s *jsonlSink) entry(id int64, entry []byte, _ bool) error {
 	s.out.b = append(s.out.b, `{"file_id":`...)

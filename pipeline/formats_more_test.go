@@ -3,7 +3,9 @@ package pipeline
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -13,13 +15,11 @@ import (
 // TestFormatsReadersOnMoreData: beyond the contract examples and the
 // simulator's small run (formats_test.go), every format passes its
 // independent reader (pipeline/pipelinetest) on the format and render
-// cases, a large simulator dataset and the benchmark's data.
-//
-// Not yet on randomFormatEvents' entries (odd values made to trip the
-// one-pass scanner of format_shapes.go): there the readers and the
-// writers disagree at the edges (negative frame numbers, media sizes
-// beyond 2^53 or of 0, which COCO's width and height and YOLO's
-// normalisation take differently); to settle and then add here.
+// cases, a large simulator dataset, the benchmark's data, the edge cases
+// of edgeFormatEvents and randomFormatEvents' entries (odd values made to
+// trip the one-pass scanner of format_shapes.go): the readers and the
+// writers must agree on what counts as a frame, a size and a number
+// (docs/contract-decisions.md, "Which values count").
 func TestFormatsReadersOnMoreData(t *testing.T) {
 	type dataset struct {
 		name  string
@@ -36,6 +36,10 @@ func TestFormatsReadersOnMoreData(t *testing.T) {
 		{"format-cases", readLines(t, "testdata/format-cases.jsonl"), all("fmt")},
 		{"render-cases", readLines(t, "testdata/render-cases.jsonl"), all("golden")},
 		{"bench", syntheticEvents(2000, 10), all("bench")},
+		{"edges", edgeFormatEvents(), all("edge")},
+	}
+	for seed := range uint64(4) {
+		sets = append(sets, dataset{fmt.Sprint("random-", seed), randomFormatEvents(rand.New(rand.NewPCG(seed, 2)), 400), all("rnd")})
 	}
 	sim := simulate.New(simulate.Options{Seed: 11, Files: 300}, nil)
 	var simLines []line
@@ -73,7 +77,7 @@ func randomFormatEvents(r *rand.Rand, files int) []line {
 	pick := func(vs ...string) string { return vs[r.IntN(len(vs))] }
 	num := func() string {
 		return pick("0", "-0", "7", "-3", "12.5", "0.1", "1e2", "2.5E-1", "-7.25", "1920", "100000",
-			"12345678901234567890", "1e400", "null", `"5"`, "true", "[]", "{}", fmt.Sprint(r.IntN(3000)),
+			"12345678901234567890", "9007199254740993", "1e400", "null", `"5"`, "true", "[]", "{}", fmt.Sprint(r.IntN(3000)),
 			fmt.Sprintf("%.3f", r.Float64()*2000))
 	}
 	name := func(id int) string {
@@ -133,7 +137,7 @@ func randomFormatEvents(r *rand.Rand, files int) []line {
 				seq = fmt.Sprint(seqs[r.IntN(len(seqs))])
 			}
 			fmt.Fprintf(&b, `,"frame_number":%s,"global_frame_number":1,"sequence_id":%s,"number":1,"interpolated":false`,
-				pick("0", "1", "2", "3", "10", "2", "null", "-1", "4.0"), seq)
+				pick("0", "1", "2", "3", "10", "2", "null", "-1", "4.0", "9007199254740993"), seq)
 		}
 		b.WriteString("}")
 		return env("instance", "created", `{"instance":`+b.String()+`}`)
@@ -145,7 +149,8 @@ func randomFormatEvents(r *rand.Rand, files int) []line {
 	imageMedia := func() string {
 		return pick(`,"image":{"width":200,"height":100}`, `,"image":{"width":200,"height":100,"width":5}`, "",
 			`,"image":{"height":50}`, `,"image":{"width":0,"height":0}`, `,"image":{"width":"200","height":100}`,
-			`,"image":{"width":640.5,"height":480,"extra":{"width":1}}`, `,"image":{"width":-5,"height":1e3}`)
+			`,"image":{"width":640.5,"height":480,"extra":{"width":1}}`, `,"image":{"width":-5,"height":1e3}`,
+			`,"image":{"width":9007199254740993,"height":0}`)
 	}
 	id := 0
 	for range files {
@@ -209,5 +214,114 @@ func TestRandomFormatEvents(t *testing.T) {
 		if !bytes.Contains(data[FormatCOCO], []byte(want)) {
 			t.Errorf("COCO output lacks %s", want)
 		}
+	}
+}
+
+// edgeFormatEvents returns the events of project "edge": the values the
+// picture formats must take as decided (docs/contract-decisions.md, "Which
+// values count"): frame numbers below 0 and beyond 2^53, media sizes of
+// 0, below 0 and beyond 2^53, coordinates beyond 2^53 and beyond
+// float64's range, ids beyond 2^53.
+func edgeFormatEvents() []line {
+	const proj = "edge"
+	n := 0
+	env := func(kind, action, data string) line {
+		n++
+		return line{
+			subject: "diffgram.events." + proj + "." + kind + "." + action,
+			body: []byte(`{"specversion":"1.0","id":"e` + fmt.Sprint(n) + `","source":"t","type":"diffgram.` + kind + "." + action +
+				`","diffgramproject":"` + proj + `","data":` + data + `}`),
+		}
+	}
+	file := func(id int64, typ, name, media string) line {
+		return env("file", "uploaded", fmt.Sprintf(`{"file":{"id":%d,"type":%q,"original_filename":%s,"created_time":"2026-02-01T00:00:00Z","state":"added","ann_is_complete":true,"directory_ids":[1],"parent_id":null,"blob_url":"https://m/%d","version":1%s}}`,
+			id, typ, name, id, media))
+	}
+	inst := func(id, file int64, label, rest string) line {
+		return env("instance", "created", fmt.Sprintf(`{"instance":{"id":%d,"root_id":%d,"previous_id":null,"version":1,"file_id":%d,"soft_delete":false,"label_file_id":%s,"attribute_groups":null,%s}}`,
+			id, id, file, label, rest))
+	}
+	frame := func(f string, seq string) string {
+		return `,"frame_number":` + f + `,"global_frame_number":1,"sequence_id":` + seq + `,"number":1,"interpolated":false`
+	}
+	box := `"type":"box","x_min":10,"y_min":20,"x_max":110,"y_max":220`
+	return []line{
+		env("project", "upserted", `{"project":{"string_id":"edge","name":"E","version":1}}`),
+		env("label", "upserted", `{"label_file":{"id":11,"label":{"id":1,"name":"car"},"colour":{"hex":"#ff0000"},"state":"added","version":1}}`),
+		env("label", "upserted", `{"label_file":{"id":9007199254740993,"label":{"id":2,"name":"big"},"colour":{"hex":"#00ff00"},"state":"added","version":1}}`),
+		// Size 0 × 0: the extent of the shapes held (110 × 220); a box
+		// beyond float64's range and a polygon with a point that is no
+		// number are not held.
+		file(1, "image", `"zero.jpg"`, `,"image":{"width":0,"height":0}`),
+		inst(101, 1, "11", box),
+		inst(102, 1, "11", `"type":"box","x_min":10,"y_min":20,"x_max":1e400,"y_max":220`),
+		inst(103, 1, "11", `"type":"polygon","points":[{"x":1,"y":1,"figure_id":null},{"x":5,"y":"5","figure_id":null},{"x":9,"y":1,"figure_id":null}]`),
+		// A width beyond 2^53; an instance id and a label id beyond 2^53;
+		// a corner beyond 2^53.
+		file(2, "image", `"wide.jpg"`, `,"image":{"width":9007199254740993,"height":100}`),
+		inst(9007199254740995, 2, "9007199254740993", `"type":"box","x_min":0,"y_min":0,"x_max":12345678901234567890,"y_max":50`),
+		// A video: frames below 0 name no frame (skipped); frames beyond
+		// 2^53 and int64's largest are frames.
+		file(3, "video", `"clip.mp4"`, `,"video":{"width":640,"height":480,"frame_rate":5}`),
+		env("sequence", "upserted", `{"sequence":{"id":31,"file_id":3,"label_file_id":11,"number":1,"keyframe_list":[1],"single_frame":false,"archived":false,"version":1}}`),
+		inst(301, 3, "11", box+frame("-1", "null")),
+		inst(302, 3, "11", box+frame("-5", "31")),
+		inst(303, 3, "11", box+frame("0", "31")),
+		inst(304, 3, "11", box+frame("9007199254740993", "31")),
+		inst(305, 3, "11", box+frame("9223372036854775807", "null")),
+		// A file id beyond 2^53, a name whose stem is "." (the stem is the
+		// file id), a width of 0 (the extent: 110) and a height.
+		file(9007199254740997, "image", `"..jpg"`, `,"image":{"width":0,"height":50}`),
+		inst(401, 9007199254740997, "11", box),
+		// A width below 0 and a height in exponent form.
+		file(5, "image", `"neg.jpg"`, `,"image":{"width":-5,"height":1e3}`),
+		inst(501, 5, "11", box),
+	}
+}
+
+// TestFormatsEdges: what the picture formats make of edgeFormatEvents'
+// values, as decided (docs/contract-decisions.md, "Which values count");
+// TestFormatsReadersOnMoreData checks the same export with the readers.
+func TestFormatsEdges(t *testing.T) {
+	s := NewState()
+	if bad := applyAll(t, s, edgeFormatEvents()); bad != 0 {
+		t.Fatalf("%d bad events", bad)
+	}
+	d := &Definition{Name: "all", Project: "edge", Source: Source{Kind: SourceProject}, Completion: CompletionAll}
+	data, objs := renderAll(t, s, d, nil)
+	checkFormats(t, data, objs, nil)
+	skipped := map[string]int{"box": 3, "polygon": 1}
+	for _, f := range []string{FormatCOCO, FormatYOLO} {
+		if got := objs[f].SkippedInstances; !maps.Equal(got, skipped) {
+			t.Errorf("%s skipped %v, want %v", f, got, skipped)
+		}
+	}
+	coco := string(data[FormatCOCO])
+	for _, want := range []string{
+		`"file_name":"zero.jpg","width":110,"height":220,"diffgram_file_id":1}`,
+		`"file_name":"wide.jpg","width":9007199254740993,"height":100,`,
+		`{"id":9007199254740995,"image_id":2,"category_id":9007199254740993,"bbox":[0,0,12345678901234567000,50]`,
+		`{"id":9007199254740993,"name":"big",`,
+		`"file_name":"3_0","width":640,"height":480,"diffgram_file_id":3,"frame_number":0,`,
+		`"file_name":"3_9007199254740993","width":640,"height":480,"diffgram_file_id":3,"frame_number":9007199254740993,`,
+		`"file_name":"3_9223372036854775807","width":640,"height":480,"diffgram_file_id":3,"frame_number":9223372036854775807,`,
+		`"file_name":"..jpg","width":110,"height":50,"diffgram_file_id":9007199254740997}`,
+		`"file_name":"neg.jpg","width":110,"height":1000,"diffgram_file_id":5}`,
+	} {
+		if !strings.Contains(coco, want) {
+			t.Errorf("COCO lacks %s", want)
+		}
+	}
+	if strings.Contains(coco, `"frame_number":-`) {
+		t.Errorf("COCO has a frame below 0")
+	}
+	_, y := checkFormats(t, data, objs, nil)
+	for _, stem := range []string{"zero", "wide", "clip_0", "clip_9007199254740993", "clip_9223372036854775807", "9007199254740997", "neg"} {
+		if _, ok := y.Labels[stem]; !ok {
+			t.Errorf("YOLO has no labels/%s.txt (has %v)", stem, slices.Sorted(maps.Keys(y.Labels)))
+		}
+	}
+	if len(y.Labels) != 7 {
+		t.Errorf("YOLO has %d label files, want 7", len(y.Labels))
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/big"
 	"path"
 	"slices"
 	"sort"
@@ -94,38 +95,124 @@ func ReadDoc(doc []byte) (*Doc, error) {
 	return d, nil
 }
 
-// dgInstance is what the readers need of an instance in the document.
+// dgInstance is what the readers need of an instance in the document,
+// read by the rules of docs/contract-decisions.md ("Which values count"):
+// ids, labels and frame numbers are JSON integers (read exactly, whatever
+// their size); a frame number below 0 is no frame; coordinates are JSON
+// numbers within float64's range, a box corner being 0 when absent or
+// null. A value breaking these rules is left unset (nil), or, for a box
+// corner, marks the box as BadBox.
 type dgInstance struct {
-	ID          *int64          `json:"id"`
-	Type        string          `json:"type"`
-	LabelFileID *int64          `json:"label_file_id"`
-	SoftDelete  bool            `json:"soft_delete"`
-	XMin        float64         `json:"x_min"`
-	YMin        float64         `json:"y_min"`
-	XMax        float64         `json:"x_max"`
-	YMax        float64         `json:"y_max"`
-	Points      []dgPoint       `json:"points"`
-	Nodes       []dgPoint       `json:"nodes"`
-	FrameNumber *int64          `json:"frame_number"`
-	FigureID    json.RawMessage `json:"-"`
+	ID          *int64
+	Type        string
+	LabelFileID *int64
+	SoftDelete  bool
+	// XMin, YMin, XMax, YMax are the box's corners; BadBox says one of
+	// them is no number.
+	XMin, YMin, XMax, YMax float64
+	BadBox                 bool
+	Points                 []dgPoint
+	Nodes                  []dgPoint
+	FrameNumber            *int64
 }
 
+// dgPoint is a polygon point or a keypoints node: X and Y are nil when
+// they are no number.
 type dgPoint struct {
-	X        *float64        `json:"x"`
-	Y        *float64        `json:"y"`
-	FigureID json.RawMessage `json:"figure_id"`
-	Occluded any             `json:"occluded"`
+	X, Y     *float64
+	FigureID json.RawMessage
+	Occluded any
+}
+
+// UnmarshalJSON reads an instance by dgInstance's rules; it fails only
+// when raw is not a JSON object.
+func (in *dgInstance) UnmarshalJSON(raw []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return err
+	}
+	*in = dgInstance{ID: jsonInt(m["id"]), LabelFileID: jsonInt(m["label_file_id"])}
+	_ = json.Unmarshal(m["type"], &in.Type)
+	in.SoftDelete = string(m["soft_delete"]) == "true"
+	for _, c := range []struct {
+		key string
+		dst *float64
+	}{{"x_min", &in.XMin}, {"y_min", &in.YMin}, {"x_max", &in.XMax}, {"y_max", &in.YMax}} {
+		v, present := m[c.key]
+		if !present || string(v) == "null" {
+			continue
+		}
+		if f := jsonNumber(v); f != nil {
+			*c.dst = *f
+		} else {
+			in.BadBox = true
+		}
+	}
+	in.Points, in.Nodes = points(m["points"]), points(m["nodes"])
+	if f := jsonInt(m["frame_number"]); f != nil && *f >= 0 {
+		in.FrameNumber = f
+	}
+	return nil
+}
+
+// points reads a list of points; nil when raw is no list.
+func points(raw json.RawMessage) []dgPoint {
+	var list []map[string]json.RawMessage
+	if json.Unmarshal(raw, &list) != nil {
+		return nil
+	}
+	out := make([]dgPoint, len(list))
+	for i, p := range list {
+		out[i] = dgPoint{X: jsonNumber(p["x"]), Y: jsonNumber(p["y"]), FigureID: p["figure_id"]}
+		if o, ok := p["occluded"]; ok {
+			_ = json.Unmarshal(o, &out[i].Occluded)
+		}
+	}
+	return out
+}
+
+// jsonInt reads a JSON integer exactly: nil for anything else (a
+// fraction or exponent, a number beyond int64, a string, null).
+func jsonInt(raw json.RawMessage) *int64 {
+	if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
+		return nil
+	}
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil {
+		return nil
+	}
+	return &n
+}
+
+// jsonNumber reads a JSON number as a float64 (the nearest): nil for
+// anything else, and for a number beyond float64's range.
+func jsonNumber(raw json.RawMessage) *float64 {
+	if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
+		return nil
+	}
+	var n json.Number
+	if json.Unmarshal(raw, &n) != nil {
+		return nil
+	}
+	f, err := n.Float64()
+	if err != nil || math.IsInf(f, 0) {
+		return nil
+	}
+	return &f
 }
 
 // dgPicture is an image file, or a video frame carrying instances.
 type dgPicture struct {
-	fileID   int64
-	name     *string
-	frame    int64
-	isFrame  bool
-	w, h     float64
-	insts    []dgInstance
-	filename string // the COCO file_name it must carry
+	fileID  int64
+	name    *string
+	frame   int64
+	isFrame bool
+	w, h    float64
+	// wRaw and hRaw are the media block's width and height as written
+	// (nil when they are no number).
+	wRaw, hRaw json.RawMessage
+	insts      []dgInstance
+	filename   string // the COCO file_name it must carry
 }
 
 // pictures lists the document's pictures in document order (video frames
@@ -161,20 +248,33 @@ func (d *Doc) pictures() (pics []*dgPicture, other []dgInstance, err error) {
 			}
 			return l
 		}
+		// The media block's width and height: numbers, else unknown (0);
+		// and as written, for the integers COCO must copy exactly.
 		var media struct {
-			Width  float64 `json:"width"`
-			Height float64 `json:"height"`
+			Width, Height       float64
+			WidthRaw, HeightRaw json.RawMessage
+		}
+		readMedia := func(raw json.RawMessage) {
+			var m map[string]json.RawMessage
+			_ = json.Unmarshal(raw, &m)
+			if f := jsonNumber(m["width"]); f != nil {
+				media.Width, media.WidthRaw = *f, m["width"]
+			}
+			if f := jsonNumber(m["height"]); f != nil {
+				media.Height, media.HeightRaw = *f, m["height"]
+			}
 		}
 		switch f.Type {
 		case "image":
-			_ = json.Unmarshal(e["image"], &media)
+			readMedia(e["image"])
 			name := strconv.FormatInt(id, 10)
 			if f.OriginalFilename != nil {
 				name = *f.OriginalFilename
 			}
-			pics = append(pics, &dgPicture{fileID: id, name: f.OriginalFilename, w: media.Width, h: media.Height, insts: list("instance_list"), filename: name})
+			pics = append(pics, &dgPicture{fileID: id, name: f.OriginalFilename, w: media.Width, h: media.Height,
+				wRaw: media.WidthRaw, hRaw: media.HeightRaw, insts: list("instance_list"), filename: name})
 		case "video":
-			_ = json.Unmarshal(e["video"], &media)
+			readMedia(e["video"])
 			all := list("parent_instance_list")
 			var seqs []struct {
 				InstanceList []dgInstance `json:"instance_list"`
@@ -199,6 +299,7 @@ func (d *Doc) pictures() (pics []*dgPicture, other []dgInstance, err error) {
 			slices.Sort(keys)
 			for _, k := range keys {
 				pics = append(pics, &dgPicture{fileID: id, name: f.OriginalFilename, frame: k, isFrame: true, w: media.Width, h: media.Height,
+					wRaw: media.WidthRaw, hRaw: media.HeightRaw,
 					insts: frames[k], filename: fmt.Sprintf("%d_%d", id, k)})
 			}
 		default:
@@ -260,7 +361,7 @@ func (d *Doc) size(p *dgPicture) (w, h float64) {
 
 // cocoKind says whether COCO holds the instance, and how.
 func (d *Doc) cocoKind(in dgInstance) string {
-	if in.SoftDelete || in.LabelFileID == nil || in.ID == nil {
+	if in.SoftDelete || in.LabelFileID == nil || in.ID == nil || *in.ID <= 0 {
 		return ""
 	}
 	if _, ok := d.LabelMap[*in.LabelFileID]; !ok {
@@ -268,7 +369,9 @@ func (d *Doc) cocoKind(in dgInstance) string {
 	}
 	switch in.Type {
 	case "box":
-		return "box"
+		if !in.BadBox {
+			return "box"
+		}
 	case "polygon":
 		if len(figures(in.Points)) > 0 {
 			return "polygon"
@@ -402,11 +505,14 @@ func CheckCOCO(coco []byte, dg *Doc, skipped map[string]int) []string {
 		var frame int64
 		_, isFrame := im["frame_number"]
 		if isFrame {
-			f, ok := num(im["frame_number"])
-			if !ok || f < 0 || f != math.Trunc(f) {
+			// Exactly, however large: a frame number beyond 2^53 must
+			// name its frame.
+			n, _ := im["frame_number"].(json.Number)
+			f, err := strconv.ParseInt(n.String(), 10, 64)
+			if err != nil || f < 0 {
 				add("%s: frame_number %v is not a frame number", where, im["frame_number"])
 			}
-			frame = int64(f)
+			frame = f
 		}
 		p := picByKey[fmt.Sprintf("%d/%d/%t", fid, frame, isFrame)]
 		if p == nil {
@@ -425,6 +531,22 @@ func CheckCOCO(coco []byte, dg *Doc, skipped map[string]int) []string {
 		}
 		if ww, wh := dg.size(p); w != ww || h != wh {
 			add("%s: %vx%v, want %vx%v (the media block's, else the extent of the annotations)", where, w, h, ww, wh)
+		}
+		// A media size that is an integer is copied exactly, beyond 2^53
+		// too.
+		for _, c := range []struct {
+			key  string
+			size float64
+			raw  json.RawMessage
+		}{{"width", p.w, p.wRaw}, {"height", p.h, p.hRaw}} {
+			want, isInt := new(big.Int).SetString(string(c.raw), 10)
+			if c.size <= 0 || !isInt {
+				continue
+			}
+			n, _ := im[c.key].(json.Number)
+			if got, ok := new(big.Int).SetString(n.String(), 10); !ok || got.Cmp(want) != 0 {
+				add("%s: %s %v, the media block's is %s", where, c.key, im[c.key], c.raw)
+			}
 		}
 	}
 	for k := range picByKey {
@@ -853,8 +975,8 @@ func CheckYOLO(y *YOLO, dg *Doc, skipped map[string]int, classes []int64) []stri
 		stem := strings.TrimSuffix(strings.TrimPrefix(label, "labels/"), ".txt")
 		base := strconv.FormatInt(p.fileID, 10)
 		if p.name != nil {
-			n := strings.NewReplacer("/", "_", "\\", "_").Replace(*p.name)
-			if b := strings.TrimSuffix(n, path.Ext(n)); b != "" {
+			n := strings.NewReplacer("/", "_", "\\", "_", "\x00", "_").Replace(*p.name)
+			if b := strings.TrimSuffix(n, path.Ext(n)); b != "" && b != "." && b != ".." {
 				base = b
 			}
 		}
