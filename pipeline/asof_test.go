@@ -62,8 +62,6 @@ func TestParseAsOf(t *testing.T) {
 // project, a directory with removed instances, and a job.
 var asOfDefs = []string{"whole-project", "luckfrill-complete-with-removed", "night-review-all"}
 
-// asOfHarness runs the pipeline with point-in-time exports on (stream EV)
-// over a local bucket, its state store in stateDir.
 // asOfWorld is a running pipeline with the ordered example's
 // whole-project definition on a local bucket, for the as_of tests.
 type asOfWorld struct {
@@ -89,6 +87,8 @@ func wholeProjectAsOf(t *testing.T) asOfWorld {
 	return asOfWorld{js, scenario, d, stateDir, asOfHarness(t, js, []*Definition{d}, b, stateDir)}
 }
 
+// asOfHarness runs the pipeline with point-in-time exports on (stream EV)
+// over a local bucket, its state store in stateDir.
 func asOfHarness(t *testing.T, js jetstream.JetStream, defs []*Definition, bucket connectors.Bucket, stateDir string) *harness {
 	t.Helper()
 	return startHarnessWith(t, js, Options{

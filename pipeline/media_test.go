@@ -3,7 +3,6 @@ package pipeline
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -354,7 +353,7 @@ func TestMediaSettingChange(t *testing.T) {
 	})
 	// Every event applied and exported (an export of all the files may
 	// come before the last events' export): no dirty mark left.
-	waitSettled(t, js, d.Name)
+	settle(t, h, []*Definition{d})
 	first = latestRecord(t, disk, d.Path)
 	h.stop()
 
@@ -416,26 +415,4 @@ func TestBlobPath(t *testing.T) {
 			t.Errorf("blobPath(%s) = %q, %t; want %q", raw, got, ok, want)
 		}
 	}
-}
-
-// waitSettled waits until the harness's consumer has applied every event
-// and the definition has no dirty mark left.
-func waitSettled(t *testing.T, js jetstream.JetStream, name string) {
-	t.Helper()
-	waitFor(t, "every event applied and exported", 30*time.Second, func() bool {
-		c, err := js.Consumer(t.Context(), "EV", "c")
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(t.Context())
-		if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
-			return false
-		}
-		kv, err := js.KeyValue(t.Context(), "T_DIRTY") // the harness's state prefix
-		if err != nil {
-			return false
-		}
-		_, err = kv.Get(t.Context(), name)
-		return errors.Is(err, jetstream.ErrKeyNotFound)
-	})
 }
