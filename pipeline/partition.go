@@ -199,43 +199,26 @@ func (p *Pipeline) balance(ctx context.Context) error {
 	defer tick.Stop()
 	first := true
 	for {
+		// The watch only wakes the loop when a replica appears (so that
+		// it gets its share at once); heartbeats that expire leave no
+		// trace in it (the bucket's age limit removes them), so the keys
+		// are listed every round. A failed listing keeps the last one.
 		if watch == nil {
 			w, err := p.live.kv.WatchAll(ctx)
 			if err == nil {
-				watch, live = w, map[string]bool{}
+				watch = w
 			} else if ctx.Err() == nil {
 				p.log.Warn("watching the replicas' heartbeats failed; trying again", "err", err)
 			}
 		}
-		// What the watch has (its first nil marks the current keys).
-		if watch != nil {
-		drain:
-			for {
-				select {
-				case e, ok := <-watch.Updates():
-					if !ok {
-						watch = nil
-						break drain
-					}
-					if e == nil {
-						continue
-					}
-					live[e.Key()] = e.Operation() == jetstream.KeyValuePut
-				default:
-					break drain
-				}
-			}
-		}
-		// Heartbeats that expire leave no trace in the watch (the bucket's
-		// age limit removes them): the keys are listed every time.
 		if keys, err := p.liveKeys(ctx); err == nil {
 			live = keys
 		} else if ctx.Err() == nil {
 			p.log.Warn("listing the replicas' heartbeats failed", "err", err)
 		}
 		var replicas []string
-		for k, ok := range live {
-			if ok && k != p.live.key {
+		for k := range live {
+			if k != p.live.key {
 				replicas = append(replicas, k)
 			}
 		}
@@ -285,19 +268,33 @@ func (p *Pipeline) balance(ctx context.Context) error {
 			first = false
 			p.dropUnheld()
 		}
-		var updates <-chan jetstream.KeyValueEntry
-		if watch != nil {
-			updates = watch.Updates()
+		if !p.waitRound(ctx, tick.C, &watch, live) {
+			return nil
 		}
+	}
+}
+
+// waitRound waits for the next balancing round: the tick, or a heartbeat
+// of a replica not in live (one that joined). It reports false when ctx
+// is done; a watch that ended is set to nil (opened again next round).
+func (p *Pipeline) waitRound(ctx context.Context, tick <-chan time.Time, watch *jetstream.KeyWatcher, live map[string]bool) bool {
+	var updates <-chan jetstream.KeyValueEntry
+	if *watch != nil {
+		updates = (*watch).Updates()
+	}
+	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-tick.C:
+			return false
+		case <-tick:
+			return true
 		case e, ok := <-updates:
-			if !ok {
-				watch = nil
-			} else if e != nil {
-				live[e.Key()] = e.Operation() == jetstream.KeyValuePut
+			switch {
+			case !ok:
+				*watch = nil
+				return true
+			case e != nil && e.Operation() == jetstream.KeyValuePut && !live[e.Key()]:
+				return true
 			}
 		}
 	}
