@@ -1235,7 +1235,7 @@ func (d *DiskState) DropProjects(projects []string) error {
 			continue
 		}
 		p := projectPrefix(n)
-		r := append([]byte{'r'}, p[1:]...)
+		r := fragPrefix(p, len(p))
 		for _, pre := range [][]byte{p, r} {
 			if err := b.DeleteRange(pre, prefixEnd(pre), nil); err != nil {
 				return err

@@ -39,9 +39,13 @@ const (
 
 // fragKey is "r P <file> <code>" (p is the project's "p P" prefix).
 func fragKey(p []byte, file int64, code byte) []byte {
-	k := make([]byte, 0, 14)
-	k = append(append(k, 'r'), p[1:]...)
-	return append(appendID(k, file), code)
+	return append(appendID(fragPrefix(p, 14), file), code)
+}
+
+// fragPrefix is "r P", the project's cached entries (p is its "p P"
+// prefix), in a slice with room for size bytes.
+func fragPrefix(p []byte, size int) []byte {
+	return append(append(make([]byte, 0, size), 'r'), p[1:]...)
 }
 
 // entryFiles are the files whose entries a change from old to sn changes.
