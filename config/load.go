@@ -216,6 +216,17 @@ const (
 
 // decoder decodes a yaml.Node tree into Config with reflection, recording
 // every problem with its path instead of stopping at the first one.
+//
+// It does not leave the decoding to the YAML library's Decode (with
+// KnownFields), which does less than the messages need: it names a
+// problem's line, not its path; takes "yes" for true and 1.5 for 1, and
+// refuses 0 for a duration; stops at the first merge of what is not a
+// mapping, and at "<<" given a list by alias; skips a whole mapping that
+// has a duplicate key; drops an empty list item; and checks for duplicate
+// keys in quadratic time at every use of an alias. Decoders built on it
+// (Decode into Config, with the paths recovered from the node tree; or Decode
+// of each mapping into map[string]yaml.Node, for its merges) needed as many
+// lines as this one to keep the messages.
 type decoder struct {
 	lookupEnv func(string) (string, bool)
 	problems  []Problem
