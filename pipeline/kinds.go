@@ -65,15 +65,15 @@ type link struct {
 	key func(p []byte, owner, id int64) []byte
 }
 
-// always is a touches for the kinds every export shows.
-func always(*Definition) bool { return true }
+// touchesAlways is the touches of the kinds every export shows.
+func touchesAlways(*Definition) bool { return true }
 
 // kindInfos is the pipeline's kind table: a row for each of
 // events.Kinds().
 var kindInfos = map[events.Kind]kindInfo{
-	events.KindProject:        {code: 'P', touches: always},
-	events.KindLabel:          {code: 'l', touches: always},
-	events.KindAttributeGroup: {code: 'g', touches: always},
+	events.KindProject:        {code: 'P', touches: touchesAlways},
+	events.KindLabel:          {code: 'l', touches: touchesAlways},
+	events.KindAttributeGroup: {code: 'g', touches: touchesAlways},
 	events.KindDirectory: {code: 'd', touches: func(d *Definition) bool {
 		return d.Source.Kind == SourceDirectory
 	}},
@@ -105,9 +105,9 @@ var kindInfos = map[events.Kind]kindInfo{
 	events.KindTask: {
 		code: 't',
 		links: []link{
-			{rel: relFileTasks, owner: func(v any) (int64, bool) { return v.(*events.Task).FileID, true },
+			{rel: relFileTasks, owner: always(func(v any) int64 { return v.(*events.Task).FileID }),
 				key: func(p []byte, file, id int64) []byte { return fileSubKey(p, file, 't', id) }},
-			{rel: relJobTasks, owner: func(v any) (int64, bool) { return v.(*events.Task).JobID, true },
+			{rel: relJobTasks, owner: always(func(v any) int64 { return v.(*events.Task).JobID }),
 				key: func(p []byte, job, id int64) []byte { return appendID(appendID(append(slices.Clip(p), 'J'), job), id) }},
 		},
 		touchesVia: func(d *Definition, pv ProjectView, v any) (bool, []int64) {
@@ -123,25 +123,32 @@ var kindInfos = map[events.Kind]kindInfo{
 		},
 	},
 	events.KindSequence: {
-		code:    's',
-		owner:   func(v any) int64 { return v.(*events.Sequence).FileID },
-		locator: 'S',
-		links: []link{{rel: relFileSeqs,
-			owner: func(v any) (int64, bool) { return v.(*events.Sequence).FileID, true }}},
-		entryFile: func(v any) int64 { return v.(*events.Sequence).FileID },
-		touchesVia: func(_ *Definition, _ ProjectView, v any) (bool, []int64) {
-			return false, []int64{v.(*events.Sequence).FileID}
-		},
+		code:       's',
+		owner:      sequenceFile,
+		locator:    'S',
+		links:      []link{{rel: relFileSeqs, owner: always(sequenceFile)}},
+		entryFile:  sequenceFile,
+		touchesVia: viaFile(sequenceFile),
 	},
 	events.KindInstance: {
-		code:    'i',
-		owner:   func(v any) int64 { return v.(*events.Instance).FileID },
-		locator: 'I',
-		links: []link{{rel: relFileInsts,
-			owner: func(v any) (int64, bool) { return v.(*events.Instance).FileID, true }}},
-		entryFile: func(v any) int64 { return v.(*events.Instance).FileID },
-		touchesVia: func(_ *Definition, _ ProjectView, v any) (bool, []int64) {
-			return false, []int64{v.(*events.Instance).FileID}
-		},
+		code:       'i',
+		owner:      instanceFile,
+		locator:    'I',
+		links:      []link{{rel: relFileInsts, owner: always(instanceFile)}},
+		entryFile:  instanceFile,
+		touchesVia: viaFile(instanceFile),
 	},
+}
+
+func sequenceFile(v any) int64 { return v.(*events.Sequence).FileID }
+func instanceFile(v any) int64 { return v.(*events.Instance).FileID }
+
+// always is a link's owner for an id every entity has.
+func always(id func(v any) int64) func(v any) (int64, bool) {
+	return func(v any) (int64, bool) { return id(v), true }
+}
+
+// viaFile is the touchesVia of a kind shown in its file's entry.
+func viaFile(file func(v any) int64) func(*Definition, ProjectView, any) (bool, []int64) {
+	return func(_ *Definition, _ ProjectView, v any) (bool, []int64) { return false, []int64{file(v)} }
 }
