@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -34,7 +33,7 @@ type Event struct {
 	// Partial is true for a removal that carries only the entity's id and
 	// version: the pipeline merges it into the snapshot it has.
 	Partial bool
-	// Entity is the typed snapshot: *Project, *Directory, *LabelFile,
+	// Entity is the typed snapshot, an Entity: *Project, *Directory, *LabelFile,
 	// *AttributeGroup, *Job, *File, *Task, *Sequence or *Instance.
 	Entity any
 	// Raw is the snapshot object exactly as received.
@@ -236,8 +235,8 @@ func DecodeWith(subject string, body []byte, lim Limits) (*Event, error) {
 	if !strings.HasPrefix(ev.Type, "diffgram.") || !ok {
 		return nil, bad("unknown type %q", ev.Type)
 	}
-	spec, known := kinds[Kind(entity)]
-	if !known || !slices.Contains(spec.actions, action) {
+	spec := kinds[Kind(entity)]
+	if !spec.known(action) {
 		return nil, bad("unknown type %q", ev.Type)
 	}
 	ev.Kind, ev.Action = Kind(entity), action
@@ -295,7 +294,7 @@ func subjectType(subject string) string {
 		return ""
 	}
 	entity, action := tok[len(tok)-2], tok[len(tok)-1]
-	if spec, ok := kinds[Kind(entity)]; !ok || !slices.Contains(spec.actions, action) {
+	if !kinds[Kind(entity)].known(action) {
 		return ""
 	}
 	return "diffgram." + entity + "." + action
@@ -313,10 +312,24 @@ func DecodeEntity(kind Kind, project string, raw []byte) (any, error) {
 	return ev.Entity, nil
 }
 
-// removals are the actions that may carry only an entity's id and version.
-var removals = map[string]bool{"removed": true, "deleted": true, "archived": true}
+// fieldDecoder is implemented by the snapshots decoded from the member
+// scan instead of by encoding/json.
+type fieldDecoder interface{ decode([]Field) error }
+
+// decodeMember sets one member (key and its JSON value) of a decoded
+// snapshot, as decoding a body holding it would.
+func decodeMember(target Entity, key, value string) error {
+	if fd, ok := target.(fieldDecoder); ok {
+		return fd.decode([]Field{{key, json.RawMessage(value)}})
+	}
+	return json.Unmarshal([]byte(`{"`+key+`":`+value+`}`), target)
+}
 
 func decodeEntity(ev *Event) error {
+	spec := kinds[ev.Kind]
+	if spec == nil {
+		return bad("unknown kind %q", ev.Kind)
+	}
 	if i := skipSpace(ev.Raw, 0); i >= len(ev.Raw) || ev.Raw[i] != '{' {
 		return bad("%s is not an object", ev.Kind)
 	}
@@ -340,76 +353,29 @@ func decodeEntity(ev *Event) error {
 	} else if !present("id") {
 		return bad("%s has no id", ev.Kind)
 	}
-	ev.Partial = removals[ev.Action] && len(fields) == 2
-	var target any
-	switch ev.Kind {
-	case KindProject:
-		target = &Project{}
-	case KindDirectory:
-		target = &Directory{}
-	case KindLabel:
-		target = &LabelFile{}
-	case KindAttributeGroup:
-		target = &AttributeGroup{}
-	case KindJob:
-		target = &Job{}
-	case KindFile:
-		target = &File{}
-	case KindTask:
-		target = &Task{}
-	case KindSequence:
-		target = &Sequence{}
-	case KindInstance:
-		target = &Instance{}
-	}
-	if in, ok := target.(*Instance); ok {
+	ev.Partial = spec.removal != nil && ev.Action == spec.removal.action && len(fields) == 2
+	target := spec.new()
+	if fd, ok := target.(fieldDecoder); ok {
 		// The most frequent event: decoded from the member scan, with
 		// encoding/json's rules (null leaves the zero value, the last of
 		// repeated members counts), without reflection.
-		if err := in.decode(fields); err != nil {
+		if err := fd.decode(fields); err != nil {
 			return bad("%s: %s", ev.Kind, err)
 		}
 	} else if err := json.Unmarshal(ev.Raw, target); err != nil {
 		return bad("%s: %s", ev.Kind, jsonReason(err))
 	}
+	if ev.Partial {
+		// The removal's own member, which the event does not carry.
+		if err := decodeMember(target, spec.removal.key, spec.removal.value); err != nil {
+			return bad("%s: %s", ev.Kind, err)
+		}
+	}
 	ev.Entity = target
-	switch e := target.(type) {
-	case *Project:
-		ev.Version = e.Version
-		if ev.Project != "" && e.StringID != ev.Project {
-			return bad("project string_id %q and event project %q disagree", e.StringID, ev.Project)
-		}
-	case *Directory:
-		ev.EntityID, ev.Version = e.ID, e.Version
-	case *LabelFile:
-		ev.EntityID, ev.Version = e.ID, e.Version
-	case *AttributeGroup:
-		ev.EntityID, ev.Version = e.ID, e.Version
-	case *Job:
-		ev.EntityID, ev.Version = e.ID, e.Version
-	case *File:
-		ev.EntityID, ev.Version = e.ID, e.Version
-		if ev.Partial {
-			e.State = "removed"
-		}
-	case *Task:
-		ev.EntityID, ev.Version = e.ID, e.Version
-		if ev.Partial {
-			e.Status = "archived"
-		} else if e.JobID == 0 || e.FileID == 0 {
-			return bad("task %d has no job_id or file_id", e.ID)
-		}
-	case *Sequence:
-		ev.EntityID, ev.Version = e.ID, e.Version
-		if e.FileID == 0 {
-			return bad("sequence %d has no file_id", e.ID)
-		}
-	case *Instance:
-		ev.EntityID, ev.Version = e.Root(), e.Version
-		if ev.Partial {
-			e.SoftDelete = true
-		} else if e.FileID == 0 {
-			return bad("instance %d has no file_id", e.ID)
+	ev.EntityID, ev.Version = target.EntityID(), target.EntityVersion()
+	if c, ok := target.(checker); ok {
+		if err := c.check(ev); err != nil {
+			return err
 		}
 	}
 	if ev.Kind != KindProject && ev.EntityID <= 0 {

@@ -2,50 +2,24 @@ package events
 
 import "encoding/json"
 
-// Kind is the kind of entity an event carries a snapshot of.
-type Kind string
-
-// The entity kinds of the event contract.
-const (
-	KindProject        Kind = "project"
-	KindDirectory      Kind = "directory"
-	KindLabel          Kind = "label"
-	KindAttributeGroup Kind = "attribute_group"
-	KindJob            Kind = "job"
-	KindFile           Kind = "file"
-	KindTask           Kind = "task"
-	KindSequence       Kind = "sequence"
-	KindInstance       Kind = "instance"
-)
-
-// kinds maps each entity kind to the key of its snapshot under "data" and
-// the actions the contract defines for it.
-var kinds = map[Kind]struct {
-	dataKey string
-	actions []string
-}{
-	KindProject:        {"project", []string{"upserted"}},
-	KindDirectory:      {"directory", []string{"upserted"}},
-	KindLabel:          {"label_file", []string{"upserted"}},
-	KindAttributeGroup: {"attribute_group", []string{"upserted"}},
-	KindJob:            {"job", []string{"upserted"}},
-	KindFile:           {"file", []string{"uploaded", "updated", "removed", "completion_changed"}},
-	KindTask:           {"task", []string{"created", "status_changed", "archived"}},
-	KindSequence:       {"sequence", []string{"upserted"}},
-	KindInstance:       {"instance", []string{"created", "edited", "deleted", "undeleted"}},
-}
-
-// Kinds returns every entity kind, in a fixed order.
-func Kinds() []Kind {
-	return []Kind{KindProject, KindDirectory, KindLabel, KindAttributeGroup, KindJob,
-		KindFile, KindTask, KindSequence, KindInstance}
-}
-
 // Project is a project snapshot.
 type Project struct {
 	StringID string `json:"string_id"`
 	Name     string `json:"name"`
 	Version  int64  `json:"version"`
+}
+
+// EntityID is 0: the project is keyed by its string_id.
+func (p *Project) EntityID() int64 { return 0 }
+
+// EntityVersion is the snapshot's version.
+func (p *Project) EntityVersion() int64 { return p.Version }
+
+func (p *Project) check(ev *Event) error {
+	if ev.Project != "" && p.StringID != ev.Project {
+		return bad("project string_id %q and event project %q disagree", p.StringID, ev.Project)
+	}
+	return nil
 }
 
 // Directory is a dataset directory snapshot.
@@ -55,6 +29,12 @@ type Directory struct {
 	CreatedTime json.RawMessage `json:"created_time"`
 	Version     int64           `json:"version"`
 }
+
+// EntityID is the Directory's id.
+func (d *Directory) EntityID() int64 { return d.ID }
+
+// EntityVersion is the snapshot's version.
+func (d *Directory) EntityVersion() int64 { return d.Version }
 
 // LabelFile is a label snapshot.
 type LabelFile struct {
@@ -67,6 +47,12 @@ type LabelFile struct {
 	State   string          `json:"state"`
 	Version int64           `json:"version"`
 }
+
+// EntityID is the LabelFile's id.
+func (l *LabelFile) EntityID() int64 { return l.ID }
+
+// EntityVersion is the snapshot's version.
+func (l *LabelFile) EntityVersion() int64 { return l.Version }
 
 // AttributeTemplate is one option of an attribute group.
 type AttributeTemplate struct {
@@ -86,6 +72,12 @@ type AttributeGroup struct {
 	Version               int64               `json:"version"`
 }
 
+// EntityID is the AttributeGroup's id.
+func (g *AttributeGroup) EntityID() int64 { return g.ID }
+
+// EntityVersion is the snapshot's version.
+func (g *AttributeGroup) EntityVersion() int64 { return g.Version }
+
 // Job is a job snapshot.
 type Job struct {
 	ID                    int64  `json:"id"`
@@ -94,6 +86,12 @@ type Job struct {
 	CompletionDirectoryID *int64 `json:"completion_directory_id"`
 	Version               int64  `json:"version"`
 }
+
+// EntityID is the Job's id.
+func (j *Job) EntityID() int64 { return j.ID }
+
+// EntityVersion is the snapshot's version.
+func (j *Job) EntityVersion() int64 { return j.Version }
 
 // File is a file snapshot. The media block (image, video, text,
 // point_cloud, geo_assets) passes through from the raw snapshot.
@@ -107,6 +105,12 @@ type File struct {
 	ParentID         *int64  `json:"parent_id"`
 	Version          int64   `json:"version"`
 }
+
+// EntityID is the File's id.
+func (f *File) EntityID() int64 { return f.ID }
+
+// EntityVersion is the snapshot's version.
+func (f *File) EntityVersion() int64 { return f.Version }
 
 // Removed reports whether the file is removed.
 func (f *File) Removed() bool { return f.State == "removed" }
@@ -124,6 +128,19 @@ type Task struct {
 	Version     int64           `json:"version"`
 }
 
+// EntityID is the Task's id.
+func (t *Task) EntityID() int64 { return t.ID }
+
+// EntityVersion is the snapshot's version.
+func (t *Task) EntityVersion() int64 { return t.Version }
+
+func (t *Task) check(ev *Event) error {
+	if !ev.Partial && (t.JobID == 0 || t.FileID == 0) {
+		return bad("task %d has no job_id or file_id", t.ID)
+	}
+	return nil
+}
+
 // Sequence is a video sequence snapshot.
 type Sequence struct {
 	ID           int64           `json:"id"`
@@ -135,6 +152,24 @@ type Sequence struct {
 	Archived     bool            `json:"archived"`
 	Version      int64           `json:"version"`
 }
+
+// EntityID is the Sequence's id.
+func (s *Sequence) EntityID() int64 { return s.ID }
+
+// EntityVersion is the snapshot's version.
+func (s *Sequence) EntityVersion() int64 { return s.Version }
+
+func (s *Sequence) check(*Event) error {
+	if s.FileID == 0 {
+		return bad("sequence %d has no file_id", s.ID)
+	}
+	return nil
+}
+
+// checker is implemented by the snapshots that have checks of their own
+// beyond an id and a version; decoding calls check after the snapshot is
+// decoded (and a partial removal applied).
+type checker interface{ check(ev *Event) error }
 
 // Instance is an annotation instance snapshot: the newest row of its
 // lineage (RootID). Geometry and other fields pass through from the raw
@@ -150,6 +185,19 @@ type Instance struct {
 	LabelFileID *int64 `json:"label_file_id"`
 	SequenceID  *int64 `json:"sequence_id"`
 	FrameNumber *int64 `json:"frame_number"`
+}
+
+// EntityID is the instance's lineage (root) id.
+func (in *Instance) EntityID() int64 { return in.Root() }
+
+// EntityVersion is the snapshot's version.
+func (in *Instance) EntityVersion() int64 { return in.Version }
+
+func (in *Instance) check(ev *Event) error {
+	if !ev.Partial && in.FileID == 0 {
+		return bad("instance %d has no file_id", in.ID)
+	}
+	return nil
 }
 
 // Root returns the instance's lineage id: root_id, or id when absent.

@@ -53,13 +53,10 @@ func snapFromEvent(ev *events.Event, cur *snap) (*snap, error) {
 		base = cur.raw
 	}
 	set := map[string]string{"version": strconv.FormatInt(ev.Version, 10)}
-	switch ev.Kind {
-	case events.KindFile:
-		set["state"] = `"removed"`
-	case events.KindInstance:
-		set["soft_delete"] = `true`
-	case events.KindTask:
-		set["status"] = `"archived"`
+	order := []string{"version"}
+	if k, v, ok := ev.Kind.Removal(); ok {
+		set[k] = string(v)
+		order = append(order, k)
 	}
 	// Replace the members in place, keeping the snapshot's order; add the
 	// missing ones at the end.
@@ -76,7 +73,7 @@ func snapFromEvent(ev *events.Event, cur *snap) (*snap, error) {
 			b = append(b, f.Val...)
 		}
 	}
-	for _, k := range []string{"version", "state", "soft_delete", "status"} {
+	for _, k := range order {
 		if v, ok := set[k]; ok {
 			if len(b) > 1 {
 				b = append(b, ',')
@@ -117,30 +114,11 @@ func decodeSnap(project string, k events.Kind, raw []byte) (*snap, error) {
 
 // newSnap wraps a decoded entity.
 func newSnap(k events.Kind, raw []byte, val any) (*snap, error) {
-	s := &snap{kind: k, raw: raw, val: val}
-	switch v := val.(type) {
-	case *events.Project:
-		s.version = v.Version
-	case *events.Directory:
-		s.id, s.version = v.ID, v.Version
-	case *events.LabelFile:
-		s.id, s.version = v.ID, v.Version
-	case *events.AttributeGroup:
-		s.id, s.version = v.ID, v.Version
-	case *events.Job:
-		s.id, s.version = v.ID, v.Version
-	case *events.File:
-		s.id, s.version = v.ID, v.Version
-	case *events.Task:
-		s.id, s.version = v.ID, v.Version
-	case *events.Sequence:
-		s.id, s.version = v.ID, v.Version
-	case *events.Instance:
-		s.id, s.version = v.Root(), v.Version
-	default:
+	e, ok := val.(events.Entity)
+	if !ok {
 		return nil, fmt.Errorf("unknown kind %q", k)
 	}
-	return s, nil
+	return &snap{kind: k, raw: raw, val: val, id: e.EntityID(), version: e.EntityVersion()}, nil
 }
 
 // Result describes a rendered export document.

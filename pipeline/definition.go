@@ -154,44 +154,26 @@ func (d *Definition) touches(pv ProjectView, c change) bool {
 	if d.Project != c.project {
 		return false
 	}
-	switch c.kind {
-	case events.KindProject, events.KindLabel, events.KindAttributeGroup:
-		return true
-	case events.KindDirectory:
-		return d.Source.Kind == SourceDirectory
-	case events.KindJob:
-		return d.Source.Kind == SourceJob || d.Source.Kind == SourceTask
+	info := kindInfos[c.kind]
+	if info.touches != nil {
+		return info.touches(d)
 	}
 	if d.Source.Kind == SourceProject {
 		return true
+	}
+	if info.touchesVia == nil {
+		return true // a kind that says nothing: err on the side of yes
 	}
 	var files []int64
 	for _, s := range []*snap{c.old, c.new} {
 		if s == nil {
 			continue
 		}
-		switch v := s.val.(type) {
-		case *events.File:
-			files = append(files, v.ID)
-			if v.ParentID != nil {
-				files = append(files, *v.ParentID)
-			}
-		case *events.Instance:
-			files = append(files, v.FileID)
-		case *events.Sequence:
-			files = append(files, v.FileID)
-		case *events.Task:
-			switch d.Source.Kind {
-			case SourceTask:
-				if v.ID == d.Source.ID {
-					return true
-				}
-			case SourceJob:
-				if j := findJob(pv, d.Source); j != nil && j.id == v.JobID {
-					return true
-				}
-			}
+		touch, fs := info.touchesVia(d, pv, s.val)
+		if touch {
+			return true
 		}
+		files = append(files, fs...)
 	}
 	for _, fid := range files {
 		if d.touchesFile(pv, fid, c) {

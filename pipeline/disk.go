@@ -687,24 +687,23 @@ func (a diskIndex) sameValue(b diskIndex) bool { return a.same(b) && bytes.Equal
 
 // indexKeys are the index and locator keys that point at the snapshot.
 func indexKeys(p []byte, sn *snap) []diskIndex {
-	switch v := sn.val.(type) {
-	case *events.Instance:
-		return []diskIndex{{locatorKey(p, events.KindInstance, sn.id), appendID(nil, v.FileID)}}
-	case *events.Sequence:
-		return []diskIndex{{locatorKey(p, events.KindSequence, sn.id), appendID(nil, v.FileID)}}
-	case *events.Task:
-		return []diskIndex{
-			{fileSubKey(p, v.FileID, 't', sn.id), nil},
-			{appendID(appendID(append(slices.Clip(p), 'J'), v.JobID), sn.id), nil},
-		}
-	case *events.File:
-		ix := []diskIndex{{appendID(append(slices.Clip(p), 'F'), sn.id), encodeMark(markOf(v))}}
-		if v.ParentID != nil {
-			ix = append(ix, diskIndex{fileSubKey(p, *v.ParentID, 'c', sn.id), nil})
-		}
-		return ix
+	info := kindInfos[sn.kind]
+	var ix []diskIndex
+	if info.owner != nil {
+		ix = append(ix, diskIndex{locatorKey(p, sn.kind, sn.id), appendID(nil, info.owner(sn.val))})
 	}
-	return nil
+	if info.mark != nil {
+		ix = append(ix, info.mark(p, sn))
+	}
+	for _, l := range info.links {
+		if l.key == nil {
+			continue
+		}
+		if owner, ok := l.owner(sn.val); ok {
+			ix = append(ix, diskIndex{l.key(p, owner, sn.id), nil})
+		}
+	}
+	return ix
 }
 
 // encodeMark is a file's mark: a flags byte (1 removed, 2 complete,
@@ -752,13 +751,6 @@ func decodeMark(id int64, v []byte) (fileMark, error) {
 	return m, nil
 }
 
-// kindCode is the key letter of each kind stored by id.
-var kindCode = map[events.Kind]byte{
-	events.KindProject: 'P', events.KindDirectory: 'd', events.KindLabel: 'l',
-	events.KindAttributeGroup: 'g', events.KindJob: 'j', events.KindTask: 't',
-	events.KindFile: 'f', events.KindInstance: 'i', events.KindSequence: 's',
-}
-
 // appendID appends id big-endian with the sign bit flipped: byte order is
 // numeric order, negative ids included.
 func appendID(b []byte, id int64) []byte {
@@ -770,7 +762,7 @@ func readID(b []byte) int64 { return int64(binary.BigEndian.Uint64(b) ^ (1 << 63
 // entityKey is the key of an entity stored by id (not instances or
 // sequences, which live under their file).
 func entityKey(p []byte, k events.Kind, id int64) []byte {
-	key := append(slices.Clip(p), kindCode[k])
+	key := append(slices.Clip(p), kindInfos[k].code)
 	if k == events.KindProject {
 		return key
 	}
@@ -785,14 +777,13 @@ func fileSubKey(p []byte, file int64, code byte, id int64) []byte {
 // ownedKey is the key of an instance or sequence under its file (fileBE:
 // the file id as stored in the locator).
 func ownedKey(p, fileBE []byte, k events.Kind, id int64) []byte {
-	return appendID(append(append(append(slices.Clip(p), 'f'), fileBE...), kindCode[k]), id)
+	return appendID(append(append(append(slices.Clip(p), 'f'), fileBE...), kindInfos[k].code), id)
 }
 
 // lookupKey is where a lookup of the entity starts: its own key, or for
 // an instance or sequence (stored under its file) its locator (located).
 func lookupKey(p []byte, k events.Kind, id int64) (key []byte, located bool) {
-	switch k {
-	case events.KindInstance, events.KindSequence:
+	if kindInfos[k].owner != nil {
 		return locatorKey(p, k, id), true
 	}
 	return entityKey(p, k, id), false
@@ -809,20 +800,13 @@ func locatedKey(p, loc []byte, k events.Kind, id int64) ([]byte, error) {
 
 // locatorKey is the key naming an instance's or sequence's file.
 func locatorKey(p []byte, k events.Kind, id int64) []byte {
-	code := byte('I')
-	if k == events.KindSequence {
-		code = 'S'
-	}
-	return appendID(append(slices.Clip(p), code), id)
+	return appendID(append(slices.Clip(p), kindInfos[k].locator), id)
 }
 
 // snapKey is where the snapshot is stored.
 func snapKey(p []byte, sn *snap) []byte {
-	switch v := sn.val.(type) {
-	case *events.Instance:
-		return fileSubKey(p, v.FileID, 'i', sn.id)
-	case *events.Sequence:
-		return fileSubKey(p, v.FileID, 's', sn.id)
+	if info := kindInfos[sn.kind]; info.owner != nil {
+		return fileSubKey(p, info.owner(sn.val), info.code, sn.id)
 	}
 	return entityKey(p, sn.kind, sn.id)
 }
@@ -1075,7 +1059,7 @@ func (dp *diskProject) indexed(k events.Kind, prefix []byte) iter.Seq[*snap] {
 }
 
 func (dp *diskProject) kindPrefix(k events.Kind) []byte {
-	return append(slices.Clip(dp.p), kindCode[k])
+	return append(slices.Clip(dp.p), kindInfos[k].code)
 }
 
 func (dp *diskProject) filePrefix(file int64, code byte) []byte {

@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 
 	"github.com/cockroachdb/pebble/v2"
-
-	"github.com/exportstream/exportstream/events"
 )
 
 // The disk store keeps each file's rendered entry (the value under its id
@@ -55,17 +53,11 @@ func entryFiles(old, sn *snap) []int64 {
 		if s == nil {
 			continue
 		}
-		var f int64
-		switch v := s.val.(type) {
-		case *events.Instance:
-			f = v.FileID
-		case *events.Sequence:
-			f = v.FileID
-		case *events.File:
-			f = v.ID
-		default:
+		entryFile := kindInfos[s.kind].entryFile
+		if entryFile == nil {
 			continue
 		}
+		f := entryFile(s.val)
 		if len(out) == 0 || out[0] != f {
 			out = append(out, f)
 		}

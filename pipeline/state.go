@@ -25,63 +25,31 @@ type snap struct {
 type project struct {
 	name   string
 	info   *snap
-	dirs   map[int64]*snap
-	labels map[int64]*snap
-	groups map[int64]*snap
-	jobs   map[int64]*snap
-	files  map[int64]*snap
-	tasks  map[int64]*snap
-	seqs   map[int64]*snap
-	insts  map[int64]*snap // by lineage (root) id
+	tables map[events.Kind]map[int64]*snap // every kind but the project; instances by lineage (root) id
 
-	// indexes, kept in step with the maps above
-	fileInsts map[int64]map[int64]*snap    // file id → lineage id → newest instance
-	fileSeqs  map[int64]map[int64]struct{} // file id → sequence ids
-	fileTasks map[int64]map[int64]struct{} // file id → task ids
-	jobTasks  map[int64]map[int64]struct{} // job id → task ids
-	children  map[int64]map[int64]struct{} // compound parent id → child ids
+	// rels are the indexes (kindInfo.links), kept in step with tables:
+	// owner id → entity id → newest snapshot.
+	rels [numRels]map[int64]map[int64]*snap
 }
 
 func newProject(name string) *project {
-	return &project{
-		name:   name,
-		dirs:   map[int64]*snap{},
-		labels: map[int64]*snap{}, groups: map[int64]*snap{}, jobs: map[int64]*snap{},
-		files: map[int64]*snap{}, tasks: map[int64]*snap{}, seqs: map[int64]*snap{},
-		insts:     map[int64]*snap{},
-		fileInsts: map[int64]map[int64]*snap{}, fileSeqs: map[int64]map[int64]struct{}{},
-		fileTasks: map[int64]map[int64]struct{}{}, jobTasks: map[int64]map[int64]struct{}{},
-		children: map[int64]map[int64]struct{}{},
+	p := &project{name: name, tables: map[events.Kind]map[int64]*snap{}}
+	for _, k := range events.Kinds() {
+		if k != events.KindProject {
+			p.tables[k] = map[int64]*snap{}
+		}
 	}
-}
-
-func (p *project) table(k events.Kind) map[int64]*snap {
-	switch k {
-	case events.KindDirectory:
-		return p.dirs
-	case events.KindLabel:
-		return p.labels
-	case events.KindAttributeGroup:
-		return p.groups
-	case events.KindJob:
-		return p.jobs
-	case events.KindFile:
-		return p.files
-	case events.KindTask:
-		return p.tasks
-	case events.KindSequence:
-		return p.seqs
-	case events.KindInstance:
-		return p.insts
+	for r := range p.rels {
+		p.rels[r] = map[int64]map[int64]*snap{}
 	}
-	return nil
+	return p
 }
 
 func (p *project) get(k events.Kind, id int64) *snap {
 	if k == events.KindProject {
 		return p.info
 	}
-	return p.table(k)[id]
+	return p.tables[k][id]
 }
 
 // put replaces the entity with s, keeping the indexes in step.
@@ -90,7 +58,7 @@ func (p *project) put(s *snap) {
 		p.info = s
 		return
 	}
-	t := p.table(s.kind)
+	t := p.tables[s.kind]
 	if old := t[s.id]; old != nil {
 		p.index(old, false)
 	}
@@ -98,47 +66,25 @@ func (p *project) put(s *snap) {
 	p.index(s, true)
 }
 
-func link(m map[int64]map[int64]struct{}, k, v int64, add bool) {
-	if add {
-		set := m[k]
-		if set == nil {
-			set = map[int64]struct{}{}
-			m[k] = set
-		}
-		set[v] = struct{}{}
-		return
-	}
-	if set := m[k]; set != nil {
-		delete(set, v)
-		if len(set) == 0 {
-			delete(m, k)
-		}
-	}
-}
-
+// index adds s to its kind's indexes, or removes it.
 func (p *project) index(s *snap, add bool) {
-	switch v := s.val.(type) {
-	case *events.Instance:
-		set := p.fileInsts[v.FileID]
+	for _, l := range kindInfos[s.kind].links {
+		owner, ok := l.owner(s.val)
+		if !ok {
+			continue
+		}
+		m := p.rels[l.rel]
+		set := m[owner]
 		switch {
 		case add && set == nil:
-			p.fileInsts[v.FileID] = map[int64]*snap{s.id: s}
+			m[owner] = map[int64]*snap{s.id: s}
 		case add:
 			set[s.id] = s
 		case set != nil:
 			delete(set, s.id)
 			if len(set) == 0 {
-				delete(p.fileInsts, v.FileID)
+				delete(m, owner)
 			}
-		}
-	case *events.Sequence:
-		link(p.fileSeqs, v.FileID, s.id, add)
-	case *events.Task:
-		link(p.fileTasks, v.FileID, s.id, add)
-		link(p.jobTasks, v.JobID, s.id, add)
-	case *events.File:
-		if v.ParentID != nil {
-			link(p.children, *v.ParentID, s.id, add)
 		}
 	}
 }
@@ -239,16 +185,6 @@ func waitRevision(cond *sync.Cond, cur func() uint64, want uint64, done <-chan s
 		cond.Wait()
 	}
 	return true
-}
-
-// sortedIDs returns the keys of a set in ascending order.
-func sortedIDs(set map[int64]struct{}) []int64 {
-	ids := make([]int64, 0, len(set))
-	for id := range set {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
 }
 
 // sortedKeys returns the keys of a map in ascending order.

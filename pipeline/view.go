@@ -114,34 +114,26 @@ func ascending(table map[int64]*snap) iter.Seq[*snap] {
 	}
 }
 
-// inSet yields the snapshots of table whose ids are in set, by id.
-func inSet(table map[int64]*snap, set map[int64]struct{}) iter.Seq[*snap] {
-	return func(yield func(*snap) bool) {
-		for _, id := range sortedIDs(set) {
-			if s := table[id]; s != nil && !yield(s) {
-				return
-			}
-		}
-	}
-}
+func (m memProject) all(k events.Kind) iter.Seq[*snap] { return ascending(m.p.tables[k]) }
+func (m memProject) one(k events.Kind, id int64) *snap { return m.p.tables[k][id] }
 
 func (m memProject) Info() *snap                       { return m.p.info }
-func (m memProject) Labels() iter.Seq[*snap]           { return ascending(m.p.labels) }
-func (m memProject) Groups() iter.Seq[*snap]           { return ascending(m.p.groups) }
-func (m memProject) Dirs() iter.Seq[*snap]             { return ascending(m.p.dirs) }
-func (m memProject) Jobs() iter.Seq[*snap]             { return ascending(m.p.jobs) }
-func (m memProject) Tasks() iter.Seq[*snap]            { return ascending(m.p.tasks) }
-func (m memProject) Files() iter.Seq[*snap]            { return ascending(m.p.files) }
-func (m memProject) Label(id int64) *snap              { return m.p.labels[id] }
-func (m memProject) Dir(id int64) *snap                { return m.p.dirs[id] }
-func (m memProject) Job(id int64) *snap                { return m.p.jobs[id] }
-func (m memProject) Task(id int64) *snap               { return m.p.tasks[id] }
-func (m memProject) File(id int64) *snap               { return m.p.files[id] }
-func (m memProject) Instances(f int64) iter.Seq[*snap] { return maps.Values(m.p.fileInsts[f]) }
-func (m memProject) Sequences(f int64) iter.Seq[*snap] { return inSet(m.p.seqs, m.p.fileSeqs[f]) }
-func (m memProject) FileTasks(f int64) iter.Seq[*snap] { return inSet(m.p.tasks, m.p.fileTasks[f]) }
-func (m memProject) JobTasks(j int64) iter.Seq[*snap]  { return inSet(m.p.tasks, m.p.jobTasks[j]) }
-func (m memProject) Children(f int64) iter.Seq[*snap]  { return inSet(m.p.files, m.p.children[f]) }
+func (m memProject) Labels() iter.Seq[*snap]           { return m.all(events.KindLabel) }
+func (m memProject) Groups() iter.Seq[*snap]           { return m.all(events.KindAttributeGroup) }
+func (m memProject) Dirs() iter.Seq[*snap]             { return m.all(events.KindDirectory) }
+func (m memProject) Jobs() iter.Seq[*snap]             { return m.all(events.KindJob) }
+func (m memProject) Tasks() iter.Seq[*snap]            { return m.all(events.KindTask) }
+func (m memProject) Files() iter.Seq[*snap]            { return m.all(events.KindFile) }
+func (m memProject) Label(id int64) *snap              { return m.one(events.KindLabel, id) }
+func (m memProject) Dir(id int64) *snap                { return m.one(events.KindDirectory, id) }
+func (m memProject) Job(id int64) *snap                { return m.one(events.KindJob, id) }
+func (m memProject) Task(id int64) *snap               { return m.one(events.KindTask, id) }
+func (m memProject) File(id int64) *snap               { return m.one(events.KindFile, id) }
+func (m memProject) Instances(f int64) iter.Seq[*snap] { return maps.Values(m.p.rels[relFileInsts][f]) }
+func (m memProject) Sequences(f int64) iter.Seq[*snap] { return ascending(m.p.rels[relFileSeqs][f]) }
+func (m memProject) FileTasks(f int64) iter.Seq[*snap] { return ascending(m.p.rels[relFileTasks][f]) }
+func (m memProject) JobTasks(j int64) iter.Seq[*snap]  { return ascending(m.p.rels[relJobTasks][j]) }
+func (m memProject) Children(f int64) iter.Seq[*snap]  { return ascending(m.p.rels[relChildren][f]) }
 
 func (m memProject) FileMarks() iter.Seq[fileMark] {
 	return func(yield func(fileMark) bool) {
@@ -154,7 +146,7 @@ func (m memProject) FileMarks() iter.Seq[fileMark] {
 }
 
 func (m memProject) FileMark(id int64) (fileMark, bool) {
-	if f := m.p.files[id]; f != nil {
+	if f := m.one(events.KindFile, id); f != nil {
 		return markOf(f.val.(*events.File)), true
 	}
 	return fileMark{}, false
