@@ -14,34 +14,6 @@ import (
 	"github.com/exportstream/exportstream/events"
 )
 
-// stateKey is the key-value key of an entity: <project>.<kind>.<id>
-// (<project>.project._ for the project itself).
-func stateKey(project string, k events.Kind, id int64) string {
-	if k == events.KindProject {
-		return project + ".project._"
-	}
-	return project + "." + string(k) + "." + strconv.FormatInt(id, 10)
-}
-
-// parseStateKey splits a state key into project, kind and id.
-func parseStateKey(key string) (project string, k events.Kind, id int64, ok bool) {
-	i := bytes.IndexByte([]byte(key), '.')
-	if i <= 0 {
-		return "", "", 0, false
-	}
-	project, rest := key[:i], key[i+1:]
-	j := bytes.IndexByte([]byte(rest), '.')
-	if j <= 0 {
-		return "", "", 0, false
-	}
-	k, idPart := events.Kind(rest[:j]), rest[j+1:]
-	if k == events.KindProject {
-		return project, k, 0, idPart == "_"
-	}
-	id, err := strconv.ParseInt(idPart, 10, 64)
-	return project, k, id, err == nil
-}
-
 // snapFromEvent makes the snapshot an event carries. A partial removal
 // (id and version only) is merged into cur, the snapshot held so far.
 func snapFromEvent(ev *events.Event, cur *snap) (*snap, error) {

@@ -56,6 +56,8 @@ import (
 //	p P J <job> <task>         index: job → task (no value)
 //	p P F <file>               the file's mark: what selects it for an
 //	                           export (see encodeMark)
+//	p P k <kind> c|e <id>      the key-value revision of the state entry
+//	                           of the chunk (c) or entity (e) (8 bytes)
 //	m seq                      the number of the last write transaction
 //	r P <file> m               the transaction that last changed the file's
 //	                           entry (the file, its instances, sequences)
@@ -97,7 +99,7 @@ var ErrDiskFormat = errors.New("disk state: unknown store layout")
 var ErrDiskInUse = errors.New("disk state: the folder is in use by another process")
 
 // diskFormat is the layout version this code reads and writes.
-const diskFormat = "2"
+const diskFormat = "3"
 
 var (
 	keyFormat = []byte("mformat")
@@ -570,19 +572,40 @@ func (d *DiskState) find(r pebble.Reader, p []byte, k events.Kind, id int64) ([]
 	return key, v, nil
 }
 
-// StoredRev returns the key-value revision of the entity's stored
-// snapshot, without decoding it (ok false when none is stored): what the
-// state watch needs to pass over the entries the store holds already.
-func (tx *DiskTx) StoredRev(project string, k events.Kind, id int64) (rev uint64, ok bool, err error) {
-	p, err := tx.prefix(project, false)
+// entryRevKey is "p P k <kind> c|e <id>".
+func entryRevKey(p []byte, e entryKey) []byte {
+	form := byte('e')
+	if e.chunk {
+		form = 'c'
+	}
+	return appendID(append(slices.Clip(p), 'k', kindCode[e.kind], form), e.id)
+}
+
+// EntryRev returns the key-value revision of the state entry the store
+// reflects (ok false when it has taken or written none): the watch passes
+// over entries it holds already, and a write of the entry expects it.
+func (tx *DiskTx) EntryRev(e entryKey) (rev uint64, ok bool, err error) {
+	p, err := tx.prefix(e.project, false)
 	if p == nil || err != nil {
 		return 0, false, err
 	}
-	_, v, err := tx.d.find(tx.b, p, k, id)
+	v, err := tx.d.get(tx.b, entryRevKey(p, e))
 	if v == nil || err != nil {
 		return 0, false, err
 	}
-	return binary.BigEndian.Uint64(v[8:16]), true, nil
+	if len(v) != 8 {
+		return 0, false, fmt.Errorf("state entry %s: bad stored revision", e)
+	}
+	return binary.BigEndian.Uint64(v), true, nil
+}
+
+// SetEntryRev records the key-value revision of the state entry.
+func (tx *DiskTx) SetEntryRev(e entryKey, rev uint64) error {
+	p, err := tx.prefix(e.project, true)
+	if err != nil {
+		return err
+	}
+	return tx.b.Set(entryRevKey(p, e), binary.BigEndian.AppendUint64(nil, rev), nil)
 }
 
 // Bound returns what Bind recorded: the identity of the key-value bucket

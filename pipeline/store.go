@@ -172,6 +172,13 @@ func (s *Store) take(entries []jetstream.KeyValueEntry) error {
 // revisions as reflected; entries read on their own (a conflict's) are
 // not: the watch has not passed the revisions before them.
 func (s *Store) takeTx(tx *DiskTx, entries []jetstream.KeyValueEntry, watched bool) error {
+	type taken struct {
+		e       jetstream.KeyValueEntry
+		key     entryKey
+		members []*snap
+	}
+	var todo []taken
+	var refs []entityRef
 	for _, e := range entries {
 		if watched {
 			tx.NoteRev(e.Revision())
@@ -179,31 +186,64 @@ func (s *Store) takeTx(tx *DiskTx, entries []jetstream.KeyValueEntry, watched bo
 				continue
 			}
 		}
-		project, kind, id, ok := parseStateKey(e.Key())
+		key, ok := parseEntryKey(e.Key())
 		if !ok {
 			s.log.Warn("state bucket holds a foreign key; ignored", "key", e.Key())
 			continue
 		}
-		if s.accept != nil && !s.accept(project) {
-			if err := tx.Know(project); err != nil {
+		if s.accept != nil && !s.accept(key.project) {
+			if err := tx.Know(key.project); err != nil {
 				return err
 			}
 			continue
 		}
-		rev, ok, err := tx.StoredRev(project, kind, id)
+		rev, ok, err := tx.EntryRev(key)
 		if err != nil {
 			return err
 		}
 		if ok && rev >= e.Revision() {
 			continue
 		}
-		sn, err := decodeSnap(project, kind, e.Value())
+		raws, err := entryMembers(key, e.Value())
 		if err != nil {
-			s.log.Error("state bucket holds an undecodable snapshot; ignored", "key", e.Key(), "err", err)
+			s.log.Error("state bucket holds an undecodable entry; ignored", "key", e.Key(), "err", err)
 			continue
 		}
-		sn.rev = e.Revision()
-		if _, _, err := tx.Offer(project, sn); err != nil {
+		t := taken{e: e, key: key}
+		for _, raw := range raws {
+			sn, err := decodeSnap(key.project, key.kind, raw)
+			if err == nil && !key.has(sn.id) {
+				err = fmt.Errorf("%s %d does not belong in this entry", key.kind, sn.id)
+			}
+			if err != nil {
+				s.log.Error("state bucket holds an undecodable snapshot; ignored", "key", e.Key(), "err", err)
+				continue
+			}
+			sn.rev = e.Revision()
+			t.members = append(t.members, sn)
+			refs = append(refs, entityRef{key.project, key.kind, sn.id})
+		}
+		todo = append(todo, t)
+	}
+	if err := tx.Prefetch(refs); err != nil {
+		return err
+	}
+	for _, t := range todo {
+		for _, sn := range t.members {
+			// Only what is newer than the store's: a chunk's other
+			// members are mostly what the store holds already.
+			cur, err := tx.Current(t.key.project, sn.kind, sn.id)
+			if err != nil {
+				return err
+			}
+			if cur != nil && cur.version >= sn.version {
+				continue
+			}
+			if _, _, err := tx.Offer(t.key.project, sn); err != nil {
+				return err
+			}
+		}
+		if err := tx.SetEntryRev(t.key, t.e.Revision()); err != nil {
 			return err
 		}
 	}
@@ -317,12 +357,17 @@ func (a *applied) countStale(ev *events.Event) {
 	a.stale[ev.Type]++
 }
 
+// entityUpdate is what an event batch makes of one entity.
+type entityUpdate struct {
+	old, sn *snap // old: what the store held (the compare-and-swap on the entry guarantees it)
+	entry   entryKey
+}
+
+// write is one state entry written.
 type write struct {
-	key     string
-	project string
-	old     *snap // what the write replaces: the compare-and-swap on expect guarantees it
-	sn      *snap
-	expect  uint64
+	key     entryKey
+	members []*snap // the entry's snapshots: the changed ones, then a chunk's others as stored
+	changed int     // members[:changed] are the batch's
 	fut     jetstream.PubAckFuture
 }
 
@@ -365,17 +410,18 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 		if err := tx.Prefetch(refs); err != nil {
 			return fmt.Errorf("local state store: %w", err)
 		}
-		writes, order := map[string]*write{}, []string{}
+		// What the batch makes of each entity it changes.
+		updates, changed := map[entityRef]*entityUpdate{}, []entityRef{}
 		for _, ev := range pendingEvs {
-			key := stateKey(ev.Project, ev.Kind, ev.EntityID)
-			w := writes[key]
+			ref := entityRef{ev.Project, ev.Kind, ev.EntityID}
+			u := updates[ref]
 			var cur, base *snap
-			if w != nil {
-				if ev.Version <= w.sn.version {
+			if u != nil {
+				if ev.Version <= u.sn.version {
 					res.countStale(ev)
 					continue
 				}
-				base = w.sn
+				base = u.sn
 			} else {
 				var err error
 				if cur, err = tx.Current(ev.Project, ev.Kind, ev.EntityID); err != nil {
@@ -397,52 +443,63 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 			if err != nil {
 				return fmt.Errorf("event %s: %w", ev.ID, err)
 			}
-			if w == nil {
-				w = &write{key: key, project: ev.Project, old: cur}
-				if cur != nil {
-					w.expect = cur.rev
-				}
-				writes[key] = w
-				order = append(order, key)
+			if u == nil {
+				u = &entityUpdate{old: cur}
+				updates[ref] = u
+				changed = append(changed, ref)
 			}
-			w.sn = sn
+			u.sn = sn
 		}
-		if len(order) == 0 {
+		if len(changed) == 0 {
 			break
 		}
-		for _, key := range order {
-			w := writes[key]
+		writes, err := s.entryWrites(tx, updates, changed)
+		if err != nil {
+			return fmt.Errorf("local state store: %w", err)
+		}
+		for _, w := range writes {
+			expect, _, err := tx.EntryRev(w.key)
+			if err != nil {
+				return fmt.Errorf("local state store: %w", err)
+			}
+			value := w.members[0].raw
+			if w.key.chunk {
+				value = encodeChunk(slices.Clone(w.members))
+			}
 			// The compare-and-swap header, set directly (the same as
 			// jetstream.WithExpectLastSequencePerSubject, without its
 			// per-message option processing).
-			msg := &nats.Msg{Subject: "$KV." + s.bucket + "." + key, Data: w.sn.raw,
-				Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(w.expect, 10)}}}
-			fut, err := s.js.PublishMsgAsync(msg, stallWait)
-			if err != nil {
-				return fmt.Errorf("state write %s: %w", key, err)
+			msg := &nats.Msg{Subject: "$KV." + s.bucket + "." + w.key.String(), Data: value,
+				Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(expect, 10)}}}
+			if w.fut, err = s.js.PublishMsgAsync(msg, stallWait); err != nil {
+				return fmt.Errorf("state write %s: %w", w.key, err)
 			}
-			w.fut = fut
 		}
-		conflicted := map[string]bool{}
+		conflicted := map[entryKey]bool{}
 		var firstErr error
-		for _, key := range order {
-			w := writes[key]
+		for _, w := range writes {
 			select {
 			case ack := <-w.fut.Ok():
-				w.sn.rev = ack.Sequence
 				res.rev = max(res.rev, ack.Sequence)
 				*revs = append(*revs, ack.Sequence)
-				if _, _, err := tx.Offer(w.project, w.sn); err != nil {
+				for _, sn := range w.members[:w.changed] {
+					sn.rev = ack.Sequence
+					if _, _, err := tx.Offer(w.key.project, sn); err != nil {
+						return fmt.Errorf("local state store: %w", err)
+					}
+					u := updates[entityRef{w.key.project, sn.kind, sn.id}]
+					res.changes = append(res.changes, change{project: w.key.project, kind: sn.kind, old: u.old, new: sn})
+				}
+				if err := tx.SetEntryRev(w.key, ack.Sequence); err != nil {
 					return fmt.Errorf("local state store: %w", err)
 				}
-				res.changes = append(res.changes, change{project: w.project, kind: w.sn.kind, old: w.old, new: w.sn})
 			case err := <-w.fut.Err():
 				if conflict(err) {
-					conflicted[key] = true
+					conflicted[w.key] = true
 					continue
 				}
 				if firstErr == nil {
-					firstErr = fmt.Errorf("state write %s: %w", key, err)
+					firstErr = fmt.Errorf("state write %s: %w", w.key, err)
 				}
 			case <-ctx.Done():
 				return ctx.Err()
@@ -456,11 +513,11 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 		if len(conflicted) == 0 {
 			break
 		}
-		// Another replica wrote these keys: load what it wrote, then
+		// Another replica wrote these entries: load what it wrote, then
 		// decide again for the events that touched them.
 		var got []jetstream.KeyValueEntry
 		for key := range conflicted {
-			e, err := s.kv.Get(ctx, key)
+			e, err := s.kv.Get(ctx, key.String())
 			if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 				return fmt.Errorf("state read %s: %w", key, err)
 			}
@@ -473,13 +530,64 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 		}
 		var retry []*events.Event
 		for _, ev := range pendingEvs {
-			if conflicted[stateKey(ev.Project, ev.Kind, ev.EntityID)] {
+			if u := updates[entityRef{ev.Project, ev.Kind, ev.EntityID}]; u != nil && conflicted[u.entry] {
 				retry = append(retry, ev)
 			}
 		}
 		pendingEvs = retry
 	}
 	return nil
+}
+
+// entryWrites groups the batch's changed entities into the state entries
+// that hold them, in the order of their first change; a chunk's entry
+// also carries the chunk's other members as the store holds them (the
+// entry replaces the whole chunk), except those too large to share it.
+func (s *Store) entryWrites(tx *DiskTx, updates map[entityRef]*entityUpdate, changed []entityRef) ([]*write, error) {
+	byKey := map[entryKey]*write{}
+	var writes []*write
+	var others []entityRef
+	for _, ref := range changed {
+		u := updates[ref]
+		u.entry = entryOf(ref.project, ref.kind, ref.id, len(u.sn.raw))
+		w := byKey[u.entry]
+		if w == nil {
+			w = &write{key: u.entry}
+			byKey[u.entry] = w
+			writes = append(writes, w)
+			if u.entry.chunk {
+				for id := u.entry.id * chunkIDs; id < (u.entry.id+1)*chunkIDs; id++ {
+					others = append(others, entityRef{ref.project, ref.kind, id})
+				}
+			}
+		}
+		w.members = append(w.members, u.sn)
+		w.changed++
+	}
+	if len(others) == 0 {
+		return writes, nil
+	}
+	if err := tx.Prefetch(others); err != nil {
+		return nil, err
+	}
+	for _, w := range writes {
+		if !w.key.chunk {
+			continue
+		}
+		for id := w.key.id * chunkIDs; id < (w.key.id+1)*chunkIDs; id++ {
+			if updates[entityRef{w.key.project, w.key.kind, id}] != nil {
+				continue
+			}
+			cur, err := tx.Current(w.key.project, w.key.kind, id)
+			if err != nil {
+				return nil, err
+			}
+			if cur != nil && len(cur.raw) <= chunkMemberMax {
+				w.members = append(w.members, cur)
+			}
+		}
+	}
+	return writes, nil
 }
 
 // ownWrites are the revisions of this replica's state writes that the

@@ -65,15 +65,8 @@ func TestStoreHighestVersionWinsAcrossReplicas(t *testing.T) {
 	if res, err = a.Apply(t.Context(), []*events.Event{fileEvent(t, 1, 5, "v5")}); err != nil || len(res.changes) != 1 {
 		t.Fatalf("a's newest version: %d changes, %v", len(res.changes), err)
 	}
-	e, err := a.kv.Get(t.Context(), "p.file.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sn, err := decodeSnap("p", events.KindFile, e.Value())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sn.version != 5 {
+	sn := entryHolds(t, a, "p", events.KindFile, 1)
+	if sn == nil || sn.version != 5 {
 		t.Errorf("bucket holds version %d, want 5", sn.version)
 	}
 	// A stale write from b after all that changes nothing.
@@ -85,13 +78,43 @@ func TestStoreHighestVersionWinsAcrossReplicas(t *testing.T) {
 	}
 }
 
-// storeEvents are n file events of project p, versions v.
+// storeEvents are n file events of project p, versions v: files from
+// to from+n-1 of sparse ids (see sparse), one state entry each.
 func storeEvents(t *testing.T, from, n int, v int64) []*events.Event {
 	var evs []*events.Event
 	for i := from; i < from+n; i++ {
-		evs = append(evs, fileEvent(t, int64(i), v, fmt.Sprint("f", i)))
+		evs = append(evs, fileEvent(t, sparse(int64(i)), v, fmt.Sprint("f", i)))
 	}
 	return evs
+}
+
+// sparse is the id of the i-th file of storeEvents: one per chunk, so
+// that each is a state entry of its own and the tests can count revisions.
+func sparse(i int64) int64 { return i * chunkIDs }
+
+// entryHolds returns the snapshot of the entity in the state entry that
+// holds it in the bucket (nil when none does).
+func entryHolds(t *testing.T, s *Store, project string, k events.Kind, id int64) *snap {
+	t.Helper()
+	key := entryOf(project, k, id, 0)
+	e, err := s.kv.Get(t.Context(), key.String())
+	if err != nil {
+		t.Fatalf("state entry %s: %v", key, err)
+	}
+	raws, err := entryMembers(key, e.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, raw := range raws {
+		sn, err := decodeSnap(project, k, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sn.id == id {
+			return sn
+		}
+	}
+	return nil
 }
 
 // watchUntil runs the store's watch until its disk store reflects rev,
@@ -165,10 +188,11 @@ func TestStoreRevisionFollowsTheWatch(t *testing.T) {
 	}
 }
 
-// fileVersion returns the version of file id in the store (0: none).
-func fileVersion(t *testing.T, d *DiskState, id int64) int64 {
+// fileVersion returns the version of storeEvents' file i in the store
+// (0: none).
+func fileVersion(t *testing.T, d *DiskState, i int64) int64 {
 	t.Helper()
-	sn, err := d.Current("p", events.KindFile, id)
+	sn, err := d.Current("p", events.KindFile, sparse(i))
 	if err != nil {
 		t.Fatal(err)
 	}
