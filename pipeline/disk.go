@@ -578,7 +578,7 @@ func entryRevKey(p []byte, e entryKey) []byte {
 	if e.chunk {
 		form = 'c'
 	}
-	return appendID(append(slices.Clip(p), 'k', kindCode[e.kind], form), e.id)
+	return appendID(append(slices.Clip(p), 'k', kindInfos[e.kind].code, form), e.id)
 }
 
 // EntryRev returns the key-value revision of the state entry the store
