@@ -52,9 +52,15 @@ func (p *Pipeline) exportOnce(ctx context.Context, d *Definition, trigger Trigge
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return resume, fmt.Errorf("dirty mark: %w", err)
 	}
+	p.store.Expect(mark.StateRevision)
 	waitCtx, waitCancel := context.WithTimeout(ctx, 30*time.Second)
+	waitStart := time.Now()
 	ok := p.state.WaitRev(mark.StateRevision, waitCtx.Done())
 	waitCancel()
+	if waited := time.Since(waitStart); waited >= time.Second {
+		p.log.Info("export waited for the local store to catch up with the state bucket", "definition", d.Name,
+			"revision", mark.StateRevision, "waited", waited.Round(time.Millisecond).String())
+	}
 	if !ok {
 		return resume, fmt.Errorf("state did not catch up with revision %d", mark.StateRevision)
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -32,6 +33,11 @@ type Store struct {
 	watch  jetstream.KeyWatcher
 	loaded int // entries read from the bucket at open
 	ours   ownWrites
+	// known is the highest revision of the bucket known to exist: this
+	// replica's acknowledged writes, and the revisions its exports wait
+	// for (Expect). A watch that delivers nothing while the store is
+	// below it has lost its consumer (see watchStall).
+	known atomic.Uint64
 	// accept says which projects the local store holds (nil: all): a
 	// replica of a partitioned stream holds the projects of the
 	// partitions it leases (partition.go). The others' entries are passed
@@ -272,34 +278,41 @@ func (s *Store) pass(ctx context.Context, entries []jetstream.KeyValueEntry) boo
 
 // Run follows the state bucket (other replicas' writes) until ctx is done,
 // applying what is waiting in batches. If the watch ends on its own (the
-// client gave up on its ordered consumer), it is opened again from the
-// next revision. A write to the local store that fails ends Run with the
-// error.
+// client gave up on its ordered consumer), or delivers nothing for
+// watchStall while the store is below a revision known to exist, it is
+// opened again from the next revision. A write to the local store that
+// fails ends Run with the error.
 func (s *Store) Run(ctx context.Context) error {
 	defer func() { s.watch.Stop() }()
 	batch := make([]jetstream.KeyValueEntry, 0, watchBatch)
+	check := time.NewTicker(watchStall / 4)
+	defer check.Stop()
+	heard := time.Now() // the watch's last delivery (or opening)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-check.C:
+			if rev, known := s.state.Rev(), s.known.Load(); rev < known && time.Since(heard) >= watchStall {
+				s.log.Warn("state watch silent while behind; watching again", "revision", rev, "known_revision", known,
+					"silent", time.Since(heard).Round(time.Millisecond).String())
+				_ = s.watch.Stop()
+				if !s.rewatch(ctx) {
+					return nil
+				}
+				heard = time.Now()
+			}
 		case e, ok := <-s.watch.Updates():
+			heard = time.Now()
 			if !ok {
 				if ctx.Err() != nil {
 					return nil // closed because we are stopping
 				}
-				next := s.state.Rev() + 1
-				s.log.Warn("state watch ended; watching again", "from_revision", next)
-				for failures := 0; ; {
-					w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.ResumeFromRevision(next))
-					if err == nil {
-						s.watch = w
-						break
-					}
-					// NATS not back yet: never fatal, try again.
-					if !waitToReopen(ctx, s.log, "state", &failures, reopenMaxWait, err) {
-						return nil
-					}
+				s.log.Warn("state watch ended; watching again", "from_revision", s.state.Rev()+1)
+				if !s.rewatch(ctx) {
+					return nil
 				}
+				heard = time.Now()
 				continue
 			}
 			if e == nil {
@@ -329,6 +342,44 @@ func (s *Store) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// rewatch opens the state watch again from the revision after the
+// store's, trying until it opens (true) or ctx is done (false).
+func (s *Store) rewatch(ctx context.Context) bool {
+	next := s.state.Rev() + 1
+	for failures := 0; ; {
+		w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.ResumeFromRevision(next))
+		if err == nil {
+			s.watch = w
+			return true
+		}
+		// NATS not back yet: never fatal, try again.
+		if !waitToReopen(ctx, s.log, "state", &failures, reopenMaxWait, err) {
+			return false
+		}
+	}
+}
+
+// Expect notes that the bucket holds revision rev (a dirty mark names
+// it): until the store has it, a watch that delivers nothing is opened
+// again after watchStall.
+func (s *Store) Expect(rev uint64) {
+	for {
+		cur := s.known.Load()
+		if rev <= cur || s.known.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
+}
+
+// watchStall is how long the state watch may deliver nothing while the
+// store is below a revision known to exist before it is opened again. A
+// key-value watch is an ordered push consumer of one replica, placed on
+// one NATS node: when that node stops, nats.go notices only after two
+// missed idle heartbeats of 5 s, checked every 10 s, that is 10-20 s
+// later, and every export waits for the store (exportOnce) meanwhile.
+// A live watch delivers what the bucket holds beyond the store at once.
+const watchStall = 2 * time.Second
 
 // reopenMaxWait caps the wait between attempts to open the state watch
 // again.
@@ -391,6 +442,9 @@ func (s *Store) Apply(ctx context.Context, evs []*events.Event) (applied, error)
 		return s.apply(ctx, tx, evs, &res, &revs)
 	})
 	s.ours.end(revs, err == nil)
+	for _, r := range revs {
+		s.Expect(r)
+	}
 	if err != nil {
 		return applied{}, err
 	}
@@ -522,6 +576,7 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 				return fmt.Errorf("state read %s: %w", key, err)
 			}
 			if e != nil {
+				s.Expect(e.Revision())
 				got = append(got, e)
 			}
 		}

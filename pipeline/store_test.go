@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/exportstream/exportstream/events"
 	"github.com/exportstream/exportstream/events/eventstest"
 )
@@ -357,4 +359,61 @@ func TestOpenStateDir(t *testing.T) {
 			t.Errorf("the store in use was harmed: %v", err)
 		}
 	})
+}
+
+// silentWatch is a key-value watch whose consumer is gone without the
+// client noticing (its NATS node stopped): it delivers nothing.
+type silentWatch struct{ updates chan jetstream.KeyValueEntry }
+
+func (w silentWatch) Updates() <-chan jetstream.KeyValueEntry { return w.updates }
+func (w silentWatch) Stop() error                             { return nil }
+
+// A state watch that delivers nothing while the store is below a revision
+// known to exist (another replica's write a dirty mark names, or this
+// replica's own acknowledged write) is opened again from the store's
+// revision: exports wait for the store, and nats.go notices a consumer
+// lost with its node only after 10-20 s.
+func TestStoreReopensASilentWatch(t *testing.T) {
+	ns := eventstest.StartServer(t)
+	_, js := eventstest.Connect(t, ns)
+	log := slog.New(slog.DiscardHandler)
+	a, err := OpenStore(t.Context(), js, "SILENT_STATE", 1, openDisk(t, t.TempDir()), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenStore(t.Context(), js, "SILENT_STATE", 1, openDisk(t, t.TempDir()), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.watch.Stop()
+	_ = a.watch.Stop()
+	a.watch = silentWatch{make(chan jetstream.KeyValueEntry)}
+	// b writes revisions 1-3, a's own write is 4: a knows 4 exists.
+	if _, err := b.Apply(t.Context(), storeEvents(t, 1, 3, 1)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Apply(t.Context(), storeEvents(t, 10, 1, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.rev != 4 {
+		t.Fatalf("a wrote revision %d, want 4", res.rev)
+	}
+	watchUntil(t, a, 4)
+	for id, want := range map[int64]int64{1: 1, 3: 1, 10: 1} {
+		if got := fileVersion(t, a.state, id); got != want {
+			t.Errorf("file %d: version %d, want %d", id, got, want)
+		}
+	}
+	// A revision named by a dirty mark counts as known as well.
+	if _, err := b.Apply(t.Context(), storeEvents(t, 20, 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.watch.Stop()
+	a.watch = silentWatch{make(chan jetstream.KeyValueEntry)}
+	a.Expect(5)
+	watchUntil(t, a, 5)
+	if got := fileVersion(t, a.state, 20); got != 1 {
+		t.Errorf("file 20: version %d, want 1", got)
+	}
 }
