@@ -24,6 +24,19 @@ import (
 // earlier attempt whose data object is committed: the attempt goes on
 // from there. It returns the record to resume with after a failure.
 func (p *Pipeline) exportOnce(ctx context.Context, d *Definition, trigger Trigger, resume *Record) (*Record, error) {
+	// An attempt whose request went to a server that went away is made
+	// again at once, not after the request's timeout.
+	rctx, stop := p.untilReconnect(ctx)
+	defer stop()
+	rec, err := p.exportAttempt(rctx, d, trigger, resume)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(rctx), errReconnected) {
+		err = fmt.Errorf("%w (%w)", errReconnected, err)
+	}
+	return rec, err
+}
+
+// exportAttempt is exportOnce without the reconnect's end.
+func (p *Pipeline) exportAttempt(ctx context.Context, d *Definition, trigger Trigger, resume *Record) (*Record, error) {
 	l, err := acquire(ctx, p.leases, d.Name, p.live)
 	if err != nil {
 		return resume, err

@@ -154,6 +154,10 @@ type Pipeline struct {
 
 	wakeMu sync.Mutex
 	wake   chan struct{} // closed (and replaced) to end every retry wait at once: see retryNow
+	// reconn ends (and is replaced) when the NATS connection comes back:
+	// see untilReconnect.
+	reconn       context.Context
+	reconnCancel context.CancelFunc
 
 	parts *partitions // nil: not partitioned (partition.go)
 
@@ -206,6 +210,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	p := &Pipeline{js: js, opts: opts, log: opts.Logger,
 		byName: map[string]*Definition{}, kicks: map[string]chan Trigger{}, slots: map[string]chan struct{}{},
 		manual: map[string]*Record{}, index: newRecordIndex(), wake: make(chan struct{})}
+	p.reconn, p.reconnCancel = context.WithCancel(context.Background())
 	for _, d := range opts.Definitions {
 		if _, ok := opts.Buckets[d.Connection]; !ok {
 			return nil, fmt.Errorf("export %s: no bucket for connection %q", d.Name, d.Connection)
@@ -392,7 +397,26 @@ func (p *Pipeline) initMetrics() error {
 // Handle is the event consumer's handler: it stores the batch's snapshots
 // and the dirty marks of the definitions they touch, durably, and returns
 // nil only then.
-func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) (err error) {
+func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) error {
+	for again := false; ; again = true {
+		rctx, stop := p.untilReconnect(ctx)
+		err := p.handle(rctx, batch, again)
+		stop()
+		if err == nil || again || ctx.Err() != nil || !errors.Is(context.Cause(rctx), errReconnected) {
+			return err
+		}
+		// Writes sent before the drop may be stored or lost: write the
+		// batch again at once instead of after their timeout (the
+		// compare-and-swap sorts out which).
+		p.log.Info("the NATS connection came back while a batch was written; writing it again", "events", len(batch), "err", err)
+	}
+}
+
+// handle is one attempt of Handle. again: an earlier attempt failed after
+// some of its state writes may have been stored (their events would be
+// found stale now): every project of the batch is marked, as for a
+// redelivered event, at the highest state revision this replica knows.
+func (p *Pipeline) handle(ctx context.Context, batch []*events.Event, again bool) (err error) {
 	wrote := false // a batch of stale events writes nothing, and proves nothing
 	defer func() {
 		if err == nil {
@@ -421,7 +445,7 @@ func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) (err error
 	wrote = len(res.changes) > 0
 	changes, rev, replayed := res.changes, res.rev, res.again
 	for _, ev := range batch {
-		if ev.Redelivered {
+		if ev.Redelivered || again {
 			if replayed == nil {
 				replayed = map[string]bool{}
 			}
@@ -440,6 +464,9 @@ func (p *Pipeline) Handle(ctx context.Context, batch []*events.Event) (err error
 	}
 	if len(replayed) > 0 {
 		rev = max(rev, p.state.Rev())
+	}
+	if again {
+		rev = max(rev, p.store.known.Load())
 	}
 	var watermark uint64
 	for _, ev := range batch {
@@ -646,6 +673,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	g.Go(func() error { return p.watchDirty(ctx) })
 	g.Go(func() error { return p.watchRecords(ctx) })
 	g.Go(func() error { p.retryOnReconnect(ctx); return nil })
+	g.Go(func() error { p.askAgainOnElection(ctx); return nil })
 	if p.parts != nil {
 		g.Go(func() error { return p.balance(ctx) })
 	}
@@ -831,7 +859,10 @@ func (p *Pipeline) runDefinition(ctx context.Context, d *Definition) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, errBusy) {
+			if errors.Is(err, errReconnected) {
+				// Not a failure: asked again at once, of the server now.
+				p.log.Info("the NATS connection came back during the export; exporting again", "definition", d.Name, "err", err)
+			} else if errors.Is(err, errBusy) {
 				p.log.Debug("definition busy on another replica", "definition", d.Name)
 				select {
 				case <-ctx.Done():

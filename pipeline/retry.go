@@ -94,9 +94,74 @@ func (p *Pipeline) retryOnReconnect(ctx context.Context) {
 			if !ok {
 				return
 			}
+			// What waits for an answer sent before is asked again now.
+			p.reconnected()
 			// Without a confirmed heartbeat no lease is taken: beat first.
 			p.live.beatLogged(ctx)
 			p.retryNow()
+		}
+	}
+}
+
+// errReconnected is the cause of a context that untilReconnect ended.
+var errReconnected = errors.New("the NATS connection came back, or a stream elected a new leader: requests sent before may never be answered")
+
+// untilReconnect returns a context that also ends, with the cause
+// errReconnected, when the NATS connection comes back after a drop, or
+// when a stream of the account elects a new leader. A request, or a
+// publish's acknowledgement, in flight to a server that went away is
+// never answered: without this, the write waits for its timeout (5 s),
+// and the batch or the export behind it with it. stop releases the
+// context.
+func (p *Pipeline) untilReconnect(ctx context.Context) (_ context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	p.wakeMu.Lock()
+	gen := p.reconn
+	p.wakeMu.Unlock()
+	unhook := context.AfterFunc(gen, func() { cancel(errReconnected) })
+	return ctx, func() {
+		unhook()
+		cancel(nil)
+	}
+}
+
+// reconnected ends the contexts untilReconnect returned so far.
+func (p *Pipeline) reconnected() {
+	p.wakeMu.Lock()
+	defer p.wakeMu.Unlock()
+	p.reconnCancel()
+	p.reconn, p.reconnCancel = context.WithCancel(context.Background())
+}
+
+// leaderElected is the advisory JetStream publishes when a stream
+// elected a leader (the stream's name follows).
+const leaderElected = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.>"
+
+// askAgainOnElection calls reconnected whenever a stream elects a new
+// leader, until ctx is done: a NATS node stopped, and what was sent to
+// the streams it led (a state write, a dirty mark) is lost in the route
+// even when this replica's connection was to another node. Without the
+// permission to subscribe to the advisories, such a write waits for its
+// timeout as before.
+func (p *Pipeline) askAgainOnElection(ctx context.Context) {
+	nc := p.js.Conn()
+	if nc == nil {
+		return
+	}
+	ch := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe(leaderElected, ch)
+	if err != nil {
+		p.log.Warn("stream leader elections not followed; a write lost with a NATS node waits for its timeout", "err", err)
+		return
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-ch:
+			p.log.Debug("stream leader elected: asking again what waits for an answer", "subject", m.Subject)
+			p.reconnected()
 		}
 	}
 }

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/events/eventstest"
@@ -218,5 +221,62 @@ func TestRetryWhenNATSReconnects(t *testing.T) {
 	}
 	if len(rec.records(slog.LevelInfo, "retrying the export now: the NATS connection is back")) == 0 {
 		t.Error("no log line saying the retry started because the NATS connection is back")
+	}
+}
+
+// When a stream elects a new leader (its NATS node stopped), what waits
+// for an answer is asked again: the contexts untilReconnect gave end with
+// errReconnected; one already released does not.
+func TestElectionAsksAgain(t *testing.T) {
+	c := eventstest.NewCluster(t, 3, nil)
+	c.WaitLeader(30 * time.Second)
+	nc, err := nats.Connect(c.URLs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "ELECT", Subjects: []string{"elect"}, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	p := &Pipeline{js: js, log: slog.New(slog.DiscardHandler)}
+	p.reconn, p.reconnCancel = context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); p.askAgainOnElection(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	released, release := p.untilReconnect(t.Context())
+	release()
+	asked, stop := p.untilReconnect(t.Context())
+	defer stop()
+	// Step the leader down until an election's advisory arrives (the
+	// first may come before the subscription is in place).
+	for n := 0; asked.Err() == nil; n++ {
+		if n == 20 {
+			t.Fatal("20 elections, and the context did not end")
+		}
+		if _, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN.ELECT", nil, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-asked.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	if cause := context.Cause(asked); !errors.Is(cause, errReconnected) {
+		t.Errorf("cause %v, want errReconnected", cause)
+	}
+	if cause := context.Cause(released); errors.Is(cause, errReconnected) {
+		t.Errorf("a released context ended with %v", cause)
+	}
+	// A context taken after the election waits for the next one.
+	after, stopAfter := p.untilReconnect(t.Context())
+	defer stopAfter()
+	if after.Err() != nil {
+		t.Errorf("a context taken after the election ended: %v", context.Cause(after))
 	}
 }
