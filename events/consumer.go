@@ -251,10 +251,13 @@ func (c *Consumer) Run(ctx context.Context, handle Handler) error {
 		}
 	},
 		jetstream.PullMaxMessages(maxBatch),
-		// Short pulls (heartbeats every 2.5 s) so that after a server
-		// restart a lost pull request is noticed and re-issued within
-		// seconds, not the default 30.
+		// Short pulls, and heartbeats every second, so that a pull
+		// request lost with a server (restarted, or stopped while the
+		// consumer's leader moves to another) is noticed after two
+		// missed heartbeats and re-issued within 2 s, not 5 (the
+		// default heartbeat of a 5 s pull) or 30.
 		jetstream.PullExpiry(5*time.Second),
+		jetstream.PullHeartbeat(time.Second),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			c.log.Warn("consume", "err", err)
 		}))
