@@ -309,15 +309,13 @@ func TestPartitionsScaleOut(t *testing.T) {
 	election := <-elected
 	t.Logf("with one NATS node down: the streams and consumers had leaders %v after the stop; every project's whole-project definition exported again within %v (slowest %s)",
 		election.Round(time.Millisecond), slowest.Round(time.Millisecond), slowestDef)
-	// The aim is the leader election + 5 s + the definition's max delay;
-	// runs so far took 1-17 s (docs/performance.md), so only a stall
-	// beyond 30 s fails, and the aim is reported.
+	// The aim: the leader election + 5 s + the definition's 4 s
+	// max delay. Before the fixes of 2026-12-01 (docs/performance.md) runs
+	// took 1-17 s: the state watch's consumer lost with the node, and
+	// writes in flight to it waiting for their 5 s timeout.
 	if bound := election + 5*time.Second + 4*time.Second; slowest > bound {
-		t.Logf("NOT MET: %s first exported %v after a NATS node stopped, aim <= %v (the leader election, 5 s, and its 4 s max delay)",
+		t.Errorf("%s first exported %v after a NATS node stopped, want <= %v (the leader election, 5 s, and its 4 s max delay)",
 			slowestDef, slowest.Round(time.Millisecond), bound.Round(time.Millisecond))
-	}
-	if slowest > 30*time.Second {
-		t.Errorf("%s first exported %v after a NATS node stopped: stalled", slowestDef, slowest.Round(time.Millisecond))
 	}
 	final := converged("with one NATS node of three down")
 	t.Logf("with one NATS node down: every export current %v after the node stopped", time.Since(stopped).Round(time.Millisecond))
