@@ -289,6 +289,9 @@ func TestMediaLinks(t *testing.T) {
 // (trigger refresh, same content_sha256, other bytes), with no event.
 // The old links die at their expiry; the new ones fetch the media.
 func TestMediaLinksRefresh(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out real link expiries, left out by -short")
+	}
 	ns := eventstest.StartServer(t)
 	_, js := eventstest.Connect(t, ns)
 	disk, err := local.New(t.TempDir())
