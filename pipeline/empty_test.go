@@ -102,8 +102,17 @@ func TestEmptySourceSkipped(t *testing.T) {
 		return out
 	}
 	waitFor(t, "a skipped attempt", 20*time.Second, func() bool { return len(skipped()) > 0 })
-	// Let the stream's events all be handled: they keep the source empty.
-	time.Sleep(500 * time.Millisecond)
+	// Every event of the stream applied and every export it asked for
+	// done; then one more event that marks the definition (every label
+	// change does) and keeps the source empty: its attempt, done once
+	// the mark is cleared, adds no record.
+	settle(t, h, []*Definition{d})
+	publishLines(t, h.js, []line{{
+		subject: "diffgram.events." + d.Project + ".label.upserted",
+		body: []byte(`{"specversion":"1.0","id":"empty-new-label","source":"t","type":"diffgram.label.upserted","diffgramproject":"` + d.Project +
+			`","data":{"label_file":{"id":1,"label":{"id":1,"name":"one more label"},"colour":{"hex":"#000000"},"state":"added","version":1}}}`),
+	}})
+	settle(t, h, []*Definition{d})
 	recs := skipped()
 	if len(recs) != 1 {
 		t.Fatalf("%d skipped records, want 1: %+v", len(recs), recs)
@@ -159,7 +168,8 @@ func TestNoOpExportUploadsNothing(t *testing.T) {
 		_, err := h.p.dirty.Get(t.Context(), d.Name)
 		return m != nil && m.FileListLength == exp.Definitions[d.Name].FileListLength && errors.Is(err, jetstream.ErrKeyNotFound)
 	})
-	time.Sleep(200 * time.Millisecond)
+	// Every event applied and its export done: no export still writing.
+	settle(t, h, []*Definition{d})
 	writers := b.writers.Load()
 	skipped := testutil.ToFloat64(h.p.m.skipped.WithLabelValues(d.Name))
 	for range 3 {
