@@ -139,12 +139,17 @@ type Pipeline struct {
 	manual   map[string]*Record // per definition: a manual request waiting for its export
 	index    *recordIndex       // the export records retention keeps: summaries, and the full records still needed (records.go)
 	adhoc    sync.WaitGroup     // ad-hoc exports running
-	ctx      atomic.Pointer[context.Context]
+	// life is the context of the work Run's callers start (ad-hoc exports,
+	// forwarded requests, record reads): cancelled as soon as Run's
+	// context ends (or one of its parts fails), or by Close when Run never
+	// ran.
+	life    context.Context
+	endLife context.CancelCauseFunc
 
 	fresh freshness // what LastApplied and Freshness report (freshness.go)
 
-	health    writeHealth // what WriteHealth reports (health.go)
-	adhocRuns adhocRuns   // the ad-hoc exports in flight, by request (control.go)
+	health    writeHealth   // what WriteHealth reports (health.go)
+	adhocRuns adhocRuns     // the ad-hoc exports in flight, by request (control.go)
 	replayMu  sync.Mutex  // held by the point-in-time export replaying (asof.go)
 	// viewMu orders a plan's view with this replica's applied batches
 	// (Handle holds it shared), so that the view's watermark is exact:
@@ -206,6 +211,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	p := &Pipeline{js: js, opts: opts, log: opts.Logger,
 		byName: map[string]*Definition{}, kicks: map[string]chan Trigger{}, slots: map[string]chan struct{}{},
 		manual: map[string]*Record{}, index: newRecordIndex(), wake: make(chan struct{})}
+	p.life, p.endLife = context.WithCancelCause(context.Background())
 	for _, d := range opts.Definitions {
 		if _, ok := opts.Buckets[d.Connection]; !ok {
 			return nil, fmt.Errorf("export %s: no bucket for connection %q", d.Name, d.Connection)
@@ -305,9 +311,13 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	return p, nil
 }
 
-// Close closes the local state store (synced first). Call it after Run
-// has returned; the Pipeline must not be used after.
+// Close stops the ad-hoc exports still running (started when Run did not
+// run) and waits for them, then closes the local state store (synced
+// first). Call it after Run has returned; the Pipeline must not be used
+// after.
 func (p *Pipeline) Close() error {
+	p.endLife(errClosed)
+	p.adhoc.Wait()
 	if p.state == nil {
 		return nil
 	}
@@ -641,7 +651,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}()
 
 	g, ctx := errgroup.WithContext(ctx)
-	p.ctx.Store(&ctx)
+	// What Run's callers started, before Run or while it runs, stops with
+	// it.
+	stopLife := context.AfterFunc(ctx, func() { p.endLife(context.Cause(ctx)) })
+	defer stopLife()
 	g.Go(func() error { return p.store.Run(ctx) })
 	g.Go(func() error { return p.watchDirty(ctx) })
 	g.Go(func() error { return p.watchRecords(ctx) })
@@ -654,22 +667,22 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		g.Go(func() error { return p.refreshLinks(ctx, d) }) // media.go
 	}
 	err := g.Wait()
+	p.endLife(context.Cause(ctx))
 	p.adhoc.Wait()
 	return err
 }
+
+// errClosed ends the work still running when the Pipeline is closed.
+var errClosed = errors.New("the pipeline is closed")
 
 // Owner is this replica's identity in leases: Options.Owner (host name
 // and process id by default) and a random id drawn by Open.
 func (p *Pipeline) Owner() string { return p.live.owner }
 
-// runCtx is Run's context (Background before Run), for work Run's
-// callers start, such as ad-hoc exports, that must stop with it.
-func (p *Pipeline) runCtx() context.Context {
-	if c := p.ctx.Load(); c != nil {
-		return *c
-	}
-	return context.Background()
-}
+// runCtx is the context of work Run's callers start, such as ad-hoc
+// exports, that must stop with Run (started before Run, too): it ends
+// when Run's context does, or at Close.
+func (p *Pipeline) runCtx() context.Context { return p.life }
 
 func (p *Pipeline) kick(name string, trigger Trigger) {
 	ch := p.kicks[name]

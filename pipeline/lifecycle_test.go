@@ -1,0 +1,128 @@
+package pipeline
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/connectors/local"
+	"github.com/exportstream/exportstream/events"
+	"github.com/exportstream/exportstream/events/eventstest"
+)
+
+// stalled is a real bucket whose writers of keys under prefix wait for
+// their context to end (then fail with its cause); started is closed at
+// the first such writer.
+type stalled struct {
+	connectors.Bucket
+	prefix   string
+	once     sync.Once
+	started  chan struct{}
+	returned atomic.Bool // a held writer's context ended
+}
+
+func (s *stalled) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
+	if strings.HasPrefix(key, s.prefix) {
+		s.once.Do(func() { close(s.started) })
+		<-ctx.Done()
+		s.returned.Store(true)
+		return nil, context.Cause(ctx)
+	}
+	return s.Bucket.NewWriter(ctx, key, opts)
+}
+
+// handleExample applies the ordered example's events to p with Handle,
+// as the consumer would (Run need not run).
+func handleExample(t *testing.T, p *Pipeline) {
+	t.Helper()
+	scenario, _ := orderedExample(t)
+	var batch []*events.Event
+	for i, l := range readLines(t, scenario) {
+		ev, err := events.Decode(l.subject, l.body, 1<<20)
+		if err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		ev.Seq = uint64(i + 1)
+		batch = append(batch, ev)
+	}
+	if err := p.Handle(t.Context(), batch); err != nil {
+		t.Fatalf("Handle: %v", err)
+	}
+}
+
+// TestAdhocBeforeRunStopsWithRun starts an ad-hoc export before Run,
+// into a bucket that holds its writes until their context ends, then runs
+// and stops the pipeline: the export's context ends with Run, so Run
+// returns (it waits for the ad-hoc exports it has to stop).
+func TestAdhocBeforeRunStopsWithRun(t *testing.T) {
+	_, js := eventstest.Connect(t, eventstest.StartServer(t))
+	real, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &stalled{Bucket: real, prefix: AdhocPath, started: make(chan struct{})}
+	_, exp := orderedExample(t)
+	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
+	p, err := openTest(t, t.Context(), js, Options{StatePrefix: "T", Owner: "test", Buckets: map[string]connectors.Bucket{"disk": b}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handleExample(t, p)
+	if _, err := p.GenerateAdhoc(t.Context(), Definition{Project: exp.Project, Source: d.Source, Completion: "all", Connection: "disk"}); err != nil {
+		t.Fatalf("GenerateAdhoc: %v", err)
+	}
+	select {
+	case <-b.started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the ad-hoc export never wrote")
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after its context ended: the ad-hoc export started before it still runs")
+	}
+}
+
+// TestAdhocStopsAtClose: an ad-hoc export of a pipeline that never ran
+// ends at Close, which waits for it before closing the local store.
+func TestAdhocStopsAtClose(t *testing.T) {
+	_, js := eventstest.Connect(t, eventstest.StartServer(t))
+	real, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &stalled{Bucket: real, prefix: AdhocPath, started: make(chan struct{})}
+	_, exp := orderedExample(t)
+	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
+	p, err := Open(t.Context(), js, Options{StatePrefix: "T", Owner: "test", StateDir: t.TempDir(), Buckets: map[string]connectors.Bucket{"disk": b}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handleExample(t, p)
+	if _, err := p.GenerateAdhoc(t.Context(), Definition{Project: exp.Project, Source: d.Source, Completion: "all", Connection: "disk"}); err != nil {
+		t.Fatalf("GenerateAdhoc: %v", err)
+	}
+	select {
+	case <-b.started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the ad-hoc export never wrote")
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if !b.returned.Load() {
+		t.Error("Close returned while the ad-hoc export still writes (its context never ends)")
+	}
+}
