@@ -150,7 +150,7 @@ type Pipeline struct {
 
 	health    writeHealth   // what WriteHealth reports (health.go)
 	adhocRuns adhocRuns     // the ad-hoc exports in flight, by request (control.go)
-	replayMu  sync.Mutex  // held by the point-in-time export replaying (asof.go)
+	replaying chan struct{} // holds one token while a point-in-time export replays (asof.go)
 	// viewMu orders a plan's view with this replica's applied batches
 	// (Handle holds it shared), so that the view's watermark is exact:
 	// appliedSeq, the highest stream sequence of the batches applied.
@@ -212,6 +212,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 		byName: map[string]*Definition{}, kicks: map[string]chan Trigger{}, slots: map[string]chan struct{}{},
 		manual: map[string]*Record{}, index: newRecordIndex(), wake: make(chan struct{})}
 	p.life, p.endLife = context.WithCancelCause(context.Background())
+	p.replaying = make(chan struct{}, 1)
 	for _, d := range opts.Definitions {
 		if _, ok := opts.Buckets[d.Connection]; !ok {
 			return nil, fmt.Errorf("export %s: no bucket for connection %q", d.Name, d.Connection)
