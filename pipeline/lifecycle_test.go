@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -124,5 +125,57 @@ func TestAdhocStopsAtClose(t *testing.T) {
 	}
 	if !b.returned.Load() {
 		t.Error("Close returned while the ad-hoc export still writes (its context never ends)")
+	}
+}
+
+// TestPartitionConsumersStopFirst: when Run's context ends, the consumers
+// of the partitions it holds are stopped while the rest of the pipeline
+// still runs (the batch in hand is applied and its exports can start),
+// and Run returns after them.
+func TestPartitionConsumersStopFirst(t *testing.T) {
+	_, js := eventstest.Connect(t, eventstest.StartServer(t))
+	const n = 2
+	started := make(chan struct{}, n)
+	var mu sync.Mutex
+	var restRan []bool // per stopped consumer: the rest still ran when it returned
+	var p *Pipeline
+	p, err := openTest(t, t.Context(), js, Options{StatePrefix: "T", Owner: "test", Partitions: n,
+		RunPartition: func(ctx context.Context, _ int, _ events.Handler) error {
+			started <- struct{}{}
+			<-ctx.Done()
+			mu.Lock()
+			defer mu.Unlock()
+			restRan = append(restRan, p.runCtx().Err() == nil)
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	for range n {
+		select {
+		case <-started:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the partitions were not taken")
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(restRan) != n || slices.Contains(restRan, false) {
+		t.Errorf("the pipeline still ran when its partitions' consumers returned: %v, want %d × true", restRan, n)
+	}
+	if p.runCtx().Err() == nil {
+		t.Error("Run returned and its context for callers' work still runs")
 	}
 }

@@ -638,6 +638,10 @@ func (p *Pipeline) touched(changes []change, all map[string]bool) []string {
 // Run runs the state watch, the dirty-mark watch and one export loop per
 // definition until ctx is done. At start, every definition with a dirty
 // mark, no export yet, or changed settings is exported (trigger startup).
+// Partitioned, it runs the consumers of the partitions it holds, and when
+// ctx ends stops them first (each finishing its batch), then the rest:
+// the running exports end or are aborted, and Run returns once they
+// have.
 // This replica's liveness heartbeat runs from before the first export
 // until after the last one; it is deleted when Run returns.
 func (p *Pipeline) Run(ctx context.Context) error {
@@ -651,24 +655,49 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		p.live.remove(context.WithoutCancel(ctx))
 	}()
 
-	g, ctx := errgroup.WithContext(ctx)
+	// Partitioned, the partitions' consumers stop first, each finishing
+	// its batch (balance gives every partition up when its context ends),
+	// while the rest still runs; then the rest stops: the exports end or
+	// are aborted.
+	rest, stopRest := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopRest(nil)
+	g, gctx := errgroup.WithContext(rest)
 	// What Run's callers started, before Run or while it runs, stops with
 	// it.
-	stopLife := context.AfterFunc(ctx, func() { p.endLife(context.Cause(ctx)) })
+	stopLife := context.AfterFunc(gctx, func() { p.endLife(context.Cause(gctx)) })
 	defer stopLife()
-	g.Go(func() error { return p.store.Run(ctx) })
-	g.Go(func() error { return p.watchDirty(ctx) })
-	g.Go(func() error { return p.watchRecords(ctx) })
-	g.Go(func() error { p.retryOnReconnect(ctx); return nil })
-	if p.parts != nil {
-		g.Go(func() error { return p.balance(ctx) })
-	}
+	g.Go(func() error { return p.store.Run(gctx) })
+	g.Go(func() error { return p.watchDirty(gctx) })
+	g.Go(func() error { return p.watchRecords(gctx) })
+	g.Go(func() error { p.retryOnReconnect(gctx); return nil })
 	for _, d := range p.defs {
-		g.Go(func() error { return p.runDefinition(ctx, d) })
-		g.Go(func() error { return p.refreshLinks(ctx, d) }) // media.go
+		g.Go(func() error { return p.runDefinition(gctx, d) })
+		g.Go(func() error { return p.refreshLinks(gctx, d) }) // media.go
 	}
+	var balErr error
+	if p.parts != nil {
+		// A part that fails stops consuming too.
+		bctx, stopBal := context.WithCancelCause(ctx)
+		stopOnFail := context.AfterFunc(gctx, func() { stopBal(context.Cause(gctx)) })
+		balErr = p.balance(bctx)
+		stopOnFail()
+		stopBal(nil)
+	} else {
+		select {
+		case <-ctx.Done():
+		case <-gctx.Done():
+		}
+	}
+	cause := context.Cause(ctx)
+	if cause == nil {
+		cause = balErr
+	}
+	stopRest(cause)
 	err := g.Wait()
-	p.endLife(context.Cause(ctx))
+	if balErr != nil && err == nil {
+		err = balErr
+	}
+	p.endLife(context.Cause(gctx))
 	p.adhoc.Wait()
 	return err
 }
