@@ -179,3 +179,109 @@ func TestPartitionConsumersStopFirst(t *testing.T) {
 		t.Error("Run returned and its context for callers' work still runs")
 	}
 }
+
+// TestSweepAbandoned: a manual request taken by a replica that stopped
+// before exporting it (its record pending) is marked failed by the sweep
+// of a running replica, at start; a replica that still heartbeats keeps
+// its unfinished records (an ad-hoc export held by its bucket), until it
+// stops; a record of a version without owners is swept only while no
+// other replica heartbeats.
+func TestSweepAbandoned(t *testing.T) {
+	_, js := eventstest.Connect(t, eventstest.StartServer(t))
+	const ttl = time.Second
+	real, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, exp := orderedExample(t)
+	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
+	d.Connection = "disk"
+	open := func(owner string, b connectors.Bucket) *Pipeline {
+		p, err := openTest(t, t.Context(), js, Options{StatePrefix: "T", Owner: owner, LivenessTTL: ttl,
+			Definitions: []*Definition{d}, Buckets: map[string]connectors.Bucket{"disk": b}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	run := func(p *Pipeline) (stop func()) {
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = p.Run(ctx) }()
+		stop = func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("Run did not return")
+			}
+		}
+		t.Cleanup(stop)
+		return stop
+	}
+
+	// A replica that took a manual request and stopped before its
+	// export: it never ran, so it never heartbeat.
+	gone := open("gone", real)
+	manual, err := gone.Generate(t.Context(), d.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A live replica with an ad-hoc export its bucket holds.
+	b := &stalled{Bucket: real, prefix: AdhocPath, started: make(chan struct{})}
+	busy := open("busy", b)
+	handleExample(t, busy)
+	stopBusy := run(busy)
+	held, err := busy.GenerateAdhoc(t.Context(), Definition{Project: exp.Project, Source: d.Source, Completion: "all", Connection: "disk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-b.started
+
+	sweeper := open("sweeper", real)
+	run(sweeper)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	r, err := sweeper.WaitRecord(ctx, manual.ID)
+	if err != nil {
+		t.Fatalf("the pending record of the stopped replica: %v", err)
+	}
+	if r.Status != StatusFailed || !strings.Contains(r.StatusText, "abandoned") || !strings.Contains(r.StatusText, gone.Owner()) {
+		t.Errorf("the pending record of the stopped replica: %s %q, want failed, abandoned by %s", r.Status, r.StatusText, gone.Owner())
+	}
+
+	// A record of a version without owners, while two replicas run.
+	legacy := Record{ID: 1 << 40, Name: d.Name, Project: d.Project, Status: StatusPending, Trigger: TriggerManual,
+		CreatedTime: time.Now().Add(-time.Hour).UTC()}
+	if _, err := sweeper.records.Put(ctx, recordKey(legacy.ID), mustJSON(legacy)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the sweeper's index holds the legacy record", 10*time.Second, func() bool {
+		found, _, _ := sweeper.index.state(legacy.ID)
+		return found
+	})
+	// A round now: the live replica's record and the legacy one stay.
+	sweeper.sweepAbandoned(ctx)
+	for _, id := range []int64{held.ID, legacy.ID} {
+		r, err := sweeper.Record(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if Final(r.Status) {
+			t.Errorf("record %d swept while its replica (or another one) heartbeats: %s %q", id, r.Status, r.StatusText)
+		}
+	}
+
+	// The busy replica stops; its ad-hoc export's record could not be
+	// finished (its bucket held it until the end).
+	stopBusy()
+	waitFor(t, "the stopped replica's records swept", 30*time.Second, func() bool {
+		sweeper.sweepAbandoned(ctx)
+		a, errA := sweeper.Record(ctx, held.ID)
+		l, errL := sweeper.Record(ctx, legacy.ID)
+		return errA == nil && errL == nil && Final(a.Status) && Final(l.Status)
+	})
+	if r, _ := sweeper.Record(ctx, legacy.ID); r.Status != StatusFailed || !strings.Contains(r.StatusText, "abandoned") {
+		t.Errorf("legacy record: %s %q, want failed, abandoned", r.Status, r.StatusText)
+	}
+}

@@ -180,6 +180,7 @@ type metrics struct {
 	latency      *prometheus.HistogramVec
 	stateChanges prometheus.Counter
 	partitions   prometheus.Gauge
+	abandoned    prometheus.Counter
 }
 
 // Open creates (or binds to) the key-value buckets, loads the state and
@@ -385,10 +386,13 @@ func (p *Pipeline) initMetrics() error {
 		partitions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "exportstream_partitions_held", Help: "Partitions of the event stream this replica holds (nats.partitions > 1).",
 		}),
+		abandoned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exportstream_export_records_abandoned_total", Help: "Unfinished export records of replicas that stopped (requests or exports they never finished) that this replica marked failed.",
+		}),
 	}
 	if r := p.opts.Registerer; r != nil {
 		for _, c := range []prometheus.Collector{p.m.exports, p.m.skipped, p.m.empty, p.m.pruned, p.m.failures, p.m.bytes,
-			p.m.duration, p.m.lastGood, p.m.stale, p.m.applied, p.m.files, p.m.latency, p.m.stateChanges, p.m.partitions} {
+			p.m.duration, p.m.lastGood, p.m.stale, p.m.applied, p.m.files, p.m.latency, p.m.stateChanges, p.m.partitions, p.m.abandoned} {
 			if err := r.Register(c); err != nil {
 				return fmt.Errorf("metrics: %w", err)
 			}
@@ -978,7 +982,7 @@ func (p *Pipeline) nextID(ctx context.Context) (int64, error) {
 }
 
 func (p *Pipeline) putRecord(ctx context.Context, r *Record) error {
-	b, err := json.Marshal(r)
+	b, err := json.Marshal(storedRecord{Record: r, Owner: p.live.owner})
 	if err != nil {
 		return err
 	}
