@@ -525,6 +525,7 @@ func (p *Pipeline) watchRecords(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.followRecords(ctx, loaded) })
 	g.Go(func() error { return p.retainRecords(ctx, loaded) })
+	g.Go(func() error { return p.sweepRecords(ctx, loaded) }) // sweep.go
 	return g.Wait()
 }
 
