@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 
@@ -118,10 +119,14 @@ func (p *Pipeline) writeObjects(ctx context.Context, bucket connectors.Bucket, p
 	if rec.Formats == nil {
 		return nil
 	}
+	// A new map: the record index holds a copy of rec that shares the
+	// one putRecord stored, and the API reads it meanwhile.
+	done := maps.Clone(rec.Formats)
 	for i, f := range formats {
 		res[i].Key = keys[i]
-		rec.Formats[f] = res[i]
+		done[f] = res[i]
 	}
+	rec.Formats = done
 	return nil
 }
 
