@@ -607,14 +607,14 @@ func inConsumeCallback() []string {
 	return states
 }
 
-// TestConsumerRunLeavesNoGoroutine fills Run's buffer while the handler
-// holds a batch, so the client's delivery callback blocks, then stops Run:
-// the callback must return, not stay blocked for ever.
-func TestConsumerRunLeavesNoGoroutine(t *testing.T) {
+// blockedCallback runs a consumer whose handler holds its batch until Run
+// stops, with more events than a full pull (2048) in that batch plus a
+// full buffer (2048), and returns once the client's delivery callback is
+// blocked on the full buffer; the result stops Run.
+func blockedCallback(t *testing.T) (stop func() error) {
+	t.Helper()
 	js, c, _ := newTestConsumer(t)
 	m := goodMessages(t)[0]
-	// More than a full pull (2048) in the handler's batch plus a full
-	// buffer (2048).
 	const n = 2*2048 + 100
 	for range n {
 		if _, err := js.PublishAsync(m.subject, m.body, jetstream.WithStallWait(waitFor)); err != nil {
@@ -626,7 +626,7 @@ func TestConsumerRunLeavesNoGoroutine(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("publishing did not complete")
 	}
-	stop := runConsumer(t, c, func(ctx context.Context, _ []*events.Event) error {
+	stop = runConsumer(t, c, func(ctx context.Context, _ []*events.Event) error {
 		<-ctx.Done()
 		return ctx.Err()
 	})
@@ -634,6 +634,14 @@ func TestConsumerRunLeavesNoGoroutine(t *testing.T) {
 		states := inConsumeCallback()
 		return len(states) > 0 && (states[0] == "chan send" || states[0] == "select")
 	})
+	return stop
+}
+
+// TestConsumerRunLeavesNoGoroutine fills Run's buffer while the handler
+// holds a batch, so the client's delivery callback blocks, then stops Run:
+// the callback must return, not stay blocked for ever.
+func TestConsumerRunLeavesNoGoroutine(t *testing.T) {
+	stop := blockedCallback(t)
 	if err := stop(); err != nil {
 		t.Fatalf("Run = %v, want nil", err)
 	}
@@ -646,27 +654,7 @@ func TestConsumerRunLeavesNoGoroutine(t *testing.T) {
 // Run's is left when it returns, and the message the callback held is
 // handed back, not left unacked until AckWait.
 func TestConsumerRunWaitsForClosed(t *testing.T) {
-	js, c, _ := newTestConsumer(t)
-	m := goodMessages(t)[0]
-	const n = 2*2048 + 100
-	for range n {
-		if _, err := js.PublishAsync(m.subject, m.body, jetstream.WithStallWait(waitFor)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(waitFor):
-		t.Fatal("publishing did not complete")
-	}
-	stop := runConsumer(t, c, func(ctx context.Context, _ []*events.Event) error {
-		<-ctx.Done()
-		return ctx.Err()
-	})
-	eventually(t, "the consume callback blocks on a full buffer", func() bool {
-		states := inConsumeCallback()
-		return len(states) > 0 && (states[0] == "chan send" || states[0] == "select")
-	})
+	stop := blockedCallback(t)
 	if err := stop(); err != nil {
 		t.Fatalf("Run = %v, want nil", err)
 	}

@@ -280,6 +280,9 @@ func DecodeWith(subject string, body []byte, lim Limits) (*Event, error) {
 	if err := decodeEntity(ev); err != nil {
 		return nil, err
 	}
+	if err := checkBox(ev); err != nil {
+		return nil, err
+	}
 	return ev, nil
 }
 

@@ -170,11 +170,23 @@ var badInputs = []struct {
 	{"instance without file_id", subj("instance.created"), ce("diffgram.instance.created", `{"instance":{"id":9,"root_id":9,"type":"box","version":1}}`), "instance 9 has no file_id"},
 	{"instance edit with only id and version", subj("instance.edited"), ce("diffgram.instance.edited", `{"instance":{"id":9,"version":2}}`), "instance 9 has no file_id"},
 	{"instance root_id a string", subj("instance.created"), ce("diffgram.instance.created", `{"instance":{"id":9,"root_id":"9","file_id":5,"version":1}}`), "field root_id: string is not an integer"},
+	{"box x_min a string", subj("instance.created"), ce("diffgram.instance.created", box(`"12"`, "20", "110", "120")), "instance 9: field x_min: string is not a number"},
+	{"box y_min a boolean", subj("instance.created"), ce("diffgram.instance.created", box("12", "true", "110", "120")), "instance 9: field y_min: bool is not a number"},
+	{"box x_max an object", subj("instance.edited"), ce("diffgram.instance.edited", box("12", "20", `{"value":110}`, "120")), "instance 9: field x_max: object is not a number"},
+	{"box y_max an array", subj("instance.created"), ce("diffgram.instance.created", box("12", "20", "110", "[120]")), "instance 9: field y_max: array is not a number"},
+	{"box coordinate repeated, first a string", subj("instance.created"), ce("diffgram.instance.created", box(`"12","x_min":12`, "20", "110", "120")), "instance 9: field x_min: string is not a number"},
 	{"task without job_id", subj("task.created"), ce("diffgram.task.created", `{"task":{"id":3,"file_id":5,"status":"created","version":1}}`), "task 3 has no job_id or file_id"},
 	{"sequence without file_id", subj("sequence.upserted"), ce("diffgram.sequence.upserted", `{"sequence":{"id":77,"number":1,"version":1}}`), "sequence 77 has no file_id"},
 	{"0xff in a string", subj("file.uploaded"), rawUTF8(ce("diffgram.file.uploaded", fileNamed(badMark)), "cam_\xff.jpg"), "body is not valid UTF-8: invalid byte at offset "},
 	{"truncated sequence in an attribute", subj("file.uploaded"), rawUTF8(ce("diffgram.file.uploaded", goodFile, with("comment", badMark)), "\xe2\x82"), "body is not valid UTF-8: invalid byte at offset "},
 	{"nested deeper than the limit", subj("file.uploaded"), ce("diffgram.file.uploaded", nestedFile(DefaultDepthForTests-2)), "nested deeper than 64"},
+}
+
+// box is the data of a box instance event (id 9) with these coordinates
+// (JSON text).
+func box(xMin, yMin, xMax, yMax string) string {
+	return `{"instance":{"id":9,"root_id":9,"file_id":5,"type":"box","label_file_id":1,"version":1,` +
+		`"x_min":` + xMin + `,"y_min":` + yMin + `,"x_max":` + xMax + `,"y_max":` + yMax + `}}`
 }
 
 // DefaultDepthForTests is events.DefaultMaxDepth, spelled out so that a
@@ -357,6 +369,20 @@ func TestDecodeOrderedExample(t *testing.T) {
 	for _, k := range events.Kinds() {
 		if seen[k] == 0 {
 			t.Errorf("the ordered example has no %s event", k)
+		}
+	}
+}
+
+// TestDecodeBoxCoordinates: a box's coordinates may be any JSON number
+// (integer, fraction, negative, exponent) or null.
+func TestDecodeBoxCoordinates(t *testing.T) {
+	for _, data := range []string{
+		box("12", "20", "110", "120"),
+		box("12.5", "-0.25", "1e2", "1.2E+2"),
+		box("null", "20", "null", "120"),
+	} {
+		if _, err := events.Decode(subj("instance.created"), ce("diffgram.instance.created", data), maxTestBytes); err != nil {
+			t.Errorf("Decode(%s): %v", data, err)
 		}
 	}
 }

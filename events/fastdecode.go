@@ -121,3 +121,29 @@ func (in *Instance) decode(fields []Field) error {
 	}
 	return nil
 }
+
+// boxCoordinates are the members that place a box instance (EVENTS.md).
+var boxCoordinates = [...]string{"x_min", "y_min", "x_max", "y_max"}
+
+// checkBox refuses a box instance whose coordinates are not numbers
+// ("wrong field types", EVENTS.md, "Bad input"): a "12", true or an
+// object would be copied into the Diffgram document as it is and read by
+// no COCO or YOLO reader. A coordinate that is null or absent is left as
+// it is, as encoding/json leaves a null. Every occurrence of a repeated
+// member is checked. Only received events are checked (DecodeWith): a
+// stored snapshot accepted before this check still loads.
+func checkBox(ev *Event) error {
+	in, ok := ev.Entity.(*Instance)
+	if !ok || in.Type != "box" {
+		return nil
+	}
+	var buf [24]Field
+	for _, f := range AppendFields(buf[:0], ev.Raw) {
+		for _, k := range boxCoordinates {
+			if f.Key == k && !isNull(f.Val) && jsonValueKind(f.Val) != "number" {
+				return bad("instance %d: %s", in.ID, typeError(k, f.Val, "a number"))
+			}
+		}
+	}
+	return nil
+}

@@ -327,31 +327,6 @@ func (p *Pipeline) plan(d *Definition) *plan {
 	return pl
 }
 
-// render streams the plan into a create-only writer of rec.Key, moving
-// rec's percent_complete as it goes, and returns the writer, still open:
-// the caller closes it (or aborts it). On failure the record is marked
-// failed and nothing is written.
-func (p *Pipeline) render(ctx context.Context, bucket connectors.Bucket, pl *plan, rec *Record) (connectors.Writer, Result, error) {
-	w, err := bucket.NewWriter(ctx, rec.Key, connectors.WriteOptions{ContentType: "application/json", IfAbsent: true})
-	if err != nil {
-		return nil, Result{}, p.failed(ctx, rec, fmt.Errorf("open %s: %w", rec.Key, err))
-	}
-	pl.progress = p.progressFunc(ctx, rec)
-	if pl.links, err = p.newMediaLinks(ctx, pl.def, rec.CreatedTime); err != nil {
-		_ = w.Abort()
-		return nil, Result{}, p.failed(ctx, rec, err)
-	}
-	res, err := pl.render(w, rec.ID, rec.CreatedTime)
-	if err == nil {
-		err = pl.links.done(rec) // media_links_expire_at, links signed
-	}
-	if err != nil {
-		_ = w.Abort()
-		return nil, Result{}, p.failed(ctx, rec, fmt.Errorf("write %s: %w", rec.Key, err))
-	}
-	return w, res, nil
-}
-
 // completed returns rec as complete, now, and the manifest that says so.
 func completed(rec *Record) (Record, []byte, error) {
 	now := time.Now().UTC()

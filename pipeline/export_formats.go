@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"slices"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -48,63 +51,122 @@ func sameFormats(d *Definition, st *definitionState) bool {
 // other content: the attempt's export id cannot be used again.
 var errTaken = errors.New("already exists with different content; not overwritten")
 
-// writeObjects renders the plan into export rec's objects and commits
-// each before the next is started: the Diffgram document (rec.Key), then
-// every other format rec.Formats names, each in its own pass over the
-// plan, so that one bucket writer is open at a time (an S3 writer holds
-// tens of MiB). It sets rec's bytes, sha256 and content hash, and each
-// format's size, SHA-256 and skipped instances. On failure rec is marked
-// failed; the error wraps errTaken when a key held other content.
-func (p *Pipeline) writeObjects(ctx context.Context, bucket connectors.Bucket, pl *plan, rec *Record) error {
-	w, res, err := p.render(ctx, bucket, pl, rec)
+// writeObjects renders the plan into export rec's objects in one pass
+// (renderFormats: each file's entry is read once and handed to every
+// format), each format streamed into a create-only bucket writer of its
+// own as the pass goes: the Diffgram document (rec.Key) and every other
+// format rec.Formats names. Once the pass is through, the objects are
+// committed together. Every writer is open for the whole pass: with S3
+// each holds about (Concurrency+2) × PartSize of part buffers
+// (docs/contract-decisions.md). It sets rec's bytes, sha256 and content
+// hash, and each format's size, SHA-256 and skipped instances. On failure
+// every writer not committed is aborted (nothing of it becomes visible)
+// and rec is marked failed; the error wraps errTaken when a key held
+// other content.
+func (p *Pipeline) writeObjects(ctx context.Context, bucket connectors.Bucket, pl *plan, rec *Record) (err error) {
+	formats, keys := []string{FormatDiffgram}, []string{rec.Key}
+	for _, f := range formatOrder[1:] {
+		if o, ok := rec.Formats[f]; ok {
+			formats, keys = append(formats, f), append(keys, o.Key)
+		}
+	}
+	var writers []connectors.Writer
+	defer func() {
+		if err != nil {
+			for _, w := range writers {
+				_ = w.Abort() // does nothing after a successful Close
+			}
+		}
+	}()
+	outs := make([]formatOut, len(formats))
+	for i, f := range formats {
+		w, err := bucket.NewWriter(ctx, keys[i], connectors.WriteOptions{ContentType: formatContentType(f), IfAbsent: true})
+		if err != nil {
+			return p.failed(ctx, rec, fmt.Errorf("open %s: %w", keys[i], err))
+		}
+		writers = append(writers, w)
+		outs[i] = formatOut{format: f, w: &keyedWriter{w: w, key: keys[i]}}
+	}
+	pl.progress = p.progressFunc(ctx, rec)
+	if pl.links, err = p.newMediaLinks(ctx, pl.def, rec.CreatedTime); err != nil {
+		return p.failed(ctx, rec, err)
+	}
+	res, err := pl.renderFormats(outs, rec.ID, rec.CreatedTime)
+	if err == nil {
+		err = pl.links.done(rec) // media_links_expire_at, links signed
+	}
 	if err != nil {
-		return err
+		if !errors.As(err, new(*writeError)) {
+			err = fmt.Errorf("write %s: %w", rec.Key, err)
+		}
+		return p.failed(ctx, rec, err)
 	}
-	rec.Bytes, rec.SHA256, rec.ContentHash = res.Bytes, res.SHA256, res.ContentHash
-	if err := p.commit(ctx, bucket, w, rec, rec.Key, res.SHA256); err != nil {
-		return err
+	// Committed side by side (a commit waits for the object's last
+	// upload, or for its fsync); the first failure in format order is
+	// the one reported.
+	errs := make([]error, len(formats))
+	var wg sync.WaitGroup
+	for i := range formats {
+		wg.Go(func() { errs[i] = commit(ctx, bucket, writers[i], keys[i], res[i].SHA256) })
 	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return p.failed(ctx, rec, err)
+		}
+	}
+	rec.Bytes, rec.SHA256, rec.ContentHash = res[0].Bytes, res[0].SHA256, pl.content
 	if rec.Formats == nil {
 		return nil
 	}
-	rec.Formats[FormatDiffgram] = FormatObject{Key: rec.Key, SHA256: res.SHA256, Bytes: res.Bytes}
-	pl.progress = nil
-	for _, f := range formatOrder[1:] {
-		o, ok := rec.Formats[f]
-		if !ok {
-			continue
-		}
-		w, err := bucket.NewWriter(ctx, o.Key, connectors.WriteOptions{ContentType: formatContentType(f), IfAbsent: true})
-		if err != nil {
-			return p.failed(ctx, rec, fmt.Errorf("open %s: %w", o.Key, err))
-		}
-		out, err := pl.renderFormats([]formatOut{{format: f, w: w}}, rec.ID, rec.CreatedTime)
-		if err != nil {
-			_ = w.Abort()
-			return p.failed(ctx, rec, fmt.Errorf("write %s: %w", o.Key, err))
-		}
-		if err := p.commit(ctx, bucket, w, rec, o.Key, out[0].SHA256); err != nil {
-			return err
-		}
-		out[0].Key = o.Key
-		rec.Formats[f] = out[0]
+	// A new map: the record index holds a copy of rec that shares the
+	// one putRecord stored, and the API reads it meanwhile.
+	done := maps.Clone(rec.Formats)
+	for i, f := range formats {
+		res[i].Key = keys[i]
+		done[f] = res[i]
 	}
+	rec.Formats = done
 	return nil
 }
+
+// keyedWriter is a format's bucket writer in a pass: its write errors
+// name its key (writeError).
+type keyedWriter struct {
+	w   io.Writer
+	key string
+}
+
+func (k *keyedWriter) Write(b []byte) (int, error) {
+	n, err := k.w.Write(b)
+	if err != nil {
+		err = &writeError{key: k.key, err: err}
+	}
+	return n, err
+}
+
+// writeError is a failed write to the object key.
+type writeError struct {
+	key string
+	err error
+}
+
+func (e *writeError) Error() string { return "write " + e.key + ": " + e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
 
 // commit closes w, the create-only writer of key: a key that exists
 // already is fine when it holds the same bytes (sum; a retry of this
 // export wrote it), else the error wraps errTaken.
-func (p *Pipeline) commit(ctx context.Context, bucket connectors.Bucket, w connectors.Writer, rec *Record, key, sum string) error {
+func commit(ctx context.Context, bucket connectors.Bucket, w connectors.Writer, key, sum string) error {
 	err := w.Close()
 	if err == nil {
 		return nil
 	}
 	if !errors.Is(err, connectors.ErrExists) {
-		return p.failed(ctx, rec, fmt.Errorf("commit %s: %w", key, err))
+		return fmt.Errorf("commit %s: %w", key, err)
 	}
 	if got, herr := hashObject(ctx, bucket, key); herr != nil || got != sum {
-		return p.failed(ctx, rec, fmt.Errorf("%s %w", key, errTaken))
+		return fmt.Errorf("%s %w", key, errTaken)
 	}
 	return nil
 }

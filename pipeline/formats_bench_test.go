@@ -13,9 +13,10 @@ import (
 // fragments are cached after the first round) to io.Discard: the Diffgram
 // document alone (render, as a Diffgram-only export does), each other
 // format alone (a pass of renderFormats), and all four formats either in
-// one pass (every format fed from one read of each entry) or in four
-// passes, as Pipeline.writeObjects does (one bucket writer open at a
-// time). Compare "diffgram" with "all-passes" and "all-one-pass".
+// one pass (every format fed from one read of each entry, as
+// Pipeline.writeObjects does) or in four passes (as it did until
+// 2026-12-01, one bucket writer open at a time). Compare "diffgram" with
+// "all-one-pass" (and "all-passes").
 //
 // Besides the time, cpu-ms/op is the process's CPU time (user and
 // system, every thread: the stages of a formats pass run beside it, see

@@ -1,11 +1,17 @@
 package pipeline
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -137,4 +143,139 @@ func readAllTest(t *testing.T, b connectors.Bucket, key string) ([]byte, error) 
 	}
 	defer r.Close()
 	return io.ReadAll(r)
+}
+
+// formatFault wraps a real bucket: while failing is set, every write to
+// an object whose key ends in suffix fails. It counts the writers opened
+// and ended (closed or aborted), and the most open at once.
+type formatFault struct {
+	connectors.Bucket
+	suffix  string
+	failing atomic.Bool
+	failed  atomic.Int64 // writes refused
+
+	mu                        sync.Mutex
+	open, maxOpen, opened     int
+	aborted, closed, rejected int
+}
+
+var errFormatFault = errors.New("disk full (test)")
+
+func (f *formatFault) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
+	w, err := f.Bucket.NewWriter(ctx, key, opts)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.opened++
+	f.open++
+	f.maxOpen = max(f.maxOpen, f.open)
+	return &faultWriter{Writer: w, f: f, fail: strings.HasSuffix(key, f.suffix)}, nil
+}
+
+type faultWriter struct {
+	connectors.Writer
+	f     *formatFault
+	fail  bool
+	ended bool
+}
+
+func (w *faultWriter) Write(p []byte) (int, error) {
+	if w.fail && w.f.failing.Load() {
+		w.f.failed.Add(1)
+		return 0, errFormatFault
+	}
+	return w.Writer.Write(p)
+}
+
+func (w *faultWriter) end(counter *int) {
+	w.f.mu.Lock()
+	defer w.f.mu.Unlock()
+	if !w.ended {
+		w.ended = true
+		w.f.open--
+		*counter++
+	}
+}
+
+func (w *faultWriter) Close() error {
+	err := w.Writer.Close()
+	if err == nil {
+		w.end(&w.f.closed)
+	} else {
+		w.end(&w.f.rejected)
+	}
+	return err
+}
+
+func (w *faultWriter) Abort() error {
+	err := w.Writer.Abort()
+	w.end(&w.f.aborted)
+	return err
+}
+
+// TestFormatsOnePassUpload: an export with every format streams each
+// format into a writer of its own, all open at once (one pass feeds
+// them); when one format's object cannot be written, every writer of the
+// attempt is aborted, no object of the export becomes visible, the record
+// says which object failed, and the retry writes every format.
+func TestFormatsOnePassUpload(t *testing.T) {
+	dir := t.TempDir()
+	real, err := local.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := []string{FormatDiffgram, FormatCOCO, FormatYOLO, FormatJSONL}
+	b := &formatFault{Bucket: real, suffix: ".yolo.tar"}
+	b.failing.Store(true)
+	h, d, exp := luckfrill(t, b, func(d *Definition) { d.Formats = all })
+
+	waitFor(t, "a failed attempt", 30*time.Second, func() bool { return b.failed.Load() > 0 })
+	var reason string
+	waitFor(t, "the failed attempt's record", 10*time.Second, func() bool {
+		keys, _ := h.p.records.Keys(t.Context())
+		for _, k := range keys {
+			var r Record
+			if e, err := h.p.records.Get(t.Context(), k); err == nil && strings.HasPrefix(k, "export.") &&
+				json.Unmarshal(e.Value(), &r) == nil && r.Status == StatusFailed {
+				reason = r.StatusText
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(reason, ".yolo.tar") || !strings.Contains(reason, errFormatFault.Error()) {
+		t.Errorf("the failed attempt's record says %q, want the YOLO object and the cause", reason)
+	}
+	var visible []string
+	_ = real.List(t.Context(), "", func(a connectors.Attributes) bool { visible = append(visible, a.Key); return true })
+	if len(visible) != 0 {
+		t.Errorf("objects visible after a failed attempt: %q, want none", visible)
+	}
+
+	b.failing.Store(false)
+	want := exp.Definitions[d.Name].FileListLength
+	waitFor(t, "the export after the failure", 30*time.Second, func() bool {
+		m := latestRecord(t, real, d.Path)
+		return m != nil && m.FileListLength == want
+	})
+	if _, ps := pipelinetest.CheckLatestFormats(t.Context(), real, d.Path, all); len(ps) > 0 {
+		t.Fatalf("latest.json:\n%s", ps)
+	}
+	h.stop()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.maxOpen < len(all) {
+		t.Errorf("at most %d writers open at once, want the %d formats' together", b.maxOpen, len(all))
+	}
+	// Every failed attempt aborted all its writers (the manifest and
+	// latest.json are written, and closed, after the data objects).
+	if b.open != 0 || b.rejected != 0 || b.aborted < len(all) || b.closed+b.aborted != b.opened {
+		t.Errorf("writers: %d opened, %d closed, %d aborted, %d refused at close, %d still open; want every one of a failed attempt aborted",
+			b.opened, b.closed, b.aborted, b.rejected, b.open)
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, ".tmp")); slices.ContainsFunc(left, func(e os.DirEntry) bool { return strings.HasPrefix(e.Name(), "w-") }) {
+		t.Errorf("temporary files left behind: %v", left)
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/exportstream/exportstream/connectors"
 	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/events"
@@ -60,28 +62,9 @@ func handleExample(t *testing.T, p *Pipeline) {
 // and stops the pipeline: the export's context ends with Run, so Run
 // returns (it waits for the ad-hoc exports it has to stop).
 func TestAdhocBeforeRunStopsWithRun(t *testing.T) {
-	_, js := eventstest.Connect(t, eventstest.StartServer(t))
-	real, err := local.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &stalled{Bucket: real, prefix: AdhocPath, started: make(chan struct{})}
-	_, exp := orderedExample(t)
-	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
-	p, err := openTest(t, t.Context(), js, Options{StatePrefix: "T", Owner: "test", Buckets: map[string]connectors.Bucket{"disk": b}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	handleExample(t, p)
-	if _, err := p.GenerateAdhoc(t.Context(), Definition{Project: exp.Project, Source: d.Source, Completion: "all", Connection: "disk"}); err != nil {
-		t.Fatalf("GenerateAdhoc: %v", err)
-	}
-	select {
-	case <-b.started:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the ad-hoc export never wrote")
-	}
-
+	p, _ := stalledAdhoc(t, func(js jetstream.JetStream, opts Options) (*Pipeline, error) {
+		return openTest(t, t.Context(), js, opts)
+	})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -96,9 +79,11 @@ func TestAdhocBeforeRunStopsWithRun(t *testing.T) {
 	}
 }
 
-// TestAdhocStopsAtClose: an ad-hoc export of a pipeline that never ran
-// ends at Close, which waits for it before closing the local store.
-func TestAdhocStopsAtClose(t *testing.T) {
+// stalledAdhoc opens a pipeline with open (on a new server, the ordered
+// example applied) and starts an ad-hoc export whose bucket writes stall
+// until their context ends; it returns once the export is writing.
+func stalledAdhoc(t *testing.T, open func(jetstream.JetStream, Options) (*Pipeline, error)) (*Pipeline, *stalled) {
+	t.Helper()
 	_, js := eventstest.Connect(t, eventstest.StartServer(t))
 	real, err := local.New(t.TempDir())
 	if err != nil {
@@ -107,7 +92,7 @@ func TestAdhocStopsAtClose(t *testing.T) {
 	b := &stalled{Bucket: real, prefix: AdhocPath, started: make(chan struct{})}
 	_, exp := orderedExample(t)
 	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
-	p, err := Open(t.Context(), js, Options{StatePrefix: "T", Owner: "test", StateDir: t.TempDir(), Buckets: map[string]connectors.Bucket{"disk": b}})
+	p, err := open(js, Options{StatePrefix: "T", Owner: "test", Buckets: map[string]connectors.Bucket{"disk": b}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +105,16 @@ func TestAdhocStopsAtClose(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the ad-hoc export never wrote")
 	}
+	return p, b
+}
+
+// TestAdhocStopsAtClose: an ad-hoc export of a pipeline that never ran
+// ends at Close, which waits for it before closing the local store.
+func TestAdhocStopsAtClose(t *testing.T) {
+	p, b := stalledAdhoc(t, func(js jetstream.JetStream, opts Options) (*Pipeline, error) {
+		opts.StateDir = t.TempDir()
+		return Open(t.Context(), js, opts) // closed by the test
+	})
 	if err := p.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}

@@ -33,7 +33,9 @@ import (
 //
 // EXPORTSTREAM_BENCH_FILES sets the sizes (default "10000,100000");
 // EXPORTSTREAM_BENCH_BASE=<git revision> also measures that version of the
-// service on the same server and data, for a ratio against it.
+// service on the same server and data, for a ratio against it;
+// EXPORTSTREAM_BENCH_FORMATS=all measures each version again with every
+// format on.
 //
 //	go test ./cmd/exportstream -run '^$' -bench Process -benchtime 1x -timeout 60m
 func BenchmarkProcess(b *testing.B) {
@@ -53,8 +55,8 @@ func BenchmarkProcess(b *testing.B) {
 	if rev := os.Getenv("EXPORTSTREAM_BENCH_BASE"); rev != "" {
 		versions = append(versions, struct{ name, bin string }{"base-" + rev, buildRevision(b, rev)})
 	}
-	// EXPORTSTREAM_BENCH_FORMATS=all also measures the current version
-	// with every format on (coco, yolo, jsonl beside the Diffgram one).
+	// EXPORTSTREAM_BENCH_FORMATS=all also measures each version with
+	// every format on (coco, yolo, jsonl beside the Diffgram one).
 	allFormats := os.Getenv("EXPORTSTREAM_BENCH_FORMATS") == "all"
 	for _, files := range sizes {
 		for i, v := range versions {
@@ -63,7 +65,7 @@ func BenchmarkProcess(b *testing.B) {
 					runProcessBench(b, natsBin, v.bin, files, benchVariant{asOf: i == 0})
 				}
 			})
-			if i == 0 && allFormats {
+			if allFormats {
 				b.Run(fmt.Sprintf("files=%d/%s-all-formats", files, v.name), func(b *testing.B) {
 					for b.Loop() {
 						runProcessBench(b, natsBin, v.bin, files, benchVariant{formats: true})
