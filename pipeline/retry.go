@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -137,8 +138,14 @@ func (p *Pipeline) reconnected() {
 // elected a leader (the stream's name follows).
 const leaderElected = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.>"
 
-// askAgainOnElection calls reconnected whenever a stream elects a new
-// leader, until ctx is done: a NATS node stopped, and what was sent to
+// ownStream reports whether the stream is one the pipeline writes or
+// reads: the events stream, or one of its key-value buckets'.
+func (p *Pipeline) ownStream(stream string) bool {
+	return stream == p.opts.EventsStream || strings.HasPrefix(stream, "KV_"+p.opts.StatePrefix+"_")
+}
+
+// askAgainOnElection calls reconnected whenever one of its streams
+// (ownStream) elects a new leader, until ctx is done: a NATS node stopped, and what was sent to
 // the streams it led (a state write, a dirty mark) is lost in the route
 // even when this replica's connection was to another node. Without the
 // permission to subscribe to the advisories, such a write waits for its
@@ -160,6 +167,9 @@ func (p *Pipeline) askAgainOnElection(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case m := <-ch:
+			if !p.ownStream(strings.TrimPrefix(m.Subject, leaderElected[:len(leaderElected)-1])) {
+				continue // another application's stream: nothing of ours waits on it
+			}
 			p.log.Debug("stream leader elected: asking again what waits for an answer", "subject", m.Subject)
 			p.reconnected()
 		}

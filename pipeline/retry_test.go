@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -248,10 +249,13 @@ func TestElectionAsksAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "ELECT", Subjects: []string{"elect"}, Replicas: 3}); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"ELECT", "OTHER"} {
+		if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: name, Subjects: []string{strings.ToLower(name)}, Replicas: 3}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	p := &Pipeline{js: js, log: slog.New(slog.DiscardHandler)}
+	// ELECT is the pipeline's events stream; OTHER another application's.
+	p := &Pipeline{js: js, log: slog.New(slog.DiscardHandler), opts: Options{EventsStream: "ELECT", StatePrefix: "T"}}
 	p.reconn, p.reconnCancel = context.WithCancel(context.Background())
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
@@ -262,6 +266,17 @@ func TestElectionAsksAgain(t *testing.T) {
 	release()
 	asked, stop := p.untilReconnect(t.Context())
 	defer stop()
+	// Another application's stream electing leaders asks nothing again.
+	for range 3 {
+		if _, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN.OTHER", nil, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-asked.Done():
+			t.Fatalf("another application's stream elected a leader, and the context ended: %v", context.Cause(asked))
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 	// Step the leader down until an election's advisory arrives (the
 	// first may come before the subscription is in place).
 	for n := 0; asked.Err() == nil; n++ {
