@@ -226,30 +226,30 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	}
 	kv := func(suffix, desc string, history uint8) (jetstream.KeyValue, error) {
 		b, err := createKV(ctx, js, jetstream.KeyValueConfig{
-			Bucket: opts.StatePrefix + "_" + suffix, Description: desc, History: history,
+			Bucket: BucketName(opts.StatePrefix, suffix), Description: desc, History: history,
 			Storage: jetstream.FileStorage, Replicas: max(opts.Replicas, 1),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("key-value bucket %s_%s: %w", opts.StatePrefix, suffix, err)
+			return nil, fmt.Errorf("key-value bucket %s: %w", BucketName(opts.StatePrefix, suffix), err)
 		}
 		return b, nil
 	}
 	var err error
-	if p.dirty, err = kv("DIRTY", "exportstream: definitions whose export is stale", 1); err != nil {
+	if p.dirty, err = kv(BucketDirty, "exportstream: definitions whose export is stale", 1); err != nil {
 		return nil, err
 	}
-	if p.records, err = kv("EXPORTS", "exportstream: export records, per-definition state, id counter", 1); err != nil {
+	if p.records, err = kv(BucketExports, "exportstream: export records, per-definition state, id counter", 1); err != nil {
 		return nil, err
 	}
-	if p.leases, err = kv("LEASES", "exportstream: one exporting replica per definition", 1); err != nil {
+	if p.leases, err = kv(BucketLeases, "exportstream: one exporting replica per definition", 1); err != nil {
 		return nil, err
 	}
 	replicas, err := createKV(ctx, js, jetstream.KeyValueConfig{
-		Bucket: opts.StatePrefix + "_REPLICAS", Description: "exportstream: live replicas (heartbeats; leases name them)",
+		Bucket: BucketName(opts.StatePrefix, BucketReplicas), Description: "exportstream: live replicas (heartbeats; leases name them)",
 		History: 1, TTL: opts.LivenessTTL, Storage: jetstream.FileStorage, Replicas: max(opts.Replicas, 1),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("key-value bucket %s_REPLICAS: %w", opts.StatePrefix, err)
+		return nil, fmt.Errorf("key-value bucket %s: %w", BucketName(opts.StatePrefix, BucketReplicas), err)
 	}
 	if p.live, err = newLiveness(replicas, opts.Owner, opts.LivenessTTL, p.log); err != nil {
 		return nil, err
@@ -298,7 +298,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 		p.parts = newPartitions(opts.Partitions)
 		accept = p.accepts
 	}
-	if p.store, err = openStore(ctx, js, opts.StatePrefix+"_STATE", opts.Replicas, p.state, p.log, accept); err != nil {
+	if p.store, err = openStore(ctx, js, BucketName(opts.StatePrefix, BucketState), opts.Replicas, p.state, p.log, accept); err != nil {
 		_ = p.Close()
 		return nil, err
 	}
@@ -479,7 +479,7 @@ func (p *Pipeline) markDirty(ctx context.Context, names []string, mark dirtyMark
 	for i, name := range names {
 		last := p.lastMark(name)
 		sent[i] = last.mark.merge(mark)
-		msg := &nats.Msg{Subject: "$KV." + p.opts.StatePrefix + "_DIRTY." + name, Data: mustJSON(sent[i]),
+		msg := &nats.Msg{Subject: KVSubject(BucketName(p.opts.StatePrefix, BucketDirty), name), Data: mustJSON(sent[i]),
 			Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(last.rev, 10)}}}
 		f, err := p.js.PublishMsgAsync(msg, jetstream.WithStallWait(10*time.Second))
 		if err != nil {

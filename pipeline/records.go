@@ -671,9 +671,9 @@ func (p *Pipeline) purgeMarkers(ctx context.Context, stream jetstream.Stream) je
 	if len(ms) == 0 {
 		return stream
 	}
-	bucket := p.opts.StatePrefix + "_EXPORTS"
+	bucket := BucketName(p.opts.StatePrefix, BucketExports)
 	if stream == nil {
-		s, err := p.js.Stream(ctx, "KV_"+bucket)
+		s, err := p.js.Stream(ctx, KVStream(bucket))
 		if err != nil {
 			p.index.requeue(ms)
 			if ctx.Err() == nil {
@@ -684,7 +684,7 @@ func (p *Pipeline) purgeMarkers(ctx context.Context, stream jetstream.Stream) je
 		stream = s
 	}
 	for i, m := range ms {
-		err := stream.Purge(ctx, jetstream.WithPurgeSubject("$KV."+bucket+"."+recordKey(m.id)), jetstream.WithPurgeSequence(m.rev+1))
+		err := stream.Purge(ctx, jetstream.WithPurgeSubject(KVSubject(bucket, recordKey(m.id))), jetstream.WithPurgeSequence(m.rev+1))
 		if err != nil {
 			p.index.requeue(ms[i:])
 			if ctx.Err() == nil {
@@ -748,12 +748,12 @@ func (p *Pipeline) leaderGet(ctx context.Context, id int64, rev uint64) (value [
 		ctx, cancel = context.WithTimeout(ctx, loadTimeout)
 		defer cancel()
 	}
-	bucket := p.opts.StatePrefix + "_EXPORTS"
-	req, err := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + recordKey(id)})
+	bucket := BucketName(p.opts.StatePrefix, BucketExports)
+	req, err := json.Marshal(map[string]string{"last_by_subj": KVSubject(bucket, recordKey(id))})
 	if err != nil {
 		return nil, 0, err
 	}
-	subj := jsAPIPrefix(p.js) + "STREAM.MSG.GET.KV_" + bucket
+	subj := jsAPIPrefix(p.js) + "STREAM.MSG.GET." + KVStream(bucket)
 	for attempt := 1; ; attempt++ {
 		msg, err := p.js.Conn().RequestWithContext(ctx, subj, req)
 		if err != nil {

@@ -216,12 +216,12 @@ func openRecords(t *testing.T, js jetstream.JetStream, keepLast int, maxAge time
 // watch) whose last expected message is purged waits for the next write.
 func bucketRecords(t *testing.T, js jetstream.JetStream, p *Pipeline) ([]int64, uint64) {
 	t.Helper()
-	bucket := p.opts.StatePrefix + "_EXPORTS"
-	s, err := js.Stream(t.Context(), "KV_"+bucket)
+	bucket := BucketName(p.opts.StatePrefix, BucketExports)
+	s, err := js.Stream(t.Context(), KVStream(bucket))
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter("$KV."+bucket+".export.>"))
+	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(KVSubject(bucket, "export.>")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func bucketRecords(t *testing.T, js jetstream.JetStream, p *Pipeline) ([]int64, 
 	var msgs uint64
 	for subj, n := range info.State.Subjects {
 		msgs += n
-		key := strings.TrimPrefix(subj, "$KV."+bucket+".")
+		key := strings.TrimPrefix(subj, KVSubject(bucket, ""))
 		if _, err := p.records.Get(t.Context(), key); err == nil {
 			id, _ := strconv.ParseInt(strings.TrimPrefix(key, "export."), 10, 64)
 			ids = append(ids, id)

@@ -30,6 +30,7 @@ import (
 	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/events"
 	"github.com/exportstream/exportstream/events/simulate"
+	"github.com/exportstream/exportstream/pipeline"
 	"github.com/exportstream/exportstream/pipeline/pipelinetest"
 )
 
@@ -600,7 +601,7 @@ func dirtySeq(t *testing.T, js jetstream.JetStream) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, "KV_"+crashPrefix+"_DIRTY")
+	s, err := js.Stream(ctx, pipeline.KVStream(pipeline.BucketName(crashPrefix, pipeline.BucketDirty)))
 	if err != nil {
 		t.Fatalf("dirty-mark stream: %v", err)
 	}
@@ -618,13 +619,13 @@ func dirtySince(t *testing.T, js jetstream.JetStream, seq uint64) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, "KV_"+crashPrefix+"_DIRTY")
+	s, err := js.Stream(ctx, pipeline.KVStream(pipeline.BucketName(crashPrefix, pipeline.BucketDirty)))
 	if err != nil {
 		t.Fatalf("dirty-mark stream: %v", err)
 	}
 	var out []string
 	for _, d := range crashDefs {
-		m, err := s.GetLastMsgForSubject(ctx, "$KV."+crashPrefix+"_DIRTY."+d.name)
+		m, err := s.GetLastMsgForSubject(ctx, pipeline.KVSubject(pipeline.BucketName(crashPrefix, pipeline.BucketDirty), d.name))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
@@ -817,7 +818,7 @@ func killAtStateWrite(t *testing.T, in *serviceInstance, feed *feeder, js jetstr
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	dsub, err := in.nc.Subscribe("$KV."+crashPrefix+"_DIRTY.>", func(*nats.Msg) { marks.Add(1) })
+	dsub, err := in.nc.Subscribe(pipeline.KVSubject(pipeline.BucketName(crashPrefix, pipeline.BucketDirty), ">"), func(*nats.Msg) { marks.Add(1) })
 	if err != nil {
 		t.Fatal(err)
 	}
