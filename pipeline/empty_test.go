@@ -87,7 +87,7 @@ func TestEmptySourceSkipped(t *testing.T) {
 		var out []Record
 		keys, _ := h.p.records.Keys(t.Context())
 		for _, k := range keys {
-			if !strings.HasPrefix(k, "export.") {
+			if !strings.HasPrefix(k, RecordKeyPrefix) {
 				continue
 			}
 			e, err := h.p.records.Get(t.Context(), k)

@@ -128,7 +128,7 @@ func (p *Pipeline) dropSuperseded(ctx context.Context, d *Definition, resume *Re
 // was committed, stays; nothing points at it.) resume is this replica's
 // own unfinished export, which is not interrupted.
 func (p *Pipeline) failInterrupted(ctx context.Context, d *Definition, resume *Record) {
-	e, err := p.records.Get(ctx, "pending."+d.Name)
+	e, err := p.records.Get(ctx, pendingKey(d.Name))
 	if err != nil {
 		return
 	}
@@ -143,7 +143,7 @@ func (p *Pipeline) failInterrupted(ctx context.Context, d *Definition, resume *R
 			p.log.Warn("export interrupted by a stopped replica; exporting again", "definition", d.Name, "export_id", id)
 		}
 	}
-	_ = p.records.Delete(ctx, "pending."+d.Name, jetstream.LastRevision(e.Revision()))
+	_ = p.records.Delete(ctx, pendingKey(d.Name), jetstream.LastRevision(e.Revision()))
 }
 
 // clearMark deletes the dirty mark if it is still the one the export
@@ -198,8 +198,8 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 		if retry != nil {
 			// An earlier attempt of this export failed; the content it
 			// was to write is the last export's after all.
-			_ = p.records.Delete(context.WithoutCancel(ctx), "export."+strconv.FormatInt(retry.ID, 10))
-			_ = p.records.Delete(context.WithoutCancel(ctx), "pending."+d.Name)
+			_ = p.records.Delete(context.WithoutCancel(ctx), RecordKey(retry.ID))
+			_ = p.records.Delete(context.WithoutCancel(ctx), pendingKey(d.Name))
 		}
 		p.m.skipped.WithLabelValues(d.Name).Inc()
 		p.log.Debug("export unchanged; nothing uploaded", "definition", d.Name, "last_export_id", st.LastID)
@@ -231,7 +231,7 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	if err := p.putRecord(ctx, rec); err != nil {
 		return rec, false, fmt.Errorf("export record: %w", err)
 	}
-	if _, err := p.records.Put(ctx, "pending."+d.Name, []byte(strconv.FormatInt(id, 10))); err != nil {
+	if _, err := p.records.Put(ctx, pendingKey(d.Name), []byte(strconv.FormatInt(id, 10))); err != nil {
 		return rec, false, fmt.Errorf("export record: %w", err)
 	}
 	// Every object is committed before the manifest names it (finish). A
@@ -284,7 +284,7 @@ func (p *Pipeline) skip(ctx context.Context, d *Definition, st *definitionState,
 	}
 	next.Skipped = &skippedAttempt{ID: rec.ID, Reason: pl.empty, Fingerprint: fp}
 	body, _ := json.Marshal(next)
-	if _, err := p.records.Put(ctx, "definition."+d.Name, body); err != nil {
+	if _, err := p.records.Put(ctx, definitionKey(d.Name), body); err != nil {
 		return fmt.Errorf("definition state: %w", err)
 	}
 	p.m.empty.WithLabelValues(d.Name).Inc()
@@ -403,10 +403,10 @@ func (p *Pipeline) finish(ctx context.Context, d *Definition, bucket connectors.
 	kept = p.prune(ctx, d, bucket, kept)
 	st, _ := json.Marshal(definitionState{LastID: rec.ID, ContentHash: rec.ContentHash, Key: rec.Key, Fingerprint: d.fingerprint(), Kept: kept,
 		Formats: NormalizeFormats(d.Formats), Media: d.mediaSetting(), LinksSignedAt: signedAt(rec)})
-	if _, err := p.records.Put(ctx, "definition."+d.Name, st); err != nil {
+	if _, err := p.records.Put(ctx, definitionKey(d.Name), st); err != nil {
 		return fmt.Errorf("definition state: %w", err)
 	}
-	_ = p.records.Delete(ctx, "pending."+d.Name)
+	_ = p.records.Delete(ctx, pendingKey(d.Name))
 	// A failure here fails the attempt: the retry resumes from the
 	// manifest (all idempotent) and publishes again.
 	if err := p.publishCompleted(ctx, rec); err != nil {

@@ -109,15 +109,6 @@ func (p *Pipeline) commit(ctx context.Context, bucket connectors.Bucket, w conne
 	return nil
 }
 
-// classesKey is the records bucket key of a YOLO class map: per
-// definition, and per project for ad-hoc exports.
-func classesKey(d *Definition) string {
-	if d.Name == AdhocName {
-		return "classes." + AdhocName + "." + d.Project
-	}
-	return "classes." + d.Name
-}
-
 // classes sets the plan's YOLO class map when d writes YOLO: the map kept
 // in the records bucket (so that it survives restarts and is the same on
 // every replica), with the plan's labels it lacks appended and stored

@@ -120,7 +120,7 @@ func TestRetrySupersededByNewerExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.records.Put(ctx, "definition."+d.Name, []byte(`{"last_id": 5}`)); err != nil {
+	if _, err := p.records.Put(ctx, definitionKey(d.Name), []byte(`{"last_id": 5}`)); err != nil {
 		t.Fatal(err)
 	}
 	older := &Record{ID: 3, Name: d.Name, Status: StatusGenerating}

@@ -796,7 +796,7 @@ func (d *Definition) fingerprint() string {
 }
 
 func (p *Pipeline) definitionState(ctx context.Context, name string) (*definitionState, error) {
-	e, err := p.records.Get(ctx, "definition."+name)
+	e, err := p.records.Get(ctx, definitionKey(name))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, nil
 	}
@@ -909,9 +909,9 @@ func backoffDelay(n int, maxWait time.Duration) time.Duration {
 // a counter in the records bucket updated with compare-and-swap.
 func (p *Pipeline) nextID(ctx context.Context) (int64, error) {
 	for range 100 {
-		e, err := p.records.Get(ctx, "next_id")
+		e, err := p.records.Get(ctx, nextIDKey)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			if _, err := p.records.Create(ctx, "next_id", []byte("2")); err == nil {
+			if _, err := p.records.Create(ctx, nextIDKey, []byte("2")); err == nil {
 				return 1, nil
 			} else if !errors.Is(err, jetstream.ErrKeyExists) {
 				return 0, err
@@ -925,7 +925,7 @@ func (p *Pipeline) nextID(ctx context.Context) (int64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("export id counter holds %q", e.Value())
 		}
-		if _, err := p.records.Update(ctx, "next_id", []byte(strconv.FormatInt(n+1, 10)), e.Revision()); err == nil {
+		if _, err := p.records.Update(ctx, nextIDKey, []byte(strconv.FormatInt(n+1, 10)), e.Revision()); err == nil {
 			return n, nil
 		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
 			return 0, err
@@ -939,7 +939,7 @@ func (p *Pipeline) putRecord(ctx context.Context, r *Record) error {
 	if err != nil {
 		return err
 	}
-	rev, err := p.records.Put(ctx, "export."+strconv.FormatInt(r.ID, 10), b)
+	rev, err := p.records.Put(ctx, RecordKey(r.ID), b)
 	if err == nil || ctx.Err() == nil {
 		p.health.noteRecord(err)
 	}

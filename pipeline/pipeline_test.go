@@ -221,7 +221,7 @@ func TestBucketOutage(t *testing.T) {
 	waitFor(t, "a failed export attempt", 20*time.Second, func() bool {
 		keys, _ := h.p.records.Keys(t.Context())
 		for _, k := range keys {
-			if strings.HasPrefix(k, "export.") {
+			if strings.HasPrefix(k, RecordKeyPrefix) {
 				e, err := h.p.records.Get(t.Context(), k)
 				var r Record
 				if err == nil && json.Unmarshal(e.Value(), &r) == nil && r.Status == StatusFailed {
@@ -516,7 +516,7 @@ func TestForeignObjectUnderKeyIsKept(t *testing.T) {
 	var reason string
 	keys, _ := h.p.records.Keys(t.Context())
 	for _, k := range keys {
-		if e, err := h.p.records.Get(t.Context(), k); err == nil && strings.HasPrefix(k, "export.") {
+		if e, err := h.p.records.Get(t.Context(), k); err == nil && strings.HasPrefix(k, RecordKeyPrefix) {
 			var r Record
 			if json.Unmarshal(e.Value(), &r) == nil && r.Key == first {
 				reason = r.StatusText

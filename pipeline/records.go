@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -516,8 +515,6 @@ func (x *recordIndex) requeue(ms []marker) {
 	x.markers = append(x.markers, ms...)
 }
 
-func recordKey(id int64) string { return "export." + strconv.FormatInt(id, 10) }
-
 // watchRecords keeps the index current from the records bucket and
 // applies retention, until ctx is done.
 func (p *Pipeline) watchRecords(ctx context.Context) error {
@@ -545,7 +542,7 @@ func (p *Pipeline) followRecords(ctx context.Context, loaded chan struct{}) erro
 				upTo = bs.StreamInfo().State.LastSeq
 			}
 		}
-		w, err := p.records.Watch(ctx, "export.*")
+		w, err := p.records.Watch(ctx, RecordKeyPrefix+"*")
 		if err != nil {
 			// Right after a NATS restart the server may not answer yet
 			// (context deadline exceeded, no responders, JetStream not
@@ -569,7 +566,7 @@ func (p *Pipeline) followRecords(ctx context.Context, loaded chan struct{}) erro
 				}
 				continue
 			}
-			id, err := strconv.ParseInt(strings.TrimPrefix(e.Key(), "export."), 10, 64)
+			id, err := recordID(e.Key())
 			if err != nil {
 				continue
 			}
@@ -644,7 +641,7 @@ func (p *Pipeline) pruneRecords(ctx context.Context) {
 	}
 	deleted := 0
 	for _, v := range p.index.expired(keep, age, time.Now()) {
-		err := p.records.Delete(ctx, recordKey(v.id), jetstream.LastRevision(v.rev))
+		err := p.records.Delete(ctx, RecordKey(v.id), jetstream.LastRevision(v.rev))
 		if err == nil {
 			deleted++
 			continue
@@ -684,7 +681,7 @@ func (p *Pipeline) purgeMarkers(ctx context.Context, stream jetstream.Stream) je
 		stream = s
 	}
 	for i, m := range ms {
-		err := stream.Purge(ctx, jetstream.WithPurgeSubject(KVSubject(bucket, recordKey(m.id))), jetstream.WithPurgeSequence(m.rev+1))
+		err := stream.Purge(ctx, jetstream.WithPurgeSubject(KVSubject(bucket, RecordKey(m.id))), jetstream.WithPurgeSequence(m.rev+1))
 		if err != nil {
 			p.index.requeue(ms[i:])
 			if ctx.Err() == nil {
@@ -716,7 +713,7 @@ func (p *Pipeline) purgeMarkers(ctx context.Context, stream jetstream.Stream) je
 func (p *Pipeline) fetch(ctx context.Context, id int64, rev uint64) (*Record, error) {
 	var val []byte
 	var got uint64
-	e, err := p.records.Get(ctx, recordKey(id))
+	e, err := p.records.Get(ctx, RecordKey(id))
 	if err == nil {
 		val, got = e.Value(), e.Revision()
 	}
@@ -749,7 +746,7 @@ func (p *Pipeline) leaderGet(ctx context.Context, id int64, rev uint64) (value [
 		defer cancel()
 	}
 	bucket := BucketName(p.opts.StatePrefix, BucketExports)
-	req, err := json.Marshal(map[string]string{"last_by_subj": KVSubject(bucket, recordKey(id))})
+	req, err := json.Marshal(map[string]string{"last_by_subj": KVSubject(bucket, RecordKey(id))})
 	if err != nil {
 		return nil, 0, err
 	}

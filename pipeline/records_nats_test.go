@@ -138,7 +138,7 @@ func TestRecordsWatchSurvivesNATSRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a record written after the restart", 30*time.Second, func() bool {
-		_, err := p.records.Put(t.Context(), recordKey(7), b)
+		_, err := p.records.Put(t.Context(), RecordKey(7), b)
 		return err == nil
 	})
 	waitFor(t, "the index to get the record through the watch", 30*time.Second, func() bool {

@@ -221,7 +221,7 @@ func bucketRecords(t *testing.T, js jetstream.JetStream, p *Pipeline) ([]int64, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(KVSubject(bucket, "export.>")))
+	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(KVSubject(bucket, RecordKeyPrefix+">")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func bucketRecords(t *testing.T, js jetstream.JetStream, p *Pipeline) ([]int64, 
 		msgs += n
 		key := strings.TrimPrefix(subj, KVSubject(bucket, ""))
 		if _, err := p.records.Get(t.Context(), key); err == nil {
-			id, _ := strconv.ParseInt(strings.TrimPrefix(key, "export."), 10, 64)
+			id, _ := recordID(key)
 			ids = append(ids, id)
 		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 			t.Fatal(err)

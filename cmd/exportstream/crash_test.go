@@ -518,7 +518,7 @@ func (in *serviceInstance) logUnfinishedRecords(t *testing.T, js jetstream.JetSt
 	}
 	var stuck []string
 	for _, k := range keys {
-		if !strings.HasPrefix(k, "export.") {
+		if !strings.HasPrefix(k, pipeline.RecordKeyPrefix) {
 			continue
 		}
 		e, err := kv.Get(ctx, k)
