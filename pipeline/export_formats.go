@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -117,31 +116,17 @@ func (p *Pipeline) classes(ctx context.Context, d *Definition, pl *plan) error {
 	if !slices.Contains(d.Formats, FormatYOLO) {
 		return nil
 	}
-	key := classesKey(d)
 	for range 10 {
-		var old []int64
-		var rev uint64
-		e, err := p.records.Get(ctx, key)
-		switch {
-		case err == nil:
-			if err := json.Unmarshal(e.Value(), &old); err != nil {
-				return fmt.Errorf("YOLO class map %s: %w", key, err)
-			}
-			rev = e.Revision()
-		case !errors.Is(err, jetstream.ErrKeyNotFound):
-			return fmt.Errorf("YOLO class map: %w", err)
+		old, rev, err := p.records.classMap(ctx, d)
+		if err != nil {
+			return err
 		}
 		classes := mergeClasses(old, pl.labels)
 		if len(classes) == len(old) && rev != 0 {
 			pl.classes = classes
 			return nil
 		}
-		body, _ := json.Marshal(classes)
-		if rev == 0 {
-			_, err = p.records.Create(ctx, key, body)
-		} else {
-			_, err = p.records.Update(ctx, key, body, rev)
-		}
+		err = p.records.putClassMap(ctx, d, classes, rev)
 		if err == nil {
 			pl.classes = classes
 			return nil

@@ -118,7 +118,7 @@ func TestFormatsExport(t *testing.T) {
 // bucket.
 func storedClasses(t *testing.T, p *Pipeline, d *Definition) []int64 {
 	t.Helper()
-	e, err := p.records.Get(t.Context(), classesKey(d))
+	e, err := p.records.kv.Get(t.Context(), classesKey(d))
 	if err != nil {
 		t.Fatalf("class map: %v", err)
 	}

@@ -127,7 +127,7 @@ type Pipeline struct {
 	dirty   jetstream.KeyValue
 	marksMu sync.Mutex
 	marks   map[string]knownMark // definition → its dirty mark as this replica last wrote or read it
-	records jetstream.KeyValue
+	records *records             // the export records, their index and retention (records.go)
 	leases  jetstream.KeyValue
 	live    *liveness // this replica's heartbeat and lease identity (liveness.go)
 	defs    []*Definition
@@ -135,17 +135,15 @@ type Pipeline struct {
 	kicks   map[string]chan Trigger
 	slots   map[string]chan struct{}
 
-	manualMu sync.Mutex
-	manual   map[string]*Record // per definition: a manual request waiting for its export
-	index    *recordIndex       // the export records retention keeps: summaries, and the full records still needed (records.go)
-	adhoc    sync.WaitGroup     // ad-hoc exports running
+	// requests are the manual and ad-hoc requests waiting or running
+	// (requests.go).
+	requests *requests
 	ctx      atomic.Pointer[context.Context]
 
 	fresh freshness // what LastApplied and Freshness report (freshness.go)
 
-	health    writeHealth // what WriteHealth reports (health.go)
-	adhocRuns adhocRuns   // the ad-hoc exports in flight, by request (control.go)
-	replayMu  sync.Mutex  // held by the point-in-time export replaying (asof.go)
+	health   writeHealth // what WriteHealth reports (health.go)
+	replayMu sync.Mutex  // held by the point-in-time export replaying (asof.go)
 	// viewMu orders a plan's view with this replica's applied batches
 	// (Handle holds it shared), so that the view's watermark is exact:
 	// appliedSeq, the highest stream sequence of the batches applied.
@@ -205,7 +203,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	}
 	p := &Pipeline{js: js, opts: opts, log: opts.Logger,
 		byName: map[string]*Definition{}, kicks: map[string]chan Trigger{}, slots: map[string]chan struct{}{},
-		manual: map[string]*Record{}, index: newRecordIndex(), wake: make(chan struct{})}
+		requests: newRequests(opts.MaxAdhoc), wake: make(chan struct{})}
 	for _, d := range opts.Definitions {
 		if _, ok := opts.Buckets[d.Connection]; !ok {
 			return nil, fmt.Errorf("export %s: no bucket for connection %q", d.Name, d.Connection)
@@ -238,9 +236,13 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	if p.dirty, err = kv(BucketDirty, "exportstream: definitions whose export is stale", 1); err != nil {
 		return nil, err
 	}
-	if p.records, err = kv(BucketExports, "exportstream: export records, per-definition state, id counter", 1); err != nil {
+	recs, err := kv(BucketExports, "exportstream: export records, per-definition state, id counter", 1)
+	if err != nil {
 		return nil, err
 	}
+	p.records = &records{kv: recs, js: js, bucket: BucketName(opts.StatePrefix, BucketExports), index: newRecordIndex(),
+		keepLast: opts.RecordsKeepLast, maxAge: opts.RecordsMaxAge, maxBackoff: opts.MaxBackoff,
+		log: p.log, health: &p.health, runCtx: p.runCtx}
 	if p.leases, err = kv(BucketLeases, "exportstream: one exporting replica per definition", 1); err != nil {
 		return nil, err
 	}
@@ -644,7 +646,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	p.ctx.Store(&ctx)
 	g.Go(func() error { return p.store.Run(ctx) })
 	g.Go(func() error { return p.watchDirty(ctx) })
-	g.Go(func() error { return p.watchRecords(ctx) })
+	g.Go(func() error { return p.records.run(ctx) })
 	g.Go(func() error { p.retryOnReconnect(ctx); return nil })
 	if p.parts != nil {
 		g.Go(func() error { return p.balance(ctx) })
@@ -654,7 +656,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		g.Go(func() error { return p.refreshLinks(ctx, d) }) // media.go
 	}
 	err := g.Wait()
-	p.adhoc.Wait()
+	p.requests.wait()
 	return err
 }
 
@@ -772,7 +774,7 @@ func waitToReopen(ctx context.Context, log *slog.Logger, what string, failures *
 // settings changed since their last export.
 func (p *Pipeline) startupKicks(ctx context.Context) {
 	for _, d := range p.defs {
-		st, err := p.definitionState(ctx, d.Name)
+		st, err := p.records.definitionState(ctx, d.Name)
 		if err != nil {
 			p.log.Warn("reading definition state", "definition", d.Name, "err", err)
 			p.kick(d.Name, TriggerStartup)
@@ -793,21 +795,6 @@ func (d *Definition) fingerprint() string {
 		fp += "|" + strings.Join(f, ",")
 	}
 	return fp
-}
-
-func (p *Pipeline) definitionState(ctx context.Context, name string) (*definitionState, error) {
-	e, err := p.records.Get(ctx, definitionKey(name))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var st definitionState
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return nil, nil
-	}
-	return &st, nil
 }
 
 // runDefinition is one definition's loop: wait for a kick, coalesce
@@ -905,56 +892,8 @@ func backoffDelay(n int, maxWait time.Duration) time.Duration {
 	return events.Backoff(n, 500*time.Millisecond, maxWait)
 }
 
-// nextID allocates an export id: unique across replicas and growing, from
-// a counter in the records bucket updated with compare-and-swap.
-func (p *Pipeline) nextID(ctx context.Context) (int64, error) {
-	for range 100 {
-		e, err := p.records.Get(ctx, nextIDKey)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			if _, err := p.records.Create(ctx, nextIDKey, []byte("2")); err == nil {
-				return 1, nil
-			} else if !errors.Is(err, jetstream.ErrKeyExists) {
-				return 0, err
-			}
-			continue
-		}
-		if err != nil {
-			return 0, err
-		}
-		n, err := strconv.ParseInt(string(e.Value()), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("export id counter holds %q", e.Value())
-		}
-		if _, err := p.records.Update(ctx, nextIDKey, []byte(strconv.FormatInt(n+1, 10)), e.Revision()); err == nil {
-			return n, nil
-		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
-			return 0, err
-		}
-	}
-	return 0, errors.New("export id counter: too many conflicts")
-}
-
-func (p *Pipeline) putRecord(ctx context.Context, r *Record) error {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	rev, err := p.records.Put(ctx, RecordKey(r.ID), b)
-	if err == nil || ctx.Err() == nil {
-		p.health.noteRecord(err)
-	}
-	if err == nil {
-		c := *r
-		p.index.put(&c, rev)
-	}
-	return err
-}
-
 // Record returns the export record with the given id. If there is none,
 // an error wrapping jetstream.ErrKeyNotFound is returned.
 func (p *Pipeline) Record(ctx context.Context, id int64) (*Record, error) {
-	// Never older than the revision the index knows (a lagging replica of
-	// an R3 bucket may answer a direct get with an older version: then a
-	// complete export would read as still generating).
-	return p.fetch(ctx, id, p.index.revOf(id))
+	return p.records.get(ctx, id)
 }
