@@ -229,9 +229,15 @@ func (c *Consumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
 // maxBatch bounds the events handed to the handler at once.
 const maxBatch = 2048
 
+// stopWait bounds how long Run, once its context is done, waits for the
+// client to stop delivering (the consume context's Closed).
+const stopWait = 5 * time.Second
+
 // Run consumes until ctx is done, then stops taking messages, finishes the
-// batch in hand and returns nil. It returns an error only if consuming
-// cannot continue.
+// batch in hand and returns nil once the client no longer delivers to it
+// (at most 5 s after the batch): no callback of Run's runs after it
+// returns, and what it was handed and did not process is nak'd. It
+// returns an error only if consuming cannot continue.
 func (c *Consumer) Run(ctx context.Context, handle Handler) error {
 	msgs := make(chan delivery, maxBatch)
 	// Once Run returns nobody reads msgs: the callback must not block the
@@ -265,7 +271,24 @@ func (c *Consumer) Run(ctx context.Context, handle Handler) error {
 		cc.Stop()
 		// Hand back what was delivered but not processed, for immediate
 		// redelivery (to this replica when it restarts, or another one)
-		// instead of after AckWait.
+		// instead of after AckWait, until the client has stopped calling
+		// the callback (Closed), which may be blocked on a full msgs with
+		// one more in hand; at most stopWait.
+		closed := cc.Closed()
+		wait := time.NewTimer(stopWait)
+		defer wait.Stop()
+	handBack:
+		for {
+			select {
+			case d := <-msgs:
+				_ = d.msg.Nak()
+			case <-closed:
+				break handBack
+			case <-wait.C:
+				c.log.Warn("consume: the client still delivers; returning without waiting longer", "waited", stopWait)
+				break handBack
+			}
+		}
 		for {
 			select {
 			case d := <-msgs:

@@ -640,6 +640,41 @@ func TestConsumerRunLeavesNoGoroutine(t *testing.T) {
 	eventually(t, "the consume callback returns after Run", func() bool { return len(inConsumeCallback()) == 0 })
 }
 
+// TestConsumerRunWaitsForClosed stops Run while the client's delivery
+// callback is blocked on a full buffer: Run returns only once the client
+// no longer calls it (the consume context's Closed), so no callback of
+// Run's is left when it returns, and the message the callback held is
+// handed back, not left unacked until AckWait.
+func TestConsumerRunWaitsForClosed(t *testing.T) {
+	js, c, _ := newTestConsumer(t)
+	m := goodMessages(t)[0]
+	const n = 2*2048 + 100
+	for range n {
+		if _, err := js.PublishAsync(m.subject, m.body, jetstream.WithStallWait(waitFor)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(waitFor):
+		t.Fatal("publishing did not complete")
+	}
+	stop := runConsumer(t, c, func(ctx context.Context, _ []*events.Event) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	eventually(t, "the consume callback blocks on a full buffer", func() bool {
+		states := inConsumeCallback()
+		return len(states) > 0 && (states[0] == "chan send" || states[0] == "select")
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	if states := inConsumeCallback(); len(states) > 0 {
+		t.Fatalf("Run returned while its consume callback still runs (%v)", states)
+	}
+}
+
 // records is a slog.Handler that keeps every record.
 type records struct {
 	mu  sync.Mutex

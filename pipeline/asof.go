@@ -258,8 +258,13 @@ func (p *Pipeline) startAsOf(ctx context.Context, d *Definition, definition stri
 func (p *Pipeline) runAsOf(ctx context.Context, d *Definition, bucket connectors.Bucket, r *Record, seq uint64) error {
 	// One replay at a time: each has a scratch store (its cache and
 	// memtables) of its own, within the service's memory budget.
-	p.replayMu.Lock()
-	defer p.replayMu.Unlock()
+	// Waiting for the one before ends with ctx.
+	select {
+	case p.replaying <- struct{}{}:
+	case <-ctx.Done():
+		return p.failed(ctx, r, fmt.Errorf("stopped before the export ran: %w", context.Cause(ctx)))
+	}
+	defer func() { <-p.replaying }()
 	if err := ctx.Err(); err != nil {
 		return p.failed(ctx, r, fmt.Errorf("stopped before the export ran: %w", context.Cause(ctx)))
 	}

@@ -35,19 +35,23 @@ func TestFormatsReadersOnMoreData(t *testing.T) {
 	sets := []dataset{
 		{"format-cases", readLines(t, "testdata/format-cases.jsonl"), all("fmt")},
 		{"render-cases", readLines(t, "testdata/render-cases.jsonl"), all("golden")},
-		{"bench", syntheticEvents(2000, 10), all("bench")},
 		{"edges", edgeFormatEvents(), all("edge")},
 	}
 	for seed := range uint64(4) {
 		sets = append(sets, dataset{fmt.Sprint("random-", seed), randomFormatEvents(rand.New(rand.NewPCG(seed, 2)), 400), all("rnd")})
 	}
-	sim := simulate.New(simulate.Options{Seed: 11, Files: 300}, nil)
-	var simLines []line
-	for range 60000 {
-		subject, body, _ := sim.Next()
-		simLines = append(simLines, line{subject, body})
+	// The big datasets (20,000 files; 60,000 simulated events) are left
+	// out by -short.
+	if !testing.Short() {
+		sets = append(sets, dataset{"bench", syntheticEvents(2000, 10), all("bench")})
+		sim := simulate.New(simulate.Options{Seed: 11, Files: 300}, nil)
+		var simLines []line
+		for range 60000 {
+			subject, body, _ := sim.Next()
+			simLines = append(simLines, line{subject, body})
+		}
+		sets = append(sets, dataset{"simulator", simLines, all(simulate.DefaultProject)})
 	}
-	sets = append(sets, dataset{"simulator", simLines, all(simulate.DefaultProject)})
 	for _, ds := range sets {
 		s := NewState()
 		applyAll(t, s, ds.lines)

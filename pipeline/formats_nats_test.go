@@ -63,8 +63,9 @@ func TestFormatsExport(t *testing.T) {
 		t.Errorf("class map %v, want the %d labels", classes, len(exp.LabelMap))
 	}
 
-	// Unchanged: nothing written in any format.
-	time.Sleep(200 * time.Millisecond)
+	// Unchanged: nothing written in any format (once every event is
+	// applied and its export done: no export still writing).
+	settle(t, h, []*Definition{d})
 	writers := b.writers.Load()
 	skipped := testutil.ToFloat64(h.p.m.skipped.WithLabelValues(d.Name))
 	h.p.kick(d.Name, TriggerEvent)

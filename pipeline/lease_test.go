@@ -280,6 +280,9 @@ func (w *stallWriter) Close() error {
 // takes the lease over once the dead one's heartbeat has expired: long
 // before the lease itself would have, and says from whom.
 func TestLeaseTakeoverAfterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out a real heartbeat expiry, left out by -short")
+	}
 	ns := eventstest.StartServer(t)
 	scenario, exp := orderedExample(t)
 	real, err := local.New(t.TempDir())

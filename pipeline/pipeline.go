@@ -138,12 +138,17 @@ type Pipeline struct {
 	// requests are the manual and ad-hoc requests waiting or running
 	// (requests.go).
 	requests *requests
-	ctx      atomic.Pointer[context.Context]
+	// life is the context of the work Run's callers start (ad-hoc exports,
+	// forwarded requests, record reads): cancelled as soon as Run's
+	// context ends (or one of its parts fails), or by Close when Run never
+	// ran.
+	life    context.Context
+	endLife context.CancelCauseFunc
 
 	fresh freshness // what LastApplied and Freshness report (freshness.go)
 
-	health   writeHealth // what WriteHealth reports (health.go)
-	replayMu sync.Mutex  // held by the point-in-time export replaying (asof.go)
+	health    writeHealth   // what WriteHealth reports (health.go)
+	replaying chan struct{} // holds one token while a point-in-time export replays (asof.go)
 	// viewMu orders a plan's view with this replica's applied batches
 	// (Handle holds it shared), so that the view's watermark is exact:
 	// appliedSeq, the highest stream sequence of the batches applied.
@@ -173,6 +178,7 @@ type metrics struct {
 	latency      *prometheus.HistogramVec
 	stateChanges prometheus.Counter
 	partitions   prometheus.Gauge
+	abandoned    prometheus.Counter
 }
 
 // Open creates (or binds to) the key-value buckets, loads the state and
@@ -204,6 +210,8 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	p := &Pipeline{js: js, opts: opts, log: opts.Logger,
 		byName: map[string]*Definition{}, kicks: map[string]chan Trigger{}, slots: map[string]chan struct{}{},
 		requests: newRequests(opts.MaxAdhoc), wake: make(chan struct{})}
+	p.life, p.endLife = context.WithCancelCause(context.Background())
+	p.replaying = make(chan struct{}, 1)
 	for _, d := range opts.Definitions {
 		if _, ok := opts.Buckets[d.Connection]; !ok {
 			return nil, fmt.Errorf("export %s: no bucket for connection %q", d.Name, d.Connection)
@@ -240,9 +248,6 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	if err != nil {
 		return nil, err
 	}
-	p.records = &records{kv: recs, js: js, bucket: BucketName(opts.StatePrefix, BucketExports), index: newRecordIndex(),
-		keepLast: opts.RecordsKeepLast, maxAge: opts.RecordsMaxAge, maxBackoff: opts.MaxBackoff,
-		log: p.log, health: &p.health, runCtx: p.runCtx}
 	if p.leases, err = kv(BucketLeases, "exportstream: one exporting replica per definition", 1); err != nil {
 		return nil, err
 	}
@@ -256,6 +261,9 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	if p.live, err = newLiveness(replicas, opts.Owner, opts.LivenessTTL, p.log); err != nil {
 		return nil, err
 	}
+	p.records = &records{kv: recs, js: js, bucket: BucketName(opts.StatePrefix, BucketExports), index: newRecordIndex(), owner: p.live.owner,
+		keepLast: opts.RecordsKeepLast, maxAge: opts.RecordsMaxAge, maxBackoff: opts.MaxBackoff,
+		log: p.log, health: &p.health, runCtx: p.runCtx}
 	if opts.ExportsStream != "" {
 		err := events.AskAgain(ctx, func() error {
 			_, err := js.Stream(ctx, opts.ExportsStream)
@@ -307,9 +315,13 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	return p, nil
 }
 
-// Close closes the local state store (synced first). Call it after Run
-// has returned; the Pipeline must not be used after.
+// Close stops the ad-hoc exports still running (started when Run did not
+// run) and waits for them, then closes the local state store (synced
+// first). Call it after Run has returned; the Pipeline must not be used
+// after.
 func (p *Pipeline) Close() error {
+	p.endLife(errClosed)
+	p.requests.wait()
 	if p.state == nil {
 		return nil
 	}
@@ -376,10 +388,13 @@ func (p *Pipeline) initMetrics() error {
 		partitions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "exportstream_partitions_held", Help: "Partitions of the event stream this replica holds (nats.partitions > 1).",
 		}),
+		abandoned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exportstream_export_records_abandoned_total", Help: "Unfinished export records of replicas that stopped (requests or exports they never finished) that this replica marked failed.",
+		}),
 	}
 	if r := p.opts.Registerer; r != nil {
 		for _, c := range []prometheus.Collector{p.m.exports, p.m.skipped, p.m.empty, p.m.pruned, p.m.failures, p.m.bytes,
-			p.m.duration, p.m.lastGood, p.m.stale, p.m.applied, p.m.files, p.m.latency, p.m.stateChanges, p.m.partitions} {
+			p.m.duration, p.m.lastGood, p.m.stale, p.m.applied, p.m.files, p.m.latency, p.m.stateChanges, p.m.partitions, p.m.abandoned} {
 			if err := r.Register(c); err != nil {
 				return fmt.Errorf("metrics: %w", err)
 			}
@@ -629,6 +644,10 @@ func (p *Pipeline) touched(changes []change, all map[string]bool) []string {
 // Run runs the state watch, the dirty-mark watch and one export loop per
 // definition until ctx is done. At start, every definition with a dirty
 // mark, no export yet, or changed settings is exported (trigger startup).
+// Partitioned, it runs the consumers of the partitions it holds, and when
+// ctx ends stops them first (each finishing its batch), then the rest:
+// the running exports end or are aborted, and Run returns once they
+// have.
 // This replica's liveness heartbeat runs from before the first export
 // until after the last one; it is deleted when Run returns.
 func (p *Pipeline) Run(ctx context.Context) error {
@@ -642,36 +661,64 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		p.live.remove(context.WithoutCancel(ctx))
 	}()
 
-	g, ctx := errgroup.WithContext(ctx)
-	p.ctx.Store(&ctx)
-	g.Go(func() error { return p.store.Run(ctx) })
-	g.Go(func() error { return p.watchDirty(ctx) })
-	g.Go(func() error { return p.records.run(ctx) })
-	g.Go(func() error { p.retryOnReconnect(ctx); return nil })
-	if p.parts != nil {
-		g.Go(func() error { return p.balance(ctx) })
-	}
+	// Partitioned, the partitions' consumers stop first, each finishing
+	// its batch (balance gives every partition up when its context ends),
+	// while the rest still runs; then the rest stops: the exports end or
+	// are aborted.
+	rest, stopRest := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopRest(nil)
+	g, gctx := errgroup.WithContext(rest)
+	// What Run's callers started, before Run or while it runs, stops with
+	// it.
+	stopLife := context.AfterFunc(gctx, func() { p.endLife(context.Cause(gctx)) })
+	defer stopLife()
+	g.Go(func() error { return p.store.Run(gctx) })
+	g.Go(func() error { return p.watchDirty(gctx) })
+	g.Go(func() error { return p.records.run(gctx, p.sweepRecords) })
+	g.Go(func() error { p.retryOnReconnect(gctx); return nil })
 	for _, d := range p.defs {
-		g.Go(func() error { return p.runDefinition(ctx, d) })
-		g.Go(func() error { return p.refreshLinks(ctx, d) }) // media.go
+		g.Go(func() error { return p.runDefinition(gctx, d) })
+		g.Go(func() error { return p.refreshLinks(gctx, d) }) // media.go
 	}
+	var balErr error
+	if p.parts != nil {
+		// A part that fails stops consuming too.
+		bctx, stopBal := context.WithCancelCause(ctx)
+		stopOnFail := context.AfterFunc(gctx, func() { stopBal(context.Cause(gctx)) })
+		balErr = p.balance(bctx)
+		stopOnFail()
+		stopBal(nil)
+	} else {
+		select {
+		case <-ctx.Done():
+		case <-gctx.Done():
+		}
+	}
+	cause := context.Cause(ctx)
+	if cause == nil {
+		cause = balErr
+	}
+	stopRest(cause)
 	err := g.Wait()
+	if balErr != nil && err == nil {
+		err = balErr
+	}
+	p.endLife(context.Cause(gctx))
 	p.requests.wait()
 	return err
 }
+
+// errClosed ends the work still running when the Pipeline is closed.
+var errClosed = errors.New("the pipeline is closed")
 
 // Owner is this replica's identity in leases: Options.Owner (host name
 // and process id by default) and a random id drawn by Open.
 func (p *Pipeline) Owner() string { return p.live.owner }
 
-// runCtx is Run's context (Background before Run), for work Run's
-// callers start, such as ad-hoc exports, that must stop with it.
-func (p *Pipeline) runCtx() context.Context {
-	if c := p.ctx.Load(); c != nil {
-		return *c
-	}
-	return context.Background()
-}
+// runCtx is the context of work Run's callers start, such as ad-hoc
+// exports, that must stop with Run (started before Run, too): it ends
+// when Run's context does, or at Close.
+func (p *Pipeline) runCtx() context.Context { return p.life }
 
 func (p *Pipeline) kick(name string, trigger Trigger) {
 	ch := p.kicks[name]

@@ -526,6 +526,7 @@ type records struct {
 	js     jetstream.JetStream
 	bucket string // kv's name
 	index  *recordIndex
+	owner  string // this replica's lease identity, stored beside each record it writes (sweep.go)
 	// keepLast and maxAge are Options.RecordsKeepLast and RecordsMaxAge.
 	keepLast int
 	maxAge   time.Duration
@@ -568,7 +569,7 @@ func (rs *records) nextID(ctx context.Context) (int64, error) {
 
 // put writes export record r and holds it in the index.
 func (rs *records) put(ctx context.Context, r *Record) error {
-	b, err := json.Marshal(r)
+	b, err := json.Marshal(storedRecord{Record: r, Owner: rs.owner})
 	if err != nil {
 		return err
 	}
@@ -590,6 +591,42 @@ func (rs *records) get(ctx context.Context, id int64) (*Record, error) {
 	// an R3 bucket may answer a direct get with an older version: then a
 	// complete export would read as still generating).
 	return rs.fetch(ctx, id, rs.index.revOf(id))
+}
+
+// errBadRecord is wrapped by the error of stored for a record that is
+// not a JSON export record.
+var errBadRecord = errors.New("not an export record")
+
+// stored returns export record id as the bucket holds it (with its
+// writer's owner) and its key-value revision. A record the bucket does
+// not hold is jetstream.ErrKeyNotFound; one it cannot decode, errBadRecord.
+func (rs *records) stored(ctx context.Context, id int64) (storedRecord, uint64, error) {
+	e, err := rs.kv.Get(ctx, RecordKey(id))
+	if err != nil {
+		return storedRecord{}, 0, err
+	}
+	sr := storedRecord{Record: &Record{}}
+	if err := json.Unmarshal(e.Value(), &sr); err != nil {
+		return storedRecord{}, 0, fmt.Errorf("export record %d: %w: %w", id, errBadRecord, err)
+	}
+	return sr, e.Revision(), nil
+}
+
+// update writes export record r over the one at key-value revision rev
+// and holds it in the index; another write meanwhile is an error wrapping
+// jetstream.ErrKeyExists or jetstream.ErrKeyRevisionMismatch.
+func (rs *records) update(ctx context.Context, r *Record, rev uint64) error {
+	b, err := json.Marshal(storedRecord{Record: r, Owner: rs.owner})
+	if err != nil {
+		return err
+	}
+	next, err := rs.kv.Update(ctx, RecordKey(r.ID), b, rev)
+	if err != nil {
+		return err
+	}
+	c := *r
+	rs.index.put(&c, next)
+	return nil
 }
 
 // delete deletes export record id (an attempt that wrote nothing).
@@ -684,13 +721,17 @@ func (rs *records) putClassMap(ctx context.Context, d *Definition, classes []int
 	return err
 }
 
-// run keeps the index current from the records bucket and
-// applies retention, until ctx is done.
-func (rs *records) run(ctx context.Context) error {
+// run keeps the index current from the records bucket and applies
+// retention, until ctx is done; it runs each of also beside, with a
+// channel closed once the records are loaded.
+func (rs *records) run(ctx context.Context, also ...func(ctx context.Context, loaded <-chan struct{}) error) error {
 	loaded := make(chan struct{})
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return rs.follow(ctx, loaded) })
 	g.Go(func() error { return rs.retain(ctx, loaded) })
+	for _, f := range also {
+		g.Go(func() error { return f(ctx, loaded) })
+	}
 	return g.Wait()
 }
 

@@ -83,6 +83,9 @@ func TestRecordWaitOnClusterFollower(t *testing.T) {
 // WARN per failed attempt and keeps trying (it does not end, with or
 // without an error) until the watch opens, then feeds the index again.
 func TestRecordsWatchSurvivesNATSRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restarts NATS and waits for the reconnect, left out by -short")
+	}
 	dir := t.TempDir()
 	ns := eventstest.StartServerAt(t, dir, -1)
 	port := ns.Addr().(*net.TCPAddr).Port

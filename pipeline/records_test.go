@@ -60,6 +60,9 @@ func heapInUse() uint64 {
 // definitions went in, minus before. (It was 928 bytes when the index
 // held every full record.)
 func TestIndexBytesPerRecord(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100,000 records, left out by -short")
+	}
 	const n = 100_000
 	before := heapInUse()
 	x := newRecordIndex()

@@ -106,6 +106,9 @@ func exported(t *testing.T, b connectors.Bucket, d *Definition, rec *logRecorder
 // the outage lasts; once the bucket is back, the export comes within
 // MaxBackoff (plus the time to write it).
 func TestRetryBackoffCapped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out real back-offs through an outage, left out by -short")
+	}
 	const maxBackoff = time.Second
 	real, _, d, rec, restore := outageRun(t, maxBackoff)
 	// Uncapped, waits of 0.5, 1, 2, 4 and 8 s would have passed by now.
@@ -151,6 +154,9 @@ func longBackoff(t *testing.T, rec *logRecorder) time.Time {
 // failures retries as soon as its bucket answers again (a read probe that
 // had failed succeeds), before the retry it had scheduled.
 func TestRetryWhenBucketAnswers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out real back-offs through an outage, left out by -short")
+	}
 	real, spy, d, rec, restore := outageRun(t, time.Minute)
 	scheduled := longBackoff(t, rec)
 	// The bucket is still down when the waiting definition probes it.
@@ -185,6 +191,9 @@ func (w *writeRefusal) NewWriter(ctx context.Context, key string, opts connector
 // retries as soon as the NATS connection comes back after a server
 // restart, before the retry it had scheduled.
 func TestRetryWhenNATSReconnects(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restarts NATS and waits for the reconnect, left out by -short")
+	}
 	storeDir := t.TempDir()
 	ns := eventstest.StartServerAt(t, storeDir, -1)
 	port := ns.Addr().(*net.TCPAddr).Port

@@ -129,7 +129,8 @@ func (s *State) current(projectName string, k events.Kind, id int64) *snap {
 // offer stores sn if it is newer than what the state holds, and reports
 // the snapshot it replaced (nil if none) and whether it was stored.
 // A snapshot of the same version with a higher revision only updates the
-// revision.
+// revision: the stored snapshot is replaced by a copy at that revision
+// (the one reported), never changed.
 func (s *State) offer(projectName string, sn *snap) (old *snap, stored bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -141,12 +142,23 @@ func (s *State) offer(projectName string, sn *snap) (old *snap, stored bool) {
 	old = p.get(sn.kind, sn.id)
 	if old != nil && old.version >= sn.version {
 		if old.version == sn.version && sn.rev > old.rev {
-			old.rev = sn.rev
+			// A copy: readers keep the snapshots they got after the lock
+			// is released, and read their revision without it.
+			old = old.withRev(sn.rev)
+			p.put(old)
 		}
 		return old, false
 	}
 	p.put(sn)
 	return old, true
+}
+
+// withRev returns a copy of s stored at key-value revision rev (its
+// rendered fragments shared: they do not depend on the revision).
+func (s *snap) withRev(rev uint64) *snap {
+	c := &snap{kind: s.kind, id: s.id, version: s.version, rev: rev, raw: s.raw, val: s.val}
+	c.frag.Store(s.frag.Load())
+	return c
 }
 
 // noteRev records that every key-value entry up to rev has been applied.

@@ -75,6 +75,9 @@ const crashTail = 4
 //     never-killed instance fed the same stream once produces, and the state
 //     holds as many entities: no event was lost.
 func TestCrashRecovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash suite: restarts the built service dozens of times, left out by -short")
+	}
 	start := time.Now()
 	bin := buildService(t)
 	t.Logf("built the service in %v", time.Since(start).Round(time.Millisecond))

@@ -815,6 +815,9 @@ func (s *suite) oddKeys(t *testing.T) {
 }
 
 func (s *suite) streamBoundedMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skipf("writes %d MiB, left out by -short", s.opts.StreamSize>>20)
+	}
 	b := s.bucket(t)
 	const key = "stream/big.json"
 	const chunk = 1 << 20

@@ -28,9 +28,14 @@ type Shared[S any] struct {
 }
 
 // Get returns the server, starting it on first use; it fails t if the
-// server cannot start (or the tests have finished).
+// server cannot start (or the tests have finished). Under -short (the fast
+// tier) it skips t instead: the cloud emulators run in the full suite,
+// where nothing skips.
 func (x *Shared[S]) Get(t testing.TB) S {
 	t.Helper()
+	if testing.Short() {
+		t.Skipf("%s: a cloud emulator, left out by -short", x.What)
+	}
 	x.once.Do(func() {
 		x.srv, x.err = x.Start()
 		x.started = x.err == nil

@@ -37,8 +37,13 @@ type Cluster struct {
 // nil, changes each node's options before it starts (a JetStream store
 // limit, say). Every node listens for clients on a fixed port, so that a
 // restarted node has the same URL.
+//
+// Under -short (the fast tier) it skips t: clusters run in the full suite.
 func NewCluster(t testing.TB, n int, adjust func(*server.Options)) *Cluster {
 	t.Helper()
+	if testing.Short() {
+		t.Skipf("a %d-node NATS cluster, left out by -short", n)
+	}
 	ports := make([]int, n)
 	for i := range ports {
 		ports[i] = freePort(t)

@@ -22,6 +22,9 @@ func TestMain(m *testing.M) { os.Exit(azuritetest.Main(m)) }
 // ownServer starts a server that only t uses, and closes it after t.
 func ownServer(t *testing.T) *azuritetest.Server {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("Azurite, a cloud emulator, left out by -short")
+	}
 	srv, err := azuritetest.New()
 	if err != nil {
 		t.Fatal(err)

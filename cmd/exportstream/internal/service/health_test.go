@@ -80,6 +80,9 @@ func chaosExample(t *testing.T) (string, *pipelinetest.Expected) {
 // server restarts (disconnect and reconnect are logged, /readyz says
 // NATS is not connected, the API answers errors).
 func TestNATSPasswordNeverShown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restarts NATS and waits for the reconnect, left out by -short")
+	}
 	const user, password = "exporter", "Pw-5ecret-4-nats"
 	storeDir := t.TempDir()
 	startNATS := func(port int) *server.Server {

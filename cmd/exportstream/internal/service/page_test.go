@@ -37,6 +37,9 @@ const chromiumPath = "/usr/bin/chromium"
 // (CI=true) and is skipped, saying how to install it, elsewhere.
 func chromium(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("a browser, left out by -short")
+	}
 	if _, err := os.Stat(chromiumPath); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("the page test needs Chromium at %s, which .ci/run installs: %v", chromiumPath, err)

@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/exportstream/exportstream/api"
 	"github.com/exportstream/exportstream/config"
@@ -80,8 +79,9 @@ func (s *Service) Bucket(name string) connectors.Bucket {
 }
 
 // Run starts everything and blocks until ctx is done or a part fails.
-// Shutdown order: stop consuming, stop the pipeline, close NATS, stop the
-// embedded server.
+// Shutdown order, each step once the one before has ended: stop consuming
+// (the batch in hand finishes), stop the pipeline (its exports end or are
+// aborted), close NATS, stop the embedded server.
 func (s *Service) Run(ctx context.Context) (err error) {
 	defer func() {
 		// Last, once everything is shut down: a clean stop says so, and why.
@@ -230,27 +230,32 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return pipe.Run(gctx) })
-	g.Go(func() error { s.watchConsumer(gctx, cons, gauges); return nil })
-	g.Go(func() error { return cons.Run(gctx, pipe.Handle) })
-	g.Go(func() error {
+	// Shutdown in order: first the consumer (its batch in hand ends:
+	// applied, or handed back), the consumer gauges and HTTP; then the
+	// pipeline (its running exports end or are aborted, its partitions'
+	// consumers stop before it; see Pipeline.Run); NATS closes once Run
+	// returns (the defers above).
+	var parts stages
+	parts.add(0, func(ctx context.Context) error { return cons.Run(ctx, pipe.Handle) })
+	parts.add(0, func(ctx context.Context) error { s.watchConsumer(ctx, cons, gauges); return nil })
+	parts.add(0, func(context.Context) error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
 		}
 		return nil
 	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
+	parts.add(0, func(ctx context.Context) error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
+	parts.add(1, pipe.Run)
 	s.isReady.Store(true)
 	close(s.ready)
 	s.log.Info("exportstream running", "nats", RedactNATSURL(url), "http", ln.Addr().String(), "exports", len(cfg.Exports),
 		"owner", pipe.Owner())
-	err = g.Wait()
+	err = parts.run(ctx)
 	s.isReady.Store(false)
 	return err
 }

@@ -453,6 +453,9 @@ func TestConnectionOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if testing.Short() {
+		t.Skip("Azurite, a cloud emulator, left out by -short")
+	}
 	srv, err := azuritetest.New()
 	if err != nil {
 		t.Fatal(err)
@@ -774,6 +777,9 @@ func TestTwoReplicas(t *testing.T) {
 // the service reconnects, its consumer and watches resume, and the
 // exports converge with nothing lost.
 func TestNATSRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restarts NATS and waits for the reconnect, left out by -short")
+	}
 	scenarios, err := pipelinetest.Scenarios()
 	if err != nil {
 		t.Fatal(err)
