@@ -11,14 +11,21 @@ import (
 	"github.com/exportstream/exportstream/events"
 )
 
-// feedPull is how many messages the state feed asks the server for at
-// once: the most it holds in memory before Store takes them.
-const feedPull = 4096
+// feedPullBytes is how many bytes of entries the state feed asks the
+// server for at once, and feedBuffer how many entries it holds ready for
+// Store: what it holds in memory before Store takes them. Bytes, not
+// entries: a chunk's entry holds up to 16 snapshots (a count of 4096
+// entries held ~8 times the bytes once entries became chunks, and the
+// rebuild's peak RSS doubled).
+const (
+	feedPullBytes = 4 << 20
+	feedBuffer    = 256
+)
 
 // stateFeed loads the state bucket the way a key-value watch starts (the
 // newest entry of every key, or every entry from a revision, deletions
 // left out, then a nil entry), but through a pull consumer: the client
-// holds at most feedPull messages. A key-value watch is a push consumer,
+// holds at most feedPullBytes of messages. A key-value watch is a push consumer,
 // and while a replica rebuilt its store from a bucket of 1.1 M entries
 // the server pushed faster than the store took them: the entries waiting
 // in the client raised the process ~100 MB above the drain's peak. Once
@@ -70,12 +77,12 @@ func loadKeys(ctx context.Context, js jetstream.JetStream, bucket string, from u
 	if err != nil {
 		return nil, err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(feedPull))
+	it, err := cons.Messages(jetstream.PullMaxBytes(feedPullBytes))
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	f := &stateFeed{updates: make(chan jetstream.KeyValueEntry, feedPull), cancel: cancel, done: make(chan struct{})}
+	f := &stateFeed{updates: make(chan jetstream.KeyValueEntry, feedBuffer), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
 		defer close(f.updates)

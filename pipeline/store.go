@@ -43,6 +43,11 @@ type Store struct {
 // one write transaction, at most.
 const watchBatch = 1024
 
+// takeBytes bounds the entries' bytes a load takes in one transaction
+// (a chunk's entry holds up to 16 snapshots, all decoded before they are
+// stored).
+const takeBytes = 1 << 20
+
 // OpenStore creates (or binds to) the state bucket and brings state up to
 // date with it; it returns once every stored entity has been loaded. A
 // store that reflects this bucket resumes from the revision it recorded;
@@ -123,7 +128,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, bucket string, repli
 // with its count to seen (nil: none); it returns how many it read.
 func drain(ctx context.Context, f *stateFeed, take func([]jetstream.KeyValueEntry) error, seen func(int, jetstream.KeyValueEntry)) (int, error) {
 	defer f.Stop()
-	n := 0
+	n, size := 0, 0
 	batch := make([]jetstream.KeyValueEntry, 0, watchBatch)
 	for {
 		select {
@@ -135,16 +140,17 @@ func drain(ctx context.Context, f *stateFeed, take func([]jetstream.KeyValueEntr
 			}
 			if e != nil {
 				batch = append(batch, e)
+				size += len(e.Value())
 				n++
 				if seen != nil {
 					seen(n, e)
 				}
 			}
-			if e == nil || len(batch) == watchBatch {
+			if e == nil || len(batch) == watchBatch || size >= takeBytes {
 				if err := take(batch); err != nil {
 					return n, err
 				}
-				batch = batch[:0]
+				batch, size = batch[:0], 0
 			}
 			if e == nil {
 				return n, nil
