@@ -219,7 +219,7 @@ func (p *Pipeline) GenerateAsOf(ctx context.Context, d Definition, at AsOf) (*Re
 	d.Path = AdhocPath
 	key := adhocKeyOf(&d)
 	key.definition, key.asOf = definition, at.String()+"@"+strconv.FormatUint(seq, 10)
-	return p.shareAdhoc(ctx, key, func(sctx context.Context, done func()) (*Record, error) {
+	return p.requests.shareAdhoc(ctx, key, func(sctx context.Context, done func()) (*Record, error) {
 		return p.startAsOf(sctx, &d, definition, at, seq, bucket, done)
 	})
 }
@@ -228,7 +228,7 @@ func (p *Pipeline) GenerateAsOf(ctx context.Context, d Definition, at AsOf) (*Re
 // sequence seq and starts it in the background, which calls done when it
 // ends. On error it never calls done.
 func (p *Pipeline) startAsOf(ctx context.Context, d *Definition, definition string, at AsOf, seq uint64, bucket connectors.Bucket, done func()) (*Record, error) {
-	id, err := p.nextID(ctx)
+	id, err := p.records.nextID(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("allocate export id: %w", err)
 	}
@@ -238,11 +238,11 @@ func (p *Pipeline) startAsOf(ctx context.Context, d *Definition, definition stri
 		CreatedTime: time.Now().UTC(), Connection: d.Connection, Trigger: TriggerManual, FormatVersion: FormatVersion,
 		AsOf: at.String(), Watermark: seq,
 	}
-	if err := p.putRecord(ctx, r); err != nil {
+	if err := p.records.put(ctx, r); err != nil {
 		return nil, fmt.Errorf("export record: %w", err)
 	}
 	c := *r
-	p.adhoc.Go(func() {
+	p.requests.start(func() {
 		defer done()
 		ctx := p.runCtx()
 		if err := p.runAsOf(ctx, d, bucket, r, seq); err != nil {
@@ -287,7 +287,7 @@ func (p *Pipeline) runAsOf(ctx context.Context, d *Definition, bucket connectors
 	}
 	defer st.Close()
 	r.Status = StatusGenerating
-	if err := p.putRecord(ctx, r); err != nil {
+	if err := p.records.put(ctx, r); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -309,7 +309,7 @@ func (p *Pipeline) runAsOf(ctx context.Context, d *Definition, bucket connectors
 	pl.rev = 0
 	if pl.empty != "" {
 		r.skipped(d, pl)
-		if err := p.putRecord(ctx, r); err != nil {
+		if err := p.records.put(ctx, r); err != nil {
 			return fmt.Errorf("export record: %w", err)
 		}
 		p.log.Warn("point-in-time export skipped: its source matches no file at that point; nothing written",

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -82,26 +81,14 @@ func (p *Pipeline) generate(ctx context.Context, name string, forward bool) (*Re
 		}
 		return nil, err
 	}
-	p.manualMu.Lock()
-	defer p.manualMu.Unlock()
-	if r := p.manual[name]; r != nil {
-		c := *r
-		return &c, nil
-	}
-	r, err := p.newRequest(ctx, d)
-	if err != nil {
-		return nil, err
-	}
-	p.manual[name] = r
-	p.kick(name, TriggerManual)
-	c := *r
-	return &c, nil
+	return p.requests.manual(name, func() (*Record, error) { return p.newRequest(ctx, d) },
+		func() { p.kick(name, TriggerManual) })
 }
 
 // newRequest allocates an export id and stores the pending record of a
 // manual export of d.
 func (p *Pipeline) newRequest(ctx context.Context, d *Definition) (*Record, error) {
-	id, err := p.nextID(ctx)
+	id, err := p.records.nextID(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("allocate export id: %w", err)
 	}
@@ -110,20 +97,10 @@ func (p *Pipeline) newRequest(ctx context.Context, d *Definition) (*Record, erro
 		Completion: d.Completion, IncludeRemoved: d.IncludeRemovedInstances, Status: StatusPending,
 		CreatedTime: time.Now().UTC(), Connection: d.Connection, Trigger: TriggerManual, FormatVersion: FormatVersion,
 	}
-	if err := p.putRecord(ctx, r); err != nil {
+	if err := p.records.put(ctx, r); err != nil {
 		return nil, fmt.Errorf("export record: %w", err)
 	}
 	return r, nil
-}
-
-// takeManual hands the definition's waiting manual request, if any, to
-// the export about to start.
-func (p *Pipeline) takeManual(name string) *Record {
-	p.manualMu.Lock()
-	defer p.manualMu.Unlock()
-	r := p.manual[name]
-	delete(p.manual, name)
-	return r
 }
 
 // ErrNotHeld is returned (wrapped) by Generate and GenerateAdhoc on a
@@ -190,49 +167,9 @@ func (p *Pipeline) generateAdhoc(ctx context.Context, d Definition, forward bool
 		return nil, err
 	}
 	d.Name, d.Path = AdhocName, AdhocPath
-	return p.shareAdhoc(ctx, adhocKeyOf(&d), func(sctx context.Context, done func()) (*Record, error) {
+	return p.requests.shareAdhoc(ctx, adhocKeyOf(&d), func(sctx context.Context, done func()) (*Record, error) {
 		return p.startAdhoc(sctx, &d, bucket, done)
 	})
-}
-
-// shareAdhoc serves the ad-hoc request key: by the identical export still
-// starting or running on this replica if there is one (its record or
-// error), else by start, which returns the pending record (or the error)
-// and calls done when the export it started in the background ends (never
-// when it returns an error). Beyond Options.MaxAdhoc different requests
-// at once the error wraps ErrTooManyAdhoc.
-func (p *Pipeline) shareAdhoc(ctx context.Context, key adhocKey, start func(ctx context.Context, done func()) (*Record, error)) (*Record, error) {
-	limit := p.opts.MaxAdhoc
-	if limit <= 0 {
-		limit = DefaultMaxAdhoc
-	}
-	run, first, err := p.adhocRuns.join(key, limit)
-	if err != nil {
-		return nil, err
-	}
-	if !first {
-		select {
-		case <-run.ready:
-		case <-ctx.Done():
-			return nil, context.Cause(ctx)
-		}
-		return run.result()
-	}
-	// The start is shared: a caller that goes away must not fail the
-	// others waiting for it.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), adhocStartTimeout)
-	defer cancel()
-	r, err := start(sctx, func() { p.adhocRuns.leave(key) })
-	if r != nil {
-		c := *r
-		run.rec = &c
-	}
-	run.err = err
-	close(run.ready)
-	if err != nil {
-		p.adhocRuns.leave(key)
-	}
-	return run.result()
 }
 
 // startAdhoc allocates the export id and the pending record of ad-hoc
@@ -253,7 +190,7 @@ func (p *Pipeline) startAdhoc(ctx context.Context, d *Definition, bucket connect
 	if pl.empty != "" {
 		_ = pl.close()
 		r.skipped(d, pl)
-		if err := p.putRecord(ctx, r); err != nil {
+		if err := p.records.put(ctx, r); err != nil {
 			return nil, fmt.Errorf("export record: %w", err)
 		}
 		p.log.Warn("ad-hoc export skipped: its source matches no file; nothing written", "export_id", r.ID, "reason", pl.empty)
@@ -261,7 +198,7 @@ func (p *Pipeline) startAdhoc(ctx context.Context, d *Definition, bucket connect
 		return nil, &EmptySourceError{Record: &c}
 	}
 	c := *r
-	p.adhoc.Go(func() {
+	p.requests.start(func() {
 		defer done()
 		ctx := p.runCtx()
 		defer pl.close()
@@ -269,86 +206,6 @@ func (p *Pipeline) startAdhoc(ctx context.Context, d *Definition, bucket connect
 			p.log.Error("ad-hoc export failed", "export_id", r.ID, "err", err)
 		}
 	})
-	return &c, nil
-}
-
-// adhocKey identifies an ad-hoc request: identical requests share one
-// export while it runs.
-type adhocKey struct {
-	project, connection string
-	completion          Completion
-	source              Source
-	includeRemoved      bool
-	formats             string // NormalizeFormats, joined
-	// A point-in-time export's (asof.go): the definition it reproduces
-	// ("" for an ad-hoc source), and the point as asked for with the
-	// stream sequence it resolved to.
-	definition string
-	asOf       string
-}
-
-// adhocKeyOf is the key of an ad-hoc request for d's settings.
-func adhocKeyOf(d *Definition) adhocKey {
-	return adhocKey{project: d.Project, source: d.Source, completion: d.Completion,
-		includeRemoved: d.IncludeRemovedInstances, connection: d.Connection,
-		formats: strings.Join(NormalizeFormats(d.Formats), ",")}
-}
-
-// adhocRuns are the ad-hoc exports starting or running on this replica,
-// by request.
-type adhocRuns struct {
-	mu   sync.Mutex
-	runs map[adhocKey]*adhocRun
-}
-
-// adhocRun is one ad-hoc export in flight. ready is closed once its
-// pending record (or the error that ended its start) is set; neither
-// changes after.
-type adhocRun struct {
-	ready chan struct{}
-	rec   *Record
-	err   error
-}
-
-// join returns the run of an identical request in flight (first false),
-// or registers a new one for the caller to start (first true), unless
-// limit runs are in flight already.
-func (a *adhocRuns) join(key adhocKey, limit int) (run *adhocRun, first bool, err error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if run := a.runs[key]; run != nil {
-		return run, false, nil
-	}
-	if len(a.runs) >= limit {
-		return nil, false, fmt.Errorf("%w: %d of at most %d are running on this replica", ErrTooManyAdhoc, len(a.runs), limit)
-	}
-	if a.runs == nil {
-		a.runs = map[adhocKey]*adhocRun{}
-	}
-	run = &adhocRun{ready: make(chan struct{})}
-	a.runs[key] = run
-	return run, true, nil
-}
-
-// leave removes the run of key: an identical request starts a new export.
-func (a *adhocRuns) leave(key adhocKey) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	delete(a.runs, key)
-}
-
-// result is what each request the run serves gets: a copy of the pending
-// record, or the error (an *EmptySourceError with its own copy).
-func (r *adhocRun) result() (*Record, error) {
-	var empty *EmptySourceError
-	if errors.As(r.err, &empty) {
-		c := *empty.Record
-		return nil, &EmptySourceError{Record: &c}
-	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	c := *r.rec
 	return &c, nil
 }
 
@@ -373,7 +230,7 @@ func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connector
 	if err := p.classes(ctx, d, pl); err != nil {
 		return p.failed(ctx, r, err)
 	}
-	if err := p.putRecord(ctx, r); err != nil {
+	if err := p.records.put(ctx, r); err != nil {
 		return err
 	}
 	if err := p.writeObjects(ctx, bucket, pl, r); err != nil {
@@ -387,7 +244,7 @@ func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connector
 		return p.failed(ctx, r, fmt.Errorf("manifest %s: %w", r.ManifestKey, err))
 	}
 	*r = done
-	if err := p.putRecord(ctx, r); err != nil {
+	if err := p.records.put(ctx, r); err != nil {
 		return err
 	}
 	if err := p.publishCompleted(ctx, r); err != nil {
@@ -466,7 +323,7 @@ func (p *Pipeline) progressFunc(ctx context.Context, r *Record) func(done, total
 		}
 		last = tenth
 		r.PercentComplete = tenth * 9
-		_ = p.putRecord(ctx, r)
+		_ = p.records.put(ctx, r)
 		logProgress(tenth*10, done, total)
 	}
 }
@@ -516,8 +373,8 @@ func (p *Pipeline) Records(f RecordFilter) RecordPage {
 		f.Limit = 50
 	}
 	f.Limit = min(f.Limit, 1000)
-	items, total, more := p.index.page(f)
-	return RecordPage{Records: p.fill(items), Total: total, More: more}
+	items, total, more := p.records.index.page(f)
+	return RecordPage{Records: p.records.fill(items), Total: total, More: more}
 }
 
 // WaitRecord waits until export id is complete, failed or skipped and
@@ -526,12 +383,12 @@ func (p *Pipeline) Records(f RecordFilter) RecordPage {
 // read, an error wrapping jetstream.ErrKeyNotFound is returned.
 func (p *Pipeline) WaitRecord(ctx context.Context, id int64) (*Record, error) {
 	for {
-		found, final, changed := p.index.state(id)
+		found, final, changed := p.records.index.state(id)
 		if found && final {
-			if r := p.index.held(id); r != nil && Final(r.Status) {
+			if r := p.records.index.held(id); r != nil && Final(r.Status) {
 				return r, nil
 			}
-			r, err := p.fetch(ctx, id, p.index.revOf(id))
+			r, err := p.records.fetch(ctx, id, p.records.index.revOf(id))
 			if err != nil {
 				return nil, err
 			}
@@ -542,7 +399,7 @@ func (p *Pipeline) WaitRecord(ctx context.Context, id int64) (*Record, error) {
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return p.index.held(id), context.Cause(ctx)
+			return p.records.index.held(id), context.Cause(ctx)
 		}
 	}
 }
@@ -550,9 +407,9 @@ func (p *Pipeline) WaitRecord(ctx context.Context, id int64) (*Record, error) {
 // LatestRecord returns the newest complete export of the definition, or
 // nil. Retention never deletes it.
 func (p *Pipeline) LatestRecord(name string) *Record {
-	id, r := p.index.latest(name)
+	id, r := p.records.index.latest(name)
 	if r == nil && id != 0 {
-		r = p.lookup(id)
+		r = p.records.lookup(id)
 	}
 	return r
 }
@@ -562,9 +419,9 @@ func (p *Pipeline) LatestRecord(name string) *Record {
 // or nil when the newest finished attempt wrote an export (or failed).
 // Retention never deletes it.
 func (p *Pipeline) SkippedRecord(name string) *Record {
-	id, r := p.index.skipped(name)
+	id, r := p.records.index.skipped(name)
 	if r == nil && id != 0 {
-		r = p.lookup(id)
+		r = p.records.lookup(id)
 	}
 	return r
 }
@@ -573,9 +430,9 @@ func (p *Pipeline) SkippedRecord(name string) *Record {
 // index, or read from the records bucket when the index holds only its
 // summary. A record the index does not know does not exist.
 func (p *Pipeline) RecordByID(id int64) (*Record, bool) {
-	if found, _, _ := p.index.state(id); !found {
+	if found, _, _ := p.records.index.state(id); !found {
 		return nil, false
 	}
-	r := p.lookup(id)
+	r := p.records.lookup(id)
 	return r, r != nil
 }

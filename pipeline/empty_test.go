@@ -85,12 +85,12 @@ func TestEmptySourceSkipped(t *testing.T) {
 	})
 	skipped := func() []Record {
 		var out []Record
-		keys, _ := h.p.records.Keys(t.Context())
+		keys, _ := h.p.records.kv.Keys(t.Context())
 		for _, k := range keys {
-			if !strings.HasPrefix(k, "export.") {
+			if !strings.HasPrefix(k, RecordKeyPrefix) {
 				continue
 			}
-			e, err := h.p.records.Get(t.Context(), k)
+			e, err := h.p.records.kv.Get(t.Context(), k)
 			var r Record
 			if err == nil && json.Unmarshal(e.Value(), &r) == nil && r.Name == d.Name {
 				if r.Status != StatusSkipped {

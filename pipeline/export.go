@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -102,7 +101,7 @@ func (p *Pipeline) exportAttempt(ctx context.Context, d *Definition, trigger Tri
 	if err := p.finish(ctx, d, bucket, rec); err != nil {
 		shown := *rec
 		shown.Status, shown.StatusText = StatusFailed, err.Error()
-		_ = p.putRecord(context.WithoutCancel(ctx), &shown)
+		_ = p.records.put(context.WithoutCancel(ctx), &shown)
 		return rec, err // still StatusUploading: the retry resumes here
 	}
 	if !mark.Time.IsZero() {
@@ -130,14 +129,14 @@ func (p *Pipeline) dropSuperseded(ctx context.Context, d *Definition, resume *Re
 	if resume == nil || resume.Status == StatusUploading {
 		return resume
 	}
-	st, err := p.definitionState(ctx, d.Name)
+	st, err := p.records.definitionState(ctx, d.Name)
 	if err != nil || st == nil || st.LastID <= resume.ID {
 		return resume
 	}
 	shown := *resume
 	shown.Status = StatusFailed
 	shown.StatusText = fmt.Sprintf("superseded: export %d was written while this one waited to be retried", st.LastID)
-	_ = p.putRecord(context.WithoutCancel(ctx), &shown)
+	_ = p.records.put(context.WithoutCancel(ctx), &shown)
 	p.log.Info("dropping a retry superseded by a newer export", "definition", d.Name, "export_id", resume.ID, "newer", st.LastID)
 	return nil
 }
@@ -147,22 +146,18 @@ func (p *Pipeline) dropSuperseded(ctx context.Context, d *Definition, resume *Re
 // was committed, stays; nothing points at it.) resume is this replica's
 // own unfinished export, which is not interrupted.
 func (p *Pipeline) failInterrupted(ctx context.Context, d *Definition, resume *Record) {
-	e, err := p.records.Get(ctx, "pending."+d.Name)
-	if err != nil {
-		return
-	}
-	id, err := strconv.ParseInt(string(e.Value()), 10, 64)
+	id, rev, err := p.records.pending(ctx, d.Name)
 	if err != nil || resume != nil && resume.ID == id {
 		return
 	}
 	rec, err := p.Record(ctx, id)
 	if err == nil && (rec.Status == StatusGenerating || rec.Status == StatusUploading || rec.Status == StatusPending) {
 		rec.Status, rec.StatusText = StatusFailed, "interrupted: the exporting replica stopped before the export was complete"
-		if p.putRecord(ctx, rec) == nil {
+		if p.records.put(ctx, rec) == nil {
 			p.log.Warn("export interrupted by a stopped replica; exporting again", "definition", d.Name, "export_id", id)
 		}
 	}
-	_ = p.records.Delete(ctx, "pending."+d.Name, jetstream.LastRevision(e.Revision()))
+	_ = p.records.clearPending(ctx, d.Name, rev)
 }
 
 // clearMark deletes the dirty mark if it is still the one the export
@@ -185,13 +180,13 @@ func (p *Pipeline) clearMark(ctx context.Context, d *Definition, rev uint64) err
 // object was committed: its export id and time are kept, so the retry
 // writes the same key. On failure the returned record is the one to retry.
 func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connectors.Bucket, trigger Trigger, mark dirtyMark, retry *Record) (*Record, bool, error) {
-	st, err := p.definitionState(ctx, d.Name)
+	st, err := p.records.definitionState(ctx, d.Name)
 	if err != nil {
 		return retry, false, fmt.Errorf("definition state: %w", err)
 	}
 	if retry == nil {
 		// A waiting manual request is served by this export, under its id.
-		if m := p.takeManual(d.Name); m != nil {
+		if m := p.requests.takeManual(d.Name); m != nil {
 			retry, trigger = m, TriggerManual
 		}
 	}
@@ -217,8 +212,8 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 		if retry != nil {
 			// An earlier attempt of this export failed; the content it
 			// was to write is the last export's after all.
-			_ = p.records.Delete(context.WithoutCancel(ctx), "export."+strconv.FormatInt(retry.ID, 10))
-			_ = p.records.Delete(context.WithoutCancel(ctx), "pending."+d.Name)
+			_ = p.records.delete(context.WithoutCancel(ctx), retry.ID)
+			_ = p.records.clearPending(context.WithoutCancel(ctx), d.Name, 0)
 		}
 		p.m.skipped.WithLabelValues(d.Name).Inc()
 		p.log.Debug("export unchanged; nothing uploaded", "definition", d.Name, "last_export_id", st.LastID)
@@ -229,7 +224,7 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	if retry != nil {
 		id, at = retry.ID, retry.CreatedTime
 	} else {
-		if id, err = p.nextID(ctx); err != nil {
+		if id, err = p.records.nextID(ctx); err != nil {
 			return nil, false, fmt.Errorf("allocate export id: %w", err)
 		}
 		at = start.UTC()
@@ -247,10 +242,10 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	if err := p.classes(ctx, d, pl); err != nil {
 		return retry, false, err
 	}
-	if err := p.putRecord(ctx, rec); err != nil {
+	if err := p.records.put(ctx, rec); err != nil {
 		return rec, false, fmt.Errorf("export record: %w", err)
 	}
-	if _, err := p.records.Put(ctx, "pending."+d.Name, []byte(strconv.FormatInt(id, 10))); err != nil {
+	if err := p.records.setPending(ctx, d.Name, id); err != nil {
 		return rec, false, fmt.Errorf("export record: %w", err)
 	}
 	// Every object is committed before the manifest names it (finish). A
@@ -263,7 +258,7 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 		return rec, false, err
 	}
 	rec.Status, rec.PercentComplete = StatusUploading, 90
-	if err := p.putRecord(ctx, rec); err != nil {
+	if err := p.records.put(ctx, rec); err != nil {
 		return rec, false, fmt.Errorf("export record: %w", err)
 	}
 	p.m.duration.WithLabelValues(d.Name).Observe(time.Since(start).Seconds())
@@ -284,7 +279,7 @@ func (p *Pipeline) skip(ctx context.Context, d *Definition, st *definitionState,
 	}
 	rec := req
 	if rec == nil {
-		id, err := p.nextID(ctx)
+		id, err := p.records.nextID(ctx)
 		if err != nil {
 			return fmt.Errorf("allocate export id: %w", err)
 		}
@@ -294,7 +289,7 @@ func (p *Pipeline) skip(ctx context.Context, d *Definition, st *definitionState,
 	}
 	rec.skipped(d, pl)
 	rec.Watermark = max(mark.Watermark, pl.watermark)
-	if err := p.putRecord(ctx, rec); err != nil {
+	if err := p.records.put(ctx, rec); err != nil {
 		return fmt.Errorf("export record: %w", err)
 	}
 	next := definitionState{}
@@ -302,8 +297,7 @@ func (p *Pipeline) skip(ctx context.Context, d *Definition, st *definitionState,
 		next = *st
 	}
 	next.Skipped = &skippedAttempt{ID: rec.ID, Reason: pl.empty, Fingerprint: fp}
-	body, _ := json.Marshal(next)
-	if _, err := p.records.Put(ctx, "definition."+d.Name, body); err != nil {
+	if err := p.records.putDefinitionState(ctx, d.Name, next); err != nil {
 		return fmt.Errorf("definition state: %w", err)
 	}
 	p.m.empty.WithLabelValues(d.Name).Inc()
@@ -338,7 +332,7 @@ func completed(rec *Record) (Record, []byte, error) {
 
 func (p *Pipeline) failed(ctx context.Context, rec *Record, err error) error {
 	rec.Status, rec.StatusText = StatusFailed, err.Error()
-	_ = p.putRecord(context.WithoutCancel(ctx), rec)
+	_ = p.records.put(context.WithoutCancel(ctx), rec)
 	return err
 }
 
@@ -384,23 +378,23 @@ func (p *Pipeline) finish(ctx context.Context, d *Definition, bucket connectors.
 		return err
 	}
 	*rec = done
-	if err := p.putRecord(ctx, rec); err != nil {
+	if err := p.records.put(ctx, rec); err != nil {
 		return fmt.Errorf("export record: %w", err)
 	}
 	var kept []keptExport
-	if prev, err := p.definitionState(ctx, d.Name); err == nil && prev != nil {
+	if prev, err := p.records.definitionState(ctx, d.Name); err == nil && prev != nil {
 		kept = prev.Kept
 	}
 	if len(kept) == 0 || kept[len(kept)-1].ID != rec.ID {
 		kept = append(kept, keptExport{ID: rec.ID, Key: rec.Key, ManifestKey: rec.ManifestKey, Extra: rec.extraKeys()})
 	}
 	kept = p.prune(ctx, d, bucket, kept)
-	st, _ := json.Marshal(definitionState{LastID: rec.ID, ContentHash: rec.ContentHash, Key: rec.Key, Fingerprint: d.fingerprint(), Kept: kept,
-		Formats: NormalizeFormats(d.Formats), Media: d.mediaSetting(), LinksSignedAt: signedAt(rec)})
-	if _, err := p.records.Put(ctx, "definition."+d.Name, st); err != nil {
+	st := definitionState{LastID: rec.ID, ContentHash: rec.ContentHash, Key: rec.Key, Fingerprint: d.fingerprint(), Kept: kept,
+		Formats: NormalizeFormats(d.Formats), Media: d.mediaSetting(), LinksSignedAt: signedAt(rec)}
+	if err := p.records.putDefinitionState(ctx, d.Name, st); err != nil {
 		return fmt.Errorf("definition state: %w", err)
 	}
-	_ = p.records.Delete(ctx, "pending."+d.Name)
+	_ = p.records.clearPending(ctx, d.Name, 0)
 	// A failure here fails the attempt: the retry resumes from the
 	// manifest (all idempotent) and publishes again.
 	if err := p.publishCompleted(ctx, rec); err != nil {
@@ -444,7 +438,7 @@ func (p *Pipeline) prune(ctx context.Context, d *Definition, bucket connectors.B
 		if rec, err := p.Record(ctx, k.ID); err == nil {
 			now := time.Now().UTC()
 			rec.DeletedTime = &now
-			_ = p.putRecord(ctx, rec)
+			_ = p.records.put(ctx, rec)
 		}
 		p.m.pruned.WithLabelValues(d.Name).Inc()
 		p.log.Info("old export deleted (keep_last)", "definition", d.Name, "export_id", k.ID, "key", k.Key, "keep_last", d.KeepLast)

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -171,15 +170,6 @@ func commit(ctx context.Context, bucket connectors.Bucket, w connectors.Writer, 
 	return nil
 }
 
-// classesKey is the records bucket key of a YOLO class map: per
-// definition, and per project for ad-hoc exports.
-func classesKey(d *Definition) string {
-	if d.Name == AdhocName {
-		return "classes." + AdhocName + "." + d.Project
-	}
-	return "classes." + d.Name
-}
-
 // classes sets the plan's YOLO class map when d writes YOLO: the map kept
 // in the records bucket (so that it survives restarts and is the same on
 // every replica), with the plan's labels it lacks appended and stored
@@ -188,31 +178,17 @@ func (p *Pipeline) classes(ctx context.Context, d *Definition, pl *plan) error {
 	if !slices.Contains(d.Formats, FormatYOLO) {
 		return nil
 	}
-	key := classesKey(d)
 	for range 10 {
-		var old []int64
-		var rev uint64
-		e, err := p.records.Get(ctx, key)
-		switch {
-		case err == nil:
-			if err := json.Unmarshal(e.Value(), &old); err != nil {
-				return fmt.Errorf("YOLO class map %s: %w", key, err)
-			}
-			rev = e.Revision()
-		case !errors.Is(err, jetstream.ErrKeyNotFound):
-			return fmt.Errorf("YOLO class map: %w", err)
+		old, rev, err := p.records.classMap(ctx, d)
+		if err != nil {
+			return err
 		}
 		classes := mergeClasses(old, pl.labels)
 		if len(classes) == len(old) && rev != 0 {
 			pl.classes = classes
 			return nil
 		}
-		body, _ := json.Marshal(classes)
-		if rev == 0 {
-			_, err = p.records.Create(ctx, key, body)
-		} else {
-			_, err = p.records.Update(ctx, key, body, rev)
-		}
+		err = p.records.putClassMap(ctx, d, classes, rev)
 		if err == nil {
 			pl.classes = classes
 			return nil

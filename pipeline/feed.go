@@ -51,10 +51,10 @@ func loadState(ctx context.Context, js jetstream.JetStream, bucket string, from 
 // loadKeys is loadState for the keys that match one of the filters
 // (key-value key patterns, such as "<project>.>").
 func loadKeys(ctx context.Context, js jetstream.JetStream, bucket string, from uint64, filters []string) (*stateFeed, error) {
-	stream := "KV_" + bucket
+	stream := KVStream(bucket)
 	subjects := make([]string, len(filters))
 	for i, f := range filters {
-		subjects[i] = "$KV." + bucket + "." + f
+		subjects[i] = KVSubject(bucket, f)
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects}
 	if from > 0 {
@@ -101,7 +101,7 @@ func loadKeys(ctx context.Context, js jetstream.JetStream, bucket string, from u
 			return // nothing to load
 		}
 		go func() { <-ctx.Done(); it.Stop() }()
-		prefix := "$KV." + bucket + "."
+		prefix := KVSubject(bucket, "")
 		for {
 			msg, err := it.Next()
 			if err != nil {

@@ -125,7 +125,7 @@ func TestFormatsExport(t *testing.T) {
 // bucket.
 func storedClasses(t *testing.T, p *Pipeline, d *Definition) []int64 {
 	t.Helper()
-	e, err := p.records.Get(t.Context(), classesKey(d))
+	e, err := p.records.kv.Get(t.Context(), classesKey(d))
 	if err != nil {
 		t.Fatalf("class map: %v", err)
 	}
@@ -234,10 +234,10 @@ func TestFormatsOnePassUpload(t *testing.T) {
 	waitFor(t, "a failed attempt", 30*time.Second, func() bool { return b.failed.Load() > 0 })
 	var reason string
 	waitFor(t, "the failed attempt's record", 10*time.Second, func() bool {
-		keys, _ := h.p.records.Keys(t.Context())
+		keys, _ := h.p.records.kv.Keys(t.Context())
 		for _, k := range keys {
 			var r Record
-			if e, err := h.p.records.Get(t.Context(), k); err == nil && strings.HasPrefix(k, "export.") &&
+			if e, err := h.p.records.kv.Get(t.Context(), k); err == nil && strings.HasPrefix(k, "export.") &&
 				json.Unmarshal(e.Value(), &r) == nil && r.Status == StatusFailed {
 				reason = r.StatusText
 				return true

@@ -248,11 +248,11 @@ func TestSweepAbandoned(t *testing.T) {
 	// A record of a version without owners, while two replicas run.
 	legacy := Record{ID: 1 << 40, Name: d.Name, Project: d.Project, Status: StatusPending, Trigger: TriggerManual,
 		CreatedTime: time.Now().Add(-time.Hour).UTC()}
-	if _, err := sweeper.records.Put(ctx, recordKey(legacy.ID), mustJSON(legacy)); err != nil {
+	if _, err := sweeper.records.kv.Put(ctx, RecordKey(legacy.ID), mustJSON(legacy)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the sweeper's index holds the legacy record", 10*time.Second, func() bool {
-		found, _, _ := sweeper.index.state(legacy.ID)
+		found, _, _ := sweeper.records.index.state(legacy.ID)
 		return found
 	})
 	// A round now: the live replica's record and the legacy one stay.

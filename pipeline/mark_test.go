@@ -120,11 +120,11 @@ func TestRetrySupersededByNewerExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.records.Put(ctx, "definition."+d.Name, []byte(`{"last_id": 5}`)); err != nil {
+	if _, err := p.records.kv.Put(ctx, definitionKey(d.Name), []byte(`{"last_id": 5}`)); err != nil {
 		t.Fatal(err)
 	}
 	older := &Record{ID: 3, Name: d.Name, Status: StatusGenerating}
-	if err := p.putRecord(ctx, older); err != nil {
+	if err := p.records.put(ctx, older); err != nil {
 		t.Fatal(err)
 	}
 	if got := p.dropSuperseded(ctx, d, older); got != nil {

@@ -95,7 +95,7 @@ func (d *Definition) linksStale(st *definitionState, now time.Time) bool {
 func (p *Pipeline) refreshLinks(ctx context.Context, d *Definition) error {
 	for {
 		wait := time.Hour
-		st, err := p.definitionState(ctx, d.Name)
+		st, err := p.records.definitionState(ctx, d.Name)
 		now := time.Now()
 		switch due := d.linksDue(st, now); {
 		case err != nil:

@@ -407,7 +407,7 @@ func (p *Pipeline) pendingKick(ctx context.Context, d *Definition) {
 		p.kick(d.Name, TriggerStartup)
 		return
 	}
-	st, err := p.definitionState(ctx, d.Name)
+	st, err := p.records.definitionState(ctx, d.Name)
 	if err != nil || st == nil || st.Fingerprint != d.fingerprint() {
 		p.kick(d.Name, TriggerStartup)
 	}

@@ -127,7 +127,7 @@ type Pipeline struct {
 	dirty   jetstream.KeyValue
 	marksMu sync.Mutex
 	marks   map[string]knownMark // definition → its dirty mark as this replica last wrote or read it
-	records jetstream.KeyValue
+	records *records             // the export records, their index and retention (records.go)
 	leases  jetstream.KeyValue
 	live    *liveness // this replica's heartbeat and lease identity (liveness.go)
 	defs    []*Definition
@@ -135,10 +135,9 @@ type Pipeline struct {
 	kicks   map[string]chan Trigger
 	slots   map[string]chan struct{}
 
-	manualMu sync.Mutex
-	manual   map[string]*Record // per definition: a manual request waiting for its export
-	index    *recordIndex       // the export records retention keeps: summaries, and the full records still needed (records.go)
-	adhoc    sync.WaitGroup     // ad-hoc exports running
+	// requests are the manual and ad-hoc requests waiting or running
+	// (requests.go).
+	requests *requests
 	// life is the context of the work Run's callers start (ad-hoc exports,
 	// forwarded requests, record reads): cancelled as soon as Run's
 	// context ends (or one of its parts fails), or by Close when Run never
@@ -149,7 +148,6 @@ type Pipeline struct {
 	fresh freshness // what LastApplied and Freshness report (freshness.go)
 
 	health    writeHealth   // what WriteHealth reports (health.go)
-	adhocRuns adhocRuns     // the ad-hoc exports in flight, by request (control.go)
 	replaying chan struct{} // holds one token while a point-in-time export replays (asof.go)
 	// viewMu orders a plan's view with this replica's applied batches
 	// (Handle holds it shared), so that the view's watermark is exact:
@@ -215,7 +213,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	}
 	p := &Pipeline{js: js, opts: opts, log: opts.Logger,
 		byName: map[string]*Definition{}, kicks: map[string]chan Trigger{}, slots: map[string]chan struct{}{},
-		manual: map[string]*Record{}, index: newRecordIndex(), wake: make(chan struct{})}
+		requests: newRequests(opts.MaxAdhoc), wake: make(chan struct{})}
 	p.reconn, p.reconnCancel = context.WithCancel(context.Background())
 	p.life, p.endLife = context.WithCancelCause(context.Background())
 	p.replaying = make(chan struct{}, 1)
@@ -239,34 +237,38 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 	}
 	kv := func(suffix, desc string, history uint8) (jetstream.KeyValue, error) {
 		b, err := createKV(ctx, js, jetstream.KeyValueConfig{
-			Bucket: opts.StatePrefix + "_" + suffix, Description: desc, History: history,
+			Bucket: BucketName(opts.StatePrefix, suffix), Description: desc, History: history,
 			Storage: jetstream.FileStorage, Replicas: max(opts.Replicas, 1),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("key-value bucket %s_%s: %w", opts.StatePrefix, suffix, err)
+			return nil, fmt.Errorf("key-value bucket %s: %w", BucketName(opts.StatePrefix, suffix), err)
 		}
 		return b, nil
 	}
 	var err error
-	if p.dirty, err = kv("DIRTY", "exportstream: definitions whose export is stale", 1); err != nil {
+	if p.dirty, err = kv(BucketDirty, "exportstream: definitions whose export is stale", 1); err != nil {
 		return nil, err
 	}
-	if p.records, err = kv("EXPORTS", "exportstream: export records, per-definition state, id counter", 1); err != nil {
+	recs, err := kv(BucketExports, "exportstream: export records, per-definition state, id counter", 1)
+	if err != nil {
 		return nil, err
 	}
-	if p.leases, err = kv("LEASES", "exportstream: one exporting replica per definition", 1); err != nil {
+	if p.leases, err = kv(BucketLeases, "exportstream: one exporting replica per definition", 1); err != nil {
 		return nil, err
 	}
 	replicas, err := createKV(ctx, js, jetstream.KeyValueConfig{
-		Bucket: opts.StatePrefix + "_REPLICAS", Description: "exportstream: live replicas (heartbeats; leases name them)",
+		Bucket: BucketName(opts.StatePrefix, BucketReplicas), Description: "exportstream: live replicas (heartbeats; leases name them)",
 		History: 1, TTL: opts.LivenessTTL, Storage: jetstream.FileStorage, Replicas: max(opts.Replicas, 1),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("key-value bucket %s_REPLICAS: %w", opts.StatePrefix, err)
+		return nil, fmt.Errorf("key-value bucket %s: %w", BucketName(opts.StatePrefix, BucketReplicas), err)
 	}
 	if p.live, err = newLiveness(replicas, opts.Owner, opts.LivenessTTL, p.log); err != nil {
 		return nil, err
 	}
+	p.records = &records{kv: recs, js: js, bucket: BucketName(opts.StatePrefix, BucketExports), index: newRecordIndex(), owner: p.live.owner,
+		keepLast: opts.RecordsKeepLast, maxAge: opts.RecordsMaxAge, maxBackoff: opts.MaxBackoff,
+		log: p.log, health: &p.health, runCtx: p.runCtx}
 	if opts.ExportsStream != "" {
 		err := events.AskAgain(ctx, func() error {
 			_, err := js.Stream(ctx, opts.ExportsStream)
@@ -311,7 +313,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 		p.parts = newPartitions(opts.Partitions)
 		accept = p.accepts
 	}
-	if p.store, err = openStore(ctx, js, opts.StatePrefix+"_STATE", opts.Replicas, p.state, p.log, accept); err != nil {
+	if p.store, err = openStore(ctx, js, BucketName(opts.StatePrefix, BucketState), opts.Replicas, p.state, p.log, accept); err != nil {
 		_ = p.Close()
 		return nil, err
 	}
@@ -324,7 +326,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Pipeline,
 // after.
 func (p *Pipeline) Close() error {
 	p.endLife(errClosed)
-	p.adhoc.Wait()
+	p.requests.wait()
 	if p.state == nil {
 		return nil
 	}
@@ -521,7 +523,7 @@ func (p *Pipeline) markDirty(ctx context.Context, names []string, mark dirtyMark
 	for i, name := range names {
 		last := p.lastMark(name)
 		sent[i] = last.mark.merge(mark)
-		msg := &nats.Msg{Subject: "$KV." + p.opts.StatePrefix + "_DIRTY." + name, Data: mustJSON(sent[i]),
+		msg := &nats.Msg{Subject: KVSubject(BucketName(p.opts.StatePrefix, BucketDirty), name), Data: mustJSON(sent[i]),
 			Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(last.rev, 10)}}}
 		f, err := p.js.PublishMsgAsync(msg, jetstream.WithStallWait(10*time.Second))
 		if err != nil {
@@ -699,7 +701,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	defer stopLife()
 	g.Go(func() error { return p.store.Run(gctx) })
 	g.Go(func() error { return p.watchDirty(gctx) })
-	g.Go(func() error { return p.watchRecords(gctx) })
+	g.Go(func() error { return p.records.run(gctx, p.sweepRecords) })
 	g.Go(func() error { p.retryOnReconnect(gctx); return nil })
 	g.Go(func() error { p.askAgainOnElection(gctx); return nil })
 	for _, d := range p.defs {
@@ -730,7 +732,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		err = balErr
 	}
 	p.endLife(context.Cause(gctx))
-	p.adhoc.Wait()
+	p.requests.wait()
 	return err
 }
 
@@ -847,7 +849,7 @@ func waitToReopen(ctx context.Context, log *slog.Logger, what string, failures *
 // settings changed since their last export.
 func (p *Pipeline) startupKicks(ctx context.Context) {
 	for _, d := range p.defs {
-		st, err := p.definitionState(ctx, d.Name)
+		st, err := p.records.definitionState(ctx, d.Name)
 		if err != nil {
 			p.log.Warn("reading definition state", "definition", d.Name, "err", err)
 			p.kick(d.Name, TriggerStartup)
@@ -868,21 +870,6 @@ func (d *Definition) fingerprint() string {
 		fp += "|" + strings.Join(f, ",")
 	}
 	return fp
-}
-
-func (p *Pipeline) definitionState(ctx context.Context, name string) (*definitionState, error) {
-	e, err := p.records.Get(ctx, "definition."+name)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var st definitionState
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return nil, nil
-	}
-	return &st, nil
 }
 
 // runDefinition is one definition's loop: wait for a kick, coalesce
@@ -983,56 +970,8 @@ func backoffDelay(n int, maxWait time.Duration) time.Duration {
 	return events.Backoff(n, 500*time.Millisecond, maxWait)
 }
 
-// nextID allocates an export id: unique across replicas and growing, from
-// a counter in the records bucket updated with compare-and-swap.
-func (p *Pipeline) nextID(ctx context.Context) (int64, error) {
-	for range 100 {
-		e, err := p.records.Get(ctx, "next_id")
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			if _, err := p.records.Create(ctx, "next_id", []byte("2")); err == nil {
-				return 1, nil
-			} else if !errors.Is(err, jetstream.ErrKeyExists) {
-				return 0, err
-			}
-			continue
-		}
-		if err != nil {
-			return 0, err
-		}
-		n, err := strconv.ParseInt(string(e.Value()), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("export id counter holds %q", e.Value())
-		}
-		if _, err := p.records.Update(ctx, "next_id", []byte(strconv.FormatInt(n+1, 10)), e.Revision()); err == nil {
-			return n, nil
-		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
-			return 0, err
-		}
-	}
-	return 0, errors.New("export id counter: too many conflicts")
-}
-
-func (p *Pipeline) putRecord(ctx context.Context, r *Record) error {
-	b, err := json.Marshal(storedRecord{Record: r, Owner: p.live.owner})
-	if err != nil {
-		return err
-	}
-	rev, err := p.records.Put(ctx, "export."+strconv.FormatInt(r.ID, 10), b)
-	if err == nil || ctx.Err() == nil {
-		p.health.noteRecord(err)
-	}
-	if err == nil {
-		c := *r
-		p.index.put(&c, rev)
-	}
-	return err
-}
-
 // Record returns the export record with the given id. If there is none,
 // an error wrapping jetstream.ErrKeyNotFound is returned.
 func (p *Pipeline) Record(ctx context.Context, id int64) (*Record, error) {
-	// Never older than the revision the index knows (a lagging replica of
-	// an R3 bucket may answer a direct get with an older version: then a
-	// complete export would read as still generating).
-	return p.fetch(ctx, id, p.index.revOf(id))
+	return p.records.get(ctx, id)
 }

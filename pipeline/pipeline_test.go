@@ -219,10 +219,10 @@ func TestBucketOutage(t *testing.T) {
 	})
 	var failedKey string
 	waitFor(t, "a failed export attempt", 20*time.Second, func() bool {
-		keys, _ := h.p.records.Keys(t.Context())
+		keys, _ := h.p.records.kv.Keys(t.Context())
 		for _, k := range keys {
-			if strings.HasPrefix(k, "export.") {
-				e, err := h.p.records.Get(t.Context(), k)
+			if strings.HasPrefix(k, RecordKeyPrefix) {
+				e, err := h.p.records.kv.Get(t.Context(), k)
 				var r Record
 				if err == nil && json.Unmarshal(e.Value(), &r) == nil && r.Status == StatusFailed {
 					failedKey = r.Key
@@ -514,9 +514,9 @@ func TestForeignObjectUnderKeyIsKept(t *testing.T) {
 		t.Errorf("the foreign object under %s was changed: %q, %v", first, got, err)
 	}
 	var reason string
-	keys, _ := h.p.records.Keys(t.Context())
+	keys, _ := h.p.records.kv.Keys(t.Context())
 	for _, k := range keys {
-		if e, err := h.p.records.Get(t.Context(), k); err == nil && strings.HasPrefix(k, "export.") {
+		if e, err := h.p.records.kv.Get(t.Context(), k); err == nil && strings.HasPrefix(k, RecordKeyPrefix) {
 			var r Record
 			if json.Unmarshal(e.Value(), &r) == nil && r.Key == first {
 				reason = r.StatusText

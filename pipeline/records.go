@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -162,7 +163,7 @@ func (x *recordIndex) notify() {
 }
 
 // put stores r, written by this replica at key-value revision rev
-// (putRecord), and wakes retention when r is final.
+// (records.put), and wakes retention when r is final.
 func (x *recordIndex) put(r *Record, rev uint64) {
 	if x.store(r, rev) && Final(r.Status) {
 		select {
@@ -516,42 +517,247 @@ func (x *recordIndex) requeue(ms []marker) {
 	x.markers = append(x.markers, ms...)
 }
 
-func recordKey(id int64) string { return "export." + strconv.FormatInt(id, 10) }
+// records are the export records: the records bucket (its keys in
+// recordkeys.go), the index of it this replica keeps from a watch, and
+// retention. The Pipeline writes records through put and reads them
+// through the index (index) or get; run keeps the index current.
+type records struct {
+	kv     jetstream.KeyValue
+	js     jetstream.JetStream
+	bucket string // kv's name
+	index  *recordIndex
+	owner  string // this replica's lease identity, stored beside each record it writes (sweep.go)
+	// keepLast and maxAge are Options.RecordsKeepLast and RecordsMaxAge.
+	keepLast int
+	maxAge   time.Duration
+	// maxBackoff is Options.MaxBackoff: how long a watch that cannot be
+	// opened, or a leader get, waits at most before trying again.
+	maxBackoff time.Duration
+	log        *slog.Logger
+	health     *writeHealth           // told the outcome of each record write
+	runCtx     func() context.Context // the Pipeline's Run context, for the reads of calls that take none
+}
 
-// watchRecords keeps the index current from the records bucket and
-// applies retention, until ctx is done.
-func (p *Pipeline) watchRecords(ctx context.Context) error {
+// nextID allocates an export id: unique across replicas and growing, from
+// a counter in the records bucket updated with compare-and-swap.
+func (rs *records) nextID(ctx context.Context) (int64, error) {
+	for range 100 {
+		e, err := rs.kv.Get(ctx, nextIDKey)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if _, err := rs.kv.Create(ctx, nextIDKey, []byte("2")); err == nil {
+				return 1, nil
+			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+				return 0, err
+			}
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		n, err := strconv.ParseInt(string(e.Value()), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("export id counter holds %q", e.Value())
+		}
+		if _, err := rs.kv.Update(ctx, nextIDKey, []byte(strconv.FormatInt(n+1, 10)), e.Revision()); err == nil {
+			return n, nil
+		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, err
+		}
+	}
+	return 0, errors.New("export id counter: too many conflicts")
+}
+
+// put writes export record r and holds it in the index.
+func (rs *records) put(ctx context.Context, r *Record) error {
+	b, err := json.Marshal(storedRecord{Record: r, Owner: rs.owner})
+	if err != nil {
+		return err
+	}
+	rev, err := rs.kv.Put(ctx, RecordKey(r.ID), b)
+	if err == nil || ctx.Err() == nil {
+		rs.health.noteRecord(err)
+	}
+	if err == nil {
+		c := *r
+		rs.index.put(&c, rev)
+	}
+	return err
+}
+
+// get returns the export record with the given id. If there is none, an
+// error wrapping jetstream.ErrKeyNotFound is returned.
+func (rs *records) get(ctx context.Context, id int64) (*Record, error) {
+	// Never older than the revision the index knows (a lagging replica of
+	// an R3 bucket may answer a direct get with an older version: then a
+	// complete export would read as still generating).
+	return rs.fetch(ctx, id, rs.index.revOf(id))
+}
+
+// errBadRecord is wrapped by the error of stored for a record that is
+// not a JSON export record.
+var errBadRecord = errors.New("not an export record")
+
+// stored returns export record id as the bucket holds it (with its
+// writer's owner) and its key-value revision. A record the bucket does
+// not hold is jetstream.ErrKeyNotFound; one it cannot decode, errBadRecord.
+func (rs *records) stored(ctx context.Context, id int64) (storedRecord, uint64, error) {
+	e, err := rs.kv.Get(ctx, RecordKey(id))
+	if err != nil {
+		return storedRecord{}, 0, err
+	}
+	sr := storedRecord{Record: &Record{}}
+	if err := json.Unmarshal(e.Value(), &sr); err != nil {
+		return storedRecord{}, 0, fmt.Errorf("export record %d: %w: %w", id, errBadRecord, err)
+	}
+	return sr, e.Revision(), nil
+}
+
+// update writes export record r over the one at key-value revision rev
+// and holds it in the index; another write meanwhile is an error wrapping
+// jetstream.ErrKeyExists or jetstream.ErrKeyRevisionMismatch.
+func (rs *records) update(ctx context.Context, r *Record, rev uint64) error {
+	b, err := json.Marshal(storedRecord{Record: r, Owner: rs.owner})
+	if err != nil {
+		return err
+	}
+	next, err := rs.kv.Update(ctx, RecordKey(r.ID), b, rev)
+	if err != nil {
+		return err
+	}
+	c := *r
+	rs.index.put(&c, next)
+	return nil
+}
+
+// delete deletes export record id (an attempt that wrote nothing).
+func (rs *records) delete(ctx context.Context, id int64) error {
+	return rs.kv.Delete(ctx, RecordKey(id))
+}
+
+// definitionState returns what the definition's newest export holds
+// (nil: nothing yet, or unreadable).
+func (rs *records) definitionState(ctx context.Context, name string) (*definitionState, error) {
+	e, err := rs.kv.Get(ctx, definitionKey(name))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st definitionState
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return nil, nil
+	}
+	return &st, nil
+}
+
+// putDefinitionState stores the definition's state.
+func (rs *records) putDefinitionState(ctx context.Context, name string, st definitionState) error {
+	body, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	_, err = rs.kv.Put(ctx, definitionKey(name), body)
+	return err
+}
+
+// pending returns the id of the definition's export in progress and the
+// key-value revision that says so; an error when there is none or it
+// cannot be read.
+func (rs *records) pending(ctx context.Context, name string) (id int64, rev uint64, err error) {
+	e, err := rs.kv.Get(ctx, pendingKey(name))
+	if err != nil {
+		return 0, 0, err
+	}
+	id, err = strconv.ParseInt(string(e.Value()), 10, 64)
+	return id, e.Revision(), err
+}
+
+// setPending notes export id as the definition's export in progress.
+func (rs *records) setPending(ctx context.Context, name string, id int64) error {
+	_, err := rs.kv.Put(ctx, pendingKey(name), []byte(strconv.FormatInt(id, 10)))
+	return err
+}
+
+// clearPending removes the note of the definition's export in progress:
+// only if it is still at revision rev, when rev > 0.
+func (rs *records) clearPending(ctx context.Context, name string, rev uint64) error {
+	if rev > 0 {
+		return rs.kv.Delete(ctx, pendingKey(name), jetstream.LastRevision(rev))
+	}
+	return rs.kv.Delete(ctx, pendingKey(name))
+}
+
+// classMap returns d's YOLO class map (classesKey) and its key-value
+// revision (0: there is none yet).
+func (rs *records) classMap(ctx context.Context, d *Definition) (classes []int64, rev uint64, err error) {
+	key := classesKey(d)
+	e, err := rs.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil, 0, nil
+	case err != nil:
+		return nil, 0, fmt.Errorf("YOLO class map: %w", err)
+	}
+	if err := json.Unmarshal(e.Value(), &classes); err != nil {
+		return nil, 0, fmt.Errorf("YOLO class map %s: %w", key, err)
+	}
+	return classes, e.Revision(), nil
+}
+
+// putClassMap stores d's YOLO class map over the one at revision rev
+// (0: creates it). Another writer's map meanwhile is an error wrapping
+// jetstream.ErrKeyExists or jetstream.ErrKeyRevisionMismatch.
+func (rs *records) putClassMap(ctx context.Context, d *Definition, classes []int64, rev uint64) error {
+	body, err := json.Marshal(classes)
+	if err != nil {
+		return err
+	}
+	if rev == 0 {
+		_, err = rs.kv.Create(ctx, classesKey(d), body)
+	} else {
+		_, err = rs.kv.Update(ctx, classesKey(d), body, rev)
+	}
+	return err
+}
+
+// run keeps the index current from the records bucket and applies
+// retention, until ctx is done; it runs each of also beside, with a
+// channel closed once the records are loaded.
+func (rs *records) run(ctx context.Context, also ...func(ctx context.Context, loaded <-chan struct{}) error) error {
 	loaded := make(chan struct{})
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return p.followRecords(ctx, loaded) })
-	g.Go(func() error { return p.retainRecords(ctx, loaded) })
-	g.Go(func() error { return p.sweepRecords(ctx, loaded) }) // sweep.go
+	g.Go(func() error { return rs.follow(ctx, loaded) })
+	g.Go(func() error { return rs.retain(ctx, loaded) })
+	for _, f := range also {
+		g.Go(func() error { return f(ctx, loaded) })
+	}
 	return g.Wait()
 }
 
-// followRecords feeds the index from a watch on the records, opening the
+// follow feeds the index from a watch on the records, opening the
 // watch again if it ends on its own or cannot be opened (a WARN per failed
 // attempt, backing off as failed exports do, up to Options.MaxBackoff)
 // until ctx is done; loaded is closed once the first watch delivered
 // every record. It never fails.
-func (p *Pipeline) followRecords(ctx context.Context, loaded chan struct{}) error {
+func (rs *records) follow(ctx context.Context, loaded chan struct{}) error {
 	first := true
 	failures := 0 // failed attempts in a row to open the watch
 	for {
 		// Records held at a revision up to the stream's last one must be
 		// among the watch's initial values, or they are gone.
 		var upTo uint64
-		if st, err := p.records.Status(ctx); err == nil {
+		if st, err := rs.kv.Status(ctx); err == nil {
 			if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
 				upTo = bs.StreamInfo().State.LastSeq
 			}
 		}
-		w, err := p.records.Watch(ctx, "export.*")
+		w, err := rs.kv.Watch(ctx, RecordKeyPrefix+"*")
 		if err != nil {
 			// Right after a NATS restart the server may not answer yet
 			// (context deadline exceeded, no responders, JetStream not
 			// ready): never fatal, try again, backing off up to MaxBackoff.
-			if !waitToReopen(ctx, p.log, "export records", &failures, p.opts.MaxBackoff, err) {
+			if !waitToReopen(ctx, rs.log, "export records", &failures, rs.maxBackoff, err) {
 				return nil
 			}
 			continue
@@ -561,7 +767,7 @@ func (p *Pipeline) followRecords(ctx context.Context, loaded chan struct{}) erro
 		for e := range w.Updates() {
 			if e == nil { // the end of the initial values
 				if seen != nil {
-					p.index.sweep(seen, upTo)
+					rs.index.sweep(seen, upTo)
 					seen = nil
 				}
 				if first {
@@ -570,7 +776,7 @@ func (p *Pipeline) followRecords(ctx context.Context, loaded chan struct{}) erro
 				}
 				continue
 			}
-			id, err := strconv.ParseInt(strings.TrimPrefix(e.Key(), "export."), 10, 64)
+			id, err := recordID(e.Key())
 			if err != nil {
 				continue
 			}
@@ -578,19 +784,19 @@ func (p *Pipeline) followRecords(ctx context.Context, loaded chan struct{}) erro
 				seen[id] = true
 			}
 			if e.Operation() != jetstream.KeyValuePut {
-				p.index.remove(id, e.Revision(), e.Created())
+				rs.index.remove(id, e.Revision(), e.Created())
 				continue
 			}
 			var r Record
 			if json.Unmarshal(e.Value(), &r) == nil {
-				p.index.store(&r, e.Revision())
+				rs.index.store(&r, e.Revision())
 			}
 		}
 		_ = w.Stop()
 		if ctx.Err() != nil {
 			return nil
 		}
-		p.log.Warn("export records watch ended; opening it again")
+		rs.log.Warn("export records watch ended; opening it again")
 		select {
 		case <-ctx.Done():
 			return nil
@@ -599,11 +805,11 @@ func (p *Pipeline) followRecords(ctx context.Context, loaded chan struct{}) erro
 	}
 }
 
-// retainRecords runs retention rounds: once the records are loaded, after
+// retain runs retention rounds: once the records are loaded, after
 // this replica writes a final record, and every 6 × index.every while
 // nothing is written; never two within index.every.
-func (p *Pipeline) retainRecords(ctx context.Context, loaded <-chan struct{}) error {
-	every := p.index.every
+func (rs *records) retain(ctx context.Context, loaded <-chan struct{}) error {
+	every := rs.index.every
 	// A watch learns that it has delivered every record from the last one
 	// it expected; if that one was purged meanwhile (a delete marker), it
 	// learns only with the next write. Retention does not wait that long:
@@ -618,13 +824,13 @@ func (p *Pipeline) retainRecords(ctx context.Context, loaded <-chan struct{}) er
 	defer idle.Stop()
 	var stream jetstream.Stream
 	for {
-		p.pruneRecords(ctx)
-		stream = p.purgeMarkers(ctx, stream)
+		rs.prune(ctx)
+		stream = rs.purgeMarkers(ctx, stream)
 		next := time.Now().Add(every)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-p.index.wrote:
+		case <-rs.index.wrote:
 		case <-idle.C:
 		}
 		select {
@@ -635,17 +841,17 @@ func (p *Pipeline) retainRecords(ctx context.Context, loaded <-chan struct{}) er
 	}
 }
 
-// pruneRecords deletes the records retention no longer keeps. Each delete
+// prune deletes the records retention no longer keeps. Each delete
 // is conditional on the revision the decision saw: a record deleted by
 // another replica meanwhile, or written again, is left to the next round.
-func (p *Pipeline) pruneRecords(ctx context.Context) {
-	keep, age := p.opts.RecordsKeepLast, p.opts.RecordsMaxAge
+func (rs *records) prune(ctx context.Context) {
+	keep, age := rs.keepLast, rs.maxAge
 	if keep <= 0 && age <= 0 {
 		return
 	}
 	deleted := 0
-	for _, v := range p.index.expired(keep, age, time.Now()) {
-		err := p.records.Delete(ctx, recordKey(v.id), jetstream.LastRevision(v.rev))
+	for _, v := range rs.index.expired(keep, age, time.Now()) {
+		err := rs.kv.Delete(ctx, RecordKey(v.id), jetstream.LastRevision(v.rev))
 		if err == nil {
 			deleted++
 			continue
@@ -654,12 +860,12 @@ func (p *Pipeline) pruneRecords(ctx context.Context) {
 			continue
 		}
 		if ctx.Err() == nil {
-			p.log.Warn("deleting old export records failed; trying again in the next round", "export_id", v.id, "err", err)
+			rs.log.Warn("deleting old export records failed; trying again in the next round", "export_id", v.id, "err", err)
 		}
 		break
 	}
 	if deleted > 0 {
-		p.log.Debug("old export records deleted", "deleted", deleted, "keep_last", keep, "max_age", age)
+		rs.log.Debug("old export records deleted", "deleted", deleted, "keep_last", keep, "max_age", age)
 	}
 }
 
@@ -667,29 +873,29 @@ func (p *Pipeline) pruneRecords(ctx context.Context) {
 // the records bucket's stream: each one only (its subject, up to its
 // revision), so that a record written again since stays. It returns the
 // stream handle to use next time.
-func (p *Pipeline) purgeMarkers(ctx context.Context, stream jetstream.Stream) jetstream.Stream {
-	ms := p.index.takeMarkers(time.Now().Add(-p.index.grace))
+func (rs *records) purgeMarkers(ctx context.Context, stream jetstream.Stream) jetstream.Stream {
+	ms := rs.index.takeMarkers(time.Now().Add(-rs.index.grace))
 	if len(ms) == 0 {
 		return stream
 	}
-	bucket := p.opts.StatePrefix + "_EXPORTS"
+	bucket := rs.bucket
 	if stream == nil {
-		s, err := p.js.Stream(ctx, "KV_"+bucket)
+		s, err := rs.js.Stream(ctx, KVStream(bucket))
 		if err != nil {
-			p.index.requeue(ms)
+			rs.index.requeue(ms)
 			if ctx.Err() == nil {
-				p.log.Warn("purging export record delete markers failed; trying again later", "err", err)
+				rs.log.Warn("purging export record delete markers failed; trying again later", "err", err)
 			}
 			return nil
 		}
 		stream = s
 	}
 	for i, m := range ms {
-		err := stream.Purge(ctx, jetstream.WithPurgeSubject("$KV."+bucket+"."+recordKey(m.id)), jetstream.WithPurgeSequence(m.rev+1))
+		err := stream.Purge(ctx, jetstream.WithPurgeSubject(KVSubject(bucket, RecordKey(m.id))), jetstream.WithPurgeSequence(m.rev+1))
 		if err != nil {
-			p.index.requeue(ms[i:])
+			rs.index.requeue(ms[i:])
 			if ctx.Err() == nil {
-				p.log.Warn("purging export record delete markers failed; trying again later", "err", err)
+				rs.log.Warn("purging export record delete markers failed; trying again later", "err", err)
 			}
 			break
 		}
@@ -714,18 +920,18 @@ func (p *Pipeline) purgeMarkers(ctx context.Context, stream jetstream.Stream) je
 // Stream.GetLastMsgForSubject are direct gets too while AllowDirect is
 // on), which has every acknowledged write. Only the leader's "not found"
 // takes the record out of the index.
-func (p *Pipeline) fetch(ctx context.Context, id int64, rev uint64) (*Record, error) {
+func (rs *records) fetch(ctx context.Context, id int64, rev uint64) (*Record, error) {
 	var val []byte
 	var got uint64
-	e, err := p.records.Get(ctx, recordKey(id))
+	e, err := rs.kv.Get(ctx, RecordKey(id))
 	if err == nil {
 		val, got = e.Value(), e.Revision()
 	}
 	if rev != 0 && (err == nil && got < rev || errors.Is(err, jetstream.ErrKeyNotFound)) {
-		val, got, err = p.leaderGet(ctx, id, rev)
+		val, got, err = rs.leaderGet(ctx, id, rev)
 	}
 	if errors.Is(err, jetstream.ErrKeyNotFound) && rev != 0 {
-		p.index.forget(id, rev)
+		rs.index.forget(id, rev)
 	}
 	if err != nil {
 		return nil, err
@@ -735,7 +941,7 @@ func (p *Pipeline) fetch(ctx context.Context, id int64, rev uint64) (*Record, er
 		return nil, fmt.Errorf("export record %d: %w", id, err)
 	}
 	c := r
-	p.index.keep(&c, got)
+	rs.index.keep(&c, got)
 	return &r, nil
 }
 
@@ -743,20 +949,20 @@ func (p *Pipeline) fetch(ctx context.Context, id int64, rev uint64) (*Record, er
 // non-direct STREAM.MSG.GET API), again while it answers older than rev
 // (a leader just elected may not have applied every write yet), until
 // ctx is done. A deleted record is jetstream.ErrKeyNotFound.
-func (p *Pipeline) leaderGet(ctx context.Context, id int64, rev uint64) (value []byte, revision uint64, err error) {
+func (rs *records) leaderGet(ctx context.Context, id int64, rev uint64) (value []byte, revision uint64, err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, loadTimeout)
 		defer cancel()
 	}
-	bucket := p.opts.StatePrefix + "_EXPORTS"
-	req, err := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + recordKey(id)})
+	bucket := rs.bucket
+	req, err := json.Marshal(map[string]string{"last_by_subj": KVSubject(bucket, RecordKey(id))})
 	if err != nil {
 		return nil, 0, err
 	}
-	subj := jsAPIPrefix(p.js) + "STREAM.MSG.GET.KV_" + bucket
+	subj := jsAPIPrefix(rs.js) + "STREAM.MSG.GET." + KVStream(bucket)
 	for attempt := 1; ; attempt++ {
-		msg, err := p.js.Conn().RequestWithContext(ctx, subj, req)
+		msg, err := rs.js.Conn().RequestWithContext(ctx, subj, req)
 		if err != nil {
 			return nil, 0, fmt.Errorf("export record %d: %w", id, err)
 		}
@@ -795,7 +1001,7 @@ func (p *Pipeline) leaderGet(ctx context.Context, id int64, rev uint64) (value [
 		select {
 		case <-ctx.Done():
 			return nil, 0, fmt.Errorf("export record %d: the bucket answers revision %d, older than %d: %w", id, m.Seq, rev, context.Cause(ctx))
-		case <-time.After(min(backoffDelay(attempt, p.opts.MaxBackoff), time.Second)):
+		case <-time.After(min(backoffDelay(attempt, rs.maxBackoff), time.Second)):
 		}
 	}
 }
@@ -816,11 +1022,11 @@ func jsAPIPrefix(js jetstream.JetStream) string {
 // fill returns the page's records, reading those the index does not hold
 // from the bucket, loadParallel at a time. A record that cannot be read
 // is left out (and logged, unless it was deleted meanwhile).
-func (p *Pipeline) fill(items []pageItem) []Record {
+func (rs *records) fill(items []pageItem) []Record {
 	out := make([]*Record, len(items))
 	var g errgroup.Group
 	g.SetLimit(loadParallel)
-	ctx, cancel := context.WithTimeout(p.runCtx(), loadTimeout)
+	ctx, cancel := context.WithTimeout(rs.runCtx(), loadTimeout)
 	defer cancel()
 	for i, it := range items {
 		if it.rec != nil {
@@ -828,9 +1034,9 @@ func (p *Pipeline) fill(items []pageItem) []Record {
 			continue
 		}
 		g.Go(func() error {
-			r, err := p.fetch(ctx, it.id, it.rev)
+			r, err := rs.fetch(ctx, it.id, it.rev)
 			if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-				p.log.Warn("reading an export record failed; it is left out of the list", "export_id", it.id, "err", err)
+				rs.log.Warn("reading an export record failed; it is left out of the list", "export_id", it.id, "err", err)
 			}
 			out[i] = r
 			return nil
@@ -848,16 +1054,16 @@ func (p *Pipeline) fill(items []pageItem) []Record {
 
 // lookup returns record id: the index's copy, or the bucket's. It returns
 // nil when there is no such record (or it cannot be read: that is logged).
-func (p *Pipeline) lookup(id int64) *Record {
-	if r := p.index.held(id); r != nil {
+func (rs *records) lookup(id int64) *Record {
+	if r := rs.index.held(id); r != nil {
 		return r
 	}
-	ctx, cancel := context.WithTimeout(p.runCtx(), loadTimeout)
+	ctx, cancel := context.WithTimeout(rs.runCtx(), loadTimeout)
 	defer cancel()
-	r, err := p.fetch(ctx, id, p.index.revOf(id))
+	r, err := rs.fetch(ctx, id, rs.index.revOf(id))
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyNotFound) {
-			p.log.Warn("reading an export record failed", "export_id", id, "err", err)
+			rs.log.Warn("reading an export record failed", "export_id", id, "err", err)
 		}
 		return nil
 	}

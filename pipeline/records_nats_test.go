@@ -48,7 +48,7 @@ func TestRecordWaitOnClusterFollower(t *testing.T) {
 		t.Fatal(err)
 	}
 	newest := rec(1_000_000, "d", StatusComplete, 0)
-	waitFor(t, "the records bucket", 20*time.Second, func() bool { return p.putRecord(ctx, newest) == nil })
+	waitFor(t, "the records bucket", 20*time.Second, func() bool { return p.records.put(ctx, newest) == nil })
 
 	for i := range 30 {
 		id := int64(1000 + i)
@@ -59,11 +59,11 @@ func TestRecordWaitOnClusterFollower(t *testing.T) {
 		for _, status := range []Status{StatusPending, StatusGenerating, StatusUploading, final} {
 			r := rec(id, "d", status, 0)
 			r.StatusText = "attempt " + strconv.Itoa(i) + ": " + string(status)
-			if err := p.putRecord(ctx, r); err != nil {
+			if err := p.records.put(ctx, r); err != nil {
 				t.Fatalf("put record %d (%s): %v", id, status, err)
 			}
 		}
-		if held := p.index.held(id); held != nil {
+		if held := p.records.index.held(id); held != nil {
 			t.Fatalf("record %d (%s) is held in full by the index; the test needs it read from the bucket", id, final)
 		}
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -79,7 +79,7 @@ func TestRecordWaitOnClusterFollower(t *testing.T) {
 }
 
 // TestRecordsWatchSurvivesNATSRestart: the records watch cannot be opened
-// while NATS is down and while it is coming back; followRecords logs a
+// while NATS is down and while it is coming back; records.follow logs a
 // WARN per failed attempt and keeps trying (it does not end, with or
 // without an error) until the watch opens, then feeds the index again.
 func TestRecordsWatchSurvivesNATSRestart(t *testing.T) {
@@ -108,7 +108,7 @@ func TestRecordsWatchSurvivesNATSRestart(t *testing.T) {
 	defer cancel()
 	loaded := make(chan struct{})
 	ended := make(chan error, 1)
-	go func() { ended <- p.followRecords(ctx, loaded) }()
+	go func() { ended <- p.records.follow(ctx, loaded) }()
 	// The dirty-mark watch takes the same way back.
 	dirtyEnded := make(chan error, 1)
 	go func() { dirtyEnded <- p.watchDirty(ctx) }()
@@ -117,7 +117,7 @@ func TestRecordsWatchSurvivesNATSRestart(t *testing.T) {
 	waitFor(t, "failed watch attempts logged", 30*time.Second, func() bool {
 		select {
 		case err := <-ended:
-			t.Fatalf("followRecords ended while NATS was down: %v", err)
+			t.Fatalf("records.follow ended while NATS was down: %v", err)
 		case err := <-dirtyEnded:
 			t.Fatalf("watchDirty ended while NATS was down: %v", err)
 		default:
@@ -130,7 +130,7 @@ func TestRecordsWatchSurvivesNATSRestart(t *testing.T) {
 	select {
 	case <-loaded:
 	case err := <-ended:
-		t.Fatalf("followRecords ended after NATS came back: %v", err)
+		t.Fatalf("records.follow ended after NATS came back: %v", err)
 	case <-time.After(60 * time.Second):
 		t.Fatal("the records watch did not deliver the records after NATS came back")
 	}
@@ -141,11 +141,11 @@ func TestRecordsWatchSurvivesNATSRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a record written after the restart", 30*time.Second, func() bool {
-		_, err := p.records.Put(t.Context(), recordKey(7), b)
+		_, err := p.records.kv.Put(t.Context(), RecordKey(7), b)
 		return err == nil
 	})
 	waitFor(t, "the index to get the record through the watch", 30*time.Second, func() bool {
-		found, final, _ := p.index.state(7)
+		found, final, _ := p.records.index.state(7)
 		return found && final
 	})
 	for _, w := range logs.records(slog.LevelWarn, "opening the export records watch failed") {
@@ -162,10 +162,10 @@ func TestRecordsWatchSurvivesNATSRestart(t *testing.T) {
 	select {
 	case err := <-ended:
 		if err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("followRecords returned %v after its context ended, want nil", err)
+			t.Errorf("records.follow returned %v after its context ended, want nil", err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Error("followRecords did not return after its context ended")
+		t.Error("records.follow did not return after its context ended")
 	}
 	select {
 	case err := <-dirtyEnded:

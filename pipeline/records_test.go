@@ -205,7 +205,7 @@ func openRecords(t *testing.T, js jetstream.JetStream, keepLast int, maxAge time
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.index.every, p.index.grace = 20*time.Millisecond, 50*time.Millisecond
+	p.records.index.every, p.records.index.grace = 20*time.Millisecond, 50*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = p.Run(ctx) })
@@ -219,12 +219,12 @@ func openRecords(t *testing.T, js jetstream.JetStream, keepLast int, maxAge time
 // watch) whose last expected message is purged waits for the next write.
 func bucketRecords(t *testing.T, js jetstream.JetStream, p *Pipeline) ([]int64, uint64) {
 	t.Helper()
-	bucket := p.opts.StatePrefix + "_EXPORTS"
-	s, err := js.Stream(t.Context(), "KV_"+bucket)
+	bucket := BucketName(p.opts.StatePrefix, BucketExports)
+	s, err := js.Stream(t.Context(), KVStream(bucket))
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter("$KV."+bucket+".export.>"))
+	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(KVSubject(bucket, RecordKeyPrefix+">")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,9 +232,9 @@ func bucketRecords(t *testing.T, js jetstream.JetStream, p *Pipeline) ([]int64, 
 	var msgs uint64
 	for subj, n := range info.State.Subjects {
 		msgs += n
-		key := strings.TrimPrefix(subj, "$KV."+bucket+".")
-		if _, err := p.records.Get(t.Context(), key); err == nil {
-			id, _ := strconv.ParseInt(strings.TrimPrefix(key, "export."), 10, 64)
+		key := strings.TrimPrefix(subj, KVSubject(bucket, ""))
+		if _, err := p.records.kv.Get(t.Context(), key); err == nil {
+			id, _ := recordID(key)
 			ids = append(ids, id)
 		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 			t.Fatal(err)
@@ -260,11 +260,11 @@ func writeRecords(t *testing.T, p *Pipeline, ago time.Duration, specs ...string)
 	var ids []int64
 	for _, s := range specs {
 		name, status, _ := strings.Cut(s, ":")
-		id, err := p.nextID(t.Context())
+		id, err := p.records.nextID(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := p.putRecord(t.Context(), rec(id, name, Status(status), ago)); err != nil {
+		if err := p.records.put(t.Context(), rec(id, name, Status(status), ago)); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)
@@ -389,7 +389,9 @@ func TestRecordsBoundedWhileExporting(t *testing.T) {
 	p := startHarnessWith(t, js, Options{Definitions: []*Definition{d}, Buckets: map[string]connectors.Bucket{"disk": b},
 		RecordsKeepLast: keepLast, RecordsMaxAge: 720 * time.Hour,
 		ExportsStream: "EXPORTS", // a stream for the completion events: publishing them without one waits for retries
-	}, func(p *Pipeline) { p.index.every, p.index.grace = 20*time.Millisecond, 50*time.Millisecond }).p
+	}, func(p *Pipeline) {
+		p.records.index.every, p.records.index.grace = 20*time.Millisecond, 50*time.Millisecond
+	}).p
 	publishLines(t, js, readLines(t, scenario))
 	waitFor(t, "the first export", 30*time.Second, func() bool { return p.LatestRecord(d.Name) != nil })
 

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"hash"
 	"io"
 	"slices"
 	"time"
@@ -1052,4 +1053,71 @@ func (pl *plan) renderBody(w io.Writer) error {
 	}
 	b = append(b, '}')
 	return flush(len(pl.ids))
+}
+
+// Result describes a rendered export document.
+type Result struct {
+	Files     int
+	Instances int
+	Bytes     int64
+	SHA256    string // of the bytes written
+	// ContentHash covers the document with export_info.id and created_time
+	// zeroed: equal content hashes mean the same export content.
+	ContentHash string
+	Ref         string // the source's reference, as in object names
+	// Empty, when the source matched no file, says why; an export of it
+	// is skipped (EXPORTS.md, "No empty export"), though Render still
+	// writes the document with no file entries.
+	Empty string
+}
+
+// countingHash feeds every write into hashes and counts the bytes.
+type countingHash struct {
+	w      io.Writer
+	hashes []hash.Hash
+	n      int64
+}
+
+func (c *countingHash) Write(p []byte) (int, error) {
+	for _, h := range c.hashes {
+		h.Write(p)
+	}
+	c.n += int64(len(p))
+	if c.w == nil {
+		return len(p), nil
+	}
+	return c.w.Write(p)
+}
+
+// Render writes the definition's export document, as export id at time
+// at, to w, streaming it: memory does not grow with the document. The
+// state's read lock is held throughout.
+func (s *State) Render(w io.Writer, d *Definition, id int64, at time.Time) (res Result, err error) {
+	s.Read(func(v View) { res, err = buildPlan(v, d).render(w, id, at) })
+	return res, err
+}
+
+// render writes the export document to w (the plan's measure pass has
+// counted and hashed the content already).
+func (pl *plan) render(w io.Writer, id int64, at time.Time) (Result, error) {
+	full := sha256.New()
+	out := &countingHash{w: w, hashes: []hash.Hash{full}}
+	if _, err := out.Write(pl.header(id, at, false)); err != nil {
+		return Result{}, err
+	}
+	if err := pl.renderBody(out); err != nil {
+		return Result{}, err
+	}
+	if err := pl.check(); err != nil {
+		return Result{}, err
+	}
+	return Result{
+		Files:       len(pl.ids),
+		Instances:   pl.nInst,
+		Bytes:       out.n,
+		SHA256:      hex.EncodeToString(full.Sum(nil)),
+		ContentHash: pl.content,
+		Ref:         pl.def.ref(pl),
+		Empty:       pl.empty,
+	}, nil
 }

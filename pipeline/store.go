@@ -531,7 +531,7 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 			// The compare-and-swap header, set directly (the same as
 			// jetstream.WithExpectLastSequencePerSubject, without its
 			// per-message option processing).
-			msg := &nats.Msg{Subject: "$KV." + s.bucket + "." + w.key.String(), Data: value,
+			msg := &nats.Msg{Subject: KVSubject(s.bucket, w.key.String()), Data: value,
 				Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(expect, 10)}}}
 			if w.fut, err = s.js.PublishMsgAsync(msg, stallWait); err != nil {
 				return fmt.Errorf("state write %s: %w", w.key, err)

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -66,7 +65,7 @@ func (p *Pipeline) sweepRecords(ctx context.Context, loaded <-chan struct{}) err
 // record written meanwhile (its owner is alive after all, or another
 // replica swept it) is left as written.
 func (p *Pipeline) sweepAbandoned(ctx context.Context) int {
-	ids := p.index.unfinished()
+	ids := p.records.index.unfinished()
 	if len(ids) == 0 {
 		return 0
 	}
@@ -83,8 +82,8 @@ func (p *Pipeline) sweepAbandoned(ctx context.Context) int {
 	}
 	n := 0
 	for _, id := range ids {
-		e, err := p.records.Get(ctx, recordKey(id))
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		sr, rev, err := p.records.stored(ctx, id)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, errBadRecord) {
 			continue
 		}
 		if err != nil {
@@ -93,8 +92,7 @@ func (p *Pipeline) sweepAbandoned(ctx context.Context) int {
 			}
 			return n
 		}
-		sr := storedRecord{Record: &Record{}}
-		if json.Unmarshal(e.Value(), &sr) != nil || Final(sr.Status) {
+		if Final(sr.Status) {
 			continue
 		}
 		if !p.abandoned(sr, live, others) {
@@ -106,19 +104,12 @@ func (p *Pipeline) sweepAbandoned(ctx context.Context) int {
 			owner = "unknown"
 		}
 		r.Status, r.StatusText = StatusFailed, fmt.Sprintf(abandonedText, owner)
-		b, err := json.Marshal(storedRecord{Record: r, Owner: p.live.owner})
-		if err != nil {
-			continue
-		}
-		rev, err := p.records.Update(ctx, e.Key(), b, e.Revision())
-		if err != nil {
+		if err := p.records.update(ctx, r, rev); err != nil {
 			if ctx.Err() == nil && !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 				p.log.Warn("sweeping abandoned export records: marking a record failed failed", "export_id", id, "err", err)
 			}
 			continue
 		}
-		c := *r
-		p.index.put(&c, rev)
 		p.m.abandoned.Inc()
 		p.log.Warn("export record abandoned by a stopped replica marked failed", "export_id", id, "definition", r.Name,
 			"owner", owner, "was", was)

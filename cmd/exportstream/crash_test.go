@@ -30,6 +30,7 @@ import (
 	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/events"
 	"github.com/exportstream/exportstream/events/simulate"
+	"github.com/exportstream/exportstream/pipeline"
 	"github.com/exportstream/exportstream/pipeline/pipelinetest"
 )
 
@@ -520,7 +521,7 @@ func (in *serviceInstance) logUnfinishedRecords(t *testing.T, js jetstream.JetSt
 	}
 	var stuck []string
 	for _, k := range keys {
-		if !strings.HasPrefix(k, "export.") {
+		if !strings.HasPrefix(k, pipeline.RecordKeyPrefix) {
 			continue
 		}
 		e, err := kv.Get(ctx, k)
@@ -603,7 +604,7 @@ func dirtySeq(t *testing.T, js jetstream.JetStream) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, "KV_"+crashPrefix+"_DIRTY")
+	s, err := js.Stream(ctx, pipeline.KVStream(pipeline.BucketName(crashPrefix, pipeline.BucketDirty)))
 	if err != nil {
 		t.Fatalf("dirty-mark stream: %v", err)
 	}
@@ -621,13 +622,13 @@ func dirtySince(t *testing.T, js jetstream.JetStream, seq uint64) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, "KV_"+crashPrefix+"_DIRTY")
+	s, err := js.Stream(ctx, pipeline.KVStream(pipeline.BucketName(crashPrefix, pipeline.BucketDirty)))
 	if err != nil {
 		t.Fatalf("dirty-mark stream: %v", err)
 	}
 	var out []string
 	for _, d := range crashDefs {
-		m, err := s.GetLastMsgForSubject(ctx, "$KV."+crashPrefix+"_DIRTY."+d.name)
+		m, err := s.GetLastMsgForSubject(ctx, pipeline.KVSubject(pipeline.BucketName(crashPrefix, pipeline.BucketDirty), d.name))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
@@ -820,7 +821,7 @@ func killAtStateWrite(t *testing.T, in *serviceInstance, feed *feeder, js jetstr
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	dsub, err := in.nc.Subscribe("$KV."+crashPrefix+"_DIRTY.>", func(*nats.Msg) { marks.Add(1) })
+	dsub, err := in.nc.Subscribe(pipeline.KVSubject(pipeline.BucketName(crashPrefix, pipeline.BucketDirty), ">"), func(*nats.Msg) { marks.Add(1) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,7 @@ import (
 	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/events/eventstest"
 	"github.com/exportstream/exportstream/events/simulate"
+	"github.com/exportstream/exportstream/pipeline"
 )
 
 // The fault suite (issue 10): the built service, several processes of it,
@@ -1062,7 +1063,7 @@ func watchRecordWriters(t *testing.T, js jetstream.JetStream, bucket string) *re
 		if kv == nil {
 			return
 		}
-		wa, err := kv.WatchFiltered(ctx, []string{"export.>"})
+		wa, err := kv.WatchFiltered(ctx, []string{pipeline.RecordKeyPrefix + ">"})
 		if err != nil {
 			return
 		}

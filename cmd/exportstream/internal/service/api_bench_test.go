@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -58,7 +57,7 @@ func BenchmarkAPI(b *testing.B) {
 			CreatedTime: at.Add(time.Duration(i) * time.Second), FileListLength: 1000, InstanceCount: 10000,
 			Connection: "disk", Key: fmt.Sprintf("exports/x/%d_diffgram_annotations.json", i), Trigger: "event"}
 		data, _ := json.Marshal(r)
-		if _, err := kv.Put(ctx, "export."+strconv.FormatInt(i, 10), data); err != nil {
+		if _, err := kv.Put(ctx, pipeline.RecordKey(i), data); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -32,7 +32,7 @@ func watchWriters(t *testing.T, js jetstream.JetStream, bucket string) *writers 
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := kv.WatchFiltered(t.Context(), []string{"export.>"}, jetstream.UpdatesOnly())
+	w, err := kv.WatchFiltered(t.Context(), []string{pipeline.RecordKeyPrefix + ">"}, jetstream.UpdatesOnly())
 	if err != nil {
 		t.Fatal(err)
 	}
