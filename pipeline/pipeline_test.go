@@ -394,15 +394,28 @@ func TestKeepLast(t *testing.T) {
 		_ = b.List(t.Context(), "", func(a connectors.Attributes) bool { got = append(got, a.Key); return true })
 		return slices.Equal(got, want)
 	})
-	for i, id := range ids {
-		r, err := h.p.Record(t.Context(), id)
-		if err != nil {
-			t.Fatal(err)
+	// The objects go first, then each record gets its deleted_time: wait
+	// for the records of the deleted exports, then check them all.
+	deletedAsWanted := func(report bool) bool {
+		ok := true
+		for i, id := range ids {
+			r, err := h.p.Record(t.Context(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if deleted := r.DeletedTime != nil; deleted != (i < len(ids)-2) {
+				ok = false
+				if report {
+					t.Errorf("export %d: deleted_time %v, want deleted %t", id, r.DeletedTime, i < len(ids)-2)
+				}
+			}
 		}
-		if deleted := r.DeletedTime != nil; deleted != (i < len(ids)-2) {
-			t.Errorf("export %d: deleted_time %v, want deleted %t", id, r.DeletedTime, i < len(ids)-2)
-		}
+		return ok
 	}
+	for deadline := time.Now().Add(10 * time.Second); !deletedAsWanted(false) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	deletedAsWanted(true)
 }
 
 // lostAck wraps a real bucket; the first data-object Close does what
