@@ -37,6 +37,7 @@ import (
 	"github.com/exportstream/exportstream/connectors/gcs"
 	"github.com/exportstream/exportstream/connectors/gcs/gcstest"
 	"github.com/exportstream/exportstream/connectors/local"
+	"github.com/exportstream/exportstream/connectors/s3/s3test"
 	"github.com/exportstream/exportstream/events/eventstest"
 	"github.com/exportstream/exportstream/events/simulate"
 	"github.com/exportstream/exportstream/pipeline"
@@ -81,6 +82,11 @@ const (
 
 func TestMain(m *testing.M) {
 	code := gcstest.Main(m)
+	// The process benchmark's S3 server (EXPORTSTREAM_BENCH_BUCKET=s3).
+	if err := s3test.Shutdown(); err != nil {
+		fmt.Fprintln(os.Stderr, "s3test:", err)
+		code = max(code, 1)
+	}
 	if faultBuild.dir != "" {
 		os.RemoveAll(faultBuild.dir)
 	}

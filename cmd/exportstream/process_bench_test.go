@@ -17,8 +17,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/exportstream/exportstream/connectors/s3/s3test"
 )
 
 // BenchmarkProcess measures the service as production runs it: the built
@@ -35,7 +39,8 @@ import (
 // EXPORTSTREAM_BENCH_BASE=<git revision> also measures that version of the
 // service on the same server and data, for a ratio against it;
 // EXPORTSTREAM_BENCH_FORMATS=all measures each version again with every
-// format on.
+// format on; EXPORTSTREAM_BENCH_BUCKET=s3 writes the exports to an S3
+// server (versitygw, in the test process) instead of a local folder.
 //
 //	go test ./cmd/exportstream -run '^$' -bench Process -benchtime 1x -timeout 60m
 func BenchmarkProcess(b *testing.B) {
@@ -289,12 +294,30 @@ func runProcessBench(b *testing.B, natsBin, svcBin string, files int, variant be
 	if variant.formats {
 		formats = "\n    formats: [diffgram, coco, yolo, jsonl]"
 	}
+	// EXPORTSTREAM_BENCH_BUCKET=s3: the exports go to an S3 server
+	// (versitygw, in this process) with the connector's default part size
+	// and concurrency, instead of a local folder.
+	connection := fmt.Sprintf("type: local\n    local: {dir: %s}", bucket)
+	readLatest := func() ([]byte, error) { return os.ReadFile(filepath.Join(bucket, "exports", "all", "latest.json")) }
+	if os.Getenv("EXPORTSTREAM_BENCH_BUCKET") == "s3" {
+		srv := s3test.Start(b)
+		o := srv.NewBucket(b)
+		connection = fmt.Sprintf("type: s3\n    s3: {bucket: %s, region: %s, endpoint: %q, path_style: true, access_key_id: %s, secret_access_key: %s}",
+			o.Bucket, o.Region, o.Endpoint, o.AccessKeyID, o.SecretAccessKey)
+		readLatest = func() ([]byte, error) {
+			out, err := srv.Client.GetObject(b.Context(), &awss3.GetObjectInput{Bucket: aws.String(o.Bucket), Key: aws.String("exports/all/latest.json")})
+			if err != nil {
+				return nil, err
+			}
+			defer out.Body.Close()
+			return io.ReadAll(out.Body)
+		}
+	}
 	cfg := fmt.Sprintf(`nats:
   url: %s
 connections:
   - name: disk
-    type: local
-    local: {dir: %s}
+    %s
 exports:
   - name: all
     project: bench
@@ -307,7 +330,7 @@ http:
   listen: 127.0.0.1:0
 log:
   level: info
-`, url, bucket, formats)
+`, url, connection, formats)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		b.Fatal(err)
 	}
@@ -383,9 +406,8 @@ log:
 			}
 		}
 	}
-	latest := filepath.Join(bucket, "exports", "all", "latest.json")
 	exportID := func() string {
-		raw, err := os.ReadFile(latest)
+		raw, err := readLatest()
 		if err != nil {
 			return ""
 		}
@@ -410,7 +432,7 @@ log:
 		Watermark     uint64 `json:"watermark"`
 		ContentSHA256 string `json:"content_sha256"`
 	}
-	if raw, err := os.ReadFile(latest); err != nil || json.Unmarshal(raw, &firstRec) != nil {
+	if raw, err := readLatest(); err != nil || json.Unmarshal(raw, &firstRec) != nil {
 		b.Fatalf("the first export's record: %v", err)
 	}
 

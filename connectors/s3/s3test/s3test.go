@@ -84,6 +84,10 @@ func Start(t testing.TB) *Server {
 // removes its folder. Use it from TestMain: os.Exit(s3test.Main(m)).
 func Main(m *testing.M) int { return shared.Main(m) }
 
+// Shutdown stops the gateway (if it was started) and removes its folder,
+// for a TestMain that runs another package's Main.
+func Shutdown() error { return shared.Shutdown() }
+
 // NewBucket creates a fresh, empty bucket on the shared gateway and returns
 // the options to reach it. It fails t if the gateway is not running.
 func NewBucket(t testing.TB) s3.Options {
