@@ -64,20 +64,26 @@ func TestFormatsReadersOnMoreData(t *testing.T) {
 	}
 }
 
+// envelopes returns a function that wraps an entity's data in an event of
+// project proj, numbering the events' ids idPrefix1, idPrefix2, ...
+func envelopes(proj, idPrefix string) func(kind, action, data string) line {
+	n := 0
+	return func(kind, action, data string) line {
+		n++
+		return line{
+			subject: "diffgram.events." + proj + "." + kind + "." + action,
+			body: []byte(`{"specversion":"1.0","id":"` + idPrefix + fmt.Sprint(n) + `","source":"t","type":"diffgram.` + kind + "." + action +
+				`","diffgramproject":"` + proj + `","data":` + data + `}`),
+		}
+	}
+}
+
 // randomFormatEvents returns the events of project "rnd": labels, and
 // files (images, videos with sequences, compound files with children,
 // text files) with instances whose members take odd values.
 func randomFormatEvents(r *rand.Rand, files int) []line {
 	const proj = "rnd"
-	n := 0
-	env := func(kind, action, data string) line {
-		n++
-		return line{
-			subject: "diffgram.events." + proj + "." + kind + "." + action,
-			body: []byte(`{"specversion":"1.0","id":"r` + fmt.Sprint(n) + `","source":"t","type":"diffgram.` + kind + "." + action +
-				`","diffgramproject":"` + proj + `","data":` + data + `}`),
-		}
-	}
+	env := envelopes(proj, "r")
 	pick := func(vs ...string) string { return vs[r.IntN(len(vs))] }
 	num := func() string {
 		return pick("0", "-0", "7", "-3", "12.5", "0.1", "1e2", "2.5E-1", "-7.25", "1920", "100000",
@@ -235,15 +241,7 @@ func TestRandomFormatEvents(t *testing.T) {
 // float64's range, ids beyond 2^53.
 func edgeFormatEvents() []line {
 	const proj = "edge"
-	n := 0
-	env := func(kind, action, data string) line {
-		n++
-		return line{
-			subject: "diffgram.events." + proj + "." + kind + "." + action,
-			body: []byte(`{"specversion":"1.0","id":"e` + fmt.Sprint(n) + `","source":"t","type":"diffgram.` + kind + "." + action +
-				`","diffgramproject":"` + proj + `","data":` + data + `}`),
-		}
-	}
+	env := envelopes(proj, "e")
 	file := func(id int64, typ, name, media string) line {
 		return env("file", "uploaded", fmt.Sprintf(`{"file":{"id":%d,"type":%q,"original_filename":%s,"created_time":"2026-02-01T00:00:00Z","state":"added","ann_is_complete":true,"directory_ids":[1],"parent_id":null,"blob_url":"https://m/%d","version":1%s}}`,
 			id, typ, name, id, media))
