@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/exportstream/exportstream/connectors"
@@ -240,15 +239,7 @@ func TestRetryWhenNATSReconnects(t *testing.T) {
 func TestElectionAsksAgain(t *testing.T) {
 	c := eventstest.NewCluster(t, 3, nil)
 	c.WaitLeader(30 * time.Second)
-	nc, err := nats.Connect(c.URLs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := eventstest.ConnectURL(t, c.URLs())
 	for _, name := range []string{"ELECT", "OTHER"} {
 		if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: name, Subjects: []string{strings.ToLower(name)}, Replicas: 3}); err != nil {
 			t.Fatal(err)

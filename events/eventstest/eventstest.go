@@ -44,7 +44,14 @@ func StartServerAt(t testing.TB, dir string, port int) *server.Server {
 // context, closed by t.Cleanup.
 func Connect(t testing.TB, ns *server.Server) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(ns.ClientURL())
+	return ConnectURL(t, ns.ClientURL())
+}
+
+// ConnectURL is Connect for a server (or a cluster's servers, as
+// Cluster.URLs lists them) named by url.
+func ConnectURL(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
