@@ -69,14 +69,7 @@ func TestAdhocBeforeRunStopsWithRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run = %v, want nil", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run did not return after its context ended: the ad-hoc export started before it still runs")
-	}
+	runReturned(t, done, "Run did not return after its context ended: the ad-hoc export started before it still runs")
 }
 
 // stalledAdhoc opens a pipeline with open (on a new server, the ordered
@@ -106,6 +99,20 @@ func stalledAdhoc(t *testing.T, open func(jetstream.JetStream, Options) (*Pipeli
 		t.Fatal("the ad-hoc export never wrote")
 	}
 	return p, b
+}
+
+// runReturned waits for Run's result on done, which must be nil; after
+// 20 s it fails with stuck.
+func runReturned(t *testing.T, done <-chan error, stuck string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal(stuck)
+	}
 }
 
 // TestAdhocStopsAtClose: an ad-hoc export of a pipeline that never ran
@@ -157,14 +164,7 @@ func TestPartitionConsumersStopFirst(t *testing.T) {
 		}
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run = %v, want nil", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run did not return")
-	}
+	runReturned(t, done, "Run did not return")
 	mu.Lock()
 	defer mu.Unlock()
 	if len(restRan) != n || slices.Contains(restRan, false) {
