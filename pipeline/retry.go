@@ -136,7 +136,10 @@ func (p *Pipeline) reconnected() {
 
 // leaderElected is the advisory JetStream publishes when a stream
 // elected a leader (the stream's name follows).
-const leaderElected = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.>"
+const (
+	leaderElectedPrefix = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."
+	leaderElected       = leaderElectedPrefix + ">"
+)
 
 // ownStream reports whether the stream is one the pipeline writes or
 // reads: the events stream, or one of its key-value buckets'.
@@ -167,7 +170,7 @@ func (p *Pipeline) askAgainOnElection(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case m := <-ch:
-			if !p.ownStream(strings.TrimPrefix(m.Subject, leaderElected[:len(leaderElected)-1])) {
+			if !p.ownStream(strings.TrimPrefix(m.Subject, leaderElectedPrefix)) {
 				continue // another application's stream: nothing of ours waits on it
 			}
 			p.log.Debug("stream leader elected: asking again what waits for an answer", "subject", m.Subject)
