@@ -81,10 +81,10 @@ type attr struct {
 	set bool
 }
 
-// decodeEnvelope reads the attributes with one validity scan and a
-// member scan, without reflection.
+// decodeEnvelope reads the attributes with one validity scan (validJSON,
+// json.Valid's rules) and a member scan, without reflection.
 func decodeEnvelope(body []byte) (envelope, error) {
-	if !json.Valid(body) {
+	if !validJSON(body) {
 		var v any
 		return envelope{}, bad("body is not a JSON object: %s", jsonReason(json.Unmarshal(body, &v)))
 	}
@@ -170,7 +170,7 @@ func Decode(subject string, body []byte, maxBytes int) (*Event, error) {
 const DefaultMaxDepth = 64
 
 // maxJSONDepth is encoding/json's own nesting limit: a deeper MaxDepth
-// would let json.Valid, not the depth check, reject the body.
+// would let the validity scan, not the depth check, reject the body.
 const maxJSONDepth = 10000
 
 // Limits bound the bodies DecodeWith accepts.
@@ -277,10 +277,7 @@ func DecodeWith(subject string, body []byte, lim Limits) (*Event, error) {
 		return nil, bad("data has no %q", spec.dataKey)
 	}
 	ev.Raw = raw
-	if err := decodeEntity(ev); err != nil {
-		return nil, err
-	}
-	if err := checkBox(ev); err != nil {
+	if err := decodeEntity(ev, true); err != nil {
 		return nil, err
 	}
 	return ev, nil
@@ -309,7 +306,7 @@ func subjectType(subject string) string {
 // Decode's alone, made before the snapshot was stored.
 func DecodeEntity(kind Kind, project string, raw []byte) (any, error) {
 	ev := &Event{Kind: kind, Project: project, Raw: raw}
-	if err := decodeEntity(ev); err != nil {
+	if err := decodeEntity(ev, false); err != nil {
 		return nil, err
 	}
 	return ev.Entity, nil
@@ -328,7 +325,9 @@ func decodeMember(target Entity, key, value string) error {
 	return json.Unmarshal([]byte(`{"`+key+`":`+value+`}`), target)
 }
 
-func decodeEntity(ev *Event) error {
+// decodeEntity decodes ev.Raw into ev.Entity. received: ev came in now
+// (DecodeWith), and gets the checks made only of received events.
+func decodeEntity(ev *Event, received bool) error {
 	spec := kinds[ev.Kind]
 	if spec == nil {
 		return bad("unknown kind %q", ev.Kind)
@@ -386,6 +385,9 @@ func decodeEntity(ev *Event) error {
 	}
 	if ev.Version < 0 {
 		return bad("%s version %d is negative", ev.Kind, ev.Version)
+	}
+	if received {
+		return checkBox(ev, fields)
 	}
 	return nil
 }

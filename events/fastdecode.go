@@ -131,14 +131,14 @@ var boxCoordinates = [...]string{"x_min", "y_min", "x_max", "y_max"}
 // no COCO or YOLO reader. A coordinate that is null or absent is left as
 // it is, as encoding/json leaves a null. Every occurrence of a repeated
 // member is checked. Only received events are checked (DecodeWith): a
-// stored snapshot accepted before this check still loads.
-func checkBox(ev *Event) error {
+// stored snapshot accepted before this check still loads. fields are the
+// snapshot's members.
+func checkBox(ev *Event, fields []Field) error {
 	in, ok := ev.Entity.(*Instance)
 	if !ok || in.Type != "box" {
 		return nil
 	}
-	var buf [24]Field
-	for _, f := range AppendFields(buf[:0], ev.Raw) {
+	for _, f := range fields {
 		for _, k := range boxCoordinates {
 			if f.Key == k && !isNull(f.Val) && jsonValueKind(f.Val) != "number" {
 				return bad("instance %d: %s", in.ID, typeError(k, f.Val, "a number"))
