@@ -378,6 +378,16 @@ type DiskTx struct {
 	// entities it looked up or offered (the key, and the snapshot or nil):
 	// the Offer that follows a Current reads nothing again.
 	memo map[memoKey]memoEntry
+	// modded holds the files whose entry this transaction has marked
+	// changed (the mark is the transaction's number, the same for every
+	// change): a batch changes a file and its instances, and the mark is
+	// written once, not once per instance.
+	modded map[modKey]struct{}
+}
+
+type modKey struct {
+	project string
+	file    int64
 }
 
 type memoKey struct {
@@ -681,6 +691,13 @@ func (tx *DiskTx) Offer(project string, sn *snap) (old *snap, stored bool, err e
 	}
 	now := indexKeys(p, sn)
 	for _, f := range entryFiles(old, sn) {
+		if _, ok := tx.modded[modKey{project, f}]; ok {
+			continue
+		}
+		if tx.modded == nil {
+			tx.modded = map[modKey]struct{}{}
+		}
+		tx.modded[modKey{project, f}] = struct{}{}
 		if err := tx.b.Set(fragKey(p, f, fragMod), binary.BigEndian.AppendUint64(nil, tx.seq), nil); err != nil {
 			return nil, false, err
 		}
