@@ -473,7 +473,8 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 			return fmt.Errorf("local state store: %w", err)
 		}
 		// What the batch makes of each entity it changes.
-		updates, changed := map[entityRef]*entityUpdate{}, []entityRef{}
+		updates := make(map[entityRef]*entityUpdate, len(pendingEvs))
+		changed := make([]entityRef, 0, len(pendingEvs))
 		for _, ev := range pendingEvs {
 			ref := entityRef{ev.Project, ev.Kind, ev.EntityID}
 			u := updates[ref]
@@ -539,6 +540,7 @@ func (s *Store) apply(ctx context.Context, tx *DiskTx, evs []*events.Event, res 
 		}
 		conflicted := map[entryKey]bool{}
 		var firstErr error
+		res.changes = slices.Grow(res.changes, len(changed))
 		for _, w := range writes {
 			select {
 			case ack := <-w.fut.Ok():
