@@ -112,11 +112,16 @@ var (
 // memtables' room (so the cache must be well above two memtables, or it
 // caches nothing: 16 MB with 8 MB memtables drained 3x slower). It is Go
 // memory in the binary built without cgo (the production build), malloc'd
-// with cgo. 16 MB with 4 MB memtables keeps the 100k-file service within
-// the 150 MB budget (docs/performance.md has the figures).
+// with cgo. 24 MB with 8 MB memtables: every flush makes an L0 table
+// that spans the whole key range (a batch writes snapshots, locators and
+// marks all over it), so each L0 compaction rewrites the whole base level,
+// and half as many flushes halve that work. Against 16 MB with 4 MB
+// memtables, the service's CPU per drained event fell by 23 %
+// and its peak RSS stayed within 4 MB, well under the 150 MB budget
+// (docs/performance.md has the figures).
 const (
-	diskCacheSize    = 16 << 20
-	diskMemTableSize = 4 << 20
+	diskCacheSize    = 24 << 20
+	diskMemTableSize = 8 << 20
 	diskBlockSize    = 32 << 10
 )
 
