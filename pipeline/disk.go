@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -907,7 +908,7 @@ func (d *DiskState) Read(fn func(View)) (err error) {
 func (d *DiskState) View() *diskView {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return &diskView{d: d, s: d.db.NewSnapshot(), rev: d.rev, seq: d.seq, names: d.names}
+	return &diskView{d: d, s: d.db.NewSnapshot(), rev: d.rev, seq: d.seq, names: d.names, genAt: time.Now()}
 }
 
 // Close releases the view and returns the first error a read met.
@@ -937,6 +938,30 @@ type diskView struct {
 	err   error
 	idle  []*pebble.Iterator
 	open  int // iterators in use
+	// An iterator holds on to the memtables that were there when it was
+	// made, even once they are flushed: one kept for a whole export
+	// beside a drain kept every memtable of those seconds (tens of MB at
+	// 1 M files). So iterators are renewed once they are older than
+	// iterRenew: gen counts the view's generations, one per iterRenew
+	// (looked at every 256 reads), and an iterator of an earlier one is
+	// closed when given back, or reopened at its key by a scan.
+	gen   int
+	genAt time.Time
+	reads int
+	igen  map[*pebble.Iterator]int // the generation each pooled iterator was made in
+}
+
+// iterRenew is how long a view's iterators are kept before being made anew.
+const iterRenew = time.Second
+
+// tick counts a read and returns the view's generation.
+func (v *diskView) tick() int {
+	v.reads++
+	if v.reads%256 == 0 && time.Since(v.genAt) >= iterRenew {
+		v.gen++
+		v.genAt = time.Now()
+	}
+	return v.gen
 }
 
 func (v *diskView) fail(err error) {
@@ -949,16 +974,25 @@ func (v *diskView) fail(err error) {
 // Give it back with done.
 func (v *diskView) iter() *pebble.Iterator {
 	v.open++
-	if n := len(v.idle); n > 0 {
+	gen := v.tick()
+	for n := len(v.idle); n > 0; n = len(v.idle) {
 		it := v.idle[n-1]
 		v.idle = v.idle[:n-1]
-		return it
+		if v.igen[it] == gen {
+			return it
+		}
+		delete(v.igen, it)
+		v.fail(it.Close())
 	}
 	it, err := v.s.NewIter(nil)
 	if err != nil {
 		v.fail(err)
 		return nil
 	}
+	if v.igen == nil {
+		v.igen = map[*pebble.Iterator]int{}
+	}
+	v.igen[it] = gen
 	return it
 }
 
@@ -967,12 +1001,36 @@ func (v *diskView) done(it *pebble.Iterator) {
 	if it == nil {
 		return
 	}
-	if err := it.Error(); err != nil {
+	if err := it.Error(); err != nil || v.igen[it] != v.gen {
+		delete(v.igen, it)
 		v.fail(err)
 		v.fail(it.Close())
 		return
 	}
 	v.idle = append(v.idle, it)
+}
+
+// renewed returns it, or, when it is of an earlier generation, a new
+// iterator positioned at the same key (ok false: none could be made, or
+// the key is gone, which a snapshot does not allow).
+func (v *diskView) renewed(it *pebble.Iterator) (*pebble.Iterator, bool) {
+	if v.igen[it] == v.tick() {
+		return it, true
+	}
+	key := bytes.Clone(it.Key())
+	n, err := v.s.NewIter(nil)
+	if err != nil {
+		v.fail(err)
+		return it, true // keep the old one
+	}
+	delete(v.igen, it)
+	v.fail(it.Close())
+	v.igen[n] = v.gen
+	if !n.SeekGE(key) || !bytes.Equal(n.Key(), key) {
+		v.fail(fmt.Errorf("disk state: key %x not found again in the view", key))
+		return n, false
+	}
+	return n, true
 }
 
 func (v *diskView) Rev() uint64 { return v.rev }
@@ -1027,12 +1085,15 @@ func (dp *diskProject) decode(k events.Kind, it *pebble.Iterator) *snap {
 func (dp *diskProject) scan(prefix []byte) iter.Seq[*pebble.Iterator] {
 	return func(yield func(*pebble.Iterator) bool) {
 		it := dp.v.iter()
-		defer dp.v.done(it)
+		defer func() { dp.v.done(it) }()
 		if it == nil {
 			return
 		}
 		want := len(prefix) + 8
 		for ok := it.SeekGE(prefix); ok && bytes.HasPrefix(it.Key(), prefix); {
+			if it, ok = dp.v.renewed(it); !ok {
+				return
+			}
 			if key := it.Key(); len(key) != want {
 				if len(key) < want {
 					dp.v.fail(fmt.Errorf("disk state: short key %x", key))

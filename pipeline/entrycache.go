@@ -89,6 +89,7 @@ type entryCacher interface {
 type entryCache struct {
 	mod   *pebble.Iterator // over the snapshot
 	live  *pebble.Iterator // over the store, renewed by endPass
+	gen   int              // the view's generation mod and live were made in (see diskView.gen)
 	batch *pebble.Batch    // entries stored, not committed yet
 }
 
@@ -148,6 +149,18 @@ func (dp *diskProject) cachedSum(file int64, removed bool) (sum [32]byte, n int,
 func (dp *diskProject) cached(file int64, code byte) ([]byte, bool) {
 	v, c := dp.v, &dp.v.cache
 	var err error
+	if gen := v.tick(); c.gen != gen {
+		// Older than iterRenew: made anew, so as not to hold on to
+		// flushed memtables (reading the store later is as valid: see
+		// the stamps below).
+		c.gen = gen
+		for _, it := range []**pebble.Iterator{&c.mod, &c.live} {
+			if *it != nil {
+				v.fail((*it).Close())
+				*it = nil
+			}
+		}
+	}
 	if c.mod == nil {
 		if c.mod, err = v.s.NewIter(&pebble.IterOptions{LowerBound: []byte("r"), UpperBound: []byte("s")}); err != nil {
 			v.fail(err)
