@@ -240,8 +240,13 @@ func TestElectionAsksAgain(t *testing.T) {
 	c := eventstest.NewCluster(t, 3, nil)
 	c.WaitLeader(30 * time.Second)
 	nc, js := eventstest.ConnectURL(t, c.URLs())
+	// An R3 stream answers once its own group has a leader: under the
+	// race detector on a busy machine that took longer than the client's
+	// default 5 s.
+	cctx, ccancel := context.WithTimeout(t.Context(), time.Minute)
+	defer ccancel()
 	for _, name := range []string{"ELECT", "OTHER"} {
-		if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: name, Subjects: []string{strings.ToLower(name)}, Replicas: 3}); err != nil {
+		if _, err := js.CreateStream(cctx, jetstream.StreamConfig{Name: name, Subjects: []string{strings.ToLower(name)}, Replicas: 3}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -259,7 +264,7 @@ func TestElectionAsksAgain(t *testing.T) {
 	defer stop()
 	// Another application's stream electing leaders asks nothing again.
 	for range 3 {
-		if _, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN.OTHER", nil, 5*time.Second); err != nil {
+		if _, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN.OTHER", nil, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -274,7 +279,7 @@ func TestElectionAsksAgain(t *testing.T) {
 		if n == 20 {
 			t.Fatal("20 elections, and the context did not end")
 		}
-		if _, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN.ELECT", nil, 5*time.Second); err != nil {
+		if _, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN.ELECT", nil, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		select {
