@@ -56,8 +56,8 @@ var errTaken = errors.New("already exists with different content; not overwritte
 // own as the pass goes: the Diffgram document (rec.Key) and every other
 // format rec.Formats names. Once the pass is through, the objects are
 // committed together. Every writer is open for the whole pass: with S3
-// each holds about (Concurrency+2) × PartSize of part buffers
-// (docs/contract-decisions.md). It sets rec's bytes, sha256 and content
+// they share their connection's part buffers, (Concurrency+2) × PartSize
+// or one each when there are more writers (docs/contract-decisions.md). It sets rec's bytes, sha256 and content
 // hash, and each format's size, SHA-256 and skipped instances. On failure
 // every writer not committed is aborted (nothing of it becomes visible)
 // and rec is marked failed; the error wraps errTaken when a key held

@@ -3,19 +3,23 @@
 //
 // What it promises, on top of the connectors.Bucket contract:
 //
-//   - Writes stream: a Writer (a connectors.PipeWriter) feeds an io.Pipe
-//     into the SDK's upload manager (feature/s3/manager), which sends a
-//     single PutObject for objects
-//     smaller than one part and a multipart upload otherwise. A Writer holds
-//     about (Concurrency+2) × Options.PartSize bytes (the first part plus
-//     Concurrency+1 pooled part buffers; 32 MiB with the defaults of 8 MiB
-//     and 2), whatever the object's size. Nothing is visible until the
+//   - Writes stream: a Writer fills part buffers of Options.PartSize and
+//     sends a single PutObject for an object that ends within its first
+//     part, and a multipart upload (CreateMultipartUpload, UploadPart,
+//     CompleteMultipartUpload) otherwise, each part going out once the
+//     next byte after it is written. Nothing is visible until the
 //     PutObject or CompleteMultipartUpload succeeds.
+//   - Memory is bounded per Bucket, not per Writer: all Writers of a
+//     Bucket share one budget of Concurrency+2 part buffers (32 MiB with
+//     the defaults of 8 MiB and 2; see "Memory" below), and a Bucket
+//     uploads at most Concurrency parts at once.
 //   - WriteOptions.IfAbsent sends "If-None-Match: *" and IfMatch sends
-//     "If-Match: <etag>", on PutObject and on CompleteMultipartUpload (the
-//     manager copies them to both), so S3 itself decides atomically.
-//   - Abort, a cancelled context, or any failed upload aborts the multipart
-//     upload (AbortMultipartUpload), so no parts are left behind to pay for.
+//     "If-Match: <etag>", on PutObject and on CompleteMultipartUpload, so
+//     S3 itself decides atomically.
+//   - Abort, a cancelled context (even without Close or Abort), or any
+//     failed request aborts the multipart upload (AbortMultipartUpload,
+//     after the parts in flight have returned), so no parts are left
+//     behind to pay for, and gives the Writer's buffers back.
 //   - SDK errors are translated with errors.As on smithy.APIError and the
 //     HTTP response error, never by matching text, into the connectors
 //     sentinels, keeping the cause: 412 → ErrExists (IfAbsent) or
@@ -29,27 +33,47 @@
 //     AuthorizationHeaderMalformed, PermanentRedirect and 301 (another
 //     region) → ErrWrongRegion.
 //   - Options.RoleARN assumes a role (STS) on top of the found credentials;
-//     Options.SSE and KMSKeyID ask for SSE-S3 or SSE-KMS on every object.
+//     Options.SSE and KMSKeyID ask for SSE-S3 or SSE-KMS on every object
+//     (on its PutObject or CreateMultipartUpload).
 //   - SignedURL presigns a GetObject (SigV4 query string).
 //   - ETags are S3's, verbatim (quoted, as HeadObject and ListObjectsV2
 //     return them); they are opaque and only meant for WriteOptions.IfMatch.
 //
+// # Memory
+//
+// A Writer keeps an object's first 256 KiB in a small buffer of its own;
+// past that it takes a part buffer from its Bucket's budget and fills it.
+// When a part is full and more follows, the Writer hands it to an upload
+// in the background and takes a new buffer, if the budget has one to
+// spare; if not, it waits while parts are in flight (they give theirs
+// back), and when none is, it uploads the full part itself, inside Write,
+// and fills the same buffer again. So a Bucket's Writers hold at most
+// Concurrency+2 buffers between them, with one exception that keeps
+// Writers fed by one goroutine (the exporter's render pass feeds one
+// Writer per format) from waiting on each other: a Writer that needs its
+// first buffer while every buffer of the budget is being filled by
+// another Writer takes one beyond the budget instead of waiting. N
+// Writers at once therefore hold at most max(Concurrency+2, N) part
+// buffers, plus up to 256 KiB each before their first, whatever the
+// objects' sizes (before 2026-12-01 each Writer held up to Concurrency+2
+// of its own). The buffers are reused through a sync.Pool.
+//
 // # Checksums
 //
 // The client keeps the SDK's default RequestChecksumCalculation
-// (WhenSupported): every PutObject and UploadPart carries a CRC32 the server
-// verifies, and a multipart object gets a composite checksum. This works over
-// plain HTTP too, because the upload manager hands the SDK a seekable, in-
-// memory buffer for every request; the package never sends the pipe itself
-// as a request body (which over HTTP would fail: "unseekable stream is not
-// supported without TLS and trailing checksum"). Turning checksums off
-// (WhenRequired) only to please a test server would drop end-to-end integrity
-// checking in production, so it is not done. Responses are validated when
-// the object has a full-object checksum; the SDK's warning for objects
-// without one (multipart composites) is switched off.
+// (WhenSupported), and every PutObject, CreateMultipartUpload and
+// UploadPart asks for CRC32: every PutObject and UploadPart carries a CRC32
+// the server verifies, and a multipart object gets a composite checksum.
+// This works over plain HTTP too, because every request body is a
+// seekable, in-memory buffer (a bytes.Reader over the part); the package
+// never sends an unseekable stream as a request body (which over HTTP
+// would fail: "unseekable stream is not supported without TLS and trailing
+// checksum"). Turning checksums off (WhenRequired) only to please a test
+// server would drop end-to-end integrity checking in production, so it is
+// not done. Responses are validated when the object has a full-object
+// checksum; the SDK's warning for objects without one (multipart
+// composites) is switched off.
 package s3
-
-//lint:file-ignore SA1019 feature/s3/manager's Uploader is deprecated in favour of feature/s3/transfermanager, which is its own change (other part-size, concurrency and checksum options to carry over and test against every S3 server); the manager still builds, works and gets fixes.
 
 import (
 	"context"
@@ -66,7 +90,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
-	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
@@ -82,8 +105,8 @@ const (
 	MinPartSize = 5 << 20
 	// MaxPartSize is S3's largest part size.
 	MaxPartSize = 5 << 30
-	// DefaultConcurrency is how many parts of one object are uploaded at
-	// once when Options.Concurrency is 0.
+	// DefaultConcurrency is how many parts a Bucket uploads at once when
+	// Options.Concurrency is 0.
 	DefaultConcurrency = 2
 
 	// abortTimeout bounds the AbortMultipartUpload sent after a failed,
@@ -115,9 +138,10 @@ type Options struct {
 	SecretAccessKey string
 	SessionToken    string
 	// PartSize is the multipart part size in bytes, at least MinPartSize
-	// (5 MiB). 0 means DefaultPartSize (8 MiB). Objects smaller than one
-	// part are sent with one PutObject. Memory per Writer is bounded by
-	// about (Concurrency+2) × PartSize.
+	// (5 MiB), and the size of every part buffer. 0 means DefaultPartSize
+	// (8 MiB). Objects of at most one part are sent with one PutObject.
+	// The Bucket's Writers share (Concurrency+2) × PartSize bytes of part
+	// buffers (see the package doc, "Memory").
 	PartSize int64
 	// RoleARN, when set, is assumed with STS AssumeRole using the
 	// credentials above (static or the default chain); ExternalID goes
@@ -130,8 +154,9 @@ type Options struct {
 	// default encryption.
 	SSE      string
 	KMSKeyID string
-	// Concurrency is how many parts of one object are uploaded at once;
-	// 0 means DefaultConcurrency.
+	// Concurrency is how many parts the Bucket uploads at once, across all
+	// its Writers; the Writers share Concurrency+2 part buffers. 0 means
+	// DefaultConcurrency.
 	Concurrency int
 	// HTTPClient replaces the SDK's HTTP client (timeouts, proxies, TLS).
 	HTTPClient *http.Client
@@ -198,11 +223,11 @@ type Bucket struct {
 
 // driver is the provider's side of Bucket (see connectors.Driver).
 type driver struct {
-	opts     Options
-	client   *s3.Client
-	presign  *s3.PresignClient
-	uploader *manager.Uploader
-	bucket   string
+	opts    Options
+	client  *s3.Client
+	presign *s3.PresignClient
+	budget  *budget // part buffers, shared by the writers
+	bucket  string
 }
 
 var (
@@ -264,11 +289,8 @@ func newDriver(ctx context.Context, opts Options) (*driver, error) {
 	if concurrency == 0 {
 		concurrency = DefaultConcurrency
 	}
-	uploader := manager.NewUploader(client, func(u *manager.Uploader) {
-		u.PartSize = partSize
-		u.Concurrency = concurrency
-	})
-	return &driver{opts: opts, client: client, presign: s3.NewPresignClient(client), uploader: uploader, bucket: opts.Bucket}, nil
+	return &driver{opts: opts, client: client, presign: s3.NewPresignClient(client),
+		budget: newBudget(int(partSize), concurrency), bucket: opts.Bucket}, nil
 }
 
 // New validates opts and builds the client. It does no network I/O: a
@@ -297,56 +319,6 @@ func (p credentialsProvider) Retrieve(ctx context.Context) (aws.Credentials, err
 // Client returns the underlying SDK client, for what the Bucket interface
 // does not cover (tests, administration).
 func (b *Bucket) Client() *s3.Client { return b.d.client }
-
-// NewWriter starts a streaming upload of key. See connectors.Bucket.NewWriter
-// for the contract (connectors.Portable has checked ctx and opts). The
-// caller must call Close or Abort (or cancel ctx): until then a goroutine
-// feeds the upload. An IfMatch write on a missing key fails with an error
-// wrapping both ErrPrecondition and ErrNotFound (S3 answers 404 NoSuchKey).
-func (b *driver) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
-	input := &s3.PutObjectInput{
-		Bucket:      aws.String(b.bucket),
-		Key:         aws.String(key),
-		ContentType: aws.String(opts.ContentType),
-	}
-	if opts.IfAbsent {
-		input.IfNoneMatch = aws.String("*")
-	}
-	if opts.IfMatch != "" {
-		input.IfMatch = aws.String(opts.IfMatch)
-	}
-	if b.opts.SSE != "" {
-		input.ServerSideEncryption = types.ServerSideEncryption(b.opts.SSE)
-		if b.opts.KMSKeyID != "" {
-			input.SSEKMSKeyId = aws.String(b.opts.KMSKeyID)
-		}
-	}
-	upload := func(uctx context.Context, r io.Reader) error {
-		input.Body = r
-		_, err := b.uploader.Upload(uctx, input)
-		return err
-	}
-	// The manager reads the pipe; a discarded stream ends in an error
-	// instead of EOF, so it never sends PutObject or
-	// CompleteMultipartUpload, and its multipart upload is aborted.
-	return connectors.NewPipeWriter(ctx, upload, connectors.PipeHooks{
-		Name:   fmt.Sprintf("s3: write %q", key),
-		MapErr: func(err error) error { return mapErr("write", key, err, &opts) },
-		Failed: func(uploadErr, mapped error) error {
-			if err := b.abortUpload(ctx, key, uploadErr); err != nil {
-				return errors.Join(mapped, err)
-			}
-			return mapped
-		},
-		Discarded: func(uploadErr error) error {
-			if uploadErr == nil {
-				// Unreachable: the stream never reached EOF.
-				return fmt.Errorf("s3: write %q: upload completed although it was discarded", key)
-			}
-			return b.abortUpload(ctx, key, uploadErr)
-		},
-	}), nil
-}
 
 // NewReader opens key for reading. If key does not exist, the error wraps
 // connectors.ErrNotFound.
@@ -430,28 +402,6 @@ func (b *driver) Delete(ctx context.Context, key string) error {
 // Close does nothing: the SDK client holds no resources that need
 // releasing beyond idle HTTP connections.
 func (b *driver) Close() error { return nil }
-
-// abortUpload aborts the multipart upload behind a failed Upload, if there
-// is one. The manager tries this itself, but with the upload's context,
-// which is already cancelled after Abort or a cancelled ctx.
-func (b *driver) abortUpload(ctx context.Context, key string, uploadErr error) error {
-	var mf manager.MultiUploadFailure
-	if !errors.As(uploadErr, &mf) || mf.UploadID() == "" {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
-	defer cancel()
-	_, err := b.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
-		Bucket:   aws.String(b.bucket),
-		Key:      aws.String(key),
-		UploadId: aws.String(mf.UploadID()),
-	})
-	var ae smithy.APIError
-	if err != nil && !(errors.As(err, &ae) && ae.ErrorCode() == "NoSuchUpload") {
-		return fmt.Errorf("s3: abort multipart upload %s of %q: %w", mf.UploadID(), key, mapErr("abort", key, err, nil))
-	}
-	return nil
-}
 
 // mapErr wraps an SDK error for op on key in the connectors sentinels,
 // keeping the cause. write holds the options of a write, nil otherwise.

@@ -15,9 +15,9 @@ func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
 func TestConformance(t *testing.T) {
 	connectorstest.Run(t, newBucket, connectorstest.Options{
 		ListObjects: 1100, // more than one ListObjectsV2 page
-		// s3test sets PartSize to 5 MiB: a Writer holds at most
-		// (Concurrency+2) parts, plus the SDK's and the in-process
-		// gateway's buffers.
+		// s3test sets PartSize to 5 MiB: the Bucket's one Writer holds
+		// at most its budget, (Concurrency+2) parts, plus the SDK's and
+		// the in-process gateway's buffers.
 		MaxHeapGrowth: (s3.DefaultConcurrency+2)*s3.MinPartSize + 8<<20,
 	})
 }
