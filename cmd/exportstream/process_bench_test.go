@@ -296,14 +296,19 @@ func runProcessBench(b *testing.B, natsBin, svcBin string, files int, variant be
 	}
 	// EXPORTSTREAM_BENCH_BUCKET=s3: the exports go to an S3 server
 	// (versitygw, in this process) with the connector's default part size
-	// and concurrency, instead of a local folder.
+	// (EXPORTSTREAM_BENCH_PART_SIZE=<bytes>: that one) and concurrency,
+	// instead of a local folder.
 	connection := fmt.Sprintf("type: local\n    local: {dir: %s}", bucket)
 	readLatest := func() ([]byte, error) { return os.ReadFile(filepath.Join(bucket, "exports", "all", "latest.json")) }
 	if os.Getenv("EXPORTSTREAM_BENCH_BUCKET") == "s3" {
 		srv := s3test.Start(b)
 		o := srv.NewBucket(b)
-		connection = fmt.Sprintf("type: s3\n    s3: {bucket: %s, region: %s, endpoint: %q, path_style: true, access_key_id: %s, secret_access_key: %s}",
-			o.Bucket, o.Region, o.Endpoint, o.AccessKeyID, o.SecretAccessKey)
+		partSize := ""
+		if v := os.Getenv("EXPORTSTREAM_BENCH_PART_SIZE"); v != "" {
+			partSize = ", part_size: " + v
+		}
+		connection = fmt.Sprintf("type: s3\n    s3: {bucket: %s, region: %s, endpoint: %q, path_style: true, access_key_id: %s, secret_access_key: %s%s}",
+			o.Bucket, o.Region, o.Endpoint, o.AccessKeyID, o.SecretAccessKey, partSize)
 		readLatest = func() ([]byte, error) {
 			out, err := srv.Client.GetObject(b.Context(), &awss3.GetObjectInput{Bucket: aws.String(o.Bucket), Key: aws.String("exports/all/latest.json")})
 			if err != nil {
