@@ -88,7 +88,7 @@ type entryCacher interface {
 // wrote).
 type entryCache struct {
 	mod   *pebble.Iterator // over the snapshot
-	live  *pebble.Iterator // over the store, renewed by endPass
+	live  *pebble.Iterator // over the store, renewed by endPass and with the view's generation
 	gen   int              // the view's generation mod and live were made in (see diskView.gen)
 	batch *pebble.Batch    // entries stored, not committed yet
 }
@@ -96,8 +96,8 @@ type entryCache struct {
 // entryBatchSize is how many bytes of entries are committed at once: well
 // under half a memtable (8 MB), so that the batch goes through the memtable
 // instead of being kept whole as one of its own (a 4 MB batch grew an 8 MB
-// buffer and made a flushable batch: +20 MB of RSS while an export ran
-// beside a drain, at 1 M files).
+// buffer and made a flushable batch: 11 MB of the heap in a profile taken
+// while an export ran beside a 1 M-file drain).
 const entryBatchSize = 1 << 20
 
 func (c *entryCache) close() error {
