@@ -150,11 +150,11 @@ func (w *writer) flush() error {
 		}
 		w.uploadID = aws.ToString(out.UploadId)
 	}
-	if w.partNum == maxParts {
-		return w.fail(fmt.Errorf("more than %d parts of %d bytes: a larger part size is needed", maxParts, w.d.budget.size))
+	num, err := w.nextPart()
+	if err != nil {
+		return w.fail(err)
 	}
-	w.partNum++
-	num, full := w.partNum, w.buf
+	full := w.buf
 	buf, ok, err := w.d.budget.next(w.uctx)
 	if err != nil {
 		return w.fail(err)
@@ -174,6 +174,15 @@ func (w *writer) flush() error {
 		}
 	})
 	return nil
+}
+
+// nextPart numbers the next part, within S3's limit of maxParts.
+func (w *writer) nextPart() (int32, error) {
+	if w.partNum == maxParts {
+		return 0, fmt.Errorf("more than %d parts of %d bytes: a larger part size is needed", maxParts, w.d.budget.size)
+	}
+	w.partNum++
+	return w.partNum, nil
 }
 
 // uploadPart sends part num, once one of the Bucket's upload slots is
@@ -271,11 +280,11 @@ func (w *writer) commit() error {
 	}
 	// The buffer holds the last part: a part is handed out only when
 	// more follows it.
-	if w.partNum == maxParts {
-		return fmt.Errorf("more than %d parts of %d bytes: a larger part size is needed", maxParts, w.d.budget.size)
+	num, err := w.nextPart()
+	if err != nil {
+		return err
 	}
-	w.partNum++
-	err := w.uploadPart(w.partNum, w.buf)
+	err = w.uploadPart(num, w.buf)
 	w.uploads.Wait()
 	if err != nil {
 		return err
