@@ -8,20 +8,26 @@ import (
 // budget is the part buffers a Bucket's writers share (the package doc,
 // "Memory"): at most max buffers of size bytes, except that a writer that
 // needs its first buffer while every buffer is being filled by another
-// writer gets one beyond max. Buffers given back are kept for the next
-// taker while fewer than max are held or kept, and dropped once none is
-// held, so an idle Bucket keeps none.
+// writer gets one beyond max. The buffers are mapped outside the Go heap
+// where the system allows it (mapPart), else allocated on it. Buffers
+// given back are kept for the next taker; a Bucket keeps the memory of
+// at most max of them while some are held and of none once none is held
+// (the mapped ones stay mapped with their pages given back, dropPages;
+// the others are left to the garbage collector), so an idle Bucket holds
+// no part memory. close unmaps them.
 type budget struct {
 	size  int           // bytes per buffer: the part size
 	max   int           // buffers shared: Concurrency+2
 	slots chan struct{} // one per UploadPart in flight: Concurrency
 
 	mu       sync.Mutex
-	held     int           // buffers taken: being filled or being uploaded
-	inFlight int           // of held, handed to an upload by their writer
-	peak     int           // high-water mark of held
-	changed  chan struct{} // closed and replaced when a buffer comes back
-	free     [][]byte      // given back, for reuse; held+len(free) <= max unless held > max
+	held     int            // buffers taken: being filled or being uploaded
+	inFlight int            // of held, handed to an upload by their writer
+	peak     int            // high-water mark of held
+	changed  chan struct{}  // closed and replaced when a buffer comes back
+	free     [][]byte       // given back, for reuse
+	mapped   map[*byte]bool // the buffers from mapPart, by their first byte
+	closed   bool           // close was called: buffers given back are unmapped
 }
 
 func newBudget(size, concurrency int) *budget {
@@ -92,8 +98,18 @@ func (b *budget) take() []byte {
 		b.free = b.free[:n-1]
 		return buf
 	}
+	if buf := mapPart(b.size); buf != nil {
+		if b.mapped == nil {
+			b.mapped = map[*byte]bool{}
+		}
+		b.mapped[&buf[0]] = true
+		return buf[:0]
+	}
 	return make([]byte, 0, b.size)
 }
+
+// isMapped reports whether buf came from mapPart. b.mu is held.
+func (b *budget) isMapped(buf []byte) bool { return b.mapped[&buf[:1][0]] }
 
 // release gives buf back; inFlight says it was counted as in flight.
 func (b *budget) release(buf []byte, inFlight bool) {
@@ -102,15 +118,50 @@ func (b *budget) release(buf []byte, inFlight bool) {
 	if inFlight {
 		b.inFlight--
 	}
-	switch {
+	buf = buf[:0]
+	switch mapped := b.isMapped(buf); {
+	case b.closed:
+		b.unmap(buf)
 	case b.held == 0:
+		// Idle: give every buffer's memory back.
+		all := append(b.free, buf)
 		b.free = nil
+		for _, f := range all {
+			if b.isMapped(f) {
+				dropPages(f)
+				b.free = append(b.free, f)
+			}
+		}
 	case b.held+len(b.free) < b.max:
-		b.free = append(b.free, buf[:0])
+		b.free = append(b.free, buf)
+	case mapped:
+		// Beyond max: kept mapped for reuse, without its memory.
+		dropPages(buf)
+		b.free = append(b.free, buf)
 	}
 	close(b.changed)
 	b.changed = make(chan struct{})
 	b.mu.Unlock()
+}
+
+// unmap unmaps buf if it came from mapPart. b.mu is held.
+func (b *budget) unmap(buf []byte) {
+	if b.isMapped(buf) {
+		delete(b.mapped, &buf[:1][0])
+		unmapPart(buf)
+	}
+}
+
+// close unmaps the buffers given back, and those held when they are given
+// back. No writer of the Bucket may be writing after that.
+func (b *budget) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	for _, f := range b.free {
+		b.unmap(f)
+	}
+	b.free = nil
 }
 
 // slot waits for one of the Concurrency places for an UploadPart; the

@@ -56,7 +56,16 @@
 // Writers at once therefore hold at most max(Concurrency+2, N) part
 // buffers, plus up to 256 KiB each before their first, whatever the
 // objects' sizes (before 2026-12-01 each Writer held up to Concurrency+2
-// of its own). The buffers are reused through a sync.Pool.
+// of its own).
+//
+// On Linux, macOS and FreeBSD the part buffers are mapped outside the Go
+// heap (anonymous mmap, as the Azure SDK does for its block buffers), so
+// the garbage collector's headroom is not spent on them: on the heap, at
+// the service's GOGC of 50, 32 MiB of buffers let the heap grow by another
+// 16 MiB. The buffers are reused; once none is held, their pages are
+// given back to the system (madvise MADV_DONTNEED) and they stay mapped
+// for the next writes, so an idle Bucket holds no part memory. Close
+// unmaps them. Elsewhere they are ordinary heap slices.
 //
 // # Checksums
 //
@@ -399,9 +408,13 @@ func (b *driver) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// Close does nothing: the SDK client holds no resources that need
-// releasing beyond idle HTTP connections.
-func (b *driver) Close() error { return nil }
+// Close unmaps the part buffers (see budget); no Writer may be writing
+// after it. The SDK client holds no resources that need releasing beyond
+// idle HTTP connections.
+func (b *driver) Close() error {
+	b.budget.close()
+	return nil
+}
 
 // mapErr wraps an SDK error for op on key in the connectors sentinels,
 // keeping the cause. write holds the options of a write, nil otherwise.
