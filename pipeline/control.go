@@ -225,7 +225,7 @@ func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connector
 	r.Ref = d.ref(pl)
 	stem := d.objectStem(r.ID, r.Ref, r.CreatedTime)
 	r.Key, r.ManifestKey = stem+".json", stem+".manifest.json"
-	r.FileListLength, r.InstanceCount, r.Status = len(pl.ids), pl.nInst, StatusGenerating
+	r.FileListLength, r.InstanceCount, r.Status = pl.ids.Len(), pl.nInst, StatusGenerating
 	startFormats(d, r, stem)
 	if err := p.classes(ctx, d, pl); err != nil {
 		return p.failed(ctx, r, err)

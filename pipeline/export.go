@@ -234,7 +234,7 @@ func (p *Pipeline) writeData(ctx context.Context, d *Definition, bucket connecto
 	rec := &Record{
 		ID: id, Name: d.Name, Project: d.Project, Source: string(d.Source.Kind), Ref: ref,
 		Completion: d.Completion, IncludeRemoved: d.IncludeRemovedInstances,
-		Status: StatusGenerating, CreatedTime: at, FileListLength: len(pl.ids), InstanceCount: pl.nInst,
+		Status: StatusGenerating, CreatedTime: at, FileListLength: pl.ids.Len(), InstanceCount: pl.nInst,
 		Connection: d.Connection, Key: stem + ".json", ManifestKey: stem + ".manifest.json",
 		Watermark: max(mark.Watermark, pl.watermark), StateRevision: pl.rev, Trigger: trigger, FormatVersion: FormatVersion,
 	}

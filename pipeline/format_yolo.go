@@ -64,7 +64,7 @@ func newYOLOSink(pl *plan, dst *outStage, at time.Time) (*yoloSink, error) {
 	}
 	_ = os.Remove(f.Name())
 	s := &yoloSink{out: newBufOut(dst), at: at.UTC().Truncate(time.Second), classOf: map[int64]int{}, live: map[int64]bool{},
-		wk: newWalker(), stems: make(map[uint64]struct{}, len(pl.ids)), spill: f, files: bufio.NewWriterSize(f, 64<<10), skip: map[string]int{}}
+		wk: newWalker(), stems: make(map[uint64]struct{}, pl.ids.Len()), spill: f, files: bufio.NewWriterSize(f, 64<<10), skip: map[string]int{}}
 	s.tw = tar.NewWriter(s.out)
 	s.pic = s.picture
 	s.other = func(typ string) { s.skip[typ]++ }

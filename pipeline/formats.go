@@ -279,7 +279,7 @@ func closeSink(s sink) {
 // batch, not copied there.
 func (pl *plan) feed(sinks []sink, ps *pictureStage) error {
 	var buf []byte
-	for i, id := range pl.ids {
+	for i, id := range pl.ids.All() {
 		start := 0
 		if ps != nil {
 			buf = ps.batch()
@@ -307,14 +307,14 @@ func (pl *plan) feed(sinks []sink, ps *pictureStage) error {
 			}
 		}
 		if pl.progress != nil && (i+1)%1024 == 0 {
-			pl.progress(i+1, len(pl.ids))
+			pl.progress(i+1, pl.ids.Len())
 		}
 	}
 	if c, ok := pl.pv.(entryCacher); ok {
 		c.endPass()
 	}
 	if pl.progress != nil {
-		pl.progress(len(pl.ids), len(pl.ids))
+		pl.progress(pl.ids.Len(), pl.ids.Len())
 	}
 	return nil
 }

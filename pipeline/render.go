@@ -36,7 +36,7 @@ type plan struct {
 	dir     *snap
 	job     *snap
 	task    *snap
-	ids     []int64 // the files shown, in export order
+	ids     fileList // the files shown, in export order
 	nInst   int
 	content string // the content hash (see measure)
 	rev     uint64 // the state revision the plan reflects
@@ -139,7 +139,7 @@ func selectFiles(v View, d *Definition) *plan {
 			pl.groups = append(pl.groups, g)
 		}
 	}
-	var ids []int64
+	var ids fileList
 	keep := func(m fileMark) bool { return true }
 	switch d.Completion {
 	case CompletionComplete:
@@ -151,7 +151,7 @@ func selectFiles(v View, d *Definition) *plan {
 	case SourceProject:
 		for m := range pv.FileMarks() {
 			if !m.removed && keep(m) {
-				ids = append(ids, m.id)
+				ids.add(m.id)
 			}
 		}
 	case SourceDirectory:
@@ -170,7 +170,7 @@ func selectFiles(v View, d *Definition) *plan {
 				}
 			}
 			if linked {
-				ids = append(ids, m.id)
+				ids.add(m.id)
 			}
 		}
 	case SourceJob:
@@ -194,10 +194,10 @@ func selectFiles(v View, d *Definition) *plan {
 			break
 		}
 		if m, ok := pv.FileMark(t.FileID); ok && !m.removed {
-			ids = append(ids, t.FileID)
+			ids.add(t.FileID)
 		}
 	}
-	if len(ids) == 0 {
+	if ids.Len() == 0 {
 		pl.empty = emptyReason(v, d, pv, pl)
 		return pl
 	}
@@ -246,7 +246,7 @@ func hasEntry(typ string) bool {
 // task created_time order (then task id), each file once at its first
 // task. With completion complete, a file is kept when that task is
 // complete; incomplete keeps the others.
-func jobFiles(pv ProjectView, jobID int64, completion Completion) []int64 {
+func jobFiles(pv ProjectView, jobID int64, completion Completion) fileList {
 	var tasks []*events.Task
 	for ts := range pv.JobTasks(jobID) {
 		if t := ts.val.(*events.Task); t.Status != "archived" {
@@ -260,7 +260,7 @@ func jobFiles(pv ProjectView, jobID int64, completion Completion) []int64 {
 		return cmp.Compare(a.ID, b.ID)
 	})
 	seen := map[int64]bool{}
-	var ids []int64
+	var ids fileList
 	for _, t := range tasks {
 		if seen[t.FileID] {
 			continue
@@ -273,7 +273,7 @@ func jobFiles(pv ProjectView, jobID int64, completion Completion) []int64 {
 		if completion == CompletionComplete && !done || completion == CompletionIncomplete && done {
 			continue
 		}
-		ids = append(ids, t.FileID)
+		ids.add(t.FileID)
 	}
 	return ids
 }
@@ -464,7 +464,7 @@ func (pl *plan) header(id int64, created time.Time, canonical bool) []byte {
 		b = append(b, "null"...)
 	}
 	b = append(b, `,"file_list_length":`...)
-	b = appendInt(b, int64(len(pl.ids)))
+	b = appendInt(b, int64(pl.ids.Len()))
 	b = append(b, `,"ann_is_complete":`...)
 	switch d.Completion {
 	case CompletionComplete:
@@ -988,7 +988,7 @@ func (pl *plan) measure() {
 	c, _ := pl.pv.(entryCacher)
 	var buf []byte
 	var rec [8 + sha256.Size]byte
-	for _, id := range pl.ids {
+	for _, id := range pl.ids.All() {
 		var sum [32]byte
 		n, ok := 0, false
 		if c != nil {
@@ -1027,12 +1027,12 @@ func (pl *plan) renderBody(w io.Writer) error {
 			return err
 		}
 		if pl.progress != nil {
-			pl.progress(done, len(pl.ids))
+			pl.progress(done, pl.ids.Len())
 		}
 		b = b[:0]
 		return nil
 	}
-	for i, id := range pl.ids {
+	for i, id := range pl.ids.All() {
 		b = append(b, ',')
 		b = appendIDKey(b, id)
 		start := len(b)
@@ -1052,7 +1052,7 @@ func (pl *plan) renderBody(w io.Writer) error {
 		c.endPass()
 	}
 	b = append(b, '}')
-	return flush(len(pl.ids))
+	return flush(pl.ids.Len())
 }
 
 // Result describes a rendered export document.
@@ -1112,7 +1112,7 @@ func (pl *plan) render(w io.Writer, id int64, at time.Time) (Result, error) {
 		return Result{}, err
 	}
 	return Result{
-		Files:       len(pl.ids),
+		Files:       pl.ids.Len(),
 		Instances:   pl.nInst,
 		Bytes:       out.n,
 		SHA256:      hex.EncodeToString(full.Sum(nil)),
