@@ -124,8 +124,12 @@ func openStore(ctx context.Context, js jetstream.JetStream, bucket string, repli
 	s.loaded = n
 	log.Info("state loaded", "bucket", bucket, "from_revision", from+1, "entries", n,
 		"revision", state.Rev(), "took", time.Since(start).Round(time.Millisecond).String())
-	// Live: the key-value watch, from the next revision.
-	if s.watch, err = kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.ResumeFromRevision(state.Rev()+1)); err != nil {
+	// Live: the key-value watch, from the next revision. It lives until
+	// Run stops it (not until ctx ends: at shutdown the caller's context
+	// ends before Run's, and a watch ended that way looked to Run like
+	// one the client gave up on). A Store that never runs keeps its
+	// watch until the NATS connection closes.
+	if s.watch, err = kv.WatchAll(context.WithoutCancel(ctx), jetstream.IgnoreDeletes(), jetstream.ResumeFromRevision(state.Rev()+1)); err != nil {
 		return nil, fmt.Errorf("watch state bucket %s: %w", bucket, err)
 	}
 	return s, nil

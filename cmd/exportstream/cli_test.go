@@ -350,6 +350,15 @@ func TestBinary(t *testing.T) {
 		}
 		b, _ := os.ReadFile(p.log)
 		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		// A clean stop warns about nothing (it used to log "state watch
+		// ended; watching again": the watch ended with the caller's
+		// context before the store stopped following it).
+		for _, l := range lines {
+			var rec struct{ Level string }
+			if json.Unmarshal([]byte(l), &rec) == nil && rec.Level != "INFO" && rec.Level != "DEBUG" {
+				t.Errorf("a clean stop logged %s", l)
+			}
+		}
 		var last struct{ Msg, Reason string }
 		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
 			t.Fatalf("last log line %q: %v", lines[len(lines)-1], err)
