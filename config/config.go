@@ -200,8 +200,11 @@ type Local struct {
 
 // S3 multipart part sizes.
 const (
-	// DefaultPartSize is S3.PartSize when the file does not set it: 8 MiB.
-	DefaultPartSize = 8 << 20
+	// DefaultPartSize is S3.PartSize when the file does not set it: 5 MiB
+	// (S3's minimum), which keeps the service within its memory budget
+	// with every format on; objects are then limited to 10,000 parts,
+	// about 48.8 GiB.
+	DefaultPartSize = 5 << 20
 	// MinPartSize is the smallest part S3 accepts: 5 MiB.
 	MinPartSize = 5 << 20
 	// MaxPartSize is the largest part S3 accepts: 5 GiB.

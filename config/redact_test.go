@@ -210,7 +210,7 @@ exports:
 	out := cfg.Redacted()
 	for _, want := range []string{
 		"  - name: disk\n    type: local\n    local:\n      dir: ./b\n    uploads: 2\n    signed_url_expiry: 1h0m0s\n",
-		"    s3:\n      bucket: b\n      part_size: 8388608\n    uploads: 4\n    signed_url_expiry: 1h0m0s\n",
+		"    s3:\n      bucket: b\n      part_size: 5242880\n    uploads: 4\n    signed_url_expiry: 1h0m0s\n",
 		"    source:\n      directory: d\n    completion: complete\n",
 		"    path: exports/a/\n    coalesce:\n      quiet: 5s\n      max_delay: 1m0s\n",
 	} {

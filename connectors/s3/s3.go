@@ -10,8 +10,8 @@
 //     next byte after it is written. Nothing is visible until the
 //     PutObject or CompleteMultipartUpload succeeds.
 //   - Memory is bounded per Bucket, not per Writer: all Writers of a
-//     Bucket share one budget of Concurrency+2 part buffers (32 MiB with
-//     the defaults of 8 MiB and 2; see "Memory" below), and a Bucket
+//     Bucket share one budget of Concurrency+2 part buffers (20 MiB with
+//     the defaults of 5 MiB and 2; see "Memory" below), and a Bucket
 //     uploads at most Concurrency parts at once.
 //   - WriteOptions.IfAbsent sends "If-None-Match: *" and IfMatch sends
 //     "If-Match: <etag>", on PutObject and on CompleteMultipartUpload, so
@@ -109,7 +109,7 @@ import (
 
 const (
 	// DefaultPartSize is the multipart part size when Options.PartSize is 0.
-	DefaultPartSize = 8 << 20
+	DefaultPartSize = 5 << 20
 	// MinPartSize is S3's smallest part size (except for the last part).
 	MinPartSize = 5 << 20
 	// MaxPartSize is S3's largest part size.
@@ -148,7 +148,7 @@ type Options struct {
 	SessionToken    string
 	// PartSize is the multipart part size in bytes, at least MinPartSize
 	// (5 MiB), and the size of every part buffer. 0 means DefaultPartSize
-	// (8 MiB). Objects of at most one part are sent with one PutObject.
+	// (5 MiB: objects up to 10,000 × 5 MiB ≈ 48.8 GiB). Objects of at most one part are sent with one PutObject.
 	// The Bucket's Writers share (Concurrency+2) × PartSize bytes of part
 	// buffers (see the package doc, "Memory").
 	PartSize int64
