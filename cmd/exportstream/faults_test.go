@@ -34,6 +34,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/connectors/azure/azuritetest"
 	"github.com/exportstream/exportstream/connectors/gcs"
 	"github.com/exportstream/exportstream/connectors/gcs/gcstest"
 	"github.com/exportstream/exportstream/connectors/local"
@@ -82,10 +83,13 @@ const (
 
 func TestMain(m *testing.M) {
 	code := gcstest.Main(m)
-	// The process benchmark's S3 server (EXPORTSTREAM_BENCH_BUCKET=s3).
-	if err := s3test.Shutdown(); err != nil {
-		fmt.Fprintln(os.Stderr, "s3test:", err)
-		code = max(code, 1)
+	// The process benchmark's S3 and Azure servers
+	// (EXPORTSTREAM_BENCH_BUCKET).
+	for name, shutdown := range map[string]func() error{"s3test": s3test.Shutdown, "azuritetest": azuritetest.Shutdown} {
+		if err := shutdown(); err != nil {
+			fmt.Fprintln(os.Stderr, name+":", err)
+			code = max(code, 1)
+		}
 	}
 	if faultBuild.dir != "" {
 		os.RemoveAll(faultBuild.dir)

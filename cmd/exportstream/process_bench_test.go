@@ -17,11 +17,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/exportstream/exportstream/connectors"
+	"github.com/exportstream/exportstream/connectors/azure"
+	"github.com/exportstream/exportstream/connectors/azure/azuritetest"
+	"github.com/exportstream/exportstream/connectors/gcs"
+	"github.com/exportstream/exportstream/connectors/gcs/gcstest"
+	"github.com/exportstream/exportstream/connectors/s3"
 	"github.com/exportstream/exportstream/connectors/s3/s3test"
 )
 
@@ -39,8 +43,8 @@ import (
 // EXPORTSTREAM_BENCH_BASE=<git revision> also measures that version of the
 // service on the same server and data, for a ratio against it;
 // EXPORTSTREAM_BENCH_FORMATS=all measures each version again with every
-// format on; EXPORTSTREAM_BENCH_BUCKET=s3 writes the exports to an S3
-// server (versitygw, in the test process) instead of a local folder.
+// format on; EXPORTSTREAM_BENCH_BUCKET=s3, gcs or azure writes the exports
+// to that kind of test server instead of a local folder.
 //
 //	go test ./cmd/exportstream -run '^$' -bench Process -benchtime 1x -timeout 60m
 func BenchmarkProcess(b *testing.B) {
@@ -294,28 +298,57 @@ func runProcessBench(b *testing.B, natsBin, svcBin string, files int, variant be
 	if variant.formats {
 		formats = "\n    formats: [diffgram, coco, yolo, jsonl]"
 	}
-	// EXPORTSTREAM_BENCH_BUCKET=s3: the exports go to an S3 server
-	// (versitygw, in this process) with the connector's default part size
-	// (EXPORTSTREAM_BENCH_PART_SIZE=<bytes>: that one) and concurrency,
-	// instead of a local folder.
+	// EXPORTSTREAM_BENCH_BUCKET=s3, gcs or azure: the exports go to that
+	// kind of server (versitygw in this process, fake-gcs-server or
+	// Azurite as processes of their own) with the connector's defaults
+	// (EXPORTSTREAM_BENCH_PART_SIZE=<bytes>: S3's part size), instead of
+	// a local folder.
 	connection := fmt.Sprintf("type: local\n    local: {dir: %s}", bucket)
-	readLatest := func() ([]byte, error) { return os.ReadFile(filepath.Join(bucket, "exports", "all", "latest.json")) }
-	if os.Getenv("EXPORTSTREAM_BENCH_BUCKET") == "s3" {
-		srv := s3test.Start(b)
-		o := srv.NewBucket(b)
+	var cloud connectors.Bucket // nil: the local folder
+	switch kind := os.Getenv("EXPORTSTREAM_BENCH_BUCKET"); kind {
+	case "", "local":
+	case "s3":
+		o := s3test.Start(b).NewBucket(b)
 		partSize := ""
 		if v := os.Getenv("EXPORTSTREAM_BENCH_PART_SIZE"); v != "" {
 			partSize = ", part_size: " + v
 		}
 		connection = fmt.Sprintf("type: s3\n    s3: {bucket: %s, region: %s, endpoint: %q, path_style: true, access_key_id: %s, secret_access_key: %s%s}",
 			o.Bucket, o.Region, o.Endpoint, o.AccessKeyID, o.SecretAccessKey, partSize)
+		bk, err := s3.New(b.Context(), o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cloud = bk
+	case "gcs":
+		o := gcstest.NewBucket(b)
+		connection = fmt.Sprintf("type: gcs\n    gcs: {bucket: %s, endpoint: %q, credentials_file: %s}", o.Bucket, o.Endpoint, o.CredentialsFile)
+		bk, err := gcs.New(b.Context(), o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cloud = bk
+	case "azure":
+		o := azuritetest.NewBucket(b)
+		connection = fmt.Sprintf("type: azure\n    azure: {container: %s, connection_string: %q}", o.Container, o.ConnectionString)
+		bk, err := azure.New(b.Context(), o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cloud = bk
+	default:
+		b.Fatalf("EXPORTSTREAM_BENCH_BUCKET=%q: want local, s3, gcs or azure", kind)
+	}
+	readLatest := func() ([]byte, error) { return os.ReadFile(filepath.Join(bucket, "exports", "all", "latest.json")) }
+	if cloud != nil {
+		b.Cleanup(func() { cloud.Close() })
 		readLatest = func() ([]byte, error) {
-			out, err := srv.Client.GetObject(b.Context(), &awss3.GetObjectInput{Bucket: aws.String(o.Bucket), Key: aws.String("exports/all/latest.json")})
+			r, err := cloud.NewReader(b.Context(), "exports/all/latest.json")
 			if err != nil {
 				return nil, err
 			}
-			defer out.Body.Close()
-			return io.ReadAll(out.Body)
+			defer r.Close()
+			return io.ReadAll(r)
 		}
 	}
 	cfg := fmt.Sprintf(`nats:
