@@ -131,6 +131,14 @@ type WriteOptions struct {
 	// IfMatch makes the write a compare-and-swap on the ETag from
 	// Attributes.
 	IfMatch string
+	// Writers says how many writers of the Bucket, this one included, the
+	// caller keeps open at once (an export writes one object per format
+	// in one pass); 0 means 1. A provider whose buffers belong to each
+	// writer (gcs: one chunk; azure: Concurrency blocks) divides them by
+	// Writers, down to its smallest size, so the caller's writers
+	// together hold about what one would. S3's writers share one budget
+	// per Bucket and ignore it.
+	Writers int
 }
 
 // Attributes describe a stored object. List fills Key, Size, ETag and

@@ -79,7 +79,7 @@ func (p *Pipeline) writeObjects(ctx context.Context, bucket connectors.Bucket, p
 	}()
 	outs := make([]formatOut, len(formats))
 	for i, f := range formats {
-		w, err := bucket.NewWriter(ctx, keys[i], connectors.WriteOptions{ContentType: formatContentType(f), IfAbsent: true})
+		w, err := bucket.NewWriter(ctx, keys[i], connectors.WriteOptions{ContentType: formatContentType(f), IfAbsent: true, Writers: len(formats)})
 		if err != nil {
 			return p.failed(ctx, rec, fmt.Errorf("open %s: %w", keys[i], err))
 		}

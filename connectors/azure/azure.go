@@ -9,7 +9,9 @@
 //     (Put Block, Concurrency at a time) and commits them with one Put Block
 //     List. A Writer holds at most Concurrency × BlockSize bytes of block
 //     buffers (16 MiB with the defaults of 8 MiB and 2; the SDK maps them
-//     outside the Go heap), whatever the object's size. Nothing is visible
+//     outside the Go heap), whatever the object's size; BlockSize divided
+//     by WriteOptions.Writers (at least MinBlockSize) when the caller keeps
+//     several writers open at once. Nothing is visible
 //     until the Put Blob or Put Block List succeeds.
 //   - WriteOptions.IfAbsent sends "If-None-Match: *" and IfMatch sends
 //     "If-Match: <etag>" on that Put Blob or Put Block List, so Azure itself

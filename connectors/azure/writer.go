@@ -25,7 +25,7 @@ import (
 // asks for the blob's properties to tell them apart).
 func (b *driver) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
 	uploadOpts := &blockblob.UploadStreamOptions{
-		BlockSize:    b.blockSize,
+		BlockSize:    shareBlock(b.blockSize, opts.Writers),
 		Concurrency:  b.conc,
 		HTTPHeaders:  &blob.HTTPHeaders{BlobContentType: to.Ptr(opts.ContentType)},
 		CPKScopeInfo: b.scope,
@@ -57,4 +57,15 @@ func (b *driver) NewWriter(ctx context.Context, key string, opts connectors.Writ
 			return mapped
 		},
 	}), nil
+}
+
+// shareBlock is the block size of one of writers writers open at once
+// (WriteOptions.Writers): size divided by writers, at least MinBlockSize
+// (or size, if that is smaller). A blob holds at most 50,000 blocks, so
+// the largest object shrinks with it (97 GiB with 2 MiB blocks).
+func shareBlock(size int64, writers int) int64 {
+	if writers <= 1 {
+		return size
+	}
+	return max(size/int64(writers), min(size, MinBlockSize))
 }

@@ -19,6 +19,9 @@
 //   - NotFound, List, ListPagination, Delete, OddKeys: the read side.
 //   - StreamBoundedMemory: a large object (512 MiB by default) streamed in
 //     1 MiB chunks while the live Go heap is sampled; it must stay small.
+//   - SharedWriters: four large objects written at once by one goroutine,
+//     as an export writes its formats, with WriteOptions.Writers 4: each
+//     arrives whole, and the heap grows by at most MaxSharedHeapGrowth.
 //   - ContentType: the content type written is the one Attributes returns
 //     and the one a signed URL serves; application/json when not given.
 //   - SignedURL: a signed URL is fetched over plain HTTP without
@@ -40,6 +43,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -73,6 +77,11 @@ type Options struct {
 	// while StreamBoundedMemory writes. In-process test servers count too.
 	// Default 96 MiB.
 	MaxHeapGrowth uint64
+	// MaxSharedHeapGrowth is how much the live Go heap may grow while
+	// SharedWriters writes four objects at once with
+	// WriteOptions.Writers 4. Default MaxHeapGrowth: four writers that
+	// share as they are told hold about what one does.
+	MaxSharedHeapGrowth uint64
 	// SignaturesUnverified says the test server serves signed URLs without
 	// checking their signature or expiry (fake-gcs-server): SignedURL then
 	// checks only that a fresh URL serves the object.
@@ -91,6 +100,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxHeapGrowth == 0 {
 		o.MaxHeapGrowth = 96 << 20
+	}
+	if o.MaxSharedHeapGrowth == 0 {
+		o.MaxSharedHeapGrowth = o.MaxHeapGrowth
 	}
 	return o
 }
@@ -128,6 +140,7 @@ func Run(t *testing.T, newBucket func(t *testing.T) connectors.Bucket, opts ...O
 		{"Delete", s.delete},
 		{"OddKeys", s.oddKeys},
 		{"StreamBoundedMemory", s.streamBoundedMemory},
+		{"SharedWriters", s.sharedWriters},
 		{"ContentType", s.contentType},
 		{"SignedURL", s.signedURL},
 		{"SignedURLMaxExpiry", s.signedURLMaxExpiry},
@@ -1011,5 +1024,74 @@ func (s *suite) probe(t *testing.T) {
 	}
 	if got := keys(listAll(t, b, "")); !slices.Equal(got, []string{"probe/keep.json"}) {
 		t.Errorf("after Probe the bucket holds %q, want only probe/keep.json", got)
+	}
+}
+
+// sharedWriters writes four large objects at once, as an export writes its
+// formats: WriteOptions.Writers 4, one goroutine feeding the writers in
+// turn, 1 MiB at a time. Every object arrives whole, and the live heap
+// grows by at most MaxSharedHeapGrowth.
+func (s *suite) sharedWriters(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 4 large objects, left out by -short")
+	}
+	b := s.bucket(t)
+	const writers, chunk = 4, 1 << 20
+	size := max(s.opts.LargeSize, 3*chunk)
+	heap := watchHeap(20 * time.Millisecond)
+	ws := make([]connectors.Writer, writers)
+	sums := make([]hash.Hash, writers)
+	bufs := make([][]byte, writers)
+	for i := range ws {
+		w, err := b.NewWriter(t.Context(), fmt.Sprintf("shared/%d.json", i), connectors.WriteOptions{IfAbsent: true, Writers: writers})
+		if err != nil {
+			heap.Stop()
+			t.Fatalf("NewWriter %d: %v", i, err)
+		}
+		defer w.Abort()
+		ws[i], sums[i], bufs[i] = w, sha256.New(), content(uint64(70+i), chunk)
+	}
+	var werr error
+	for off := int64(0); off < size && werr == nil; off += chunk {
+		for i, w := range ws {
+			binary.LittleEndian.PutUint64(bufs[i], uint64(off))
+			p := bufs[i][:min(chunk, size-off)]
+			sums[i].Write(p)
+			if _, werr = w.Write(p); werr != nil {
+				werr = fmt.Errorf("writer %d at %d: %w", i, off, werr)
+				break
+			}
+		}
+	}
+	for i, w := range ws {
+		if werr != nil {
+			break
+		}
+		if err := w.Close(); err != nil {
+			werr = fmt.Errorf("Close %d: %w", i, err)
+		}
+	}
+	growth, _ := heap.Stop()
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	t.Logf("%d writers of %d MiB at once: live heap grew by at most %.1f MiB (limit %.1f MiB)",
+		writers, size>>20, mib(growth), mib(s.opts.MaxSharedHeapGrowth))
+	if growth > s.opts.MaxSharedHeapGrowth {
+		t.Errorf("live heap grew by %.1f MiB with %d writers sharing; limit %.1f MiB",
+			mib(growth), writers, mib(s.opts.MaxSharedHeapGrowth))
+	}
+	for i := range ws {
+		key := fmt.Sprintf("shared/%d.json", i)
+		r, err := b.NewReader(t.Context(), key)
+		if err != nil {
+			t.Fatalf("NewReader(%q): %v", key, err)
+		}
+		got := sha256.New()
+		n, err := io.Copy(got, r)
+		r.Close()
+		if err != nil || n != size || !bytes.Equal(got.Sum(nil), sums[i].Sum(nil)) {
+			t.Errorf("%q: read back %d bytes (%v), want %d bytes with the sha256 written", key, n, err, size)
+		}
 	}
 }

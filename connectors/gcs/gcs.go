@@ -4,8 +4,10 @@
 // What it promises, on top of the connectors.Bucket contract:
 //
 //   - Writes stream: a Writer is a storage.Writer doing a resumable upload in
-//     chunks of Options.ChunkSize (8 MiB by default). It holds about one
-//     chunk in memory, whatever the object's size; an object smaller than
+//     chunks of Options.ChunkSize (8 MiB by default), divided by
+//     WriteOptions.Writers when the caller keeps several writers open at
+//     once (at least 1 MiB). It holds about one chunk in memory, whatever
+//     the object's size; an object smaller than
 //     one chunk goes out in a single request at Close. Nothing is visible
 //     until the upload is finalized, which only happens after Close.
 //   - Abort, or a cancelled context, cancels the upload's context before
@@ -338,7 +340,7 @@ func (b *driver) NewWriter(ctx context.Context, key string, opts connectors.Writ
 	uctx, cancel := context.WithCancel(ctx)
 	sw := obj.NewWriter(uctx)
 	sw.ContentType = opts.ContentType
-	sw.ChunkSize = b.chunkSize
+	sw.ChunkSize = shareChunk(b.chunkSize, opts.Writers)
 	sw.KMSKeyName = b.kmsKeyName
 	return &writer{b: b, key: key, opts: opts, ctx: ctx, cancel: cancel, sw: sw}, nil
 }
@@ -433,4 +435,19 @@ func boundedRetry(attempts int) func(error) bool {
 	return func(err error) bool {
 		return storage.ShouldRetry(err) && int(n.Add(1)) < attempts
 	}
+}
+
+// minSharedChunk is the smallest chunk shareChunk gives a writer: below
+// it each request carries too little to keep an upload going.
+const minSharedChunk = 1 << 20
+
+// shareChunk is the chunk size of one of writers writers open at once
+// (WriteOptions.Writers): chunk divided by writers, a multiple of
+// ChunkSizeUnit, at least minSharedChunk (or chunk, if that is smaller).
+func shareChunk(chunk, writers int) int {
+	if writers <= 1 {
+		return chunk
+	}
+	c := chunk / writers / ChunkSizeUnit * ChunkSizeUnit
+	return max(c, min(chunk, minSharedChunk))
 }
