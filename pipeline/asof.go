@@ -281,7 +281,7 @@ func (p *Pipeline) runAsOf(ctx context.Context, d *Definition, bucket connectors
 			p.log.Warn("could not remove a point-in-time export's scratch store", "dir", dir, "err", err)
 		}
 	}()
-	st, err := OpenDiskState(dir)
+	st, err := OpenScratchState(dir, p.state)
 	if err != nil {
 		return p.failed(ctx, r, fmt.Errorf("scratch store: %w", err))
 	}

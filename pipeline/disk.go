@@ -77,8 +77,9 @@ import (
 // see a Pebble snapshot and never block writes for longer than it takes
 // to take one.
 type DiskState struct {
-	db   *pebble.DB
-	lock *pebble.Lock // the folder's, held from open to close
+	db    *pebble.DB
+	lock  *pebble.Lock  // the folder's, held from open to close
+	cache *pebble.Cache // the block cache, referenced from open to close
 
 	wmu sync.Mutex // serializes write transactions
 
@@ -129,14 +130,31 @@ const (
 // OpenDiskState opens the store in dir, creating it if needed. If dir
 // holds a store of another layout, ErrDiskFormat is returned.
 func OpenDiskState(dir string) (*DiskState, error) {
+	return openDiskState(dir, nil)
+}
+
+// OpenScratchState opens a store in dir, as OpenDiskState does, that
+// shares the block cache of other (an open store) instead of having one
+// of its own: a point-in-time export's scratch store, beside the live
+// one, adds no cache to the process's memory.
+func OpenScratchState(dir string, other *DiskState) (*DiskState, error) {
+	return openDiskState(dir, other.cache)
+}
+
+// openDiskState opens the store in dir with the block cache (nil: a new
+// one of diskCacheSize).
+func openDiskState(dir string, cache *pebble.Cache) (*DiskState, error) {
 	// The folder's lock first, so that "another process has it open" is
 	// told apart from a store that cannot be opened.
 	lock, err := pebble.LockDirectory(dir, vfs.Default)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrDiskInUse, dir, err)
 	}
-	cache := pebble.NewCache(diskCacheSize)
-	defer cache.Unref()
+	if cache == nil {
+		cache = pebble.NewCache(diskCacheSize)
+	} else {
+		cache.Ref()
+	}
 	opts := &pebble.Options{
 		Cache:              cache,
 		MemTableSize:       diskMemTableSize,
@@ -171,13 +189,15 @@ func OpenDiskState(dir string) (*DiskState, error) {
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		lock.Close()
+		cache.Unref()
 		return nil, fmt.Errorf("disk state %s: %w", dir, err)
 	}
-	d := &DiskState{db: db, lock: lock, names: map[string]uint32{}, next: 1}
+	d := &DiskState{db: db, lock: lock, cache: cache, names: map[string]uint32{}, next: 1}
 	d.cond = sync.NewCond(&d.mu)
 	if err := d.load(); err != nil {
 		db.Close()
 		lock.Close()
+		cache.Unref()
 		return nil, fmt.Errorf("disk state %s: %w", dir, err)
 	}
 	return d, nil
@@ -248,7 +268,12 @@ func (d *DiskState) Close() error {
 	syncErr := d.Sync()
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
-	return errors.Join(syncErr, d.db.Close(), d.lock.Close())
+	err := errors.Join(syncErr, d.db.Close(), d.lock.Close())
+	if d.cache != nil {
+		d.cache.Unref()
+		d.cache = nil
+	}
+	return err
 }
 
 // Sync makes every write so far durable (the write-ahead log synced),

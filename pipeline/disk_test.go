@@ -845,3 +845,35 @@ func TestDiskViewRenewsIterators(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestScratchStateSharesCache: a scratch store uses the live store's block
+// cache (no second cache in the process), and either may be closed first.
+func TestScratchStateSharesCache(t *testing.T) {
+	for _, liveFirst := range []bool{true, false} {
+		live, err := OpenDiskState(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		scratch, err := OpenScratchState(t.TempDir(), live)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if scratch.cache != live.cache {
+			t.Fatal("the scratch store has a block cache of its own")
+		}
+		first, second := scratch, live
+		if liveFirst {
+			first, second = live, scratch
+		}
+		if err := first.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// The other still reads and writes through the cache.
+		if err := second.Update(func(*DiskTx) error { return nil }); err != nil {
+			t.Errorf("after the other store closed: %v", err)
+		}
+		if err := second.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
