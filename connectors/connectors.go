@@ -134,10 +134,11 @@ type WriteOptions struct {
 	// Writers says how many writers of the Bucket, this one included, the
 	// caller keeps open at once (an export writes one object per format
 	// in one pass); 0 means 1. A provider whose buffers belong to each
-	// writer (gcs: one chunk; azure: Concurrency blocks) divides them by
-	// Writers, down to its smallest size, so the caller's writers
-	// together hold about what one would. S3's writers share one budget
-	// per Bucket and ignore it.
+	// writer cuts them down so that the caller's writers together hold
+	// about what one would: azure divides its block size by Writers (at
+	// least 1 MiB); gcs streams each object in one request without a
+	// chunk buffer. S3's writers share one budget per Bucket and ignore
+	// it.
 	Writers int
 }
 

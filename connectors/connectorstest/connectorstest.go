@@ -21,7 +21,8 @@
 //     1 MiB chunks while the live Go heap is sampled; it must stay small.
 //   - SharedWriters: four large objects written at once by one goroutine,
 //     as an export writes its formats, with WriteOptions.Writers 4: each
-//     arrives whole, and the heap grows by at most MaxSharedHeapGrowth.
+//     arrives whole, and the heap grows by at most MaxSharedHeapGrowth; one
+//     aborted after its first chunks creates nothing.
 //   - ContentType: the content type written is the one Attributes returns
 //     and the one a signed URL serves; application/json when not given.
 //   - SignedURL: a signed URL is fetched over plain HTTP without
@@ -1094,4 +1095,17 @@ func (s *suite) sharedWriters(t *testing.T) {
 			t.Errorf("%q: read back %d bytes (%v), want %d bytes with the sha256 written", key, n, err, size)
 		}
 	}
+	// A shared writer aborted after its first chunks creates nothing.
+	const aborted = "shared/aborted.json"
+	w, err := b.NewWriter(t.Context(), aborted, connectors.WriteOptions{IfAbsent: true, Writers: writers})
+	if err != nil {
+		t.Fatalf("NewWriter: %v", err)
+	}
+	if err := writeStamped(w, content(80, chunk), size); err != nil {
+		t.Fatalf("write %q: %v", aborted, err)
+	}
+	if err := w.Abort(); err != nil {
+		t.Errorf("Abort: %v", err)
+	}
+	wantNotFound(t, b, aborted)
 }
