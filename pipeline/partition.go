@@ -362,6 +362,7 @@ func (p *Pipeline) giveUp(ctx context.Context, i int, h *heldPartition, why stri
 	set(&p.parts.held, i, false)
 	set(&p.parts.accepted, i, false)
 	if why != "" {
+		p.handOver(i) // handover.go
 		if err := p.state.DropProjects(p.projectsOf(i)); err != nil {
 			p.log.Error("dropping a partition's projects from the local store", "partition", i, "err", err)
 		}
