@@ -164,6 +164,31 @@ func (c *Consumer) Partition(ctx context.Context, i int) (*Consumer, error) {
 	return &pc, nil
 }
 
+// PartitionsInfo returns the server-side state of each partition's
+// consumer, by partition (nil for a partition whose consumer is not
+// created yet), for the backlog metrics: any replica reads every
+// partition's, whoever holds it. It returns nil on a stream that is not
+// partitioned.
+func (c *Consumer) PartitionsInfo(ctx context.Context) ([]*jetstream.ConsumerInfo, error) {
+	if c.part.N < 2 {
+		return nil, nil
+	}
+	out := make([]*jetstream.ConsumerInfo, c.part.N)
+	for i := range out {
+		cons, err := c.js.Consumer(ctx, c.cfg.Stream, c.part.ConsumerName(c.cfg.Consumer, i))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("partition %d: %w", i, err)
+		}
+		if out[i], err = cons.Info(ctx); err != nil {
+			return nil, fmt.Errorf("partition %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
 // rerouteBatch publishes good events that the shared consumer of a
 // partitioned stream received (stored before the stream was partitioned)
 // to their subject again, so that they are stored in their partition,

@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 
@@ -77,13 +78,36 @@ func TestConsumerPartitioned(t *testing.T) {
 	bad := &msg{subject: subj("file.exploded"), body: ce("diffgram.file.exploded", goodFile, with("id", "bad-type")), msgID: "bad-type"}
 	publish(t, js, bad)
 
-	var col collector
-	runConsumer(t, shared, col.handle)
+	// Before any partition consumer exists, and once they all do (not
+	// running yet): what waits in the partitions is what was published
+	// after partitioning.
+	infos, err := shared.PartitionsInfo(t.Context())
+	if err != nil || len(infos) != 4 || slices.ContainsFunc(infos, func(i *jetstream.ConsumerInfo) bool { return i != nil }) {
+		t.Fatalf("PartitionsInfo before the partitions' consumers exist: %v, %v; want 4 × nil", infos, err)
+	}
 	parts := make([]*events.Consumer, 4)
 	for i := range parts {
 		if parts[i], err = shared.Partition(t.Context(), i); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if infos, err = shared.PartitionsInfo(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var pending uint64
+	for i, info := range infos {
+		if info == nil {
+			t.Fatalf("partition %d: no consumer info", i)
+		}
+		pending += info.NumPending
+	}
+	if want := uint64(len(after) + 1); pending != want {
+		t.Errorf("the partitions' consumers have %d events pending, want %d (published after partitioning)", pending, want)
+	}
+
+	var col collector
+	runConsumer(t, shared, col.handle)
+	for i := range parts {
 		runConsumer(t, parts[i], col.handle)
 	}
 	eventually(t, "every good event handled", func() bool { return len(col.handledIDs()) >= len(good) })

@@ -216,6 +216,24 @@ func TestPartitionsScaleOut(t *testing.T) {
 	held("three replicas", 3)
 	publishAll(t, js, partitionedStream(sims, partPerProject))
 	converged("three replicas")
+	// Every replica reports every partition's backlog, whoever holds it;
+	// once converged, nothing is pending anywhere (refreshed every 5 s).
+	backlogReported := func() bool {
+		for i := range partPartitions {
+			v, n := w.metric(fmt.Sprintf(`exportstream_partition_pending{partition="%d"}`, i))
+			if n != 3 || v != 0 {
+				return false
+			}
+		}
+		v, n := w.metric("exportstream_consumer_pending")
+		return n == 3 && v == 0
+	}
+	for start := time.Now(); !backlogReported(); time.Sleep(200 * time.Millisecond) {
+		if time.Since(start) > 20*time.Second {
+			v, n := w.metric(`exportstream_partition_pending{partition="0"}`)
+			t.Fatalf("the replicas' backlog gauges: partition 0 reported by %d replicas (sum %v), want 3 × 0, and every partition", n, v)
+		}
+	}
 
 	// Any replica serves any project: a request for a definition or an
 	// ad-hoc export of a project another replica holds is asked of that

@@ -284,22 +284,33 @@ func (s *Service) routes(nc *nats.Conn, buckets, counted Buckets, apiServer *api
 	return mux
 }
 
-// consumerGauges are the exportstream_consumer_pending and _ack_pending
-// gauges that watchConsumer keeps.
-type consumerGauges struct{ pending, ackPending prometheus.Gauge }
+// consumerGauges are the backlog gauges that watchConsumer keeps:
+// exportstream_consumer_pending and _ack_pending (the shared consumer and
+// every partition's, summed) and, partitioned, exportstream_partition_pending
+// and _ack_pending by partition.
+type consumerGauges struct {
+	pending, ackPending         prometheus.Gauge
+	partPending, partAckPending *prometheus.GaugeVec
+}
 
 // newConsumerGauges creates the consumer gauges and registers them with
 // reg; a gauge reg refuses (already registered) is an error.
 func newConsumerGauges(reg prometheus.Registerer) (consumerGauges, error) {
 	g := consumerGauges{
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "exportstream_consumer_pending", Help: "Events in the stream not yet delivered to the consumer (all replicas).",
+			Name: "exportstream_consumer_pending", Help: "Events in the stream not yet delivered to a consumer: the shared one and every partition's (all replicas).",
 		}),
 		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "exportstream_consumer_ack_pending", Help: "Events delivered and not yet acked (all replicas).",
+			Name: "exportstream_consumer_ack_pending", Help: "Events delivered and not yet acked: the shared consumer and every partition's (all replicas).",
 		}),
+		partPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "exportstream_partition_pending", Help: "Events in a partition not yet delivered to its consumer (whichever replica holds it).",
+		}, []string{"partition"}),
+		partAckPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "exportstream_partition_ack_pending", Help: "Events of a partition delivered and not yet acked.",
+		}, []string{"partition"}),
 	}
-	for _, c := range []prometheus.Collector{g.pending, g.ackPending} {
+	for _, c := range []prometheus.Collector{g.pending, g.ackPending, g.partPending, g.partAckPending} {
 		if err := reg.Register(c); err != nil {
 			return consumerGauges{}, fmt.Errorf("consumer metrics: %w", err)
 		}
@@ -307,10 +318,10 @@ func newConsumerGauges(reg prometheus.Registerer) (consumerGauges, error) {
 	return g, nil
 }
 
-// watchConsumer keeps the consumer's pending and ack-pending counts in
-// the gauges, every 5 s.
+// watchConsumer keeps the consumers' pending and ack-pending counts in
+// the gauges, every 5 s. A partition whose consumer does not exist yet
+// counts nothing.
 func (s *Service) watchConsumer(ctx context.Context, cons *events.Consumer, gauges consumerGauges) {
-	pending, ackPending := gauges.pending, gauges.ackPending
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
@@ -319,9 +330,24 @@ func (s *Service) watchConsumer(ctx context.Context, cons *events.Consumer, gaug
 		if ctx.Err() == nil {
 			s.consumerErr.Store(&errBox{err})
 		}
+		var parts []*jetstream.ConsumerInfo
+		var perr error
 		if err == nil {
-			pending.Set(float64(info.NumPending))
-			ackPending.Set(float64(info.NumAckPending))
+			parts, perr = cons.PartitionsInfo(ictx)
+		}
+		if err == nil && perr == nil {
+			pending, ackPending := info.NumPending, uint64(info.NumAckPending)
+			for i, pi := range parts {
+				if pi == nil {
+					continue
+				}
+				pending += pi.NumPending
+				ackPending += uint64(pi.NumAckPending)
+				gauges.partPending.WithLabelValues(strconv.Itoa(i)).Set(float64(pi.NumPending))
+				gauges.partAckPending.WithLabelValues(strconv.Itoa(i)).Set(float64(pi.NumAckPending))
+			}
+			gauges.pending.Set(float64(pending))
+			gauges.ackPending.Set(float64(ackPending))
 		}
 		cancel()
 		select {
