@@ -701,6 +701,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	defer stopLife()
 	g.Go(func() error { return p.store.Run(gctx) })
 	g.Go(func() error { return p.watchDirty(gctx) })
+	g.Go(func() error { p.rescanMarks(gctx); return nil }) // rescan.go
 	g.Go(func() error { return p.records.run(gctx, p.sweepRecords) })
 	g.Go(func() error { p.retryOnReconnect(gctx); return nil })
 	g.Go(func() error { p.askAgainOnElection(gctx); return nil })
