@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/exportstream/exportstream/connectors"
-	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/events"
 	"github.com/exportstream/exportstream/events/eventstest"
 )
@@ -20,13 +19,7 @@ import (
 // it, the record says so instead of staying pending.
 func TestHandOverManual(t *testing.T) {
 	_, js := eventstest.Connect(t, eventstest.StartServer(t))
-	bucket, err := local.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, exp := orderedExample(t)
-	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
-	d.Connection = "disk"
+	d, exp, bucket := diskDefinition(t)
 	open := func(owner string) *Pipeline {
 		p, err := openTest(t, t.Context(), js, Options{StatePrefix: "T", Owner: owner, Partitions: 2, LivenessTTL: time.Second,
 			Definitions: []*Definition{d}, Buckets: map[string]connectors.Bucket{"disk": bucket},

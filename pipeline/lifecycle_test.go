@@ -15,6 +15,7 @@ import (
 	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/events"
 	"github.com/exportstream/exportstream/events/eventstest"
+	"github.com/exportstream/exportstream/pipeline/pipelinetest"
 )
 
 // stalled is a real bucket whose writers of keys under prefix wait for
@@ -184,13 +185,7 @@ func TestPartitionConsumersStopFirst(t *testing.T) {
 func TestSweepAbandoned(t *testing.T) {
 	_, js := eventstest.Connect(t, eventstest.StartServer(t))
 	const ttl = time.Second
-	real, err := local.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, exp := orderedExample(t)
-	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
-	d.Connection = "disk"
+	d, exp, real := diskDefinition(t)
 	open := func(owner string, b connectors.Bucket) *Pipeline {
 		p, err := openTest(t, t.Context(), js, Options{StatePrefix: "T", Owner: owner, LivenessTTL: ttl,
 			Definitions: []*Definition{d}, Buckets: map[string]connectors.Bucket{"disk": b}})
@@ -279,4 +274,19 @@ func TestSweepAbandoned(t *testing.T) {
 	if r, _ := sweeper.Record(ctx, legacy.ID); r.Status != StatusFailed || !strings.Contains(r.StatusText, "abandoned") {
 		t.Errorf("legacy record: %s %q, want failed, abandoned", r.Status, r.StatusText)
 	}
+}
+
+// diskDefinition returns the ordered example's luckfrill-complete
+// definition writing to the connection "disk", the example, and a fresh
+// local bucket for that connection.
+func diskDefinition(t *testing.T) (*Definition, *pipelinetest.Expected, connectors.Bucket) {
+	t.Helper()
+	bucket, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, exp := orderedExample(t)
+	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
+	d.Connection = "disk"
+	return d, exp, bucket
 }

@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/exportstream/exportstream/connectors"
-	"github.com/exportstream/exportstream/connectors/local"
 	"github.com/exportstream/exportstream/events/eventstest"
 )
 
@@ -13,13 +12,7 @@ import (
 // just written, or written again since, or gone, does not.
 func TestRescanMarks(t *testing.T) {
 	_, js := eventstest.Connect(t, eventstest.StartServer(t))
-	bucket, err := local.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, exp := orderedExample(t)
-	d := definitionFor(t, "luckfrill-complete", exp.Project, exp.Definitions["luckfrill-complete"])
-	d.Connection = "disk"
+	d, _, bucket := diskDefinition(t)
 	p, err := openTest(t, t.Context(), js, Options{StatePrefix: "T", Owner: "test",
 		Definitions: []*Definition{d}, Buckets: map[string]connectors.Bucket{"disk": bucket}})
 	if err != nil {
