@@ -851,6 +851,9 @@ func waitToReopen(ctx context.Context, log *slog.Logger, what string, failures *
 func (p *Pipeline) startupKicks(ctx context.Context) {
 	for _, d := range p.defs {
 		st, err := p.records.definitionState(ctx, d.Name)
+		if ctx.Err() != nil {
+			return // stopping: nothing to start, and nothing to warn about
+		}
 		if err != nil {
 			p.log.Warn("reading definition state", "definition", d.Name, "err", err)
 			p.kick(d.Name, TriggerStartup)
