@@ -182,9 +182,8 @@ func (c *Consumer) PartitionsInfo(ctx context.Context) ([]*jetstream.ConsumerInf
 		if err != nil {
 			return nil, fmt.Errorf("partition %d: %w", i, err)
 		}
-		if out[i], err = cons.Info(ctx); err != nil {
-			return nil, fmt.Errorf("partition %d: %w", i, err)
-		}
+		// The lookup fetched the consumer's info: no second request.
+		out[i] = cons.CachedInfo()
 	}
 	return out, nil
 }
