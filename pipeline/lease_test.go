@@ -241,6 +241,22 @@ func clusterJS(t *testing.T, node *server.Server) jetstream.JetStream {
 	return js
 }
 
+// replicatedKV creates the bucket cfg names, or finds it when another
+// contender created it, asking again while the cluster does not answer.
+func replicatedKV(t *testing.T, js jetstream.JetStream, cfg jetstream.KeyValueConfig) jetstream.KeyValue {
+	t.Helper()
+	var kv jetstream.KeyValue
+	var last error
+	waitFor(t, "the replicated bucket "+cfg.Bucket, 90*time.Second, func() bool {
+		kv, last = js.CreateOrUpdateKeyValue(t.Context(), cfg)
+		if last != nil {
+			t.Logf("creating %s: %v", cfg.Bucket, last)
+		}
+		return last == nil
+	})
+	return kv
+}
+
 // stallBucket wraps a real bucket and holds every data-object write in
 // Close until the writer's context is done: an export that stays in
 // progress, holding its lease, until its replica dies.
@@ -369,17 +385,14 @@ func TestLeaseRaceIsBusy(t *testing.T) {
 	const contenders, rounds = 4, 50
 	nodes := eventstest.StartCluster(t, 3)
 	var leases, replicas [contenders]jetstream.KeyValue
+	// Both buckets are created once, then looked up through each
+	// contender's node. On a loaded machine a replicated bucket's creation
+	// can outlast one request's timeout while its replicas elect a leader:
+	// it is asked again until it answers, as a replica at start would.
 	for i := range contenders {
 		js := clusterJS(t, nodes[i%len(nodes)])
-		var err error
-		leases[i], err = js.CreateOrUpdateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "RACE_LEASES", History: 1, Replicas: 3})
-		if err != nil {
-			t.Fatal(err)
-		}
-		replicas[i], err = js.CreateOrUpdateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "RACE_REPLICAS", History: 1, Replicas: 3, TTL: time.Minute})
-		if err != nil {
-			t.Fatal(err)
-		}
+		leases[i] = replicatedKV(t, js, jetstream.KeyValueConfig{Bucket: "RACE_LEASES", History: 1, Replicas: 3})
+		replicas[i] = replicatedKV(t, js, jetstream.KeyValueConfig{Bucket: "RACE_REPLICAS", History: 1, Replicas: 3, TTL: time.Minute})
 	}
 	var selves [contenders]*liveness
 	for i := range selves {
