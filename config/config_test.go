@@ -21,6 +21,7 @@ var testEnv = map[string]string{
 	"EMPTY":    "",
 	"REPLICAS": "3",
 	"NATS_KEY": "url",
+	"DURATION": "5s",
 }
 
 func lookup(env map[string]string) func(string) (string, bool) {
