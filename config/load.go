@@ -219,14 +219,23 @@ const (
 //
 // It does not leave the decoding to the YAML library's Decode (with
 // KnownFields), which does less than the messages need: it names a
-// problem's line, not its path; takes "yes" for true and 1.5 for 1, and
-// refuses 0 for a duration; stops at the first merge of what is not a
-// mapping, and at "<<" given a list by alias; skips a whole mapping that
-// has a duplicate key; drops an empty list item; and checks for duplicate
-// keys in quadratic time at every use of an alias. Decoders built on it
-// (Decode into Config, with the paths recovered from the node tree; or Decode
-// of each mapping into map[string]yaml.Node, for its merges) needed as many
-// lines as this one to keep the messages.
+// problem's line, not its path; takes "yes" (quoted too) and on for true
+// and 1.5 for 1, ignores unknown tags, and refuses 0 for a duration; stops
+// at the first merge of what is not a mapping, and at "<<" given a list by
+// alias; skips a whole mapping that has a duplicate key; drops an empty
+// list item; and checks for duplicate keys in quadratic time at every use
+// of an alias. Nor can it be patched around: KnownFields holds for
+// Decoder.Decode of text only, not for Node.Decode, so below an
+// UnmarshalYAML (for an Export's defaults, or a duration type) unknown keys
+// pass unseen; and ${VAR} needs the field's type, since a variable is never
+// expanded into a duration or a boolean. Decoders built on it (Decode into
+// Config, with the paths recovered from the node tree; or Decode of each
+// mapping into map[string]yaml.Node, for its merges) needed as many lines
+// as this one to keep the messages. goccy/go-yaml's strict Decode (v1.19)
+// does no better: it returns one problem per file, the first in field
+// order rather than file order; stops at a duplicate key as a syntax
+// error; takes 1.5 for 1 and !!str 3 for 3; ignores unknown tags; and
+// refuses 0 for a duration.
 type decoder struct {
 	lookupEnv func(string) (string, bool)
 	problems  []Problem
