@@ -323,3 +323,49 @@ func TestServerSideEncryption(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPartLimit: an object that needs more parts than S3 allows in one
+// upload (10,000; lowered here to 3) fails with an error naming the
+// connection's part_size, leaves no object and no upload behind, and an
+// object of exactly the limit is written whole.
+func TestPartLimit(t *testing.T) {
+	o := s3test.NewBucket(t)
+	b := open(t, o)
+	b.SetMaxParts(3)
+	part := int(o.PartSize)
+
+	atLimit := body(7, 3*part)
+	w, err := b.NewWriter(t.Context(), "at-limit.bin", connectors.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(atLimit); err != nil {
+		t.Fatalf("Write of 3 parts: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("Close of 3 parts: %v", err)
+	}
+	wantObject(t, b, "at-limit.bin", atLimit)
+
+	w, err = b.NewWriter(t.Context(), "over-limit.bin", connectors.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.Write(body(8, 3*part+1))
+	if err == nil {
+		err = w.Close()
+	} else {
+		_ = w.Abort()
+	}
+	if err == nil {
+		t.Fatal("an object of 3 parts and a byte was written with a limit of 3 parts")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "more than 3 parts") || !strings.Contains(msg, "part_size") {
+		t.Errorf("error %q does not say the limit and part_size", msg)
+	}
+	wantNotFound(t, b, "over-limit.bin")
+	noUploadsLeft(t, b, o.Bucket)
+	if held, _ := b.PartBuffers(); held != 0 {
+		t.Errorf("after the failed write: %d part buffers held, want 0", held)
+	}
+}

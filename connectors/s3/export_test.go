@@ -6,3 +6,7 @@ func (b *Bucket) PartBuffers() (held, peak int) { return b.d.budget.stats() }
 
 // SmallSize is how much a writer keeps before it takes a part buffer.
 const SmallSize = smallSize
+
+// SetMaxParts lowers b's limit on the parts of one upload (S3's is
+// 10,000), so that a test reaches it with small parts.
+func (b *Bucket) SetMaxParts(n int32) { b.d.maxParts = n }

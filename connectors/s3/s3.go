@@ -237,6 +237,9 @@ type driver struct {
 	presign *s3.PresignClient
 	budget  *budget // part buffers, shared by the writers
 	bucket  string
+	// maxParts is S3's limit on the parts of one upload (maxParts; the
+	// tests lower it to reach it with small parts).
+	maxParts int32
 }
 
 var (
@@ -299,7 +302,7 @@ func newDriver(ctx context.Context, opts Options) (*driver, error) {
 		concurrency = DefaultConcurrency
 	}
 	return &driver{opts: opts, client: client, presign: s3.NewPresignClient(client),
-		budget: newBudget(int(partSize), concurrency), bucket: opts.Bucket}, nil
+		budget: newBudget(int(partSize), concurrency), bucket: opts.Bucket, maxParts: maxParts}, nil
 }
 
 // New validates opts and builds the client. It does no network I/O: a

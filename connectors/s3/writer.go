@@ -178,8 +178,8 @@ func (w *writer) flush() error {
 
 // nextPart numbers the next part, within S3's limit of maxParts.
 func (w *writer) nextPart() (int32, error) {
-	if w.partNum == maxParts {
-		return 0, fmt.Errorf("more than %d parts of %d bytes: the object needs a larger part size (the connection's part_size)", maxParts, w.d.budget.size)
+	if w.partNum == w.d.maxParts {
+		return 0, fmt.Errorf("more than %d parts of %d bytes: the object needs a larger part size (the connection's part_size)", w.d.maxParts, w.d.budget.size)
 	}
 	w.partNum++
 	return w.partNum, nil
