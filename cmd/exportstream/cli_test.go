@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -331,6 +333,45 @@ func TestBinary(t *testing.T) {
 		}
 	})
 
+	// The service's collector settings, as its Go metrics show them:
+	// GOGC 50 and the soft memory limit unless the environment sets them.
+	t.Run("memory", func(t *testing.T) {
+		for _, c := range []struct {
+			env         []string
+			gogc, limit string
+		}{
+			{[]string{"GOGC=", "GOMEMLIMIT="}, "50", strconv.Itoa(memoryLimit)},
+			{[]string{"GOGC=80", "GOMEMLIMIT=300MiB"}, "80", strconv.Itoa(300 << 20)},
+		} {
+			in := newServiceInstance(t, bin, "memory")
+			in.env = c.env
+			in.start(t)
+			addr := serviceHTTPAddr(in.cur.log, 60*time.Second)
+			if addr == "" {
+				t.Fatalf("%v: the service did not start\n%s", c.env, logTail(in.cur.log, 20))
+			}
+			metrics := map[string]string{}
+			resp, err := http.Get("http://" + addr + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				if name, value, ok := strings.Cut(sc.Text(), " "); ok && !strings.HasPrefix(name, "#") {
+					metrics[name] = value
+				}
+			}
+			resp.Body.Close()
+			for name, want := range map[string]string{"go_gc_gogc_percent": c.gogc, "go_gc_gomemlimit_bytes": c.limit} {
+				v, err := strconv.ParseFloat(metrics[name], 64)
+				if w, _ := strconv.ParseFloat(want, 64); err != nil || v != w {
+					t.Errorf("%v: %s = %q, want %s", c.env, name, metrics[name], want)
+				}
+			}
+			in.kill(t)
+		}
+	})
+
 	t.Run("stop", func(t *testing.T) {
 		in := newServiceInstance(t, bin, "stop")
 		in.start(t)
@@ -367,6 +408,23 @@ func TestBinary(t *testing.T) {
 			t.Errorf("last log line %q, want \"exportstream stopped\" with the signal (%s) as the reason", lines[len(lines)-1], syscall.SIGTERM)
 		}
 	})
+}
+
+// TestMemoryLimitFor: the soft memory limit is memoryLimit until the
+// live heap outgrows it, then stays above the live heap.
+func TestMemoryLimitFor(t *testing.T) {
+	for _, live := range []uint64{0, 50 << 20, 80 << 20, 85 << 20, 90 << 20, 200 << 20, 2 << 30} {
+		got := memoryLimitFor(live)
+		if got < memoryLimit {
+			t.Errorf("memoryLimitFor(%d MiB) = %d, below memoryLimit (%d)", live>>20, got, memoryLimit)
+		}
+		if got < int64(live+live/8) {
+			t.Errorf("memoryLimitFor(%d MiB) = %d MiB: less than an eighth over the live heap", live>>20, got>>20)
+		}
+		if live <= 80<<20 && got != memoryLimit {
+			t.Errorf("memoryLimitFor(%d MiB) = %d, want memoryLimit (%d)", live>>20, got, memoryLimit)
+		}
+	}
 }
 
 // goCommand is the go command running the test (as buildService finds

@@ -334,6 +334,7 @@ func freeLoopbackPort(t testing.TB) int {
 // and a bucket that survive restarts. One process runs at a time.
 type serviceInstance struct {
 	name, bin, dir, config, bucket, natsURL string
+	env                                     []string // set in the process's environment, over the test's
 
 	runs int
 	cur  *serviceProcess
@@ -417,6 +418,9 @@ func (in *serviceInstance) start(t *testing.T) {
 	defer f.Close()
 	cmd := exec.Command(in.bin, "run", "--config", in.config)
 	cmd.Dir = in.dir
+	if in.env != nil {
+		cmd.Env = append(os.Environ(), in.env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -98,6 +98,10 @@ func main() {
 		// few per cent more CPU; GOGC in the environment overrides it.
 		debug.SetGCPercent(gcPercent)
 	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimitFor(0))
+		go keepMemoryLimit(time.Second)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
