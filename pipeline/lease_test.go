@@ -385,10 +385,10 @@ func TestLeaseRaceIsBusy(t *testing.T) {
 	const contenders, rounds = 4, 50
 	nodes := eventstest.StartCluster(t, 3)
 	var leases, replicas [contenders]jetstream.KeyValue
-	// Both buckets are created once, then looked up through each
-	// contender's node. On a loaded machine a replicated bucket's creation
-	// can outlast one request's timeout while its replicas elect a leader:
-	// it is asked again until it answers, as a replica at start would.
+	// Each contender creates both buckets, or finds them created, through
+	// its own node. On a loaded machine a replicated bucket's creation can
+	// outlast one request's timeout while its replicas elect a leader: it
+	// is asked again until it answers, as a replica at start would.
 	for i := range contenders {
 		js := clusterJS(t, nodes[i%len(nodes)])
 		leases[i] = replicatedKV(t, js, jetstream.KeyValueConfig{Bucket: "RACE_LEASES", History: 1, Replicas: 3})
