@@ -6,14 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -338,10 +336,10 @@ func TestBinary(t *testing.T) {
 	t.Run("memory", func(t *testing.T) {
 		for _, c := range []struct {
 			env         []string
-			gogc, limit string
+			gogc, limit float64
 		}{
-			{[]string{"GOGC=", "GOMEMLIMIT="}, "50", strconv.Itoa(memoryLimit)},
-			{[]string{"GOGC=80", "GOMEMLIMIT=300MiB"}, "80", strconv.Itoa(300 << 20)},
+			{[]string{"GOGC=", "GOMEMLIMIT="}, 50, memoryLimit},
+			{[]string{"GOGC=80", "GOMEMLIMIT=300MiB"}, 80, 300 << 20},
 		} {
 			in := newServiceInstance(t, bin, "memory")
 			in.env = c.env
@@ -350,22 +348,9 @@ func TestBinary(t *testing.T) {
 			if addr == "" {
 				t.Fatalf("%v: the service did not start\n%s", c.env, logTail(in.cur.log, 20))
 			}
-			metrics := map[string]string{}
-			resp, err := http.Get("http://" + addr + "/metrics")
-			if err != nil {
-				t.Fatal(err)
-			}
-			sc := bufio.NewScanner(resp.Body)
-			for sc.Scan() {
-				if name, value, ok := strings.Cut(sc.Text(), " "); ok && !strings.HasPrefix(name, "#") {
-					metrics[name] = value
-				}
-			}
-			resp.Body.Close()
-			for name, want := range map[string]string{"go_gc_gogc_percent": c.gogc, "go_gc_gomemlimit_bytes": c.limit} {
-				v, err := strconv.ParseFloat(metrics[name], 64)
-				if w, _ := strconv.ParseFloat(want, 64); err != nil || v != w {
-					t.Errorf("%v: %s = %q, want %s", c.env, name, metrics[name], want)
+			for name, want := range map[string]float64{"go_gc_gogc_percent": c.gogc, "go_gc_gomemlimit_bytes": c.limit} {
+				if v := metricSum(t, "http://"+addr+"/metrics", name); v != want {
+					t.Errorf("%v: %s = %v, want %v", c.env, name, v, want)
 				}
 			}
 			in.kill(t)
