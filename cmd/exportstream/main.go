@@ -99,8 +99,7 @@ func main() {
 		debug.SetGCPercent(gcPercent)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(memoryLimitFor(0))
-		go keepMemoryLimit(time.Second)
+		keepMemoryLimit(time.Second)
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -27,22 +27,25 @@ func memoryLimitFor(live uint64) int64 {
 	return max(memoryLimit, int64(live+live/8+8<<20))
 }
 
-// keepMemoryLimit sets the soft memory limit, then keeps it at
-// memoryLimitFor the live heap, looking again every interval, for the
-// life of the process.
+// keepMemoryLimit sets the soft memory limit to memoryLimit now, then,
+// in a goroutine for the life of the process, keeps it at memoryLimitFor
+// the live heap, looking again every interval.
 func keepMemoryLimit(every time.Duration) {
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	set := int64(-1)
-	for {
-		metrics.Read(sample)
-		var live uint64
-		if sample[0].Value.Kind() == metrics.KindUint64 {
-			live = sample[0].Value.Uint64()
+	set := memoryLimitFor(0)
+	debug.SetMemoryLimit(set)
+	go func() {
+		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		for {
+			time.Sleep(every)
+			metrics.Read(sample)
+			var live uint64
+			if sample[0].Value.Kind() == metrics.KindUint64 {
+				live = sample[0].Value.Uint64()
+			}
+			if limit := memoryLimitFor(live); limit != set {
+				debug.SetMemoryLimit(limit)
+				set = limit
+			}
 		}
-		if limit := memoryLimitFor(live); limit != set {
-			debug.SetMemoryLimit(limit)
-			set = limit
-		}
-		time.Sleep(every)
-	}
+	}()
 }
