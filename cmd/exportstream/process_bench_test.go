@@ -67,11 +67,14 @@ func BenchmarkProcess(b *testing.B) {
 	// EXPORTSTREAM_BENCH_FORMATS=all also measures each version with
 	// every format on (coco, yolo, jsonl beside the Diffgram one).
 	allFormats := os.Getenv("EXPORTSTREAM_BENCH_FORMATS") == "all"
+	// EXPORTSTREAM_BENCH_ASOF=all measures the point-in-time export on
+	// the base version too (it must have as_of), not only the current.
+	asOfAll := os.Getenv("EXPORTSTREAM_BENCH_ASOF") == "all"
 	for _, files := range sizes {
 		for i, v := range versions {
 			b.Run(fmt.Sprintf("files=%d/%s", files, v.name), func(b *testing.B) {
 				for b.Loop() {
-					runProcessBench(b, natsBin, v.bin, files, benchVariant{asOf: i == 0})
+					runProcessBench(b, natsBin, v.bin, files, benchVariant{asOf: i == 0 || asOfAll})
 				}
 			})
 			if allFormats {
@@ -534,7 +537,15 @@ log:
 	var asOf time.Duration
 	var asOfRSS float64
 	if variant.asOf {
-		asOf, asOfRSS = measureAsOf(b, serviceHTTPAddr(filepath.Join(dir, "service-resume.log"), time.Second), svc.Process.Pid, firstRec.Watermark, firstRec.ContentSHA256)
+		addr := serviceHTTPAddr(filepath.Join(dir, "service-resume.log"), time.Second)
+		// EXPORTSTREAM_BENCH_PROFILE=<dir>: 30 s CPU profiles of the
+		// service and of the NATS server from the replay's start.
+		if profileDir != "" {
+			name := fmt.Sprintf("asof-%d-%s", files, filepath.Base(svcBin))
+			go saveProfile("http://"+addr, filepath.Join(profileDir, name+".pprof"))
+			go saveProfile(fmt.Sprintf("http://127.0.0.1:%d", natsProfPort), filepath.Join(profileDir, name+"-nats.pprof"))
+		}
+		asOf, asOfRSS = measureAsOf(b, addr, svc.Process.Pid, firstRec.Watermark, firstRec.ContentSHA256)
 	}
 	rebuilt, rebuiltRSS := restart("rebuild")
 	b.ReportMetric(float64(total)/bare.Seconds(), "bare-events/s")
@@ -642,6 +653,18 @@ func measureAsOf(b *testing.B, addr string, pid int, watermark uint64, want stri
 		b.Errorf("as of %d: content_sha256 %s, want the first export's %s", watermark, rec.ContentSHA256, want)
 	}
 	return took, top
+}
+
+// saveProfile writes a 30 s CPU profile of the process serving
+// /debug/pprof at base to path; it gives up quietly (a benchmark aid).
+func saveProfile(base, path string) {
+	resp, err := http.Get(base + "/debug/pprof/profile?seconds=30")
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	_ = os.WriteFile(path, raw, 0o644)
 }
 
 // currentRSS is the process's resident set now, in MB (-1 if unknown).
