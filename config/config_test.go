@@ -97,8 +97,10 @@ func TestNoStrayGoldenFiles(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-// TestContractExample loads the example from CONFIG.md, verbatim, with the
-// variables it needs in the process environment.
+// TestContractExample loads testdata's copy of the example from CONFIG.md
+// (its media line names training-s3; TestContractExampleAsWritten checks
+// the copy against the contract), with the variables it needs in the
+// process environment.
 func TestContractExample(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
@@ -133,9 +135,45 @@ func TestContractExample(t *testing.T) {
 		Path:       "exports/luckfrill/",
 		Coalesce:   Coalesce{Quiet: 5 * time.Second, MaxDelay: 60 * time.Second},
 		Formats:    []string{"diffgram", "coco", "yolo"},
+		Media:      &Media{Connection: "training-s3", Expiry: 168 * time.Hour},
 	}}
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
+	}
+}
+
+// TestContractExampleAsWritten reads the example from CONFIG.md itself
+// (../shared/contract): its media line names a connection, media-s3, that
+// the example does not define, and that is the one problem reported.
+// With the media line naming training-s3, it is testdata's contract file.
+func TestContractExampleAsWritten(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "shared", "contract", "CONFIG.md"))
+	if err != nil {
+		t.Fatalf("the contract beside the repository: %v", err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n")
+	example, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("no yaml block in CONFIG.md")
+	}
+	env := lookup(map[string]string{"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "aws-secret",
+		"AZURE_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=y"})
+	_, err = Parse([]byte(example), env)
+	want := `exports[0].media.connection: no connection named "media-s3"`
+	if err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+		t.Errorf("CONFIG.md's example: %v\nwant one problem: %s (...)", err, want)
+	}
+	fixed := strings.Replace(example, "connection: media-s3,", "connection: training-s3,", 1)
+	got, err := Parse([]byte(fixed), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := Parse(mustRead(t, "testdata/contract.good.yml"), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(file, got); diff != "" {
+		t.Errorf("testdata/contract.good.yml and CONFIG.md's example differ (-file +contract):\n%s", diff)
 	}
 }
 
