@@ -1,14 +1,17 @@
 package pipeline
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -166,6 +169,51 @@ func canonical(t *testing.T, doc []byte) []byte {
 	return append(out, rest[ct[1]:]...)
 }
 
+var cocoInfo = regexp.MustCompile(`"date_created":"[^"]*","diffgram_export_id":[0-9]+,`)
+
+// canonicalFormat returns the object of format name with what differs
+// between two exports of the same content taken out: COCO's export id
+// and time in its info, a YOLO tar's modification times (the tar is read
+// back as its files' names and contents, in order). JSONL holds neither.
+func canonicalFormat(t *testing.T, name string, data []byte) []byte {
+	t.Helper()
+	switch name {
+	case FormatCOCO:
+		if !cocoInfo.Match(data) {
+			t.Fatalf("no COCO info id and time in %.300s", data)
+		}
+		return cocoInfo.ReplaceAll(data, []byte(`"date_created":"","diffgram_export_id":0,`))
+	case FormatYOLO:
+		var out []byte
+		tr := tar.NewReader(bytes.NewReader(data))
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				return out
+			}
+			if err != nil {
+				t.Fatalf("YOLO tar: %v", err)
+			}
+			body, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatalf("YOLO tar %s: %v", h.Name, err)
+			}
+			out = fmt.Appendf(out, "== %s (%d bytes)\n%s", h.Name, h.Size, body)
+		}
+	}
+	return data
+}
+
+// newLabel is a label.upserted event of project: label file id, label id
+// and name, version 1.
+func newLabel(project string, fileID, labelID int, name string) line {
+	body := fmt.Sprintf(`{"specversion":"1.0","id":"label-%d-%s","source":"diffgram/projects/%s","type":"diffgram.label.upserted",`+
+		`"time":"2026-11-28T12:00:00.000000Z","datacontenttype":"application/json","diffgramproject":%q,`+
+		`"data":{"label_file":{"id":%d,"label":{"id":%d,"name":%q},"colour":{"hex":"#123456"},"state":"added","version":1}}}`,
+		fileID, project, project, project, fileID, labelID, name)
+	return line{"diffgram.events." + project + ".label.upserted", []byte(body)}
+}
+
 func readObject(t *testing.T, b connectors.Bucket, key string) []byte {
 	t.Helper()
 	r, err := b.NewReader(t.Context(), key)
@@ -244,6 +292,27 @@ func checkReproduces(t *testing.T, h *harness, b connectors.Bucket, d *Definitio
 	if sum, err := contentHashOf(readObject(t, b, got.Key)); err != nil || sum != got.ContentHash {
 		t.Errorf("%s as of %d: the document's content hash %s (%v), the record's %s", d.Name, live.rec.Watermark, sum, err, got.ContentHash)
 	}
+	for name, lo := range live.rec.Formats {
+		if name == FormatDiffgram {
+			continue
+		}
+		o, ok := got.Formats[name]
+		if !ok {
+			t.Errorf("%s as of %d: no %s object; the live export %d has %s", d.Name, live.rec.Watermark, name, live.rec.ID, lo.Key)
+			continue
+		}
+		want, doc := canonicalFormat(t, name, readObject(t, b, lo.Key)), canonicalFormat(t, name, readObject(t, b, o.Key))
+		if !bytes.Equal(doc, want) {
+			t.Errorf("%s as of %d: the %s object differs from live export %d's apart from id and time:\n got %.600s\nwant %.600s",
+				d.Name, live.rec.Watermark, name, live.rec.ID, doc, want)
+		}
+		if !maps.Equal(o.SkippedInstances, lo.SkippedInstances) {
+			t.Errorf("%s as of %d: %s skipped_instances %v, live %v", d.Name, live.rec.Watermark, name, o.SkippedInstances, lo.SkippedInstances)
+		}
+	}
+	if len(got.Formats) != len(live.rec.Formats) {
+		t.Errorf("%s as of %d: formats %v, live %v", d.Name, live.rec.Watermark, slices.Collect(maps.Keys(got.Formats)), slices.Collect(maps.Keys(live.rec.Formats)))
+	}
 	var m manifest
 	if err := readJSON(t.Context(), b, got.ManifestKey, &m); err != nil {
 		t.Fatalf("manifest: %v", err)
@@ -292,6 +361,7 @@ func TestAsOfReproducesLiveExports(t *testing.T) {
 			for _, name := range asOfDefs {
 				d := definitionFor(t, name, exp.Project, exp.Definitions[name])
 				d.Connection, d.Quiet, d.MaxDelay = "disk", 50*time.Millisecond, time.Second
+				d.Formats = NormalizeFormats([]string{FormatCOCO, FormatYOLO, FormatJSONL})
 				defs = append(defs, d)
 			}
 			stateDir := t.TempDir()
@@ -302,6 +372,10 @@ func TestAsOfReproducesLiveExports(t *testing.T) {
 			publishLines(t, js, lines[:half])
 			settle(t, h, defs)
 			atA := liveExports(h, defs)
+			// A label added after A: YOLO appends it to every
+			// definition's class map, which as_of A must not name.
+			publishLines(t, js, []line{newLabel(exp.Project, 990, 99, "added-after-a")})
+			settle(t, h, defs)
 			publishLines(t, js, lines[half:])
 			settle(t, h, defs)
 			atB := liveExports(h, defs)

@@ -227,7 +227,11 @@ func (p *Pipeline) runAdhoc(ctx context.Context, d *Definition, bucket connector
 	r.Key, r.ManifestKey = stem+".json", stem+".manifest.json"
 	r.FileListLength, r.InstanceCount, r.Status = pl.ids.Len(), pl.nInst, StatusGenerating
 	startFormats(d, r, stem)
-	if err := p.classes(ctx, d, pl); err != nil {
+	classes := p.classes
+	if r.AsOf != "" {
+		classes = p.classesAsOf
+	}
+	if err := classes(ctx, d, pl); err != nil {
 		return p.failed(ctx, r, err)
 	}
 	if err := p.records.put(ctx, r); err != nil {

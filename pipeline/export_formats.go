@@ -199,3 +199,30 @@ func (p *Pipeline) classes(ctx context.Context, d *Definition, pl *plan) error {
 	}
 	return errors.New("YOLO class map: too many concurrent updates")
 }
+
+// classesAsOf sets the YOLO class map of a point-in-time export's plan
+// pl, the one the live exports had at that point, and leaves the stored
+// map alone (a replay of the past never changes the ids of today's
+// exports). The stored map only grows by appending, so the map at that
+// point is a prefix of today's: the one that ends with the last label the
+// state then held, removed labels included (an export before the label's
+// removal appended it). A label today's map lacks (no live export with
+// YOLO ever saw it) is appended in memory only. docs/contract-decisions.md
+// says where this can differ from the live export.
+func (p *Pipeline) classesAsOf(ctx context.Context, d *Definition, pl *plan) error {
+	if !slices.Contains(d.Formats, FormatYOLO) {
+		return nil
+	}
+	now, _, err := p.records.classMap(ctx, d)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for i, id := range now {
+		if pl.allLbls[id] != nil {
+			n = i + 1
+		}
+	}
+	pl.classes = mergeClasses(now[:n:n], pl.labels)
+	return nil
+}
