@@ -417,6 +417,17 @@ func (p *Pipeline) replay(ctx context.Context, st *DiskState, seq uint64, r *Rec
 // changes nothing; a partial removal merges into the snapshot held. The
 // snapshots' revisions are the events' stream sequences.
 func applyReplayed(tx *DiskTx, evs []*events.Event) error {
+	// The batch's entities looked up in key order through one iterator,
+	// as the live path does: a Get per event built an iterator stack
+	// each, and a replay into a store larger than the block cache spent
+	// most of its time reading the same index and filter blocks again.
+	refs := make([]entityRef, len(evs))
+	for i, ev := range evs {
+		refs[i] = entityRef{ev.Project, ev.Kind, ev.EntityID}
+	}
+	if err := tx.Prefetch(refs); err != nil {
+		return err
+	}
 	for _, ev := range evs {
 		tx.NoteRev(ev.Seq)
 		cur, err := tx.Current(ev.Project, ev.Kind, ev.EntityID)
