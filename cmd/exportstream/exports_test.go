@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -557,8 +559,41 @@ func TestExportsCLI(t *testing.T) {
 		for _, p := range pipelinetest.Check([]byte(data), w.exp, d) {
 			t.Errorf("--source task_id=9002: %s", p)
 		}
+		// --formats: every format beside the document, each object
+		// passing its reader and matching its check values.
+		var multi pipeline.Record
+		json.Unmarshal([]byte(w.mustCLI(t, "generate", "--project", w.exp.Project, "--source", "project", "--completion", "all",
+			"--connection", "disk", "--formats", "coco,yolo,jsonl", "--wait", "--output", "json")), &multi)
+		if multi.Status != pipeline.StatusComplete || len(multi.Formats) != 4 || multi.ContentHash != rec.ContentHash {
+			t.Errorf("--formats coco,yolo,jsonl: %+v; want complete, four formats, the content of %d", multi, rec.ID)
+		}
+		doc, err := pipelinetest.ReadDoc(w.bucketObject(t, multi.Key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		objects := map[string][]byte{}
+		for name, o := range multi.Formats {
+			objects[name] = w.bucketObject(t, o.Key)
+			if sum := fmt.Sprintf("%x", sha256.Sum256(objects[name])); sum != o.SHA256 || int64(len(objects[name])) != o.Bytes {
+				t.Errorf("--formats: %s object %s: sha256 %s, %d bytes; the record says %s, %d", name, o.Key, sum, len(objects[name]), o.SHA256, o.Bytes)
+			}
+		}
+		problems := pipelinetest.CheckCOCO(objects["coco"], doc, multi.Formats["coco"].SkippedInstances)
+		y, yp := pipelinetest.ReadYOLO(objects["yolo"])
+		problems = append(problems, yp...)
+		if y != nil {
+			problems = append(problems, pipelinetest.CheckYOLO(y, doc, multi.Formats["yolo"].SkippedInstances, nil)...)
+		}
+		problems = append(problems, pipelinetest.CheckJSONL(objects["jsonl"], doc)...)
+		for _, p := range problems {
+			t.Errorf("--formats: %s", p)
+		}
+		code, _, errOut := w.cli(t, "generate", "--project", w.exp.Project, "--source", "project", "--connection", "disk", "--formats", "coco,yml")
+		if code == 0 || !strings.Contains(errOut, `"yml"`) {
+			t.Errorf("--formats coco,yml: exit %d, %q; want an error naming yml", code, errOut)
+		}
 		// The server's own checks come back as its errors.
-		code, _, errOut := w.cli(t, "generate", "--project", w.exp.Project, "--source", "project", "--connection", "nowhere")
+		code, _, errOut = w.cli(t, "generate", "--project", w.exp.Project, "--source", "project", "--connection", "nowhere")
 		if code != 1 || !strings.Contains(errOut, "(bad_request, HTTP 400)") {
 			t.Errorf("unknown connection: exit %d, %q", code, errOut)
 		}

@@ -872,14 +872,14 @@ func TestPage(t *testing.T) {
 
 	// Ad hoc: the whole project, every file.
 	connection := target.Connection
-	adhoc := func(completion string) pipeline.Record {
+	adhoc := func(completion string, more ...chromedp.Action[chromedp.Void]) pipeline.Record {
 		t.Helper()
 		before := eval[string](p, `document.querySelector("[data-testid=adhoc-result]").dataset.exportId ?? ""`)
-		p.do("fill the ad-hoc form: "+completion,
+		p.do("fill the ad-hoc form: "+completion, append([]chromedp.Action[chromedp.Void]{
 			chromedp.SetValue(chromedp.CSS(`[data-testid=adhoc-project]`), exp.Project),
 			selectOption(`[data-testid=adhoc-source-kind]`, "project"),
 			selectOption(`[data-testid=adhoc-connection]`, connection),
-			selectOption(`[data-testid=adhoc-completion]`, completion))
+			selectOption(`[data-testid=adhoc-completion]`, completion)}, more...)...)
 		if !eval[bool](p, `document.querySelector("[data-testid=adhoc-source-value]").disabled`) {
 			t.Error("the source value stays enabled for a whole-project source")
 		}
@@ -912,6 +912,32 @@ func TestPage(t *testing.T) {
 	if incomplete.FileListLength+complete.FileListLength != all.FileListLength || incomplete.FileListLength == 0 {
 		t.Errorf("ad hoc: %d incomplete files + %d complete ones, want all %d (and some incomplete)",
 			incomplete.FileListLength, complete.FileListLength, all.FileListLength)
+	}
+
+	// Ad hoc with COCO and JSONL, as of the first ad-hoc export's
+	// watermark: the page sends both, and the export reproduces that
+	// one's content beside the two formats.
+	ticks := []chromedp.Action[chromedp.Void]{
+		chromedp.Click(chromedp.CSS(`[data-testid=adhoc-format-coco]`)),
+		chromedp.Click(chromedp.CSS(`[data-testid=adhoc-format-jsonl]`)),
+	}
+	asOf := strconv.FormatUint(all.Watermark, 10)
+	past := adhoc("all", append(ticks, chromedp.SetValue(chromedp.CSS(`[data-testid=adhoc-as-of]`), asOf))...)
+	if past.AsOf != asOf || past.Watermark != all.Watermark || past.ContentHash != all.ContentHash {
+		t.Errorf("ad hoc as of %s from the page: as_of %q, watermark %d, content %s; want the export at that watermark, %s",
+			asOf, past.AsOf, past.Watermark, past.ContentHash, all.ContentHash)
+	}
+	if got := slices.Sorted(maps.Keys(past.Formats)); !slices.Equal(got, []string{"coco", "diffgram", "jsonl"}) {
+		t.Errorf("ad hoc with COCO and JSONL ticked: formats %v", got)
+	}
+	p.do("untick the formats", ticks...)
+	if !eval[bool](p, `(() => {
+		const e = document.querySelector("[data-testid=adhoc-as-of]");
+		e.value = "";
+		e.dispatchEvent(new Event("input", {bubbles: true}));
+		return e.value === "";
+	})()`) {
+		t.Fatal("the as-of field could not be cleared")
 	}
 
 	// An ad-hoc source that matches no file: nothing is written, and the
