@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/exportstream/exportstream/pipeline"
 )
 
@@ -18,7 +20,8 @@ import (
 // an ad-hoc export with as_of, definition and watermark, and leaves
 // latest.json alone; as_of values that are not a sequence or a time are
 // a 400 that says what is accepted, points the stream cannot give a 422
-// that names its last sequence.
+// that names its last sequence, or, once older events are purged, the
+// first sequence it still holds.
 func TestAPIAsOf(t *testing.T) {
 	svc, c, exp, cfg := startAPIService(t)
 	name := cfg.Exports[0].Name
@@ -101,6 +104,23 @@ func TestAPIAsOf(t *testing.T) {
 		http.StatusUnprocessableEntity, "as_of_out_of_range")
 	c.wantError("POST", "/api/v1/exports", map[string]any{"definition": "nope", "as_of": 3}, http.StatusNotFound, "not_found")
 	c.wantError("POST", "/api/v1/exports", map[string]any{"definition": name, "project": "x", "as_of": 3}, http.StatusBadRequest, "bad_request")
+
+	// Events the stream no longer holds (purged below sequence 5): every
+	// point is refused, naming the first sequence it still holds.
+	js := streamJS(t, svc)
+	stream, err := js.Stream(t.Context(), cfg.NATS.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Purge(t.Context(), jetstream.WithPurgeSequence(5)); err != nil {
+		t.Fatal(err)
+	}
+	for _, asOf := range []any{live.Watermark, 7} {
+		msg = c.wantError("POST", "/api/v1/exports", map[string]any{"definition": name, "as_of": asOf}, http.StatusUnprocessableEntity, "as_of_unavailable")
+		if !strings.Contains(msg, "first sequence stream "+cfg.NATS.Stream+" still holds is 5") {
+			t.Errorf("as_of %v after a purge below 5: %q, want it to name sequence 5", asOf, msg)
+		}
+	}
 
 	// The replays left no scratch store (each is removed just after its
 	// record is final).
