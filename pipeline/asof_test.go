@@ -408,6 +408,18 @@ func TestAsOfReproducesLiveExports(t *testing.T) {
 			if reproduced < 2 {
 				t.Errorf("only %d definitions had a live export at A: the split proves too little", reproduced)
 			}
+			// A point-in-time export reads class maps and never writes
+			// one: an ad-hoc one with YOLO leaves the project's ad-hoc
+			// map uncreated.
+			adhoc := *defs[0]
+			adhoc.Name = ""
+			if r := asOfExport(t, h.p, &adhoc, AsOf{Seq: atB[defs[0].Name].rec.Watermark}); r.Status != StatusComplete || r.Formats[FormatYOLO].Key == "" {
+				t.Errorf("ad hoc as of B: %+v", r)
+			}
+			adhoc.Name = AdhocName
+			if m, rev, err := h.p.records.classMap(t.Context(), &adhoc); err != nil || rev != 0 {
+				t.Errorf("ad hoc as of B stored a YOLO class map: %v at revision %d (%v)", m, rev, err)
+			}
 			scratchGone(t, stateDir)
 		})
 	}
