@@ -393,6 +393,16 @@ func (c *Consumer) process(ctx context.Context, batch []delivery, handle Handler
 		return true
 	}
 	if err := handle(ctx, good); err != nil {
+		if ctx.Err() != nil {
+			// Stopping: the batch in hand is handed back, for
+			// redelivery now (to another replica, or this one when it
+			// restarts). Not a failure.
+			c.log.Info("stopping: a batch not applied is handed back for redelivery", "events", len(good))
+			for _, m := range goodMsgs {
+				_ = m.Nak()
+			}
+			return false
+		}
 		c.batchFailures.Inc()
 		c.log.Error("applying events failed; they will be redelivered", "events", len(good), "err", err)
 		for _, m := range goodMsgs {

@@ -548,7 +548,15 @@ func TestConsumerRunStopsOnCancel(t *testing.T) {
 		}
 	})
 	t.Run("during a batch", func(t *testing.T) {
-		js, c, _ := newTestConsumer(t)
+		// The batch in hand is handed back, quietly: a stop is not a
+		// failure (nothing above INFO, no batch failure counted).
+		_, js := eventstest.Connect(t, eventstest.StartServer(t))
+		var logs records
+		reg := prometheus.NewRegistry()
+		c, err := events.NewConsumer(t.Context(), js, testConsumerConfig(), slog.New(&logs), reg)
+		if err != nil {
+			t.Fatal(err)
+		}
 		m := goodMessages(t)[0]
 		publish(t, js, m)
 		started := make(chan struct{})
@@ -569,6 +577,16 @@ func TestConsumerRunStopsOnCancel(t *testing.T) {
 		}
 		if d := time.Since(start); d > 2*time.Second {
 			t.Errorf("Run took %v to return", d)
+		}
+		logs.mu.Lock()
+		for _, r := range logs.all {
+			if r.Level > slog.LevelInfo {
+				t.Errorf("stopping during a batch logged %s %q", r.Level, r.Message)
+			}
+		}
+		logs.mu.Unlock()
+		if n := counter(t, reg, "exportstream_event_batch_failures_total"); n != 0 {
+			t.Errorf("stopping during a batch counted %v batch failures, want 0", n)
 		}
 
 		var col collector
