@@ -132,6 +132,25 @@ func runMedia(t *testing.T, media config.Connection) {
 		return e.File.BlobURL
 	}
 
+	// The media block's link and expiry (EXPORTS.md, "Media links").
+	mediaLink := func(entry json.RawMessage, typ string) (string, int64) {
+		fields, ok := map[string][2]string{
+			"image": {"image_signed_url", "image_signed_expiry"},
+			"video": {"mp4_video_signed_url", "mp4_video_signed_expiry"},
+			"text":  {"signed_url", "signed_expiry"},
+		}[typ]
+		var e map[string]json.RawMessage
+		var block map[string]json.RawMessage
+		if !ok || json.Unmarshal(entry, &e) != nil || json.Unmarshal(e[typ], &block) != nil {
+			return "", 0
+		}
+		var u string
+		var exp int64
+		_ = json.Unmarshal(block[fields[0]], &u)
+		_ = json.Unmarshal(block[fields[1]], &exp)
+		return u, exp
+	}
+
 	signed := latest("signed")
 	doc := document(signed.Key)
 	fetched := 0
@@ -143,6 +162,10 @@ func runMedia(t *testing.T, media config.Connection) {
 		if u == f.URL || u == "" {
 			t.Errorf("file %d: blob_url %q is not a signed link", f.ID, u)
 			continue
+		}
+		if mu, me := mediaLink(doc[strconv.FormatInt(f.ID, 10)], f.Type); mu != u || me != signed.CreatedTime.Add(expiry).Unix() {
+			t.Errorf("file %d: its %s block's link %q expiring %d, want blob_url's %q expiring %d (created_time + %v)",
+				f.ID, f.Type, mu, me, u, signed.CreatedTime.Add(expiry).Unix(), expiry)
 		}
 		resp, err := http.Get(u)
 		if err != nil {
