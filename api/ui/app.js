@@ -498,7 +498,10 @@
     updateLinks(row, d);
 
     const mine = generated.get(row.name);
-    const busy = Boolean(mine && !FINAL.has(mine.status));
+    // The definitions' refresh can show this page's export final before
+    // the page's own follow of it has: then it is not busy either.
+    const done = rec && mine && rec.id === mine.id && FINAL.has(rec.status);
+    const busy = Boolean(mine && !FINAL.has(mine.status) && !done);
     row.buttons.generate.disabled = busy || row.requesting === true;
     row.buttons.generate.textContent = busy ? "Generating…" : "Generate";
     row.buttons.download.disabled = !downloadable(rec);
