@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -567,25 +565,11 @@ func TestExportsCLI(t *testing.T) {
 		if multi.Status != pipeline.StatusComplete || len(multi.Formats) != 4 || multi.ContentHash != rec.ContentHash {
 			t.Errorf("--formats coco,yolo,jsonl: %+v; want complete, four formats, the content of %d", multi, rec.ID)
 		}
-		doc, err := pipelinetest.ReadDoc(w.bucketObject(t, multi.Key))
-		if err != nil {
-			t.Fatal(err)
-		}
-		objects := map[string][]byte{}
+		named := map[string]pipelinetest.LatestFormat{}
 		for name, o := range multi.Formats {
-			objects[name] = w.bucketObject(t, o.Key)
-			if sum := fmt.Sprintf("%x", sha256.Sum256(objects[name])); sum != o.SHA256 || int64(len(objects[name])) != o.Bytes {
-				t.Errorf("--formats: %s object %s: sha256 %s, %d bytes; the record says %s, %d", name, o.Key, sum, len(objects[name]), o.SHA256, o.Bytes)
-			}
+			named[name] = pipelinetest.LatestFormat{Key: o.Key, SHA256: o.SHA256, Bytes: o.Bytes, SkippedInstances: o.SkippedInstances}
 		}
-		problems := pipelinetest.CheckCOCO(objects["coco"], doc, multi.Formats["coco"].SkippedInstances)
-		y, yp := pipelinetest.ReadYOLO(objects["yolo"])
-		problems = append(problems, yp...)
-		if y != nil {
-			problems = append(problems, pipelinetest.CheckYOLO(y, doc, multi.Formats["yolo"].SkippedInstances, nil)...)
-		}
-		problems = append(problems, pipelinetest.CheckJSONL(objects["jsonl"], doc)...)
-		for _, p := range problems {
+		for _, p := range pipelinetest.CheckFormats(t.Context(), w.svc.Bucket("disk"), named, []string{"diffgram", "coco", "yolo", "jsonl"}) {
 			t.Errorf("--formats: %s", p)
 		}
 		code, _, errOut := w.cli(t, "generate", "--project", w.exp.Project, "--source", "project", "--connection", "disk", "--formats", "coco,yml")

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/big"
 	"path"
@@ -1092,15 +1093,11 @@ type LatestFormat struct {
 	SkippedInstances map[string]int `json:"skipped_instances"`
 }
 
-// CheckLatestFormats reads prefix+"latest.json" from b and checks that it
-// names exactly the formats want (the Diffgram document's entry being its
-// key, sha256 and bytes), that each object is in the bucket with the
-// SHA-256 and size latest.json gives, and reads each object with its
-// reader (CheckCOCO, ReadYOLO and CheckYOLO, CheckJSONL). It returns the
+// CheckLatestFormats reads prefix+"latest.json" from b and checks that
+// its Diffgram format entry is its data object (key, sha256 and bytes),
+// then checks the formats it names with CheckFormats. It returns the
 // formats as latest.json names them, and every problem found.
 func CheckLatestFormats(ctx context.Context, b connectors.Bucket, prefix string, want []string) (map[string]LatestFormat, []string) {
-	var ps []string
-	add := func(f string, a ...any) { ps = append(ps, fmt.Sprintf(f, a...)) }
 	raw, err := readAll(ctx, b, prefix+"latest.json")
 	if err != nil {
 		return nil, []string{"latest.json: " + err.Error()}
@@ -1114,21 +1111,32 @@ func CheckLatestFormats(ctx context.Context, b connectors.Bucket, prefix string,
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, []string{"latest.json: " + err.Error()}
 	}
-	names := make([]string, 0, len(m.Formats))
-	for n := range m.Formats {
-		names = append(names, n)
+	var ps []string
+	if dg := m.Formats["diffgram"]; dg.Key != m.Key || dg.SHA256 != m.SHA256 || dg.Bytes != m.Bytes {
+		ps = append(ps, fmt.Sprintf("latest.json: formats.diffgram %+v is not the data object (%s, %s, %d)", dg, m.Key, m.SHA256, m.Bytes))
 	}
-	slices.Sort(names)
+	for _, p := range CheckFormats(ctx, b, m.Formats, want) {
+		ps = append(ps, "latest.json: "+p)
+	}
+	return m.Formats, ps
+}
+
+// CheckFormats checks an export's formats as its manifest, latest.json
+// or record names them: exactly the formats want, each object in b with
+// the SHA-256 and size given, and each object read with its reader
+// (CheckCOCO, ReadYOLO and CheckYOLO, CheckJSONL) against the Diffgram
+// document. It returns every problem found.
+func CheckFormats(ctx context.Context, b connectors.Bucket, formats map[string]LatestFormat, want []string) []string {
+	var ps []string
+	add := func(f string, a ...any) { ps = append(ps, fmt.Sprintf(f, a...)) }
+	names := slices.Sorted(maps.Keys(formats))
 	w := slices.Sorted(slices.Values(want))
 	if !slices.Equal(names, w) {
-		add("latest.json names formats %v, want %v", names, w)
-	}
-	if dg := m.Formats["diffgram"]; dg.Key != m.Key || dg.SHA256 != m.SHA256 || dg.Bytes != m.Bytes {
-		add("latest.json: formats.diffgram %+v is not the data object (%s, %s, %d)", dg, m.Key, m.SHA256, m.Bytes)
+		add("formats named %v, want %v", names, w)
 	}
 	data := map[string][]byte{}
 	for _, n := range names {
-		f := m.Formats[n]
+		f := formats[n]
 		body, err := readAll(ctx, b, f.Key)
 		if err != nil {
 			add("%s object %s: %v", n, f.Key, err)
@@ -1136,26 +1144,26 @@ func CheckLatestFormats(ctx context.Context, b connectors.Bucket, prefix string,
 		}
 		sum := sha256.Sum256(body)
 		if hex.EncodeToString(sum[:]) != f.SHA256 || int64(len(body)) != f.Bytes {
-			add("%s object %s: sha256 %x and %d bytes, latest.json says %s and %d", n, f.Key, sum, len(body), f.SHA256, f.Bytes)
+			add("%s object %s: sha256 %x and %d bytes, named with %s and %d", n, f.Key, sum, len(body), f.SHA256, f.Bytes)
 		}
 		data[n] = body
 	}
 	doc, ok := data["diffgram"]
 	if !ok {
-		return m.Formats, append(ps, "no Diffgram document to check the other formats against")
+		return append(ps, "no Diffgram document to check the other formats against")
 	}
 	dg, err := ReadDoc(doc)
 	if err != nil {
-		return m.Formats, append(ps, "the Diffgram document: "+err.Error())
+		return append(ps, "the Diffgram document: "+err.Error())
 	}
 	if c, ok := data["coco"]; ok {
-		for _, p := range CheckCOCO(c, dg, m.Formats["coco"].SkippedInstances) {
+		for _, p := range CheckCOCO(c, dg, formats["coco"].SkippedInstances) {
 			add("coco: %s", p)
 		}
 	}
 	if y, ok := data["yolo"]; ok {
 		yl, problems := ReadYOLO(y)
-		for _, p := range append(problems, CheckYOLO(yl, dg, m.Formats["yolo"].SkippedInstances, nil)...) {
+		for _, p := range append(problems, CheckYOLO(yl, dg, formats["yolo"].SkippedInstances, nil)...) {
 			add("yolo: %s", p)
 		}
 	}
@@ -1164,7 +1172,7 @@ func CheckLatestFormats(ctx context.Context, b connectors.Bucket, prefix string,
 			add("jsonl: %s", p)
 		}
 	}
-	return m.Formats, ps
+	return ps
 }
 
 func readAll(ctx context.Context, b connectors.Bucket, key string) ([]byte, error) {
