@@ -62,36 +62,13 @@ func mediaDefinition(name string, media *Media) *Definition {
 		MaxDelay: time.Second, Media: media}
 }
 
-// entryLinks is what a file entry shows of its media link: blob_url, and
-// the media block's url and expiry.
-type entryLinks struct {
-	blobURL, url string
-	expiry       int64
-}
-
-func linksOf(t *testing.T, entry json.RawMessage, typ string) entryLinks {
+func linksOf(t *testing.T, entry json.RawMessage, typ string) pipelinetest.EntryLinks {
 	t.Helper()
-	var e map[string]json.RawMessage
-	if err := json.Unmarshal(entry, &e); err != nil {
-		t.Fatalf("entry %s: %v", entry, err)
+	l, err := pipelinetest.LinksOf(entry, typ)
+	if err != nil {
+		t.Fatalf("%v: %s", err, entry)
 	}
-	var file struct {
-		BlobURL *string `json:"blob_url"`
-	}
-	_ = json.Unmarshal(e["file"], &file)
-	var out entryLinks
-	if file.BlobURL != nil {
-		out.blobURL = *file.BlobURL
-	}
-	if f, ok := mediaLinkFields[typ]; ok {
-		var block map[string]json.RawMessage
-		if err := json.Unmarshal(e[typ], &block); err != nil {
-			t.Fatalf("%s block of %s: %v", typ, entry, err)
-		}
-		_ = json.Unmarshal(block[f[0]], &out.url)
-		_ = json.Unmarshal(block[f[1]], &out.expiry)
-	}
-	return out
+	return l
 }
 
 func get(t *testing.T, u string) (int, []byte) {
@@ -124,24 +101,24 @@ func checkSigned(t *testing.T, doc []byte, created time.Time, expiry time.Durati
 	check := func(f pipelinetest.MediaFile, entry json.RawMessage, where string) {
 		l := linksOf(t, entry, f.Type)
 		if f.BlobPath == "" || expiry == 0 {
-			if f.URL != "" && (l.blobURL != f.URL || l.url != f.URL || l.expiry != f.Expiry) {
+			if f.URL != "" && (l.BlobURL != f.URL || l.URL != f.URL || l.Expiry != f.Expiry) {
 				t.Errorf("%s: links %+v, want those received (%s, %d)", where, l, f.URL, f.Expiry)
 			}
 			return
 		}
-		if l.blobURL == f.URL || l.blobURL == "" {
-			t.Errorf("%s: blob_url %q is not a signed link", where, l.blobURL)
+		if l.BlobURL == f.URL || l.BlobURL == "" {
+			t.Errorf("%s: blob_url %q is not a signed link", where, l.BlobURL)
 			return
 		}
-		if _, ok := mediaLinkFields[f.Type]; ok && (l.url != l.blobURL || l.expiry != created.Add(expiry).Unix()) {
+		if _, ok := mediaLinkFields[f.Type]; ok && (l.URL != l.BlobURL || l.Expiry != created.Add(expiry).Unix()) {
 			t.Errorf("%s: media block url %q expiry %d, want blob_url %q and %d (created %s + %s)",
-				where, l.url, l.expiry, l.blobURL, created.Add(expiry).Unix(), created, expiry)
+				where, l.URL, l.Expiry, l.BlobURL, created.Add(expiry).Unix(), created, expiry)
 		}
-		status, body := get(t, l.blobURL)
+		status, body := get(t, l.BlobURL)
 		if status != http.StatusOK || !bytes.Equal(body, f.Data) {
-			t.Errorf("%s: GET %s: %d, %d bytes, want 200 and the %d bytes of %s", where, l.blobURL, status, len(body), len(f.Data), f.BlobPath)
+			t.Errorf("%s: GET %s: %d, %d bytes, want 200 and the %d bytes of %s", where, l.BlobURL, status, len(body), len(f.Data), f.BlobPath)
 		}
-		fetched = append(fetched, l.blobURL)
+		fetched = append(fetched, l.BlobURL)
 	}
 	files := pipelinetest.MediaFiles()
 	for _, f := range files {

@@ -108,3 +108,45 @@ func MediaEvents(project string, files []MediaFile) []Event {
 	}
 	return out
 }
+
+// EntryLinks is what a file entry shows of its media links (EXPORTS.md,
+// "Media links"): file.blob_url, and its media block's signed url and
+// expiry (Unix seconds).
+type EntryLinks struct {
+	BlobURL, URL string
+	Expiry       int64
+}
+
+// mediaBlockLinks are the members of a media block of each file type
+// that hold its link and the link's expiry.
+var mediaBlockLinks = map[string][2]string{
+	"image": {"image_signed_url", "image_signed_expiry"},
+	"video": {"mp4_video_signed_url", "mp4_video_signed_expiry"},
+	"text":  {"signed_url", "signed_expiry"},
+}
+
+// LinksOf reads the links of a file entry whose file is of type typ (a
+// type with no media block, such as compound, has only blob_url).
+func LinksOf(entry json.RawMessage, typ string) (EntryLinks, error) {
+	var e map[string]json.RawMessage
+	if err := json.Unmarshal(entry, &e); err != nil {
+		return EntryLinks{}, fmt.Errorf("entry: %w", err)
+	}
+	var file struct {
+		BlobURL *string `json:"blob_url"`
+	}
+	_ = json.Unmarshal(e["file"], &file)
+	var out EntryLinks
+	if file.BlobURL != nil {
+		out.BlobURL = *file.BlobURL
+	}
+	if f, ok := mediaBlockLinks[typ]; ok {
+		var block map[string]json.RawMessage
+		if err := json.Unmarshal(e[typ], &block); err != nil {
+			return out, fmt.Errorf("%s block: %w", typ, err)
+		}
+		_ = json.Unmarshal(block[f[0]], &out.URL)
+		_ = json.Unmarshal(block[f[1]], &out.Expiry)
+	}
+	return out, nil
+}

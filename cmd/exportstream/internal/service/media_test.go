@@ -122,33 +122,12 @@ func runMedia(t *testing.T, media config.Connection) {
 		}
 		return d
 	}
-	blobURL := func(entry json.RawMessage) string {
-		var e struct {
-			File struct {
-				BlobURL string `json:"blob_url"`
-			} `json:"file"`
+	links := func(entry json.RawMessage, f pipelinetest.MediaFile) pipelinetest.EntryLinks {
+		l, err := pipelinetest.LinksOf(entry, f.Type)
+		if err != nil {
+			t.Errorf("file %d: %v", f.ID, err)
 		}
-		_ = json.Unmarshal(entry, &e)
-		return e.File.BlobURL
-	}
-
-	// The media block's link and expiry (EXPORTS.md, "Media links").
-	mediaLink := func(entry json.RawMessage, typ string) (string, int64) {
-		fields, ok := map[string][2]string{
-			"image": {"image_signed_url", "image_signed_expiry"},
-			"video": {"mp4_video_signed_url", "mp4_video_signed_expiry"},
-			"text":  {"signed_url", "signed_expiry"},
-		}[typ]
-		var e map[string]json.RawMessage
-		var block map[string]json.RawMessage
-		if !ok || json.Unmarshal(entry, &e) != nil || json.Unmarshal(e[typ], &block) != nil {
-			return "", 0
-		}
-		var u string
-		var exp int64
-		_ = json.Unmarshal(block[fields[0]], &u)
-		_ = json.Unmarshal(block[fields[1]], &exp)
-		return u, exp
+		return l
 	}
 
 	signed := latest("signed")
@@ -158,14 +137,15 @@ func runMedia(t *testing.T, media config.Connection) {
 		if f.BlobPath == "" {
 			continue
 		}
-		u := blobURL(doc[strconv.FormatInt(f.ID, 10)])
+		l := links(doc[strconv.FormatInt(f.ID, 10)], f)
+		u := l.BlobURL
 		if u == f.URL || u == "" {
 			t.Errorf("file %d: blob_url %q is not a signed link", f.ID, u)
 			continue
 		}
-		if mu, me := mediaLink(doc[strconv.FormatInt(f.ID, 10)], f.Type); mu != u || me != signed.CreatedTime.Add(expiry).Unix() {
+		if l.URL != u || l.Expiry != signed.CreatedTime.Add(expiry).Unix() {
 			t.Errorf("file %d: its %s block's link %q expiring %d, want blob_url's %q expiring %d (created_time + %v)",
-				f.ID, f.Type, mu, me, u, signed.CreatedTime.Add(expiry).Unix(), expiry)
+				f.ID, f.Type, l.URL, l.Expiry, u, signed.CreatedTime.Add(expiry).Unix(), expiry)
 		}
 		resp, err := http.Get(u)
 		if err != nil {
@@ -198,7 +178,7 @@ func runMedia(t *testing.T, media config.Connection) {
 	}
 	doc = document(copied.Key)
 	for _, f := range files {
-		if u := blobURL(doc[strconv.FormatInt(f.ID, 10)]); f.URL != "" && u != f.URL {
+		if u := links(doc[strconv.FormatInt(f.ID, 10)], f).BlobURL; f.URL != "" && u != f.URL {
 			t.Errorf("copied: file %d: blob_url %q, want it as received (%q)", f.ID, u, f.URL)
 		}
 	}
