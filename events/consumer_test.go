@@ -47,9 +47,15 @@ func testConsumerConfig() events.ConsumerConfig {
 // newTestConsumer starts a server and makes a consumer on it.
 func newTestConsumer(t *testing.T) (jetstream.JetStream, *events.Consumer, *prometheus.Registry) {
 	t.Helper()
+	return newLoggingConsumer(t, slog.DiscardHandler)
+}
+
+// newLoggingConsumer is newTestConsumer with its log going to h.
+func newLoggingConsumer(t *testing.T, h slog.Handler) (jetstream.JetStream, *events.Consumer, *prometheus.Registry) {
+	t.Helper()
 	_, js := eventstest.Connect(t, eventstest.StartServer(t))
 	reg := prometheus.NewRegistry()
-	c, err := events.NewConsumer(t.Context(), js, testConsumerConfig(), slog.New(slog.DiscardHandler), reg)
+	c, err := events.NewConsumer(t.Context(), js, testConsumerConfig(), slog.New(h), reg)
 	if err != nil {
 		t.Fatalf("NewConsumer: %v", err)
 	}
@@ -550,13 +556,8 @@ func TestConsumerRunStopsOnCancel(t *testing.T) {
 	t.Run("during a batch", func(t *testing.T) {
 		// The batch in hand is handed back, quietly: a stop is not a
 		// failure (nothing above INFO, no batch failure counted).
-		_, js := eventstest.Connect(t, eventstest.StartServer(t))
 		var logs records
-		reg := prometheus.NewRegistry()
-		c, err := events.NewConsumer(t.Context(), js, testConsumerConfig(), slog.New(&logs), reg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		js, c, reg := newLoggingConsumer(t, &logs)
 		m := goodMessages(t)[0]
 		publish(t, js, m)
 		started := make(chan struct{})
@@ -717,12 +718,8 @@ func (r *records) withSeq(seq uint64) []slog.Record {
 // TestConsumerLogsBadEventOnce checks a dead-lettered event is logged
 // once, with its stream sequence and reason (EVENTS.md, "Bad input").
 func TestConsumerLogsBadEventOnce(t *testing.T) {
-	_, js := eventstest.Connect(t, eventstest.StartServer(t))
 	var logs records
-	c, err := events.NewConsumer(t.Context(), js, testConsumerConfig(), slog.New(&logs), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, c, _ := newLoggingConsumer(t, &logs)
 	good := goodMessages(t)[0]
 	bad := &msg{subject: subj("file.uploaded"), body: []byte("not json"), msgID: "bad-1"}
 	publish(t, js, good)
