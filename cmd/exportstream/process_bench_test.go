@@ -389,31 +389,17 @@ log:
 	// EXPORTSTREAM_BENCH_PROFILE=<dir>: a 10 s CPU profile of the
 	// service while it drains, from its /debug/pprof.
 	profiled := make(chan struct{})
-	if dir := os.Getenv("EXPORTSTREAM_BENCH_PROFILE"); dir != "" {
+	if profileDir != "" {
 		go func() {
 			defer close(profiled)
-			addr := serviceHTTPAddr(logPath, 30*time.Second)
-			if addr == "" {
-				return
+			if addr := serviceHTTPAddr(logPath, 30*time.Second); addr != "" {
+				saveURL("http://"+addr+"/debug/pprof/profile?seconds=10",
+					filepath.Join(profileDir, fmt.Sprintf("drain-%d-%s.pprof", files, filepath.Base(svcBin))))
 			}
-			resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=10")
-			if err != nil {
-				return
-			}
-			defer resp.Body.Close()
-			raw, _ := io.ReadAll(resp.Body)
-			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("drain-%d-%s.pprof", files, filepath.Base(svcBin))), raw, 0o644)
 		}()
 		// The NATS server's profile over the same 10 s.
-		go func() {
-			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=10", natsProfPort))
-			if err != nil {
-				return
-			}
-			defer resp.Body.Close()
-			raw, _ := io.ReadAll(resp.Body)
-			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("drain-%d-nats-for-%s.pprof", files, filepath.Base(svcBin))), raw, 0o644)
-		}()
+		go saveURL(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=10", natsProfPort),
+			filepath.Join(profileDir, fmt.Sprintf("drain-%d-nats-for-%s.pprof", files, filepath.Base(svcBin))))
 	} else {
 		close(profiled)
 	}
@@ -437,14 +423,10 @@ log:
 		}
 	}
 	<-profiled
-	if dir := os.Getenv("EXPORTSTREAM_BENCH_PROFILE"); dir != "" {
+	if profileDir != "" {
 		// The heap after the drain.
 		if addr := serviceHTTPAddr(logPath, time.Second); addr != "" {
-			if resp, err := http.Get("http://" + addr + "/debug/pprof/heap"); err == nil {
-				raw, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("heap-%d-%s.pprof", files, filepath.Base(svcBin))), raw, 0o644)
-			}
+			saveURL("http://"+addr+"/debug/pprof/heap", filepath.Join(profileDir, fmt.Sprintf("heap-%d-%s.pprof", files, filepath.Base(svcBin))))
 		}
 	}
 	exportID := func() string {
@@ -494,20 +476,16 @@ log:
 	regen := time.Since(editAt)
 	b.StopTimer()
 	rss := peakRSS(svc.Process.Pid)
-	if dir := os.Getenv("EXPORTSTREAM_BENCH_PROFILE"); dir != "" {
+	if profileDir != "" {
 		// Where the memory is after the exports: the process's mappings
 		// and the Go runtime's own account.
 		tag := fmt.Sprintf("%d-%s", files, filepath.Base(svcBin))
 		if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", svc.Process.Pid)); err == nil {
-			_ = os.WriteFile(filepath.Join(dir, "smaps-"+tag+".txt"), raw, 0o644)
+			_ = os.WriteFile(filepath.Join(profileDir, "smaps-"+tag+".txt"), raw, 0o644)
 		}
 		if addr := serviceHTTPAddr(logPath, time.Second); addr != "" {
 			for name, q := range map[string]string{"memstats-" + tag + ".txt": "?debug=1", "heap-export-" + tag + ".pprof": ""} {
-				if resp, err := http.Get("http://" + addr + "/debug/pprof/heap" + q); err == nil {
-					raw, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					_ = os.WriteFile(filepath.Join(dir, name), raw, 0o644)
-				}
+				saveURL("http://"+addr+"/debug/pprof/heap"+q, filepath.Join(profileDir, name))
 			}
 		}
 	}
@@ -542,8 +520,8 @@ log:
 		// service and of the NATS server from the replay's start.
 		if profileDir != "" {
 			name := fmt.Sprintf("asof-%d-%s", files, filepath.Base(svcBin))
-			go saveProfile("http://"+addr, filepath.Join(profileDir, name+".pprof"))
-			go saveProfile(fmt.Sprintf("http://127.0.0.1:%d", natsProfPort), filepath.Join(profileDir, name+"-nats.pprof"))
+			go saveURL("http://"+addr+"/debug/pprof/profile?seconds=30", filepath.Join(profileDir, name+".pprof"))
+			go saveURL(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=30", natsProfPort), filepath.Join(profileDir, name+"-nats.pprof"))
 		}
 		asOf, asOfRSS = measureAsOf(b, addr, svc.Process.Pid, firstRec.Watermark, firstRec.ContentSHA256)
 	}
@@ -655,10 +633,10 @@ func measureAsOf(b *testing.B, addr string, pid int, watermark uint64, want stri
 	return took, top
 }
 
-// saveProfile writes a 30 s CPU profile of the process serving
-// /debug/pprof at base to path; it gives up quietly (a benchmark aid).
-func saveProfile(base, path string) {
-	resp, err := http.Get(base + "/debug/pprof/profile?seconds=30")
+// saveURL writes what a GET of url answers (a profile from
+// /debug/pprof) to path; it gives up quietly (a benchmark aid).
+func saveURL(url, path string) {
+	resp, err := http.Get(url)
 	if err != nil {
 		return
 	}
