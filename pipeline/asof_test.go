@@ -204,16 +204,6 @@ func canonicalFormat(t *testing.T, name string, data []byte) []byte {
 	return data
 }
 
-// newLabel is a label.upserted event of project: label file id, label id
-// and name, version 1.
-func newLabel(project string, fileID, labelID int, name string) line {
-	body := fmt.Sprintf(`{"specversion":"1.0","id":"label-%d-%s","source":"diffgram/projects/%s","type":"diffgram.label.upserted",`+
-		`"time":"2026-11-28T12:00:00.000000Z","datacontenttype":"application/json","diffgramproject":%q,`+
-		`"data":{"label_file":{"id":%d,"label":{"id":%d,"name":%q},"colour":{"hex":"#123456"},"state":"added","version":1}}}`,
-		fileID, project, project, project, fileID, labelID, name)
-	return line{"diffgram.events." + project + ".label.upserted", []byte(body)}
-}
-
 func readObject(t *testing.T, b connectors.Bucket, key string) []byte {
 	t.Helper()
 	r, err := b.NewReader(t.Context(), key)
@@ -374,7 +364,8 @@ func TestAsOfReproducesLiveExports(t *testing.T) {
 			atA := liveExports(h, defs)
 			// A label added after A: YOLO appends it to every
 			// definition's class map, which as_of A must not name.
-			publishLines(t, js, []line{newLabel(exp.Project, 990, 99, "added-after-a")})
+			publishLines(t, js, []line{envelopes(exp.Project, "after-a-")("label", "upserted",
+				`{"label_file":{"id":990,"label":{"id":99,"name":"added-after-a"},"colour":{"hex":"#123456"},"state":"added","version":1}}`)})
 			settle(t, h, defs)
 			publishLines(t, js, lines[half:])
 			settle(t, h, defs)

@@ -110,11 +110,8 @@ func TestEmptySourceSkipped(t *testing.T) {
 	// done once the mark is cleared, adds no record.
 	settle(t, h, []*Definition{d})
 	before := skipped()
-	publishLines(t, h.js, []line{{
-		subject: "diffgram.events." + d.Project + ".label.upserted",
-		body: []byte(`{"specversion":"1.0","id":"empty-new-label","source":"t","type":"diffgram.label.upserted","diffgramproject":"` + d.Project +
-			`","data":{"label_file":{"id":1,"label":{"id":1,"name":"one more label"},"colour":{"hex":"#000000"},"state":"added","version":1}}}`),
-	}})
+	publishLines(t, h.js, []line{envelopes(d.Project, "empty-new-label")("label", "upserted",
+		`{"label_file":{"id":1,"label":{"id":1,"name":"one more label"},"colour":{"hex":"#000000"},"state":"added","version":1}}`)})
 	settle(t, h, []*Definition{d})
 	recs := skipped()
 	if len(recs) != len(before) || len(recs) > 2 {

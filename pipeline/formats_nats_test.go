@@ -85,11 +85,8 @@ func TestFormatsExport(t *testing.T) {
 	// Restart, then a new label with the lowest id: appended to the map.
 	h.stop()
 	h = startHarness(t, h.js, []*Definition{d}, map[string]connectors.Bucket{"disk": b})
-	publishLines(t, h.js, []line{{
-		subject: "diffgram.events." + exp.Project + ".label.upserted",
-		body: []byte(`{"specversion":"1.0","id":"new-label","source":"t","type":"diffgram.label.upserted","diffgramproject":"` + exp.Project +
-			`","data":{"label_file":{"id":1,"label":{"id":1,"name":"aaa first by id"},"colour":{"hex":"#000000"},"state":"added","version":1}}}`),
-	}})
+	publishLines(t, h.js, []line{envelopes(exp.Project, "new-label")("label", "upserted",
+		`{"label_file":{"id":1,"label":{"id":1,"name":"aaa first by id"},"colour":{"hex":"#000000"},"state":"added","version":1}}`)})
 	waitFor(t, "the export with the new label", 30*time.Second, settled(first.ID))
 	second := latestRecord(t, real, d.Path)
 	got, ps := pipelinetest.CheckLatestFormats(t.Context(), real, d.Path, all)
