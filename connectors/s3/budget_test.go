@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
@@ -244,6 +245,181 @@ func TestAbortReleasesBuffers(t *testing.T) {
 	wantNotFound(t, b, "aborted.bin")
 	wantNotFound(t, b, "cancelled.bin")
 	noUploadsLeft(t, b, o.Bucket)
+}
+
+// TestDiscardWaitsForPartsInFlight checks that a discarded write (Abort,
+// or its context cancelled) lets the parts it has in flight finish before
+// it aborts the multipart upload. A part cut mid-request may be stored by
+// the server after the abort, and versitygw then recreates the upload:
+// an upload left behind that CI once saw. lateParts stands for such a
+// server: it holds each part, and the writer's side of the request gives
+// up on it at once when its context ends, as a real connection does.
+func TestDiscardWaitsForPartsInFlight(t *testing.T) {
+	t.Setenv("AWS_CA_BUNDLE", "") // the SDK refuses a CA bundle with a plain *http.Client
+	for _, c := range []struct {
+		name    string
+		discard func(w connectors.Writer, cancel context.CancelFunc) error
+	}{
+		{"Abort", func(w connectors.Writer, _ context.CancelFunc) error { return w.Abort() }},
+		{"cancelled context", func(w connectors.Writer, cancel context.CancelFunc) error {
+			cancel()
+			if err := w.Close(); err == nil {
+				return errors.New("Close after cancel succeeded")
+			}
+			return nil
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o := s3test.NewBucket(t)
+			lp := newLateParts()
+			o.HTTPClient = &http.Client{Transport: lp}
+			b := open(t, o)
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			w, err := b.NewWriter(ctx, "discarded.bin", connectors.WriteOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(body(4, 2*int(o.PartSize)+10)); err != nil {
+				t.Fatal(err)
+			}
+			select { // a part is in flight
+			case <-lp.held:
+			case <-t.Context().Done():
+				t.Fatal("no part was sent")
+			}
+			errc := make(chan error, 1)
+			go func() { errc <- c.discard(w, cancel) }()
+			select { // a writer that does not wait sends its abort now
+			case <-lp.aborting:
+			case <-time.After(300 * time.Millisecond):
+			}
+			lp.letGo()
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			log := lp.events()
+			abort := slices.Index(log, "abort")
+			if abort < 0 || slices.Contains(log[abort:], "part stored") {
+				t.Errorf("requests as the server saw them: %v; want every part stored before the abort", log)
+			}
+			wantNotFound(t, b, "discarded.bin")
+			noUploadsLeft(t, b, o.Bucket)
+		})
+	}
+}
+
+// TestDiscardCutsPartsThatHang checks the other side of waiting: a part
+// that never returns (a bucket that stopped answering) is cut after the
+// Bucket's part drain, and Abort returns having sent the abort.
+func TestDiscardCutsPartsThatHang(t *testing.T) {
+	t.Setenv("AWS_CA_BUNDLE", "") // the SDK refuses a CA bundle with a plain *http.Client
+	o := s3test.NewBucket(t)
+	lp := newLateParts()
+	defer lp.letGo()
+	o.HTTPClient = &http.Client{Transport: lp}
+	b := open(t, o)
+	b.SetPartDrain(50 * time.Millisecond)
+	w, err := b.NewWriter(t.Context(), "hung.bin", connectors.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(body(5, 2*int(o.PartSize)+10)); err != nil {
+		t.Fatal(err)
+	}
+	<-lp.held
+	if err := w.Abort(); err != nil {
+		t.Fatalf("Abort: %v", err)
+	}
+	if log := lp.events(); !slices.Equal(log, []string{"abort"}) {
+		t.Errorf("requests as the server saw them: %v; want only the abort (the parts still held)", log)
+	}
+	if held, _ := b.PartBuffers(); held != 0 {
+		t.Errorf("after Abort: %d part buffers held, want 0", held)
+	}
+}
+
+// lateParts is a transport that holds every UploadPart until letGo, while
+// the request's context may end: then RoundTrip returns at once, and the
+// part still reaches the server later. It logs "part stored" when the
+// server has answered a part and "abort" when AbortMultipartUpload goes
+// out.
+type lateParts struct {
+	held     chan struct{} // gets a value when a part is held
+	aborting chan struct{} // closed when AbortMultipartUpload goes out
+	release  chan struct{} // closed by letGo
+	once     sync.Once
+	mu       sync.Mutex
+	log      []string
+}
+
+func newLateParts() *lateParts {
+	return &lateParts{held: make(chan struct{}, 100), aborting: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (lp *lateParts) letGo() { lp.once.Do(func() { close(lp.release) }) }
+
+func (lp *lateParts) note(e string) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	lp.log = append(lp.log, e)
+}
+
+func (lp *lateParts) events() []string {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	return slices.Clone(lp.log)
+}
+
+func (lp *lateParts) RoundTrip(req *http.Request) (*http.Response, error) {
+	q := req.URL.Query()
+	switch {
+	case req.Method == http.MethodDelete && q.Has("uploadId"):
+		lp.note("abort")
+		select {
+		case <-lp.aborting:
+		default:
+			close(lp.aborting)
+		}
+	case req.Method == http.MethodPut && q.Has("partNumber"):
+		return lp.part(req)
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// part sends a copy of the part once let go, whatever becomes of req.
+func (lp *lateParts) part(req *http.Request) (*http.Response, error) {
+	data, err := io.ReadAll(req.Body)
+	req.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	late := req.Clone(context.WithoutCancel(req.Context()))
+	late.Body = io.NopCloser(bytes.NewReader(data))
+	type answer struct {
+		resp *http.Response
+		err  error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		lp.held <- struct{}{}
+		<-lp.release
+		resp, err := http.DefaultTransport.RoundTrip(late)
+		if err == nil {
+			var b []byte
+			b, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+		}
+		lp.note("part stored")
+		done <- answer{resp, err}
+	}()
+	select {
+	case a := <-done:
+		return a.resp, a.err
+	case <-req.Context().Done():
+		return nil, req.Context().Err()
+	}
 }
 
 func wantNotFound(t *testing.T, b *s3.Bucket, key string) {

@@ -19,7 +19,9 @@
 //   - Abort, a cancelled context (even without Close or Abort), or any
 //     failed request aborts the multipart upload (AbortMultipartUpload,
 //     after the parts in flight have returned), so no parts are left
-//     behind to pay for, and gives the Writer's buffers back.
+//     behind to pay for, and gives the Writer's buffers back. A part in
+//     flight is let finish, for up to 5 s, rather than cut: a part cut
+//     mid-request may be stored after the abort, leaving an upload behind.
 //   - SDK errors are translated with errors.As on smithy.APIError and the
 //     HTTP response error, never by matching text, into the connectors
 //     sentinels, keeping the cause: 412 → ErrExists (IfAbsent) or
@@ -240,6 +242,9 @@ type driver struct {
 	// maxParts is S3's limit on the parts of one upload (maxParts; the
 	// tests lower it to reach it with small parts).
 	maxParts int32
+	// partDrain is how long a discarded write's parts in flight may go
+	// on (partDrain; the tests shorten it).
+	partDrain time.Duration
 }
 
 var (
@@ -302,7 +307,7 @@ func newDriver(ctx context.Context, opts Options) (*driver, error) {
 		concurrency = DefaultConcurrency
 	}
 	return &driver{opts: opts, client: client, presign: s3.NewPresignClient(client),
-		budget: newBudget(int(partSize), concurrency), bucket: opts.Bucket, maxParts: maxParts}, nil
+		budget: newBudget(int(partSize), concurrency), bucket: opts.Bucket, maxParts: maxParts, partDrain: partDrain}, nil
 }
 
 // New validates opts and builds the client. It does no network I/O: a

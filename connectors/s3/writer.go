@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -24,6 +25,13 @@ const (
 	smallSize = 256 << 10
 	// maxParts is S3's limit on the parts of one multipart upload.
 	maxParts = 10000
+	// partDrain is how long a part upload in flight may go on after the
+	// writer's requests ended (Abort, a cancelled context, a failure)
+	// before it is cut. A part cut mid-request may still be stored by the
+	// server after the multipart upload is aborted (S3 documents this;
+	// versitygw even recreates the aborted upload for it), leaving an
+	// upload behind; a part that is let finish is removed by the abort.
+	partDrain = 5 * time.Second
 )
 
 // errClosed ends the requests' context of a writer that Close finished.
@@ -38,6 +46,11 @@ type writer struct {
 	ctx  context.Context // the caller's
 	uctx context.Context // the requests': ends with ctx, Abort, Close or the first failure
 	stop context.CancelCauseFunc
+	// pctx is the UploadPart requests': it ends partDrain after uctx, or
+	// when cleanup has waited for them, so that a part in flight is
+	// finished before the multipart upload is aborted.
+	pctx context.Context
+	pcut context.CancelFunc
 	key  string
 	opts connectors.WriteOptions
 
@@ -73,7 +86,9 @@ type writer struct {
 // ErrNotFound (S3 answers 404 NoSuchKey).
 func (b *driver) NewWriter(ctx context.Context, key string, opts connectors.WriteOptions) (connectors.Writer, error) {
 	uctx, stop := context.WithCancelCause(ctx)
-	w := &writer{d: b, ctx: ctx, uctx: uctx, stop: stop, key: key, opts: opts, hookDone: make(chan struct{})}
+	pctx, pcut := context.WithCancel(context.WithoutCancel(ctx))
+	context.AfterFunc(uctx, func() { time.AfterFunc(b.partDrain, pcut) })
+	w := &writer{d: b, ctx: ctx, uctx: uctx, stop: stop, pctx: pctx, pcut: pcut, key: key, opts: opts, hookDone: make(chan struct{})}
 	w.hook = context.AfterFunc(ctx, func() {
 		defer close(w.hookDone)
 		w.mu.Lock()
@@ -186,12 +201,17 @@ func (w *writer) nextPart() (int32, error) {
 }
 
 // uploadPart sends part num, once one of the Bucket's upload slots is
-// free, and records it for the completion.
+// free, and records it for the completion. Once sent, the request is not
+// cut when the writer's requests end, only partDrain later (see pctx).
 func (w *writer) uploadPart(num int32, part []byte) error {
 	if err := w.d.budget.slot(w.uctx); err != nil {
 		return err
 	}
-	out, err := w.d.client.UploadPart(w.uctx, &s3.UploadPartInput{
+	if w.uctx.Err() != nil { // the slot and the end were both ready
+		<-w.d.budget.slots
+		return context.Cause(w.uctx)
+	}
+	out, err := w.d.client.UploadPart(w.pctx, &s3.UploadPartInput{
 		Bucket:            aws.String(w.d.bucket),
 		Key:               aws.String(w.key),
 		UploadId:          aws.String(w.uploadID),
@@ -349,6 +369,7 @@ func (w *writer) cleanup() error {
 	w.cleaned = true
 	w.stop(errClosed)
 	w.uploads.Wait()
+	w.pcut()
 	if w.buf != nil {
 		w.d.budget.release(w.buf, false)
 		w.buf = nil
