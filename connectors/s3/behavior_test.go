@@ -11,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 
 	"github.com/exportstream/exportstream/connectors"
@@ -148,13 +146,7 @@ func TestNoUploadsLeftBehind(t *testing.T) {
 		t.Errorf("IfAbsent: err = %v, want ErrExists", err)
 	}
 
-	out, err := b.Client().ListMultipartUploads(t.Context(), &awss3.ListMultipartUploadsInput{Bucket: aws.String(opts.Bucket)})
-	if err != nil {
-		t.Fatalf("ListMultipartUploads: %v", err)
-	}
-	for _, u := range out.Uploads {
-		t.Errorf("multipart upload left behind: key %q, id %s", aws.ToString(u.Key), aws.ToString(u.UploadId))
-	}
+	noUploadsLeft(t, b, opts.Bucket)
 }
 
 func TestErrorTranslation(t *testing.T) {
