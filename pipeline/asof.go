@@ -353,9 +353,8 @@ func (p *Pipeline) replay(ctx context.Context, st *DiskState, seq uint64, r *Rec
 
 	logProgress := progressLogger(p.log, r)
 	batch := make([]*events.Event, 0, replayBatch)
-	seen := map[projectKind]int64{}
 	flush := func() error {
-		if err := st.Update(func(tx *DiskTx) error { return applyReplayed(tx, batch, seen) }); err != nil {
+		if err := st.Update(func(tx *DiskTx) error { return applyReplayed(tx, batch) }); err != nil {
 			return fmt.Errorf("scratch store: %w", err)
 		}
 		batch = batch[:0]
@@ -412,39 +411,19 @@ func (p *Pipeline) replay(ctx context.Context, st *DiskState, seq uint64, r *Rec
 	return n, bad, st.NoteRev(seq)
 }
 
-// projectKind names a kind of entity in a project.
-type projectKind struct {
-	project string
-	kind    events.Kind
-}
-
 // applyReplayed stores the snapshots a replay's events carry, in stream
 // order, as Store.Apply decides for live events: an event not newer than
 // the stored snapshot (or the one an earlier event of the batch offered)
 // changes nothing; a partial removal merges into the snapshot held. The
 // snapshots' revisions are the events' stream sequences.
-//
-// seen holds, per project and kind, the highest id replayed so far (this
-// batch's included once it returns). The scratch store starts empty and
-// every entity in it came from an event replayed before, so an entity
-// whose id is above that is not stored: it is known absent without a
-// lookup. Platforms number new files and instances in ascending order, so
-// most creates skip Pebble: at 1 M files the lookups of absent keys
-// mostly read bloom filter blocks that the block cache cannot hold.
-func applyReplayed(tx *DiskTx, evs []*events.Event, seen map[projectKind]int64) error {
-	// The other entities looked up in key order through one iterator,
+func applyReplayed(tx *DiskTx, evs []*events.Event) error {
+	// The batch's entities looked up in key order through one iterator,
 	// as the live path does: a Get per event built an iterator stack
 	// each, and a replay into a store larger than the block cache spent
 	// most of its time reading the same index and filter blocks again.
-	refs := make([]entityRef, 0, len(evs))
-	for _, ev := range evs {
-		pk := projectKind{ev.Project, ev.Kind}
-		if top, ok := seen[pk]; ok && ev.EntityID <= top {
-			refs = append(refs, entityRef{ev.Project, ev.Kind, ev.EntityID})
-			continue
-		}
-		seen[pk] = ev.EntityID
-		tx.remember(ev.Project, ev.Kind, ev.EntityID, nil, nil)
+	refs := make([]entityRef, len(evs))
+	for i, ev := range evs {
+		refs[i] = entityRef{ev.Project, ev.Kind, ev.EntityID}
 	}
 	if err := tx.Prefetch(refs); err != nil {
 		return err

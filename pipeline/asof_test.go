@@ -322,56 +322,6 @@ func scratchGone(t *testing.T, stateDir string) {
 	})
 }
 
-// TestApplyReplayedKnownAbsent checks the replay's shortcut across
-// batches: an id above every id of its kind replayed before is taken as
-// absent without a lookup, while an id at or below that is looked up, so
-// that a stale version (of the highest id too) or an update of an earlier
-// entity is decided against what the store holds.
-func TestApplyReplayedKnownAbsent(t *testing.T) {
-	st := openDisk(t, t.TempDir())
-	defer st.Close()
-	seen := map[projectKind]int64{}
-	for i, batch := range [][]*events.Event{
-		{fileEvent(t, 5, 2, "five v2"), fileEvent(t, 2, 1, "two v1")},
-		{
-			fileEvent(t, 5, 1, "five v1, stale"),
-			fileEvent(t, 3, 1, "three v1, below the top and new"),
-			fileEvent(t, 9, 1, "nine v1"),
-			fileEvent(t, 9, 3, "nine v3, in the same batch"),
-			fileEvent(t, 2, 2, "two v2"),
-		},
-		{fileEvent(t, 9, 2, "nine v2, stale, the top id")},
-	} {
-		for j, ev := range batch {
-			ev.Seq = uint64(10*i + j + 1)
-		}
-		if err := st.Update(func(tx *DiskTx) error { return applyReplayed(tx, batch, seen) }); err != nil {
-			t.Fatalf("batch %d: %v", i, err)
-		}
-	}
-	if top := seen[projectKind{"p", events.KindFile}]; top != 9 {
-		t.Errorf("highest file id seen: %d, want 9", top)
-	}
-	want := map[int64]int64{2: 2, 3: 1, 5: 2, 9: 3}
-	if err := st.Update(func(tx *DiskTx) error {
-		for id, version := range want {
-			sn, err := tx.Current("p", events.KindFile, id)
-			if err != nil {
-				return err
-			}
-			switch {
-			case sn == nil:
-				t.Errorf("file %d: nothing stored, want version %d", id, version)
-			case sn.version != version:
-				t.Errorf("file %d: version %d stored, want %d", id, sn.version, version)
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestAsOfReproducesLiveExports is the point-in-time property, on both
 // contract examples: the live service writes exports at watermarks A < B
 // (the first half of the events, then all of them); afterwards as_of A
