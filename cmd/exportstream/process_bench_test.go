@@ -516,12 +516,22 @@ log:
 	var asOfRSS float64
 	if variant.asOf {
 		addr := serviceHTTPAddr(filepath.Join(dir, "service-resume.log"), time.Second)
-		// EXPORTSTREAM_BENCH_PROFILE=<dir>: 30 s CPU profiles of the
-		// service and of the NATS server from the replay's start.
+		// EXPORTSTREAM_BENCH_PROFILE=<dir>: CPU profiles of the service
+		// and of the NATS server from the replay's start, 30 s long or
+		// EXPORTSTREAM_BENCH_ASOF_PROFILE_SECONDS (keep it shorter than
+		// the replay: the service stops when the export is done).
 		if profileDir != "" {
+			secs := 30
+			if v := os.Getenv("EXPORTSTREAM_BENCH_ASOF_PROFILE_SECONDS"); v != "" {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 {
+					b.Fatalf("EXPORTSTREAM_BENCH_ASOF_PROFILE_SECONDS=%q", v)
+				}
+				secs = n
+			}
 			name := fmt.Sprintf("asof-%d-%s", files, filepath.Base(svcBin))
-			go saveURL("http://"+addr+"/debug/pprof/profile?seconds=30", filepath.Join(profileDir, name+".pprof"))
-			go saveURL(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=30", natsProfPort), filepath.Join(profileDir, name+"-nats.pprof"))
+			go saveURL(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), filepath.Join(profileDir, name+".pprof"))
+			go saveURL(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", natsProfPort, secs), filepath.Join(profileDir, name+"-nats.pprof"))
 		}
 		asOf, asOfRSS = measureAsOf(b, addr, svc.Process.Pid, firstRec.Watermark, firstRec.ContentSHA256)
 	}
