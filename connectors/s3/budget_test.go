@@ -298,6 +298,7 @@ func TestDiscardWaitsForPartsInFlight(t *testing.T) {
 			if err := <-errc; err != nil {
 				t.Fatal(err)
 			}
+			lp.sent.Wait() // the parts let go have reached the server
 			log := lp.events()
 			abort := slices.Index(log, "abort")
 			if abort < 0 || slices.Contains(log[abort:], "part stored") {
@@ -345,10 +346,12 @@ func TestDiscardCutsPartsThatHang(t *testing.T) {
 // server has answered a part and "abort" when AbortMultipartUpload goes
 // out.
 type lateParts struct {
-	held     chan struct{} // gets a value when a part is held
-	aborting chan struct{} // closed when AbortMultipartUpload goes out
-	release  chan struct{} // closed by letGo
-	once     sync.Once
+	held     chan struct{}  // gets a value when a part is held
+	aborting chan struct{}  // closed when AbortMultipartUpload goes out
+	release  chan struct{}  // closed by letGo
+	aborted  sync.Once      // closes aborting
+	released sync.Once      // closes release
+	sent     sync.WaitGroup // the parts' sends to the server, once let go
 	mu       sync.Mutex
 	log      []string
 }
@@ -357,7 +360,7 @@ func newLateParts() *lateParts {
 	return &lateParts{held: make(chan struct{}, 100), aborting: make(chan struct{}), release: make(chan struct{})}
 }
 
-func (lp *lateParts) letGo() { lp.once.Do(func() { close(lp.release) }) }
+func (lp *lateParts) letGo() { lp.released.Do(func() { close(lp.release) }) }
 
 func (lp *lateParts) note(e string) {
 	lp.mu.Lock()
@@ -376,11 +379,7 @@ func (lp *lateParts) RoundTrip(req *http.Request) (*http.Response, error) {
 	switch {
 	case req.Method == http.MethodDelete && q.Has("uploadId"):
 		lp.note("abort")
-		select {
-		case <-lp.aborting:
-		default:
-			close(lp.aborting)
-		}
+		lp.aborted.Do(func() { close(lp.aborting) })
 	case req.Method == http.MethodPut && q.Has("partNumber"):
 		return lp.part(req)
 	}
@@ -401,7 +400,7 @@ func (lp *lateParts) part(req *http.Request) (*http.Response, error) {
 		err  error
 	}
 	done := make(chan answer, 1)
-	go func() {
+	lp.sent.Go(func() {
 		lp.held <- struct{}{}
 		<-lp.release
 		resp, err := http.DefaultTransport.RoundTrip(late)
@@ -413,7 +412,7 @@ func (lp *lateParts) part(req *http.Request) (*http.Response, error) {
 		}
 		lp.note("part stored")
 		done <- answer{resp, err}
-	}()
+	})
 	select {
 	case a := <-done:
 		return a.resp, a.err
