@@ -70,11 +70,23 @@ func BenchmarkProcess(b *testing.B) {
 	// EXPORTSTREAM_BENCH_ASOF=all measures the point-in-time export on
 	// the base version too (it must have as_of), not only the current.
 	asOfAll := os.Getenv("EXPORTSTREAM_BENCH_ASOF") == "all"
+	// EXPORTSTREAM_BENCH_ASOF_PROFILE_SECONDS: how long the point-in-time
+	// export's CPU profiles are (with EXPORTSTREAM_BENCH_PROFILE; 30 s by
+	// default). Keep it shorter than the replay: the service stops when
+	// the export is done. Read here, so that a bad value fails at once.
+	asOfProfileSecs := 30
+	if v := os.Getenv("EXPORTSTREAM_BENCH_ASOF_PROFILE_SECONDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("EXPORTSTREAM_BENCH_ASOF_PROFILE_SECONDS=%q", v)
+		}
+		asOfProfileSecs = n
+	}
 	for _, files := range sizes {
 		for i, v := range versions {
 			b.Run(fmt.Sprintf("files=%d/%s", files, v.name), func(b *testing.B) {
 				for b.Loop() {
-					runProcessBench(b, natsBin, v.bin, files, benchVariant{asOf: i == 0 || asOfAll})
+					runProcessBench(b, natsBin, v.bin, files, benchVariant{asOf: i == 0 || asOfAll, asOfProfileSecs: asOfProfileSecs})
 				}
 			})
 			if allFormats {
@@ -255,9 +267,11 @@ func drainBare(b *testing.B, js jetstream.JetStream, total int) time.Duration {
 // benchVariant is what a run of runProcessBench measures besides the
 // basics: formats turns every format on; asOf (a version that has it)
 // asks, after the restart on the kept store, for the first full export
-// again as of its watermark, and measures that replay.
+// again as of its watermark, and measures that replay; asOfProfileSecs
+// is how long that replay's CPU profiles are, when profiles are taken.
 type benchVariant struct {
-	formats, asOf bool
+	formats, asOf   bool
+	asOfProfileSecs int
 }
 
 func runProcessBench(b *testing.B, natsBin, svcBin string, files int, variant benchVariant) {
@@ -517,18 +531,10 @@ log:
 	if variant.asOf {
 		addr := serviceHTTPAddr(filepath.Join(dir, "service-resume.log"), time.Second)
 		// EXPORTSTREAM_BENCH_PROFILE=<dir>: CPU profiles of the service
-		// and of the NATS server from the replay's start, 30 s long or
-		// EXPORTSTREAM_BENCH_ASOF_PROFILE_SECONDS (keep it shorter than
-		// the replay: the service stops when the export is done).
+		// and of the NATS server from the replay's start, for
+		// variant.asOfProfileSecs.
 		if profileDir != "" {
-			secs := 30
-			if v := os.Getenv("EXPORTSTREAM_BENCH_ASOF_PROFILE_SECONDS"); v != "" {
-				n, err := strconv.Atoi(v)
-				if err != nil || n < 1 {
-					b.Fatalf("EXPORTSTREAM_BENCH_ASOF_PROFILE_SECONDS=%q", v)
-				}
-				secs = n
-			}
+			secs := variant.asOfProfileSecs
 			name := fmt.Sprintf("asof-%d-%s", files, filepath.Base(svcBin))
 			go saveURL(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), filepath.Join(profileDir, name+".pprof"))
 			go saveURL(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", natsProfPort, secs), filepath.Join(profileDir, name+"-nats.pprof"))
